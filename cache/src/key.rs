@@ -1,0 +1,98 @@
+//! `CacheKey`: the 32-byte name of a cached object.
+
+use std::fmt;
+
+use http::Method;
+
+/// A blake3 digest over the parts of a request that select a response.
+///
+/// Each part is length-prefixed before hashing so that no two different
+/// requests can produce the same byte stream (`host="a", path="b/c"` versus
+/// `host="ab", path="/c"`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey([u8; 32]);
+
+/// Bumped whenever the hashed layout changes, so old on-disk entries can
+/// never be mistaken for new ones.
+const KEY_VERSION: u8 = 1;
+
+impl CacheKey {
+    /// The key of a request, or `None` when its method is never served from
+    /// cache. GET and HEAD share a key (RFC 9110 §9.3.2: HEAD is GET without
+    /// the body); the host is compared case-insensitively (RFC 3986 §6.2.2.1).
+    pub fn for_request(
+        method: &Method,
+        scheme: &str,
+        host: &str,
+        path_and_query: &str,
+    ) -> Option<CacheKey> {
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(&[KEY_VERSION]);
+        update_field(&mut h, b"GET");
+        update_field(&mut h, scheme.as_bytes());
+        update_field(&mut h, host.to_ascii_lowercase().as_bytes());
+        update_field(&mut h, path_and_query.as_bytes());
+        Some(CacheKey(*h.finalize().as_bytes()))
+    }
+
+    /// A key from raw bytes, as read back from storage.
+    pub fn from_bytes(bytes: [u8; 32]) -> CacheKey {
+        CacheKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lower-case hex, for logs and admin output.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+}
+
+fn update_field(h: &mut blake3::Hasher, field: &[u8]) {
+    h.update(&(field.len() as u64).to_le_bytes());
+    h.update(field);
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", &self.to_hex()[..16])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(host: &str, pq: &str) -> CacheKey {
+        CacheKey::for_request(&Method::GET, "http", host, pq).unwrap()
+    }
+
+    #[test]
+    fn parts_are_not_ambiguous() {
+        assert_ne!(key("a", "b/c"), key("ab", "/c"));
+        assert_ne!(key("example.com", "/a?b"), key("example.com", "/a%3Fb"));
+        assert_ne!(
+            CacheKey::for_request(&Method::GET, "https", "x", "/").unwrap(),
+            key("x", "/")
+        );
+    }
+
+    #[test]
+    fn only_get_and_head_have_keys() {
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
+            assert!(CacheKey::for_request(&m, "http", "x", "/").is_none());
+        }
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let k = key("x", "/y");
+        assert_eq!(k.to_hex().len(), 64);
+        assert_eq!(CacheKey::from_bytes(*k.as_bytes()), k);
+    }
+}

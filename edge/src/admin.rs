@@ -1,0 +1,111 @@
+//! The admin listener: `/healthz` and `/metrics` for load balancers and
+//! Prometheus. Bound to loopback by default; never expose it publicly.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+/// What admin handlers read.
+#[derive(Debug)]
+pub struct AdminState {
+    registry: Registry,
+    /// Set once shutdown begins, so `/healthz` tells load balancers to stop
+    /// sending new traffic.
+    pub draining: AtomicBool,
+}
+
+impl AdminState {
+    pub fn new(registry: Registry) -> Self {
+        AdminState {
+            registry,
+            draining: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Accepts admin connections until `stop` turns true.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(err) => {
+                    warn!(error = %err, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, &req)) }
+            });
+            let result = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(err) = result {
+                debug!(error = %err, "admin connection ended with error");
+            }
+        });
+    }
+}
+
+fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/healthz" if state.draining.load(Ordering::Relaxed) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/metrics" => {
+            let mut out = String::new();
+            match TextEncoder::new().encode_utf8(&state.registry.gather(), &mut out) {
+                Ok(()) => {
+                    let mut resp = text(StatusCode::OK, "");
+                    *resp.body_mut() = Full::new(Bytes::from(out));
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    resp
+                }
+                Err(err) => {
+                    warn!(error = %err, "cannot encode metrics");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n")
+                }
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz or /metrics\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

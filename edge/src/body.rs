@@ -1,0 +1,259 @@
+//! Response and request bodies as they stream through the proxy.
+//!
+//! Bodies are never collected: each wrapper here passes frames through one at
+//! a time, adding a read deadline ([`ReadTimeout`]) or noticing how the
+//! stream ended ([`Observed`]).
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::BoxError;
+
+/// The body type of every response the proxy produces.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Boxes any body whose error converts into [`BoxError`].
+pub fn boxed<B>(body: B) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// A peer stopped sending body bytes for longer than the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no body data for {0:?}")]
+pub struct BodyReadTimeout(pub Duration);
+
+pin_project! {
+    /// Fails the stream when no frame arrives within `timeout` of the last
+    /// one, so a stalled peer cannot hold a response open forever.
+    pub struct ReadTimeout<B> {
+        #[pin]
+        inner: B,
+        timeout: Duration,
+        deadline: Pin<Box<Sleep>>,
+    }
+}
+
+impl<B> ReadTimeout<B> {
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        ReadTimeout {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl<B> Body for ReadTimeout<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.deadline.as_mut().reset(Instant::now() + *this.timeout);
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                ready!(this.deadline.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Box::new(BodyReadTimeout(*this.timeout)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a body stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Every byte was handed to the connection.
+    Complete,
+    /// The source failed mid-stream (the client sees a truncated response).
+    Error,
+    /// The consumer dropped the body before its end (client went away).
+    Aborted,
+}
+
+impl BodyEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyEnd::Complete => "complete",
+            BodyEnd::Error => "error",
+            BodyEnd::Aborted => "aborted",
+        }
+    }
+}
+
+/// Called once when an [`Observed`] body ends, with the data bytes passed on.
+pub type OnEnd = Box<dyn FnOnce(BodyEnd, u64) + Send>;
+
+pin_project! {
+    /// Counts data bytes and reports once how the stream ended: at its last
+    /// frame, on error, or when dropped early.
+    pub struct Observed<B>
+    where
+        B: Body,
+    {
+        #[pin]
+        inner: B,
+        bytes: u64,
+        on_end: Option<OnEnd>,
+    }
+
+    impl<B> PinnedDrop for Observed<B>
+    where
+        B: Body,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(on_end) = this.on_end.take() {
+                // Servers may stop polling once `is_end_stream` says so.
+                let end = if this.inner.is_end_stream() { BodyEnd::Complete } else { BodyEnd::Aborted };
+                on_end(end, *this.bytes);
+            }
+        }
+    }
+}
+
+impl<B: Body> Observed<B> {
+    pub fn new(inner: B, on_end: OnEnd) -> Self {
+        Observed {
+            inner,
+            bytes: 0,
+            on_end: Some(on_end),
+        }
+    }
+}
+
+impl<B> Body for Observed<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let end = match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+                this.inner.is_end_stream().then_some(BodyEnd::Complete)
+            }
+            Some(Err(_)) => Some(BodyEnd::Error),
+            None => Some(BodyEnd::Complete),
+        };
+        if let Some(end) = end
+            && let Some(on_end) = this.on_end.take()
+        {
+            on_end(end, *this.bytes);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn recorder() -> (Arc<Mutex<Option<(BodyEnd, u64)>>>, OnEnd) {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        (
+            seen,
+            Box::new(move |end, n| *s.lock().unwrap() = Some((end, n))),
+        )
+    }
+
+    #[tokio::test]
+    async fn observed_reports_complete_with_bytes() {
+        let (seen, on_end) = recorder();
+        let body = Observed::new(Full::new(Bytes::from_static(b"hello")), on_end);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hello");
+        assert_eq!(*seen.lock().unwrap(), Some((BodyEnd::Complete, 5)));
+    }
+
+    /// A body fed by a channel: pending until something is sent.
+    struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for ChannelBody {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test]
+    async fn observed_reports_abort_on_early_drop() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (seen, on_end) = recorder();
+        let mut body = Observed::new(ChannelBody(rx), on_end);
+        tx.send(Bytes::from_static(b"abc")).await.unwrap();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.data_ref().unwrap().len(), 3);
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), Some((BodyEnd::Aborted, 3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_timeout_fails_a_stalled_body() {
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        let body = ReadTimeout::new(ChannelBody(rx), Duration::from_secs(3));
+        let err = body.collect().await.unwrap_err();
+        assert!(err.is::<BodyReadTimeout>(), "{err}");
+    }
+}

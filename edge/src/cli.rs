@@ -1,0 +1,147 @@
+//! Command-line flags. Each overrides the matching key of the TOML file; each
+//! can also be set through an `EDGE_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use origin_shield::Peer;
+
+use crate::config::{ByteSize, Config, LogFormat};
+
+/// A CDN edge caching node.
+///
+/// Runs with embedded defaults; only an origin is required:
+/// `edge --origin http://127.0.0.1:8000`
+#[derive(Debug, Parser)]
+#[command(name = "edge", version)]
+pub struct Cli {
+    /// Origin server URL, `http://HOST[:PORT]`; repeat for several.
+    #[arg(
+        long = "origin",
+        value_name = "URL",
+        env = "EDGE_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub origins: Vec<Peer>,
+
+    /// Client-facing listen address [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR", env = "EDGE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Admin listen address for /healthz and /metrics [default: 127.0.0.1:9090]
+    #[arg(long, value_name = "ADDR", env = "EDGE_ADMIN")]
+    pub admin: Option<SocketAddr>,
+
+    /// Directory for the disk cache and durable metadata [default: ./edge-data]
+    #[arg(long, value_name = "DIR", env = "EDGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Memory tier size, e.g. 256MiB [default: 256MiB]
+    #[arg(long, value_name = "SIZE", env = "EDGE_MEMORY")]
+    pub memory: Option<ByteSize>,
+
+    /// Disk tier size, e.g. 4GiB [default: 1GiB]
+    #[arg(long, value_name = "SIZE", env = "EDGE_DISK")]
+    pub disk: Option<ByteSize>,
+
+    /// This node's name in Via headers [default: edge]
+    #[arg(long, value_name = "NAME", env = "EDGE_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// TOML configuration file (see examples/edge.toml)
+    #[arg(long, value_name = "FILE", env = "EDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Validate FILE (with any other flags applied) and exit
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub check_config: Option<PathBuf>,
+
+    /// Log format [default: text]
+    #[arg(long, value_name = "FORMAT", env = "EDGE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Cli {
+    /// Overwrites the keys this command line sets.
+    pub fn apply_to(&self, config: &mut Config) {
+        if !self.origins.is_empty() {
+            config.origins = self.origins.clone();
+        }
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.admin {
+            config.admin = v;
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = self.memory {
+            config.cache.memory = v;
+        }
+        if let Some(v) = self.disk {
+            config.cache.disk = v;
+        }
+        if let Some(v) = &self.node_name {
+            config.node_name = v.clone();
+        }
+        if let Some(v) = self.log_format {
+            config.log_format = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "listen = \"127.0.0.1:1111\"\nadmin = \"127.0.0.1:2222\"\norigins = [\"http://127.0.0.1:3333\"]"
+        )
+        .unwrap();
+        let path = file.path().to_str().unwrap();
+        let cli =
+            Cli::try_parse_from(["edge", "--config", path, "--listen", "127.0.0.1:4444"]).unwrap();
+        let c = Config::load(&cli).unwrap();
+        assert_eq!(c.listen.port(), 4444, "flag beats file");
+        assert_eq!(c.admin.port(), 2222, "file beats default");
+        assert_eq!(c.cache.disk, ByteSize::gib(1), "default kept");
+        assert_eq!(c.origins[0].authority().as_str(), "127.0.0.1:3333");
+
+        let cli = Cli::try_parse_from([
+            "edge",
+            "--config",
+            path,
+            "--origin",
+            "http://a:1",
+            "--origin",
+            "http://b:2",
+            "--memory",
+            "64MiB",
+        ])
+        .unwrap();
+        let c = Config::load(&cli).unwrap();
+        assert_eq!(c.origins.len(), 2, "--origin replaces the file's list");
+        assert_eq!(c.cache.memory, ByteSize::mib(64));
+    }
+
+    #[test]
+    fn bad_flags_are_refused_by_clap() {
+        assert!(Cli::try_parse_from(["edge", "--origin", "ftp://x"]).is_err());
+        assert!(Cli::try_parse_from(["edge", "--memory", "lots"]).is_err());
+        assert!(Cli::try_parse_from(["edge", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn missing_origin_is_a_clear_error() {
+        let cli = Cli::try_parse_from(["edge"]).unwrap();
+        let err = Config::load(&cli).unwrap_err().to_string();
+        assert!(err.contains("--origin"), "{err}");
+    }
+}

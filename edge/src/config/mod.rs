@@ -1,0 +1,428 @@
+//! The one validated `Config`, layered CLI flags and `EDGE_*` env vars > TOML
+//! file > defaults.
+//!
+//! Every field documents its default; `examples/edge.toml` lists them all.
+//! A bad file is an error naming the file, line and key, never a panic.
+
+mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use origin_shield::{Peer, Scheme};
+use serde::{Deserialize, Deserializer};
+
+use crate::cli::Cli;
+use units::de_duration;
+pub use units::{ByteSize, parse_duration};
+
+/// Everything the server needs, validated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Client-facing listener. Default: `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Admin listener (`/healthz`, `/metrics`). Default: `127.0.0.1:9090`.
+    /// Keep it on loopback or a private network.
+    pub admin: SocketAddr,
+    /// Where the disk cache and durable metadata live. Default: `./edge-data`.
+    pub data_dir: PathBuf,
+    /// This node's name in `Via`. Default: `edge`.
+    pub node_name: String,
+    /// `text` or `json`. Default: `text`.
+    pub log_format: LogFormat,
+    /// Origin servers, `http://host[:port]`; requests are spread over them
+    /// round robin, falling through to the next on connect failure.
+    /// Default: none (at least one is required).
+    #[serde(deserialize_with = "de_peers")]
+    pub origins: Vec<Peer>,
+    pub cache: CacheConfig,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`key=value` fields).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sizes of the two cache tiers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory tier budget. Default: `256MiB`.
+    pub memory: ByteSize,
+    /// Disk tier size under `data_dir`. Default: `1GiB`.
+    pub disk: ByteSize,
+}
+
+/// Limits and timeouts of the client-facing side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open client connections at most; beyond it new connections wait in the
+    /// kernel's accept queue. Default: `10000`.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers); larger gets 431.
+    /// At least `8KiB`. Default: `64KiB`.
+    pub max_header_bytes: ByteSize,
+    /// Most request header fields; more gets 431. Default: `100`.
+    pub max_headers: usize,
+    /// Time a client has to send a complete request head. On HTTP/1.1 this
+    /// clock also runs while a keep-alive connection waits for its next
+    /// request. Default: `15s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this
+    /// long is closed. Default: `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish
+    /// before the process exits anyway. Default: `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+    /// HTTP/2 streams per connection. Default: `128`.
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// How this node talks to its origins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// TCP connect timeout; exceeded gives 504. Default: `5s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// Time from sending the request to receiving the response head;
+    /// exceeded gives 504. Default: `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_timeout: Duration,
+    /// Longest gap between two pieces of a response body; exceeded aborts
+    /// the response (the client sees a truncated body). Default: `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub read_timeout: Duration,
+    /// Idle pooled connections are closed after this. Default: `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub pool_idle_timeout: Duration,
+    /// Idle keep-alive connections kept per origin. Default: `256`.
+    pub pool_max_idle_per_host: usize,
+    /// Replace the client's `Host` with this value towards the origin.
+    /// Default: unset (the client's `Host` is kept).
+    pub host_header: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            data_dir: PathBuf::from("./edge-data"),
+            node_name: "edge".to_owned(),
+            log_format: LogFormat::Text,
+            origins: Vec::new(),
+            cache: CacheConfig::default(),
+            server: ServerConfig::default(),
+            upstream: UpstreamConfig::default(),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory: ByteSize::mib(256),
+            disk: ByteSize::gib(1),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 10_000,
+            max_header_bytes: ByteSize::kib(64),
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+            h2_max_concurrent_streams: 128,
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(60),
+            pool_max_idle_per_host: 256,
+            host_header: None,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {}{message}", path.display(), key_prefix(key))]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// Dotted path of the offending key, when known.
+        key: Option<String>,
+        message: String,
+    },
+    #[error("{origin}: `{key}`: {message}")]
+    Invalid {
+        /// Where the bad value came from: the file, or "command line".
+        origin: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+fn key_prefix(key: &Option<String>) -> String {
+    key.as_ref()
+        .map(|k| format!("key `{k}`: "))
+        .unwrap_or_default()
+}
+
+impl Config {
+    /// Parses a TOML document; `path` only names it in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let parse_error = |err: &toml::de::Error, key: Option<String>| {
+            let (line, column) = err
+                .span()
+                .map(|span| line_col(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                key,
+                message: err.message().trim().to_owned(),
+            }
+        };
+        let de = toml::de::Deserializer::parse(text).map_err(|e| parse_error(&e, None))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = (key != ".").then_some(key);
+            parse_error(e.inner(), key)
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// The file named by `--config` (or `--check-config`), if any, then the
+    /// flags and `EDGE_*` variables over it, validated.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = cli.check_config.as_deref().or(cli.config.as_deref());
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        cli.apply_to(&mut config);
+        let origin = file.map_or_else(
+            || "configuration".to_owned(),
+            |p| format!("{} (with command-line overrides)", p.display()),
+        );
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin,
+                key,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: required values and cross-field limits.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.origins.is_empty() {
+            return Err((
+                "origins",
+                "no origin configured: pass --origin http://HOST:PORT or set `origins`".into(),
+            ));
+        }
+        if let Some(peer) = self.origins.iter().find(|p| p.scheme() == Scheme::Https) {
+            return Err((
+                "origins",
+                format!("{peer}: https origins are not supported yet (TLS upstream is planned)"),
+            ));
+        }
+        if http::HeaderValue::from_str(&format!("1.1 {}", self.node_name)).is_err()
+            || self.node_name.is_empty()
+            || self.node_name.contains([' ', ','])
+        {
+            return Err((
+                "node_name",
+                format!(
+                    "{:?} must be a non-empty token (no spaces or commas)",
+                    self.node_name
+                ),
+            ));
+        }
+        if let Some(host) = &self.upstream.host_header
+            && http::HeaderValue::from_str(host).is_err()
+        {
+            return Err((
+                "upstream.host_header",
+                format!("{host:?} is not a valid header value"),
+            ));
+        }
+        if self.server.max_header_bytes < ByteSize::kib(8) {
+            return Err(("server.max_header_bytes", "must be at least 8KiB".into()));
+        }
+        if self.server.max_connections == 0 || self.server.max_headers == 0 {
+            return Err((
+                "server",
+                "max_connections and max_headers must be at least 1".into(),
+            ));
+        }
+        if self.server.h2_max_concurrent_streams == 0 {
+            return Err((
+                "server.h2_max_concurrent_streams",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.cache.memory < ByteSize::mib(1) {
+            return Err(("cache.memory", "must be at least 1MiB".into()));
+        }
+        let timeouts = [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("upstream.connect_timeout", self.upstream.connect_timeout),
+            ("upstream.header_timeout", self.upstream.header_timeout),
+            ("upstream.read_timeout", self.upstream.read_timeout),
+        ];
+        if let Some((key, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
+            return Err((key, "must be greater than zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+fn de_peers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.parse::<Peer>().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("edge.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen, Config::default().listen);
+        assert_eq!(c.server.max_headers, 100);
+        assert_eq!(c.cache.memory, ByteSize::mib(256));
+    }
+
+    #[test]
+    fn reads_every_section() {
+        let c = parse(
+            r#"
+listen = "0.0.0.0:80"
+origins = ["http://10.0.0.1:8000", "http://10.0.0.2"]
+[cache]
+memory = "1GiB"
+disk = 4294967296
+[server]
+idle_timeout = "2m"
+[upstream]
+host_header = "origin.internal"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 80);
+        assert_eq!(c.origins.len(), 2);
+        assert_eq!(c.cache.memory, ByteSize::gib(1));
+        assert_eq!(c.cache.disk, ByteSize::gib(4));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.upstream.host_header.as_deref(), Some("origin.internal"));
+    }
+
+    #[test]
+    fn bad_value_names_line_and_key() {
+        let err = parse("listen = \"127.0.0.1:1\"\n\n[server]\nidle_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("edge.toml:4:"), "{err}");
+        assert!(err.contains("server.idle_timeout"), "{err}");
+        assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = parse("[upstream]\nconect_timeout = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("edge.toml:2:"), "{err}");
+        assert!(err.contains("conect_timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_origin_and_syntax_errors_have_lines() {
+        let err = parse("origins = [\"ftp://x\"]\n").unwrap_err().to_string();
+        assert!(err.starts_with("edge.toml:1:"), "{err}");
+        assert!(err.contains("origins") && err.contains("scheme"), "{err}");
+        let err = parse("a = 1\nlisten = \n").unwrap_err().to_string();
+        assert!(err.starts_with("edge.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn validation_requires_an_origin() {
+        let c = parse("").unwrap();
+        let (key, _) = c.validate().unwrap_err();
+        assert_eq!(key, "origins");
+        let c = parse("origins = [\"http://127.0.0.1:1\"]").unwrap();
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,160 @@
+//! Proxy errors, whose fault they are, and the one place they become statuses.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+
+use crate::body::{self, ProxyBody};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Who caused a failure; decides the status class and how loudly to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client sent something we refuse (4xx).
+    Downstream,
+    /// The peer failed us (502/504).
+    Upstream,
+    /// Our own fault (500).
+    Internal,
+}
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no origin is configured for this request")]
+    NoPeer,
+    #[error("cannot connect to {peer}: {source}")]
+    Connect {
+        peer: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("connecting to {peer} timed out")]
+    ConnectTimeout { peer: String },
+    #[error("{peer} sent no response head within {timeout:?}")]
+    HeaderTimeout { peer: String, timeout: Duration },
+    #[error("{peer} failed: {source}")]
+    Upstream {
+        peer: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn source_side(&self) -> ErrorSource {
+        match self {
+            ProxyError::BadRequest(_) => ErrorSource::Downstream,
+            ProxyError::NoPeer | ProxyError::Internal(_) => ErrorSource::Internal,
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::HeaderTimeout { .. }
+            | ProxyError::Upstream { .. } => ErrorSource::Upstream,
+        }
+    }
+
+    /// The status a client sees (RFC 9110 §15.6.3 and §15.6.5 for 502/504).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoPeer | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::ConnectTimeout { .. } | ProxyError::HeaderTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short, stable name for logs and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::NoPeer => "no_peer",
+            ProxyError::Connect { .. } => "connect",
+            ProxyError::ConnectTimeout { .. } => "connect_timeout",
+            ProxyError::HeaderTimeout { .. } => "header_timeout",
+            ProxyError::Upstream { .. } => "upstream",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    /// The error page: a one-line plain-text body. Peer addresses and error
+    /// details stay in the log, not in what the client sees.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = match self {
+            ProxyError::BadRequest(why) => format!("400 Bad Request: {why}\n"),
+            _ => format!(
+                "{} {}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("Error")
+            ),
+        };
+        let mut resp = Response::new(body::full(Bytes::from(text)));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        if self.source_side() == ErrorSource::Downstream {
+            headers.insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_by_fault() {
+        let peer = || "http://o:1".to_owned();
+        assert_eq!(ProxyError::BadRequest("x").status(), 400);
+        assert_eq!(
+            ProxyError::Connect {
+                peer: peer(),
+                source: "refused".into()
+            }
+            .status(),
+            502
+        );
+        assert_eq!(ProxyError::ConnectTimeout { peer: peer() }.status(), 504);
+        assert_eq!(
+            ProxyError::HeaderTimeout {
+                peer: peer(),
+                timeout: Duration::from_secs(1)
+            }
+            .status(),
+            504
+        );
+        assert_eq!(ProxyError::Internal("x".into()).status(), 500);
+    }
+
+    #[test]
+    fn error_page_hides_details() {
+        let e = ProxyError::Connect {
+            peer: "http://10.1.2.3:80".into(),
+            source: "refused".into(),
+        };
+        let resp = e.to_response();
+        assert_eq!(resp.status(), 502);
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+    }
+}

@@ -1,0 +1,205 @@
+//! The programmable surface: one trait whose default methods make the stock
+//! proxy, called at each phase of a request's life (see `proxy.rs`).
+//!
+//! Implement [`EdgeHooks`] and pass it to
+//! [`Server::bind_with_hooks`](crate::Server::bind_with_hooks) to block, rewrite,
+//! route or annotate traffic; `examples/custom_hooks.rs` shows one.
+//!
+//! Hooks run on the request's task: they must not block. A hook returns a
+//! future so it may await, but holding a lock across that await stalls every
+//! request that shares it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cache::CacheKey;
+use http::{Response, StatusCode, request, response};
+use origin_shield::Peer;
+
+use crate::body::BodyEnd;
+
+/// What the proxy knows about the request in hand. Hooks may read it all and
+/// change `req` in `request_filter`.
+#[derive(Debug)]
+pub struct Session {
+    /// The client's request head (the body streams separately).
+    pub req: request::Parts,
+    /// The client's address as seen on the socket.
+    pub client_addr: SocketAddr,
+    /// `"http"` or `"https"`: how the client reached us.
+    pub downstream_scheme: &'static str,
+    /// When the request head was received.
+    pub started: Instant,
+    /// Set by the `cache_key` phase; `None` for requests never cached.
+    pub cache_key: Option<CacheKey>,
+    /// The peer the request went to, once chosen.
+    pub peer: Option<Peer>,
+}
+
+impl Session {
+    /// The host the client asked for: the URI's authority (absolute-form or
+    /// HTTP/2 `:authority`), else the `Host` field, without a port.
+    pub fn host(&self) -> &str {
+        let raw = self
+            .req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                self.req
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("");
+        strip_port(raw)
+    }
+
+    /// Path and query as the client sent them.
+    pub fn path_and_query(&self) -> &str {
+        self.req
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        // IPv6 literal: keep through the closing bracket.
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// A response made by a hook instead of going upstream.
+pub type EarlyResponse = Response<Bytes>;
+
+/// Builds a short plain-text [`EarlyResponse`].
+pub fn early_response(status: StatusCode, text: &str) -> EarlyResponse {
+    let mut resp = Response::new(Bytes::from(format!("{text}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// What the `logging` phase is told about a finished request.
+#[derive(Debug, Clone)]
+pub struct RequestSummary {
+    /// Status sent to the client.
+    pub status: StatusCode,
+    /// Body bytes sent to the client.
+    pub body_bytes: u64,
+    /// From request head to the end of the response body.
+    pub duration: Duration,
+    /// How the response body ended.
+    pub end: BodyEnd,
+    /// Why the proxy answered with an error, if it did.
+    pub error: Option<&'static str>,
+    /// The status the upstream answered, if it was asked.
+    pub upstream_status: Option<StatusCode>,
+}
+
+/// Hooks into each phase of a request. Every method has a default; the stock
+/// `edge` binary uses [`DefaultHooks`].
+pub trait EdgeHooks: Send + Sync + 'static {
+    /// Per-request state shared by all phases of one request.
+    type Ctx: Send + 'static;
+
+    /// Creates the context for a new request.
+    fn new_ctx(&self) -> Self::Ctx;
+
+    /// Phase 2: inspect or rewrite the request, or answer it directly by
+    /// returning a response (nothing goes upstream then).
+    fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = Option<EarlyResponse>> + Send {
+        let _ = (session, ctx);
+        async { None }
+    }
+
+    /// Phase 3: the cache key, or `None` to never cache this request.
+    /// The default keys GET and HEAD by scheme, host and path with query.
+    fn cache_key(&self, session: &Session, ctx: &mut Self::Ctx) -> Option<CacheKey> {
+        let _ = ctx;
+        CacheKey::for_request(
+            &session.req.method,
+            session.downstream_scheme,
+            session.host(),
+            session.path_and_query(),
+        )
+    }
+
+    /// Phase 6: the peer to fetch from, or `None` to use the configured
+    /// origins (round robin, falling through on connect failure).
+    fn upstream_peer(
+        &self,
+        session: &Session,
+        ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = Option<Peer>> + Send {
+        let _ = (session, ctx);
+        async { None }
+    }
+
+    /// Phase 7a: change the request head just before it is sent upstream
+    /// (hop-by-hop fields are already gone, `Via` and `X-Forwarded-*` set).
+    fn upstream_request_filter(
+        &self,
+        session: &Session,
+        upstream: &mut request::Parts,
+        ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (session, upstream, ctx);
+        async {}
+    }
+
+    /// Phase 7b: change the response head before it goes to the client.
+    /// Also called for error responses the proxy makes itself.
+    fn response_filter(
+        &self,
+        session: &Session,
+        response: &mut response::Parts,
+        ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (session, response, ctx);
+        async {}
+    }
+
+    /// Phase 8: called once when the response body has ended (completely or
+    /// not), after the access log line is written. Must not block.
+    fn logging(&self, session: &Session, summary: &RequestSummary, ctx: &mut Self::Ctx) {
+        let _ = (session, summary, ctx);
+    }
+}
+
+/// The stock behaviour: every phase at its default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultHooks;
+
+impl EdgeHooks for DefaultHooks {
+    type Ctx = ();
+    fn new_ctx(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports_from_hosts() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

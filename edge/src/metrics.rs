@@ -1,0 +1,132 @@
+//! Prometheus metrics of the request pipeline. The [`Registry`] is created by
+//! the server and injected here (and, later, into the other crates); names
+//! live in [`names`] so dashboards and code agree.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Every metric name `edge` exports, in one place.
+pub mod names {
+    pub const REQUESTS_TOTAL: &str = "edge_requests_total";
+    pub const REQUEST_DURATION_SECONDS: &str = "edge_request_duration_seconds";
+    pub const RESPONSE_BYTES_TOTAL: &str = "edge_response_bytes_total";
+    pub const OPEN_CONNECTIONS: &str = "edge_open_connections";
+    pub const CONNECTIONS_TOTAL: &str = "edge_connections_total";
+    pub const ORIGIN_REQUESTS_TOTAL: &str = "edge_origin_requests_total";
+    pub const ORIGIN_ERRORS_TOTAL: &str = "edge_origin_errors_total";
+    pub const ORIGIN_DURATION_SECONDS: &str = "edge_origin_response_header_seconds";
+}
+
+/// Latency buckets from 0.5 ms to 30 s: a hit on loopback is sub-millisecond,
+/// an origin fetch can take seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Handles to the pipeline's metrics; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Requests by status class (`2xx` …) and how the body ended.
+    pub requests: IntCounterVec,
+    /// Request duration, head received to body end, by status class.
+    pub request_duration: HistogramVec,
+    /// Body bytes sent to clients.
+    pub response_bytes: IntCounter,
+    pub open_connections: IntGauge,
+    pub connections: IntCounter,
+    /// Upstream responses by status class.
+    pub origin_requests: IntCounterVec,
+    /// Upstream failures by kind (`connect`, `header_timeout` …).
+    pub origin_errors: IntCounterVec,
+    /// Time from sending a request upstream to its response head.
+    pub origin_duration: Histogram,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(names::REQUESTS_TOTAL, "Client requests answered"),
+                &["status_class", "body_end"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    names::REQUEST_DURATION_SECONDS,
+                    "Client request duration, head received to body end",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["status_class"],
+            )?,
+            response_bytes: IntCounter::new(
+                names::RESPONSE_BYTES_TOTAL,
+                "Response body bytes sent to clients",
+            )?,
+            open_connections: IntGauge::new(names::OPEN_CONNECTIONS, "Open client connections")?,
+            connections: IntCounter::new(names::CONNECTIONS_TOTAL, "Client connections accepted")?,
+            origin_requests: IntCounterVec::new(
+                Opts::new(names::ORIGIN_REQUESTS_TOTAL, "Upstream responses received"),
+                &["status_class"],
+            )?,
+            origin_errors: IntCounterVec::new(
+                Opts::new(names::ORIGIN_ERRORS_TOTAL, "Upstream requests that failed"),
+                &["kind"],
+            )?,
+            origin_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    names::ORIGIN_DURATION_SECONDS,
+                    "Upstream time to response head",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.response_bytes.clone()))?;
+        registry.register(Box::new(m.open_connections.clone()))?;
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.origin_requests.clone()))?;
+        registry.register(Box::new(m.origin_errors.clone()))?;
+        registry.register(Box::new(m.origin_duration.clone()))?;
+        Ok(m)
+    }
+}
+
+/// `2xx`, `4xx` …: a label with five values rather than sixty.
+pub fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_once_and_encodes() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry).unwrap();
+        m.requests.with_label_values(&["2xx", "complete"]).inc();
+        let mut out = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&registry.gather(), &mut out)
+            .unwrap();
+        assert!(out.contains("edge_requests_total{body_end=\"complete\",status_class=\"2xx\"} 1"));
+        assert!(
+            Metrics::register(&registry).is_err(),
+            "double registration is refused"
+        );
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(status_class(http::StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(status_class(http::StatusCode::GATEWAY_TIMEOUT), "5xx");
+    }
+}

@@ -1,0 +1,283 @@
+//! Listeners, the accept loop, connection limits and graceful shutdown.
+//!
+//! Each accepted connection is served by hyper-util's auto builder (HTTP/1.1
+//! with keep-alive, or HTTP/2 with prior knowledge), wrapped in [`IdleIo`] for
+//! the idle timeout, counted against `max_connections`, and watched so that
+//! shutdown can let in-flight requests finish.
+
+mod idle;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, ServerConfig};
+use crate::hooks::{DefaultHooks, EdgeHooks};
+use crate::metrics::Metrics;
+use crate::proxy::{ConnInfo, Proxy};
+pub use idle::IdleIo;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A bound, not yet running, edge node.
+#[derive(Debug)]
+pub struct Server<H = DefaultHooks> {
+    config: Config,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    proxy: Arc<Proxy<H>>,
+    metrics: Metrics,
+    registry: Registry,
+}
+
+impl Server<DefaultHooks> {
+    /// Binds the listeners of the stock proxy.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        Server::bind_with_hooks(config, DefaultHooks).await
+    }
+}
+
+impl<H: EdgeHooks> Server<H> {
+    /// Binds the listeners and prepares the pipeline with custom hooks.
+    pub async fn bind_with_hooks(config: Config, hooks: H) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        let listener = bind(config.listen).await?;
+        let admin_listener = bind(config.admin).await?;
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry)?;
+        let proxy = Arc::new(Proxy::new(&config, hooks, metrics.clone()));
+        Ok(Server {
+            config,
+            listener,
+            admin_listener,
+            proxy,
+            metrics,
+            registry,
+        })
+    }
+
+    /// The client-facing address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// The admin address actually bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .unwrap_or(self.config.admin)
+    }
+
+    /// The registry behind `/metrics`, for other crates to register into.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish for up to `server.shutdown_grace`, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let Server {
+            config,
+            listener,
+            admin_listener,
+            proxy,
+            metrics,
+            registry,
+        } = self;
+        info!(
+            listen = %listener.local_addr().unwrap_or(config.listen),
+            admin = %admin_listener.local_addr().unwrap_or(config.admin),
+            origins = ?config.origins.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "edge serving"
+        );
+        let admin_state = Arc::new(AdminState::new(registry));
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        let admin_task = tokio::spawn(admin::serve(
+            admin_listener,
+            admin_state.clone(),
+            admin_stopped,
+        ));
+
+        let builder = connection_builder(&config.server);
+        let graceful = GracefulShutdown::new();
+        let limit = Arc::new(Semaphore::new(config.server.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                permit = limit.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, client_addr) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off
+                        // instead of spinning, keep serving who we have.
+                        warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let io = TokioIo::new(IdleIo::new(
+                stream,
+                config.server.idle_timeout,
+                in_flight.clone(),
+            ));
+            let conn_info = ConnInfo {
+                client_addr,
+                scheme: "http",
+                in_flight,
+            };
+            let proxy = proxy.clone();
+            let service = service_fn(move |req| proxy.clone().handle(req, conn_info.clone()));
+            let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+            metrics.connections.inc();
+            metrics.open_connections.inc();
+            let open = metrics.open_connections.clone();
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    debug!(client = %client_addr, error = %err, "connection ended with error");
+                }
+                open.dec();
+                drop(permit);
+            });
+        }
+
+        drop(listener);
+        admin_state.draining.store(true, Ordering::Relaxed);
+        let grace = config.server.shutdown_grace;
+        info!(open = graceful.count(), grace = ?grace, "shutting down: no longer accepting");
+        match tokio::time::timeout(grace, graceful.shutdown()).await {
+            Ok(()) => info!("all connections finished"),
+            Err(_) => warn!("grace period over, dropping the remaining connections"),
+        }
+        let _ = stop_admin.send(true);
+        admin_task.await?;
+        Ok(())
+    }
+
+    /// Runs on a background task; the handle stops it. Used by tests and
+    /// embedders that manage their own runtime.
+    pub fn spawn(self) -> ServerHandle {
+        let addr = self.local_addr();
+        let admin_addr = self.admin_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async move {
+            let _ = rx.await;
+        }));
+        ServerHandle {
+            addr,
+            admin_addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 settings from the server limits.
+fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let max_head = cfg.max_header_bytes.as_usize();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(max_head.max(8192))
+        .max_headers(cfg.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
+        .keep_alive_interval(cfg.idle_timeout / 2)
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// A server running on a background task.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down gracefully and waits until the server has stopped.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.begin_shutdown();
+        self.wait().await
+    }
+
+    /// Waits for the server to stop (after [`begin_shutdown`](Self::begin_shutdown)).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.task.await?
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the system packages the build needs, once. Called by `make run` and
+# `make test` so that a fresh Debian machine needs nothing but these commands.
+#
+# - libclang-dev: the rocksdb crate always generates its bindings with bindgen.
+# - librocksdb-dev: linking Debian's RocksDB (see .cargo/config.toml) instead of
+#   compiling it from source cuts a cold build from ~35 min to ~1 min.
+set -euo pipefail
+
+missing=()
+for pkg in libclang-dev librocksdb-dev; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
