@@ -1,0 +1,68 @@
+//! Clients for tests: a hyper client for well-formed HTTP/1.1 and h2c, and a
+//! raw socket for what a well-behaved client would never send.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+/// An HTTP/1.1 keep-alive client.
+pub fn http1() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 client with prior knowledge (h2c).
+pub fn h2c() -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// Sends `req` and returns the response with its body still streaming.
+pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Response<Incoming> {
+    tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("response within 20s")
+        .expect("request succeeds")
+}
+
+/// Sends `req` and collects the whole body.
+pub async fn fetch(client: &TestClient, req: Request<Full<Bytes>>) -> Response<Bytes> {
+    let resp = send(client, req).await;
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(20), body.collect())
+        .await
+        .expect("body within 20s")
+        .expect("body completes")
+        .to_bytes();
+    Response::from_parts(parts, body)
+}
+
+/// GET `url` with a fresh HTTP/1.1 client.
+pub async fn get(url: &str) -> Response<Bytes> {
+    fetch(&http1(), get_request(url)).await
+}
+
+pub fn get_request(url: &str) -> Request<Full<Bytes>> {
+    Request::get(url)
+        .body(Full::default())
+        .expect("valid request")
+}
+
+/// Writes `raw` to `addr` and reads until the server closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, raw: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(raw).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,81 @@
+//! An edge node started in-process on ephemeral ports.
+
+use std::net::SocketAddr;
+
+use edge::{Config, Server, ServerHandle};
+use tempfile::TempDir;
+
+/// A running edge with its own data directory; shut down when dropped.
+#[derive(Debug)]
+pub struct TestEdge {
+    handle: Option<ServerHandle>,
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    _data_dir: TempDir,
+}
+
+impl TestEdge {
+    /// An edge in front of `origin` with default settings.
+    pub async fn start(origin: &str) -> TestEdge {
+        TestEdge::start_with(origin, |_| {}).await
+    }
+
+    /// An edge in front of `origin`, after `tweak` adjusts the config.
+    pub async fn start_with(origin: &str, tweak: impl FnOnce(&mut Config)) -> TestEdge {
+        let (config, data_dir) = test_config(origin);
+        let mut config = config;
+        tweak(&mut config);
+        let server = Server::bind(config).await.expect("edge binds");
+        let handle = server.spawn();
+        TestEdge {
+            addr: handle.addr(),
+            admin_addr: handle.admin_addr(),
+            handle: Some(handle),
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the client-facing listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// Takes the handle to shut the server down explicitly.
+    pub fn take_handle(&mut self) -> ServerHandle {
+        self.handle.take().expect("handle already taken")
+    }
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        if let Some(mut handle) = self.handle.take() {
+            handle.begin_shutdown();
+        }
+    }
+}
+
+/// Defaults with ports 0, a temporary data dir and `origin`.
+pub fn test_config(origin: &str) -> (Config, TempDir) {
+    let data_dir = tempfile::tempdir().expect("temp data dir");
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.path().to_owned(),
+        origins: vec![origin.parse().expect("origin URL")],
+        ..Config::default()
+    };
+    (config, data_dir)
+}

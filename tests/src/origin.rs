@@ -1,0 +1,331 @@
+//! A scriptable origin: per-path replies (status, headers, body, chunked with
+//! gaps or a gate, delays, failing mid-body), request counts and a record of
+//! every request it saw.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the origin answers on one path.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: ReplyBody,
+    head_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum ReplyBody {
+    Full(Bytes),
+    /// Sent chunk by chunk (no Content-Length, so chunked on the wire).
+    Chunks {
+        chunks: Vec<Bytes>,
+        gap: Duration,
+        /// When set, everything after the first chunk waits for it.
+        gate: Option<Arc<Notify>>,
+    },
+    /// Declares `declared` bytes, sends `sent`, then fails the connection.
+    Truncated {
+        declared: usize,
+        sent: Bytes,
+    },
+    /// Returns the request body.
+    Echo,
+}
+
+impl Reply {
+    /// 200 with `body`.
+    pub fn ok(body: impl Into<Bytes>) -> Self {
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: ReplyBody::Full(body.into()),
+            head_delay: Duration::ZERO,
+        }
+    }
+
+    /// 200 echoing the request body back.
+    pub fn echo() -> Self {
+        Reply {
+            body: ReplyBody::Echo,
+            ..Reply::ok("")
+        }
+    }
+
+    /// Chunks sent `gap` apart, without a Content-Length.
+    pub fn chunked(chunks: &[&'static str], gap: Duration) -> Self {
+        Reply {
+            body: ReplyBody::Chunks {
+                chunks: chunks
+                    .iter()
+                    .map(|c| Bytes::from_static(c.as_bytes()))
+                    .collect(),
+                gap,
+                gate: None,
+            },
+            ..Reply::ok("")
+        }
+    }
+
+    /// Sends the first chunk, then waits until `gate` is notified to send
+    /// the rest: proves a client got the first before the origin finished.
+    pub fn gated(chunks: &[&'static str], gate: Arc<Notify>) -> Self {
+        let mut reply = Reply::chunked(chunks, Duration::ZERO);
+        if let ReplyBody::Chunks { gate: g, .. } = &mut reply.body {
+            *g = Some(gate);
+        }
+        reply
+    }
+
+    /// Declares `declared` bytes but sends only `sent`, then breaks.
+    pub fn truncated(declared: usize, sent: &'static str) -> Self {
+        Reply {
+            body: ReplyBody::Truncated {
+                declared,
+                sent: Bytes::from_static(sent.as_bytes()),
+            },
+            ..Reply::ok("")
+        }
+    }
+
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Waits this long before sending the response head.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.head_delay = delay;
+        self
+    }
+}
+
+/// One request as the origin received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: Method,
+    /// Path and query.
+    pub uri: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    routes: Mutex<HashMap<String, Reply>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// A real HTTP/1.1 + h2c server on `127.0.0.1:0`; stops when dropped.
+#[derive(Debug)]
+pub struct MockOrigin {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl MockOrigin {
+    pub async fn start() -> MockOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let state = Arc::new(State::default());
+        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        MockOrigin { addr, state, task }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Scripts the reply for requests whose path (without query) is `path`.
+    /// Unscripted paths get 200 `hello from PATH`.
+    pub fn route(&self, path: &str, reply: Reply) {
+        lock(&self.state.routes).insert(path.to_owned(), reply);
+    }
+
+    /// How many requests reached `path` (query ignored).
+    pub fn hits(&self, path: &str) -> usize {
+        self.requests(path).len()
+    }
+
+    /// Every request that reached `path`, oldest first.
+    pub fn requests(&self, path: &str) -> Vec<RecordedRequest> {
+        lock(&self.state.requests)
+            .iter()
+            .filter(|r| r.uri.split('?').next() == Some(path))
+            .cloned()
+            .collect()
+    }
+
+    /// The most recent request to `path`.
+    pub fn last_request(&self, path: &str) -> Option<RecordedRequest> {
+        self.requests(path).pop()
+    }
+}
+
+impl Drop for MockOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    let mut conns = tokio::task::JoinSet::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        let state = state.clone();
+        conns.spawn(async move {
+            let service = service_fn(move |req| respond(state.clone(), req));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn respond(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<ChannelBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.to_string());
+    let path = parts.uri.path().to_owned();
+    lock(&state.requests).push(RecordedRequest {
+        method: parts.method,
+        uri,
+        version: parts.version,
+        headers: parts.headers,
+        body: body.clone(),
+    });
+    let reply = lock(&state.routes)
+        .get(&path)
+        .cloned()
+        .unwrap_or_else(|| Reply::ok(format!("hello from {path}")));
+    if !reply.head_delay.is_zero() {
+        tokio::time::sleep(reply.head_delay).await;
+    }
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(4);
+    let mut builder = Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        builder = builder.header(name, value);
+    }
+    let exact_len = match &reply.body {
+        ReplyBody::Full(b) => Some(b.len() as u64),
+        ReplyBody::Echo => Some(body.len() as u64),
+        ReplyBody::Truncated { declared, .. } => {
+            builder = builder.header("content-length", declared.to_string());
+            None
+        }
+        ReplyBody::Chunks { .. } => None,
+    };
+    tokio::spawn(async move {
+        match reply.body {
+            ReplyBody::Full(b) => {
+                let _ = tx.send(Ok(b)).await;
+            }
+            ReplyBody::Echo => {
+                let _ = tx.send(Ok(body)).await;
+            }
+            ReplyBody::Truncated { sent, .. } => {
+                let _ = tx.send(Ok(sent)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = tx.send(Err("origin fails mid-body".into())).await;
+            }
+            ReplyBody::Chunks { chunks, gap, gate } => {
+                for (i, chunk) in chunks.into_iter().enumerate() {
+                    if i > 0 {
+                        match &gate {
+                            Some(gate) if i == 1 => gate.notified().await,
+                            _ => tokio::time::sleep(gap).await,
+                        }
+                    }
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let resp = builder
+        .body(ChannelBody { rx, exact_len })
+        .unwrap_or_else(|_| Response::new(ChannelBody::empty()));
+    Ok(resp)
+}
+
+/// A response body fed by a task, so bodies can arrive slowly or break.
+#[derive(Debug)]
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+    exact_len: Option<u64>,
+}
+
+impl ChannelBody {
+    fn empty() -> Self {
+        let (_, rx) = mpsc::channel(1);
+        ChannelBody {
+            rx,
+            exact_len: Some(0),
+        }
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.exact_len {
+            Some(n) => hyper::body::SizeHint::with_exact(n),
+            None => hyper::body::SizeHint::default(),
+        }
+    }
+}

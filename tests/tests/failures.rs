@@ -1,0 +1,120 @@
+//! Broken origins and broken clients get clear statuses, and the server
+//! keeps serving.
+
+use std::time::Duration;
+
+use edge_tests::client::{self, get, raw, send};
+use edge_tests::{MockOrigin, Reply, TestEdge, closed_port};
+use http_body_util::BodyExt;
+
+#[tokio::test]
+async fn origin_down_gives_502() {
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let edge = TestEdge::start(&dead).await;
+    let resp = get(&edge.url("/x")).await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert_eq!(&resp.body()[..], b"502 Bad Gateway\n");
+}
+
+#[tokio::test]
+async fn origin_too_slow_gives_504() {
+    let origin = MockOrigin::start().await;
+    origin.route("/slow", Reply::ok("late").delay(Duration::from_secs(5)));
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.upstream.header_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let resp = get(&edge.url("/slow")).await;
+    assert_eq!(resp.status(), 504);
+    // The origin is still up; another path answers.
+    assert_eq!(get(&edge.url("/fast")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn origin_stalling_mid_body_aborts_the_response() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/stall",
+        Reply::chunked(&["start", "never"], Duration::from_secs(30)),
+    );
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.upstream.read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let resp = send(&client::http1(), client::get_request(&edge.url("/stall"))).await;
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("the edge gives up within its read timeout");
+    assert!(body.is_err(), "a stalled body must not look complete");
+}
+
+#[tokio::test]
+async fn origin_failing_mid_body_truncates_the_response() {
+    let origin = MockOrigin::start().await;
+    origin.route("/broken", Reply::truncated(1000, "only part"));
+    let edge = TestEdge::start(&origin.url()).await;
+    let resp = send(&client::http1(), client::get_request(&edge.url("/broken"))).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], "1000");
+    let body = resp.into_body().collect().await;
+    assert!(body.is_err(), "the client must see the body end abnormally");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_the_server_keeps_serving() {
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    let wait = Duration::from_secs(5);
+
+    let garbage = raw(edge.addr(), b"THIS IS NOT HTTP\r\n\r\n", wait).await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+
+    let no_host = raw(edge.addr(), b"GET / HTTP/1.1\r\n\r\n", wait).await;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host:?}");
+    assert!(no_host.contains("missing Host"), "{no_host:?}");
+
+    let two_hosts = raw(
+        edge.addr(),
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts:?}");
+
+    let bad_host = raw(edge.addr(), b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", wait).await;
+    assert!(bad_host.starts_with("HTTP/1.1 400"), "{bad_host:?}");
+
+    assert_eq!(origin.hits("/"), 0, "nothing malformed reached the origin");
+    assert_eq!(get(&edge.url("/after")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn oversized_heads_get_431() {
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.server.max_headers = 20;
+        c.server.max_header_bytes = "16KiB".parse().unwrap();
+    })
+    .await;
+    let wait = Duration::from_secs(5);
+
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..50 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let resp = raw(edge.addr(), many.as_bytes(), wait).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp:?}");
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let resp = raw(edge.addr(), big.as_bytes(), wait).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp:?}");
+
+    assert_eq!(origin.hits("/"), 0);
+    assert_eq!(get(&edge.url("/after")).await.status(), 200);
+}
