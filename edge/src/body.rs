@@ -205,7 +205,9 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    fn recorder() -> (Arc<Mutex<Option<(BodyEnd, u64)>>>, OnEnd) {
+    type Seen = Arc<Mutex<Option<(BodyEnd, u64)>>>;
+
+    fn recorder() -> (Seen, OnEnd) {
         let seen = Arc::new(Mutex::new(None));
         let s = seen.clone();
         (

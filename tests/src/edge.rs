@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use edge::{Config, Server, ServerHandle};
+use edge::{Config, EdgeHooks, Server, ServerHandle};
 use tempfile::TempDir;
 
 /// A running edge with its own data directory; shut down when dropped.
@@ -22,10 +22,20 @@ impl TestEdge {
 
     /// An edge in front of `origin`, after `tweak` adjusts the config.
     pub async fn start_with(origin: &str, tweak: impl FnOnce(&mut Config)) -> TestEdge {
-        let (config, data_dir) = test_config(origin);
-        let mut config = config;
+        TestEdge::start_with_hooks(origin, tweak, edge::DefaultHooks).await
+    }
+
+    /// An edge in front of `origin` running custom hooks.
+    pub async fn start_with_hooks<H: EdgeHooks>(
+        origin: &str,
+        tweak: impl FnOnce(&mut Config),
+        hooks: H,
+    ) -> TestEdge {
+        let (mut config, data_dir) = test_config(origin);
         tweak(&mut config);
-        let server = Server::bind(config).await.expect("edge binds");
+        let server = Server::bind_with_hooks(config, hooks)
+            .await
+            .expect("edge binds");
         let handle = server.spawn();
         TestEdge {
             addr: handle.addr(),
