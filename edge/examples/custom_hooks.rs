@@ -32,7 +32,11 @@ impl EdgeHooks for SiteHooks {
         Timing::default()
     }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut Timing) -> Option<EarlyResponse> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Timing,
+    ) -> Option<EarlyResponse> {
         let path = session.req.uri.path();
         (path == "/admin" || path.starts_with("/admin/"))
             .then(|| early_response(StatusCode::FORBIDDEN, "forbidden by edge policy"))
@@ -46,7 +50,12 @@ impl EdgeHooks for SiteHooks {
         None
     }
 
-    async fn response_filter(&self, _session: &Session, resp: &mut response::Parts, ctx: &mut Timing) {
+    async fn response_filter(
+        &self,
+        _session: &Session,
+        resp: &mut response::Parts,
+        ctx: &mut Timing,
+    ) {
         if let Some(started) = ctx.upstream_started {
             let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
             if let Ok(value) = HeaderValue::from_str(&ms) {

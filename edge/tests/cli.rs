@@ -15,7 +15,10 @@ fn edge() -> Command {
 }
 
 fn write_config(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp file");
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
     file.write_all(text.as_bytes()).expect("write config");
     file
 }
@@ -25,7 +28,11 @@ fn check_config_accepts_the_shipped_example() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/edge.toml");
     let out = edge().arg("--check-config").arg(example).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("configuration is valid"), "{stdout}");
 }
 
@@ -34,7 +41,11 @@ fn check_config_names_file_line_and_key_of_a_bad_value() {
     let file = write_config(
         "origins = [\"http://127.0.0.1:8000\"]\n\n[server]\nmax_headers = 100\nidle_timeout = \"forever\"\n",
     );
-    let out = edge().arg("--check-config").arg(file.path()).output().unwrap();
+    let out = edge()
+        .arg("--check-config")
+        .arg(file.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let expected = format!("{}:5:", file.path().display());
@@ -46,15 +57,29 @@ fn check_config_names_file_line_and_key_of_a_bad_value() {
 #[test]
 fn check_config_reports_syntax_errors_and_unknown_keys() {
     let file = write_config("origins = [\"http://127.0.0.1:8000\"]\nlisten = 127.0.0.1:80\n");
-    let out = edge().arg("--check-config").arg(file.path()).output().unwrap();
+    let out = edge()
+        .arg("--check-config")
+        .arg(file.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:2:", file.path().display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2:", file.path().display())),
+        "{stderr}"
+    );
 
     let file = write_config("origins = [\"http://127.0.0.1:8000\"]\n[cache]\nmemroy = \"1GiB\"\n");
-    let out = edge().arg("--check-config").arg(file.path()).output().unwrap();
+    let out = edge()
+        .arg("--check-config")
+        .arg(file.path())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:3:", file.path().display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3:", file.path().display())),
+        "{stderr}"
+    );
     assert!(stderr.contains("memroy"), "{stderr}");
 }
 
@@ -66,7 +91,10 @@ fn check_config_of_a_missing_file_is_an_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/edge.toml: cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/edge.toml: cannot read"),
+        "{stderr}"
+    );
 }
 
 #[test]

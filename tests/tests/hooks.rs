@@ -33,7 +33,9 @@ impl EdgeHooks for TestHooks {
         if s.req.uri.path().starts_with("/blocked") {
             return Some(early_response(StatusCode::FORBIDDEN, "no"));
         }
-        s.req.headers.insert("x-filtered", HeaderValue::from_static("1"));
+        s.req
+            .headers
+            .insert("x-filtered", HeaderValue::from_static("1"));
         None
     }
 
@@ -44,7 +46,11 @@ impl EdgeHooks for TestHooks {
 
     async fn upstream_peer(&self, s: &Session, ctx: &mut Self::Ctx) -> Option<Peer> {
         ctx.push("upstream_peer");
-        s.req.uri.path().starts_with("/api/").then(|| self.second.clone())
+        s.req
+            .uri
+            .path()
+            .starts_with("/api/")
+            .then(|| self.second.clone())
     }
 
     async fn upstream_request_filter(
@@ -54,12 +60,14 @@ impl EdgeHooks for TestHooks {
         ctx: &mut Self::Ctx,
     ) {
         ctx.push("upstream_request_filter");
-        up.headers.insert("x-edge-secret", HeaderValue::from_static("s3cret"));
+        up.headers
+            .insert("x-edge-secret", HeaderValue::from_static("s3cret"));
     }
 
     async fn response_filter(&self, _s: &Session, resp: &mut response::Parts, ctx: &mut Self::Ctx) {
         ctx.push("response_filter");
-        resp.headers.insert("x-served-by", HeaderValue::from_static("hooks"));
+        resp.headers
+            .insert("x-served-by", HeaderValue::from_static("hooks"));
     }
 
     fn logging(&self, s: &Session, summary: &RequestSummary, ctx: &mut Self::Ctx) {
@@ -126,5 +134,8 @@ async fn every_phase_runs_in_order_and_can_change_the_request() {
     assert_eq!(resp.status(), 403);
     assert_eq!(origin.hits("/blocked/x"), 0);
     wait_logged(&seen, 3).await;
-    assert_eq!(seen.lock().unwrap().logged[2], ("/blocked/x".into(), 403, 3));
+    assert_eq!(
+        seen.lock().unwrap().logged[2],
+        ("/blocked/x".into(), 403, 3)
+    );
 }

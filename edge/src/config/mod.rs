@@ -88,6 +88,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// HTTP/2 streams per connection. Default: `128`.
     pub h2_max_concurrent_streams: u32,
+    /// Runtime worker threads; `0` means one per CPU. Default: `0`.
+    pub worker_threads: usize,
 }
 
 /// How this node talks to its origins.
@@ -150,6 +152,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             h2_max_concurrent_streams: 128,
+            worker_threads: 0,
         }
     }
 }
