@@ -118,3 +118,101 @@ fn env_vars_override_the_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not-a-size"), "{stderr}");
 }
+
+/// Reads the child's stdout lines on a thread so the test can wait with a
+/// deadline.
+fn line_reader(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line containing {needle:?}"),
+        }
+    }
+}
+
+/// The binary end to end: JSON logs with an access line per request, and a
+/// clean exit on SIGTERM.
+#[test]
+fn binary_logs_json_and_exits_cleanly_on_sigterm() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let dead_origin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut child = edge()
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--log-format", "json", "--origin"])
+        .arg(format!("http://127.0.0.1:{dead_origin}"))
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("edge starts");
+    let lines = line_reader(child.stdout.take().expect("stdout"));
+
+    let serving = wait_for_line(&lines, "edge serving");
+    let listen = serving
+        .split("\"listen\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("listen address in the startup line")
+        .to_owned();
+
+    let mut stream = std::net::TcpStream::connect(&listen).expect("connect to edge");
+    stream
+        .write_all(b"GET /logged?q=1 HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 502"), "{response}");
+
+    let access = wait_for_line(&lines, "\"target\":\"access\"");
+    for field in [
+        "\"status\":502",
+        "\"method\":\"GET\"",
+        "\"host\":\"example.test\"",
+        "\"path\":\"/logged?q=1\"",
+        "\"error\":\"connect\"",
+    ] {
+        assert!(access.contains(field), "{field} missing from {access}");
+    }
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "edge ignored SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+}

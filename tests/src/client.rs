@@ -58,6 +58,24 @@ pub fn get_request(url: &str) -> Request<Full<Bytes>> {
         .expect("valid request")
 }
 
+/// A request body the test feeds chunk by chunk.
+#[derive(Debug)]
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
 /// Writes `raw` to `addr` and reads until the server closes or `wait` passes.
 pub async fn raw(addr: SocketAddr, raw: &[u8], wait: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");

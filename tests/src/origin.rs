@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -137,6 +138,8 @@ pub struct RecordedRequest {
 struct State {
     routes: Mutex<HashMap<String, Reply>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Request body bytes received so far, counted as they arrive.
+    body_bytes: AtomicU64,
 }
 
 /// A real HTTP/1.1 + h2c server on `127.0.0.1:0`; stops when dropped.
@@ -185,6 +188,12 @@ impl MockOrigin {
             .collect()
     }
 
+    /// Request body bytes received so far over all requests, counted frame
+    /// by frame as they arrive (before a request is complete).
+    pub fn body_bytes_received(&self) -> u64 {
+        self.state.body_bytes.load(Ordering::Relaxed)
+    }
+
     /// The most recent request to `path`.
     pub fn last_request(&self, path: &str) -> Option<RecordedRequest> {
         self.requests(path).pop()
@@ -218,12 +227,17 @@ async fn respond(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<ChannelBody>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, mut incoming) = req.into_parts();
+    let mut body = Vec::new();
+    while let Some(Ok(frame)) = incoming.frame().await {
+        if let Some(data) = frame.data_ref() {
+            state
+                .body_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            body.extend_from_slice(data);
+        }
+    }
+    let body = Bytes::from(body);
     let uri = parts
         .uri
         .path_and_query()

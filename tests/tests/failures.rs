@@ -118,3 +118,31 @@ async fn oversized_heads_get_431() {
     assert_eq!(origin.hits("/"), 0);
     assert_eq!(get(&edge.url("/after")).await.status(), 200);
 }
+
+#[tokio::test]
+async fn origin_connect_timeout_gives_504() {
+    // A listener that never accepts, with its one-slot accept queue filled:
+    // the kernel drops further SYNs, so connecting hangs until our timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let edge = TestEdge::start_with(&format!("http://{addr}"), |c| {
+        c.upstream.connect_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let resp = get(&edge.url("/x")).await;
+    assert_eq!(resp.status(), 504);
+    drop(listener);
+}

@@ -232,3 +232,40 @@ async fn second_origin_serves_when_the_first_is_down() {
     }
     assert_eq!(origin.hits("/rr"), 4);
 }
+
+#[tokio::test]
+async fn request_bodies_stream_to_the_origin() {
+    use edge_tests::client::ChannelBody;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let origin = MockOrigin::start().await;
+    origin.route("/stream-up", Reply::echo());
+    let edge = TestEdge::start(&origin.url()).await;
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let client: Client<_, ChannelBody> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(edge.url("/stream-up"))
+        .body(ChannelBody(rx))
+        .unwrap();
+    let pending = tokio::spawn(async move { client.request(req).await });
+
+    let part = Bytes::from(vec![b'a'; 256 * 1024]);
+    tx.send(part.clone()).await.unwrap();
+    // The origin sees the first part while the client still holds the rest:
+    // the edge forwards request bodies as they arrive.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while origin.body_bytes_received() < part.len() as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "origin got {} bytes before the client finished",
+            origin.body_bytes_received()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(part.clone()).await.unwrap();
+    drop(tx);
+    let resp = pending.await.unwrap().unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 2 * part.len());
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Pass-through cost of edge: the same uncacheable requests sent straight to the
+# origin, through nginx (proxy_cache in front, bypassed by no-store), and
+# through edge. Not part of the test command.
+#
+#   benches/proxy-overhead.sh [-d SEC] [-r ROUNDS]
+#
+# Uses the shared harness in ../shared/bench/perf (nginx origin on 28080,
+# nginx proxy on 28082, wrk with pinning: proxies on CPU 0, wrk + origin on
+# CPU 1). edge runs on 28100 with one worker thread, pinned like the others,
+# access log off (nginx's is off too). Tables land in target/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PERF=${PERF_DIR:-$ROOT/../shared/bench/perf}
+DURATION=10
+ROUNDS=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -d) DURATION=$2; shift ;;
+    -r) ROUNDS=$2; shift ;;
+    *) echo "unknown arg $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx wrk >/dev/null
+fi
+scripts/setup.sh
+cargo build --release --locked -p edge
+
+OUT=$ROOT/target/bench/proxy-overhead-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+EDGE_DATA=$(mktemp -d)
+cleanup() {
+  [ -n "${EDGE_PID:-}" ] && kill "$EDGE_PID" 2>/dev/null || true
+  "$PERF/stop-refs.sh" >/dev/null 2>&1 || true
+  rm -rf "$EDGE_DATA"
+}
+trap cleanup EXIT
+
+"$PERF/start-refs.sh" --pinned --only origin,nginx
+cat > "$EDGE_DATA/edge.toml" <<TOML
+[server]
+worker_threads = 1
+TOML
+EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
+  --config "$EDGE_DATA/edge.toml" \
+  --origin http://127.0.0.1:28080 --listen 127.0.0.1:28100 --admin 127.0.0.1:28101 \
+  --data-dir "$EDGE_DATA" > "$OUT/edge.log" 2>&1 &
+EDGE_PID=$!
+for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:28101/healthz && break; sleep 0.1; done
+
+"$PERF/bench.sh" -s pass1k,passuniq -d "$DURATION" -r "$ROUNDS" -o "$OUT" \
+  origin=http://127.0.0.1:28080 nginx=http://127.0.0.1:28082 edge=http://127.0.0.1:28100 \
+  | tee "$OUT/summary.md"
+echo "results: $OUT"
