@@ -53,8 +53,8 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", env = "EDGE_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Validate FILE (with any other flags applied) and exit
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    /// Validate FILE (with any other flags applied) and exit; takes the place of --config
+    #[arg(long, value_name = "FILE")]
     pub check_config: Option<PathBuf>,
 
     /// Log format [default: text]

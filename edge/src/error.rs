@@ -25,6 +25,13 @@ pub enum ErrorSource {
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("client request body failed: {source}")]
+    ClientBody {
+        #[source]
+        source: BoxError,
+    },
+    #[error("client sent no request body data for {0:?}")]
+    ClientBodyTimeout(Duration),
     #[error("no origin is configured for this request")]
     NoPeer,
     #[error("cannot connect to {peer}: {source}")]
@@ -37,6 +44,8 @@ pub enum ProxyError {
     ConnectTimeout { peer: String },
     #[error("{peer} sent no response head within {timeout:?}")]
     HeaderTimeout { peer: String, timeout: Duration },
+    #[error("{peer} stopped reading the request body for {timeout:?}")]
+    SendTimeout { peer: String, timeout: Duration },
     #[error("{peer} failed: {source}")]
     Upstream {
         peer: String,
@@ -50,11 +59,14 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn source_side(&self) -> ErrorSource {
         match self {
-            ProxyError::BadRequest(_) => ErrorSource::Downstream,
+            ProxyError::BadRequest(_)
+            | ProxyError::ClientBody { .. }
+            | ProxyError::ClientBodyTimeout(_) => ErrorSource::Downstream,
             ProxyError::NoPeer | ProxyError::Internal(_) => ErrorSource::Internal,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::HeaderTimeout { .. }
+            | ProxyError::SendTimeout { .. }
             | ProxyError::Upstream { .. } => ErrorSource::Upstream,
         }
     }
@@ -62,13 +74,14 @@ impl ProxyError {
     /// The status a client sees (RFC 9110 §15.6.3 and §15.6.5 for 502/504).
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoPeer | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::ConnectTimeout { .. } | ProxyError::HeaderTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ConnectTimeout { .. }
+            | ProxyError::HeaderTimeout { .. }
+            | ProxyError::SendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,10 +90,13 @@ impl ProxyError {
     pub fn as_str(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::ClientBody { .. } => "client_body",
+            ProxyError::ClientBodyTimeout(_) => "client_body_timeout",
             ProxyError::NoPeer => "no_peer",
             ProxyError::Connect { .. } => "connect",
             ProxyError::ConnectTimeout { .. } => "connect_timeout",
             ProxyError::HeaderTimeout { .. } => "header_timeout",
+            ProxyError::SendTimeout { .. } => "send_timeout",
             ProxyError::Upstream { .. } => "upstream",
             ProxyError::Internal(_) => "internal",
         }
@@ -92,6 +108,9 @@ impl ProxyError {
         let status = self.status();
         let text = match self {
             ProxyError::BadRequest(why) => format!("400 Bad Request: {why}\n"),
+            ProxyError::ClientBody { .. } => {
+                "400 Bad Request: request body incomplete\n".to_owned()
+            }
             _ => format!(
                 "{} {}\n",
                 status.as_u16(),

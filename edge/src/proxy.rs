@@ -1,53 +1,37 @@
 //! One request's life, phase by phase (ARCHITECTURE.md "One request"):
 //! validate, `request_filter`, `cache_key`, `upstream_peer`, build the
 //! upstream request, fetch, `response_filter`, stream the body back, then
-//! `logging` when the body ends.
+//! `logging` when the body ends (or when the client leaves first).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version, request};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use origin_shield::Peer;
 use origin_shield::balance::RoundRobin;
 use tracing::{Instrument, Span, info, warn};
 
-use crate::body::{self, BodyEnd, Observed, ProxyBody};
+use crate::body::{self, BodyEnd, Observed, ProxyBody, ReadTimeout};
 use crate::config::Config;
-use crate::error::{ErrorSource, ProxyError};
+use crate::error::{BoxError, ErrorSource, ProxyError};
 use crate::headers;
 use crate::hooks::{EdgeHooks, RequestSummary, Session};
 use crate::metrics::{Metrics, status_class};
-use crate::upstream::Upstream;
+use crate::server::{ConnActivity, RequestActivity};
+use crate::upstream::{ClientBodyError, Upstream};
 
 /// What the server tells the proxy about the connection a request came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub client_addr: SocketAddr,
     pub scheme: &'static str,
-    /// Requests of this connection whose response has not ended; the idle
-    /// timer never closes a connection while this is above zero.
-    pub in_flight: Arc<AtomicUsize>,
-}
-
-/// Holds a connection's in-flight count up for as long as it lives.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn enter(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        InFlight(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    /// Requests in flight keep the connection from being closed as idle.
+    pub activity: Arc<ConnActivity>,
 }
 
 /// The request pipeline, shared by every connection.
@@ -59,7 +43,11 @@ pub struct Proxy<H> {
     metrics: Metrics,
     node_name: String,
     host_header: Option<HeaderValue>,
+    client_body_timeout: std::time::Duration,
 }
+
+/// nginx's "client closed request": the client left before a response head.
+const CLIENT_CLOSED: u16 = 499;
 
 impl<H: EdgeHooks> Proxy<H> {
     pub fn new(config: &Config, hooks: H, metrics: Metrics) -> Self {
@@ -74,6 +62,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 .host_header
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok()),
+            client_body_timeout: config.server.client_body_timeout,
         }
     }
 
@@ -89,46 +78,55 @@ impl<H: EdgeHooks> Proxy<H> {
             path = %req.uri().path(),
             client = %conn.client_addr.ip(),
         );
-        let in_flight = InFlight::enter(&conn.in_flight);
         let (parts, body) = req.into_parts();
-        let mut session = Session {
-            req: parts,
-            client_addr: conn.client_addr,
-            downstream_scheme: conn.scheme,
-            started: Instant::now(),
-            cache_key: None,
-            peer: None,
+        // Logs the request even if the client goes away before a response
+        // head exists (this future is then dropped).
+        let mut pending = Finisher {
+            hooks: self.hooks.clone(),
+            metrics: self.metrics.clone(),
+            span: span.clone(),
+            session: Session {
+                req: parts,
+                client_addr: conn.client_addr,
+                downstream_scheme: conn.scheme,
+                started: Instant::now(),
+                cache_key: None,
+                peer: None,
+            },
+            ctx: self.hooks.new_ctx(),
+            _activity: conn.activity.request_started(),
+            error: None,
+            upstream_status: None,
+            answered: false,
         };
-        let mut ctx = self.hooks.new_ctx();
         let outcome = self
-            .process(&mut session, body, &mut ctx)
+            .process(&mut pending.session, body, &mut pending.ctx)
             .instrument(span.clone())
             .await;
-        let (response, error, upstream_status) = match outcome {
-            Ok((resp, upstream_status)) => (resp, None, upstream_status),
+        let response = match outcome {
+            Ok((resp, upstream_status)) => {
+                pending.upstream_status = upstream_status;
+                resp
+            }
             Err(err) => {
-                let _enter = span.enter();
-                match err.source_side() {
-                    ErrorSource::Downstream => info!(error = %err, "refused request"),
-                    _ => warn!(error = %err, "proxy error"),
+                {
+                    let _enter = span.enter();
+                    match err.source_side() {
+                        ErrorSource::Downstream => info!(error = %err, "refused request"),
+                        _ => warn!(error = %err, "proxy error"),
+                    }
                 }
+                pending.error = Some(err.as_str());
                 let (mut parts, body) = err.to_response().into_parts();
                 self.hooks
-                    .response_filter(&session, &mut parts, &mut ctx)
-                    .instrument(span.clone())
+                    .response_filter(&pending.session, &mut parts, &mut pending.ctx)
+                    .instrument(span)
                     .await;
-                (Response::from_parts(parts, body), Some(err.as_str()), None)
+                Response::from_parts(parts, body)
             }
         };
-        Ok(self.observe(
-            response,
-            session,
-            ctx,
-            span,
-            in_flight,
-            error,
-            upstream_status,
-        ))
+        pending.answered = true;
+        Ok(pending.observe(response))
     }
 
     /// Phases 1–7; returns the response and the upstream status if asked.
@@ -146,9 +144,8 @@ impl<H: EdgeHooks> Proxy<H> {
 
         session.cache_key = self.hooks.cache_key(session, ctx);
 
-        let mut upstream_req = self.upstream_request_parts(session);
-        // Only a request without a body can be re-sent to another peer: a
-        // streamed body is consumed by the first attempt.
+        // Only a request without a body can be sent again: a streamed body
+        // is consumed by the first attempt.
         let replayable = body.is_end_stream();
         let peers: Vec<Peer> = match self.hooks.upstream_peer(session, ctx).await {
             Some(peer) => vec![peer],
@@ -158,14 +155,18 @@ impl<H: EdgeHooks> Proxy<H> {
         let Some(first) = peers.first() else {
             return Err(ProxyError::NoPeer);
         };
-        upstream_req.uri = first.uri_for(session.req.uri.path_and_query());
+        let mut upstream_req = self.upstream_request_parts(session, first, &body);
         self.hooks
             .upstream_request_filter(session, &mut upstream_req, ctx)
             .await;
 
-        let mut body = Some(body::boxed(body));
+        let mut body = Some(self.request_body(body));
+        // A pooled connection the origin closed just as we wrote to it fails
+        // an otherwise healthy exchange: idempotent requests get one retry.
+        let mut may_retry = replayable && is_idempotent(&session.req.method);
         let mut last_err = ProxyError::NoPeer;
-        for peer in &peers {
+        let mut attempts = peers.iter().peekable();
+        while let Some(peer) = attempts.peek().copied() {
             upstream_req.uri = peer.uri_for(upstream_req.uri.path_and_query());
             let req_body = body.take().unwrap_or_else(body::empty);
             let req = Request::from_parts(clone_parts(&upstream_req), req_body);
@@ -186,6 +187,12 @@ impl<H: EdgeHooks> Proxy<H> {
                 Err(err @ ProxyError::Connect { .. }) if replayable => {
                     warn!(peer = %peer, error = %err, "peer unreachable, trying the next");
                     last_err = err;
+                    attempts.next();
+                }
+                Err(err @ ProxyError::Upstream { .. }) if may_retry => {
+                    warn!(peer = %peer, error = %err, "upstream exchange failed, retrying once");
+                    may_retry = false;
+                    last_err = err;
                 }
                 Err(err) => return Err(err),
             }
@@ -193,27 +200,53 @@ impl<H: EdgeHooks> Proxy<H> {
         Err(last_err)
     }
 
+    /// The client's body as sent upstream: failing if the client stalls, and
+    /// with its errors marked as the client's.
+    fn request_body(&self, body: Incoming) -> ProxyBody {
+        ReadTimeout::new(body, self.client_body_timeout)
+            .map_err(|e| BoxError::from(ClientBodyError(e)))
+            .boxed_unsync()
+    }
+
     /// The upstream request head: the client's, minus hop-by-hop fields,
-    /// with `Host`, `Via` and `X-Forwarded-*` set. The URI is filled in per
-    /// peer.
-    fn upstream_request_parts(&self, session: &Session) -> request::Parts {
+    /// with `Host`, `Via` and `X-Forwarded-*` set.
+    fn upstream_request_parts(
+        &self,
+        session: &Session,
+        peer: &Peer,
+        body: &Incoming,
+    ) -> request::Parts {
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = session.req.method.clone();
         parts.version = Version::HTTP_11;
+        parts.uri = peer.uri_for(session.req.uri.path_and_query());
         parts.headers = session.req.headers.clone();
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h);
         // The body is forwarded at once; an origin's 100-continue would only
         // reach us, never the client, which hyper already answered.
         h.remove(header::EXPECT);
-        let host = self.host_header.clone().or_else(|| {
-            session
-                .req
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| session.req.headers.get(header::HOST).cloned())
-        });
+        if !body.is_end_stream() && body.size_hint().exact().is_none() {
+            // Unknown length (chunked, or HTTP/2 without content-length):
+            // say so, or the client would send GET/DELETE bodies as empty.
+            h.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request always carries Host.
+        let host = self
+            .host_header
+            .clone()
+            .or_else(|| {
+                session
+                    .req
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            })
+            .or_else(|| session.req.headers.get(header::HOST).cloned())
+            .or_else(|| HeaderValue::from_str(peer.authority().as_str()).ok());
         if let Some(host) = host {
             h.insert(header::HOST, host);
         }
@@ -221,58 +254,92 @@ impl<H: EdgeHooks> Proxy<H> {
         headers::set_forwarded(h, session.client_addr.ip(), session.downstream_scheme);
         parts
     }
+}
 
-    /// Phase 8: wraps the body so that, when it ends, metrics are counted,
-    /// the access log line is written and the `logging` hook runs.
-    #[allow(clippy::too_many_arguments)]
-    fn observe(
-        &self,
-        response: Response<ProxyBody>,
-        session: Session,
-        mut ctx: H::Ctx,
-        span: Span,
-        in_flight: InFlight,
-        error: Option<&'static str>,
-        upstream_status: Option<StatusCode>,
-    ) -> Response<ProxyBody> {
+/// Finishes a request exactly once: when its response body ends, or, if no
+/// response was produced, when the request is dropped.
+struct Finisher<H: EdgeHooks> {
+    hooks: Arc<H>,
+    metrics: Metrics,
+    span: Span,
+    session: Session,
+    ctx: H::Ctx,
+    _activity: RequestActivity,
+    error: Option<&'static str>,
+    upstream_status: Option<StatusCode>,
+    /// Set once a response exists; from then on the body reports the end.
+    answered: bool,
+}
+
+impl<H: EdgeHooks> Finisher<H> {
+    /// Wraps the body so that its end is reported.
+    fn observe(self, response: Response<ProxyBody>) -> Response<ProxyBody> {
         let status = response.status();
-        let hooks = self.hooks.clone();
-        let metrics = self.metrics.clone();
-        let on_end = Box::new(move |end: BodyEnd, body_bytes: u64| {
-            let _in_flight = in_flight;
-            let summary = RequestSummary {
-                status,
-                body_bytes,
-                duration: session.started.elapsed(),
-                end,
-                error,
-                upstream_status,
-            };
-            let class = status_class(status);
-            metrics
-                .requests
-                .with_label_values(&[class, end.as_str()])
-                .inc();
-            metrics
-                .request_duration
-                .with_label_values(&[class])
-                .observe(summary.duration.as_secs_f64());
-            metrics.response_bytes.inc_by(body_bytes);
-            let _enter = span.enter();
-            access_log(&session, &summary);
-            hooks.logging(&session, &summary, &mut ctx);
+        // No body goes out for these, whatever the body object holds.
+        let bodiless = self.session.req.method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let mut me = Some(self);
+        let on_end = Box::new(move |end: BodyEnd, bytes: u64| {
+            if let Some(mut me) = me.take() {
+                let end = if bodiless { BodyEnd::Complete } else { end };
+                me.record(status, end, bytes);
+            }
         });
         response.map(|b| body::boxed(Observed::new(b, on_end)))
+    }
+
+    fn record(&mut self, status: StatusCode, end: BodyEnd, body_bytes: u64) {
+        // Recorded here; the drop below must not record again.
+        self.answered = true;
+        let summary = RequestSummary {
+            status,
+            body_bytes,
+            duration: self.session.started.elapsed(),
+            end,
+            error: self.error,
+            upstream_status: self.upstream_status,
+        };
+        let class = status_class(status);
+        self.metrics
+            .requests
+            .with_label_values(&[class, end.as_str()])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[class])
+            .observe(summary.duration.as_secs_f64());
+        self.metrics.response_bytes.inc_by(body_bytes);
+        let _enter = self.span.enter();
+        access_log(&self.session, &summary);
+        self.hooks.logging(&self.session, &summary, &mut self.ctx);
+    }
+}
+
+impl<H: EdgeHooks> Drop for Finisher<H> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.error = Some("client_closed");
+            let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+            self.record(status, BodyEnd::Aborted, 0);
+        }
     }
 }
 
 /// Refuses requests no origin should see (RFC 9112 §3.2: an HTTP/1.1
-/// request needs exactly one valid `Host`).
+/// request needs exactly one valid `Host`; user info never travels).
 fn validate(req: &request::Parts) -> Result<(), ProxyError> {
     let mut hosts = req.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if req
+        .uri
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Err(ProxyError::BadRequest("user info in the request target"));
     }
     match host {
         Some(h) => {
@@ -294,6 +361,14 @@ fn validate(req: &request::Parts) -> Result<(), ProxyError> {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
     Ok(())
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// `request::Parts` is not `Clone` (extensions may not be); the upstream
@@ -346,6 +421,8 @@ mod tests {
         assert!(validate(&h10).is_ok(), "HTTP/1.0 may omit Host");
         let absolute = parts(Request::get("http://example.com/"));
         assert!(validate(&absolute).is_ok());
+        let userinfo_target = parts(Request::get("http://u:p@example.com/"));
+        assert!(validate(&userinfo_target).is_err());
         let twice = parts(Request::get("/").header("host", "a").header("host", "b"));
         assert!(validate(&twice).is_err());
         let bad = parts(Request::get("/").header("host", "a b"));

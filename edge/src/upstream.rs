@@ -1,23 +1,37 @@
 //! The pooled HTTP client to peers: keep-alive connections shared by all
-//! worker threads, with connect, response-head and body-read timeouts, and
-//! errors classified for the status mapping in `error.rs`.
+//! worker threads, with connect, send, response-head and body-read timeouts,
+//! and errors classified for the status mapping in `error.rs`.
 
 use std::error::Error as _;
-use std::time::Instant;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use origin_shield::Peer;
+use pin_project_lite::pin_project;
+use tokio::sync::Notify;
 
-use crate::body::{ProxyBody, ReadTimeout};
+use crate::body::{self, BodyReadTimeout, ProxyBody, ReadTimeout};
 use crate::config::UpstreamConfig;
 use crate::error::{BoxError, ProxyError};
 use crate::metrics::{Metrics, status_class};
 
 /// A response from a peer whose body fails if the peer stalls.
 pub type UpstreamResponse = Response<ReadTimeout<Incoming>>;
+
+/// Marks an error that came from the client's request body, so that it is
+/// blamed on the client (4xx) and not on the peer.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
 
 /// Connection pool and timeouts towards every peer.
 #[derive(Debug)]
@@ -32,7 +46,7 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
-        connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -50,21 +64,60 @@ impl Upstream {
 
     /// Sends `req` (whose URI must be absolute, naming `peer`) and waits for
     /// the response head.
+    ///
+    /// Two clocks apply: while the request body is being sent, the peer must
+    /// keep taking bytes (`read_timeout` without progress gives 504); once it
+    /// is sent, the response head must arrive within `header_timeout`. A long
+    /// upload is therefore not mistaken for a slow origin.
     pub async fn send(
         &self,
         peer: &Peer,
         req: Request<ProxyBody>,
     ) -> Result<UpstreamResponse, ProxyError> {
         let started = Instant::now();
+        let progress = Arc::new(SendState::default());
+        let body_pending = !req.body().is_end_stream();
+        let req = req.map(|b| {
+            body::boxed(SendProgress {
+                inner: b,
+                state: progress.clone(),
+            })
+        });
+        let response = self.client.request(req);
+        tokio::pin!(response);
+
+        let mut sent_bytes = 0;
+        while body_pending && !progress.done.load(Ordering::Acquire) {
+            tokio::select! {
+                result = &mut response => return self.finish(peer, started, result.map_err(|e| classify(peer, e))),
+                () = progress.finished.notified() => {}
+                () = tokio::time::sleep(self.config.read_timeout) => {
+                    let now = progress.bytes.load(Ordering::Relaxed);
+                    if now == sent_bytes && !progress.done.load(Ordering::Acquire) {
+                        let err = ProxyError::SendTimeout { peer: peer.to_string(), timeout: self.config.read_timeout };
+                        return self.finish(peer, started, Err(err));
+                    }
+                    sent_bytes = now;
+                }
+            }
+        }
         let timeout = self.config.header_timeout;
-        let result = match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(err)) => Err(classify(peer, err)),
+        let result = match tokio::time::timeout(timeout, response).await {
+            Ok(result) => result.map_err(|e| classify(peer, e)),
             Err(_) => Err(ProxyError::HeaderTimeout {
                 peer: peer.to_string(),
                 timeout,
             }),
         };
+        self.finish(peer, started, result)
+    }
+
+    fn finish(
+        &self,
+        peer: &Peer,
+        started: Instant,
+        result: Result<Response<Incoming>, ProxyError>,
+    ) -> Result<UpstreamResponse, ProxyError> {
         match &result {
             Ok(resp) => {
                 self.metrics
@@ -75,30 +128,106 @@ impl Upstream {
                     .with_label_values(&[status_class(resp.status())])
                     .inc();
             }
-            Err(err) => self
-                .metrics
-                .origin_errors
-                .with_label_values(&[err.as_str()])
-                .inc(),
+            Err(err) if err.source_side() == crate::error::ErrorSource::Upstream => {
+                tracing::debug!(peer = %peer, error = %err, "upstream request failed");
+                self.metrics
+                    .origin_errors
+                    .with_label_values(&[err.as_str()])
+                    .inc();
+            }
+            Err(_) => {}
         }
         let read_timeout = self.config.read_timeout;
         result.map(|resp| resp.map(|body| ReadTimeout::new(body, read_timeout)))
     }
 }
 
-/// Sorts a client error into connect failure, connect timeout or a failure
-/// after connecting.
+/// How far the request body has been handed to the connection.
+#[derive(Debug, Default)]
+struct SendState {
+    bytes: AtomicU64,
+    done: AtomicBool,
+    finished: Notify,
+}
+
+pin_project! {
+    /// Reports request-body progress to [`Upstream::send`].
+    struct SendProgress<B> {
+        #[pin]
+        inner: B,
+        state: Arc<SendState>,
+    }
+
+    impl<B> PinnedDrop for SendProgress<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped by the client: nothing more will be sent either way.
+            this.state.done.store(true, Ordering::Release);
+            this.state.finished.notify_one();
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for SendProgress<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    this.state
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                // The client may stop polling once the body says it is done.
+                if this.inner.is_end_stream() {
+                    this.state.done.store(true, Ordering::Release);
+                    this.state.finished.notify_one();
+                }
+            }
+            Some(Err(_)) | None => {
+                this.state.done.store(true, Ordering::Release);
+                this.state.finished.notify_one();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Sorts a client error: the client's own body failing, connect failure or
+/// timeout, or a failure after connecting.
 fn classify(peer: &Peer, err: hyper_util::client::legacy::Error) -> ProxyError {
+    let mut cause = err.source();
+    let mut timed_out = false;
+    while let Some(e) = cause {
+        if let Some(client_body) = e.downcast_ref::<ClientBodyError>() {
+            return match client_body.0.downcast_ref::<BodyReadTimeout>() {
+                Some(timeout) => ProxyError::ClientBodyTimeout(timeout.0),
+                None => ProxyError::ClientBody {
+                    source: Box::new(err),
+                },
+            };
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        cause = e.source();
+    }
     let peer = peer.to_string();
     if err.is_connect() {
-        let mut cause = err.source();
-        let mut timed_out = false;
-        while let Some(e) = cause {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-            }
-            cause = e.source();
-        }
         if timed_out {
             return ProxyError::ConnectTimeout { peer };
         }

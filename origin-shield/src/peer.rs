@@ -134,7 +134,18 @@ impl FromStr for Peer {
         {
             return Err(unsupported("a path or query is not allowed"));
         }
-        let port = authority.port_u16().unwrap_or(scheme.default_port());
+        // `http` accepts any text after the colon; a port that is not a
+        // number in range must be refused, not replaced by the default.
+        let host = authority.host();
+        let after_host = authority.as_str().get(host.len()..).unwrap_or("");
+        let port = match after_host.strip_prefix(':') {
+            Some(text) => text
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| unsupported("the port must be a number from 1 to 65535"))?,
+            None => scheme.default_port(),
+        };
         let authority: Authority =
             format!("{}:{port}", authority.host())
                 .parse()
@@ -176,6 +187,9 @@ mod tests {
             "http://x/?q",
             "http://u@x",
             "not a url",
+            "http://o:99999",
+            "http://o:8o80",
+            "http://o:0",
         ] {
             assert!(bad.parse::<Peer>().is_err(), "{bad} should be refused");
         }

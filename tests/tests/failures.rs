@@ -146,3 +146,20 @@ async fn origin_connect_timeout_gives_504() {
     assert_eq!(resp.status(), 504);
     drop(listener);
 }
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_not_504() {
+    let origin = MockOrigin::start().await;
+    origin.route("/upload", Reply::echo());
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.server.client_body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let resp = raw(
+        edge.addr(),
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp:?}");
+}

@@ -269,3 +269,50 @@ async fn request_bodies_stream_to_the_origin() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.len(), 2 * part.len());
 }
+
+#[tokio::test]
+async fn chunked_bodies_on_get_and_delete_are_forwarded() {
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    for method in ["GET", "DELETE"] {
+        let raw = format!(
+            "{method} /with-body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        );
+        let resp =
+            edge_tests::client::raw(edge.addr(), raw.as_bytes(), Duration::from_secs(5)).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        let seen = origin.last_request("/with-body").unwrap();
+        assert_eq!(seen.method, method);
+        assert_eq!(&seen.body[..], b"hello world", "{method} body lost");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_a_slow_origin() {
+    use edge_tests::client::ChannelBody;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let origin = MockOrigin::start().await;
+    origin.route("/upload", Reply::echo());
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.upstream.header_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let client: Client<_, ChannelBody> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(edge.url("/upload"))
+        .body(ChannelBody(rx))
+        .unwrap();
+    let pending = tokio::spawn(async move { client.request(req).await });
+    // The upload takes 1.2 s, three times the head timeout.
+    for _ in 0..6 {
+        tx.send(Bytes::from_static(b"0123456789")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(tx);
+    let resp = pending.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 60);
+}

@@ -139,3 +139,48 @@ async fn every_phase_runs_in_order_and_can_change_the_request() {
         ("/blocked/x".into(), 403, 3)
     );
 }
+
+/// Records every summary the logging hook sees.
+struct LogOnly(Arc<Mutex<Vec<(u16, &'static str)>>>);
+
+impl EdgeHooks for LogOnly {
+    type Ctx = ();
+    fn new_ctx(&self) {}
+    fn logging(&self, _s: &Session, summary: &RequestSummary, _ctx: &mut ()) {
+        self.0
+            .lock()
+            .expect("log lock")
+            .push((summary.status.as_u16(), summary.end.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn a_client_leaving_before_the_response_is_still_logged() {
+    use tokio::io::AsyncWriteExt;
+
+    let origin = MockOrigin::start().await;
+    origin.route("/slow", Reply::ok("late").delay(Duration::from_secs(2)));
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let edge = TestEdge::start_with_hooks(&origin.url(), |_| {}, LogOnly(logged.clone())).await;
+    let mut stream = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Wait until the origin has the request, then hang up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.hits("/slow") == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(entry) = logged.lock().expect("log lock").first() {
+            assert_eq!(*entry, (499, "aborted"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "abandoned request never logged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

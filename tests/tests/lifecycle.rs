@@ -50,6 +50,7 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
 #[tokio::test]
 async fn idle_connections_are_closed() {
     let origin = MockOrigin::start().await;
+    origin.route("/a", Reply::ok("0123456789"));
     let edge = TestEdge::start_with(&origin.url(), |c| {
         c.server.idle_timeout = Duration::from_millis(300);
     })
@@ -59,15 +60,73 @@ async fn idle_connections_are_closed() {
         .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
+    // Read the whole response (head and 10-byte body), then expect EOF.
+    let mut got = Vec::new();
     let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let started = Instant::now();
+    while !got.ends_with(b"0123456789") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("response arrives")
+            .unwrap();
+        assert!(n > 0, "closed before the response was complete");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
     let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
         .await
-        .expect("closed by the edge");
+        .expect("the edge closes the idle connection");
     assert_eq!(n.unwrap_or(0), 0);
-    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn h2_connections_without_requests_are_closed() {
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.server.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut stream = TcpStream::connect(edge.addr()).await.unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink))
+        .await
+        .expect("an h2 connection that never sends a request is closed")
+        .ok();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let origin = MockOrigin::start().await;
+    origin.route("/big", Reply::ok(vec![7u8; 32 * 1024 * 1024]));
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.server.send_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut stream = TcpStream::connect(edge.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: socket buffers fill, the edge's writes stall, and the send
+    // timeout must free the connection (visible in the gauge).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = get(&edge.admin_url("/metrics")).await;
+        let text = String::from_utf8_lossy(metrics.body()).into_owned();
+        if text.contains("edge_open_connections 0") && text.contains("body_end=\"aborted\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stalled client still connected:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
 }
 
 #[tokio::test]
@@ -122,7 +181,8 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let origin = MockOrigin::start().await;
     let edge = TestEdge::start_with(&origin.url(), |c| {
         c.server.max_connections = 1;
-        c.server.idle_timeout = Duration::from_millis(500);
+        // A connection that never sends a request is closed after this.
+        c.server.header_read_timeout = Duration::from_millis(500);
     })
     .await;
     // The first connection holds the only slot while it is open.

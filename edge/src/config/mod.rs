@@ -73,15 +73,27 @@ pub struct ServerConfig {
     pub max_header_bytes: ByteSize,
     /// Most request header fields; more gets 431. Default: `100`.
     pub max_headers: usize,
-    /// Time a client has to send a complete request head. On HTTP/1.1 this
-    /// clock also runs while a keep-alive connection waits for its next
-    /// request. Default: `15s`.
+    /// Time a client has to send a complete request head, and for a new
+    /// connection to send its first request. On HTTP/1.1 this clock also runs
+    /// while a keep-alive connection waits for its next request, so the
+    /// effective HTTP/1.1 keep-alive time is the smaller of this and
+    /// `idle_timeout`. Default: `15s`.
     #[serde(deserialize_with = "de_duration")]
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight and no bytes moving for this
-    /// long is closed. Default: `60s`.
+    /// A connection with no request in flight for this long since its last
+    /// request ended is closed (before its first request,
+    /// `header_read_timeout` applies). Bytes that do not make a request,
+    /// such as HTTP/2 PINGs, do not count. Default: `60s`.
     #[serde(deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
+    /// A response write that makes no progress for this long (the client
+    /// stopped reading) closes the connection. Default: `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub send_timeout: Duration,
+    /// Longest gap between two pieces of a request body; exceeded gives 408.
+    /// Default: `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub client_body_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish
     /// before the process exits anyway. Default: `30s`.
     #[serde(deserialize_with = "de_duration")]
@@ -150,6 +162,8 @@ impl Default for ServerConfig {
             max_headers: 100,
             header_read_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             h2_max_concurrent_streams: 128,
             worker_threads: 0,
@@ -317,6 +331,11 @@ impl Config {
                 self.server.header_read_timeout,
             ),
             ("server.idle_timeout", self.server.idle_timeout),
+            ("server.send_timeout", self.server.send_timeout),
+            (
+                "server.client_body_timeout",
+                self.server.client_body_timeout,
+            ),
             ("upstream.connect_timeout", self.upstream.connect_timeout),
             ("upstream.header_timeout", self.upstream.header_timeout),
             ("upstream.read_timeout", self.upstream.read_timeout),

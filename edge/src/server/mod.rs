@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -29,7 +29,7 @@ use crate::config::{Config, ServerConfig};
 use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
-pub use idle::IdleIo;
+pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +142,11 @@ impl<H: EdgeHooks> Server<H> {
         let builder = connection_builder(&config.server);
         let graceful = GracefulShutdown::new();
         let limit = Arc::new(Semaphore::new(config.server.max_connections));
+        let timeouts = IoTimeouts {
+            idle: config.server.idle_timeout,
+            first_request: config.server.header_read_timeout,
+            send: config.server.send_timeout,
+        };
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -167,16 +172,12 @@ impl<H: EdgeHooks> Server<H> {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let in_flight = Arc::new(AtomicUsize::new(0));
-            let io = TokioIo::new(IdleIo::new(
-                stream,
-                config.server.idle_timeout,
-                in_flight.clone(),
-            ));
+            let activity = ConnActivity::new();
+            let io = TokioIo::new(IdleIo::new(stream, timeouts, activity.clone()));
             let conn_info = ConnInfo {
                 client_addr,
                 scheme: "http",
-                in_flight,
+                activity,
             };
             let proxy = proxy.clone();
             let service = service_fn(move |req| proxy.clone().handle(req, conn_info.clone()));
@@ -240,7 +241,8 @@ fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
-        .keep_alive_interval(cfg.idle_timeout / 2)
+        // PINGs find dead peers; they do not count as activity (see IdleIo).
+        .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     builder
 }

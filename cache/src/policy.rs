@@ -1,0 +1,421 @@
+//! RFC 9111 as a shared cache: what may be stored, for how long it is
+//! fresh, how old it is, and whether a stored response may answer a request.
+//!
+//! Every function is pure and takes the clock as an argument, so tests move
+//! time instead of sleeping. Where the RFC leaves a choice, the safer one for
+//! a cache shared by many users is taken, and [`PolicyOptions`] can change it.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method, StatusCode, header};
+
+use crate::cache_control::{CacheControl, Seconds};
+
+/// Operator choices where the RFC allows several behaviours.
+#[derive(Debug, Clone)]
+pub struct PolicyOptions {
+    /// Store responses carrying `Set-Cookie`. Default: `false` (one user's
+    /// cookie would be handed to everyone).
+    pub allow_set_cookie: bool,
+    /// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time
+    /// since `Last-Modified`. Default: `Some(0.1)`; `None` disables it.
+    pub heuristic_fraction: Option<f64>,
+    /// Upper bound of a heuristic lifetime. Default: 1 day.
+    pub heuristic_max: Duration,
+    /// Lifetime given to heuristically cacheable responses that carry no
+    /// freshness information at all. Default: `None`: such a response is
+    /// not reused (RFC 9111 has no default TTL).
+    pub default_ttl: Option<Duration>,
+    /// Honour `CDN-Cache-Control` (RFC 9213) and `Surrogate-Control` ahead
+    /// of `Cache-Control`. Default: `true`.
+    pub honor_cdn_cache_control: bool,
+}
+
+impl Default for PolicyOptions {
+    fn default() -> Self {
+        PolicyOptions {
+            allow_set_cookie: false,
+            heuristic_fraction: Some(0.1),
+            heuristic_max: Duration::from_secs(86_400),
+            default_ttl: None,
+            honor_cdn_cache_control: true,
+        }
+    }
+}
+
+/// Why a response is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCacheReason {
+    /// Only GET responses are stored.
+    Method,
+    /// Interim, partial (206) or not-modified responses are not stored whole.
+    Status,
+    /// `no-store` in the response.
+    NoStore,
+    /// `no-store` in the request.
+    RequestNoStore,
+    /// `private`: for one user only.
+    Private,
+    /// The request carried `Authorization` and the response did not allow
+    /// sharing (RFC 9111 §3.5).
+    Authorization,
+    /// `Set-Cookie` and the operator did not allow it.
+    SetCookie,
+    /// `Vary: *`: no later request can be shown to match.
+    VaryStar,
+    /// No explicit freshness, no heuristic, no default TTL.
+    NoFreshness,
+}
+
+impl NoCacheReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoCacheReason::Method => "method",
+            NoCacheReason::Status => "status",
+            NoCacheReason::NoStore => "no-store",
+            NoCacheReason::RequestNoStore => "request-no-store",
+            NoCacheReason::Private => "private",
+            NoCacheReason::Authorization => "authorization",
+            NoCacheReason::SetCookie => "set-cookie",
+            NoCacheReason::VaryStar => "vary-star",
+            NoCacheReason::NoFreshness => "no-freshness",
+        }
+    }
+}
+
+/// Where a freshness lifetime came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreshnessSource {
+    SMaxAge,
+    MaxAge,
+    Expires,
+    Heuristic,
+    DefaultTtl,
+}
+
+/// What the policy needs to remember about a stored response, computed once
+/// when it is stored (or refreshed by a 304) so that the hit path parses
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPolicy {
+    /// Freshness lifetime (§4.2.1); zero means "stale at once".
+    pub lifetime: Duration,
+    pub source: FreshnessSource,
+    /// Age when received, corrected for delays (§4.2.3).
+    pub corrected_initial_age: Duration,
+    /// `no-cache` (qualified or not): every reuse needs validation.
+    pub no_cache: bool,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served
+    /// stale (§5.2.2.2, §5.2.2.8, §5.2.2.10).
+    pub must_revalidate: bool,
+    /// `stale-while-revalidate` window (RFC 5861), if any.
+    pub stale_while_revalidate: Option<Duration>,
+    /// `stale-if-error` window (RFC 5861), if any.
+    pub stale_if_error: Option<Duration>,
+}
+
+/// The caching directives that apply to us: `CDN-Cache-Control`, else
+/// `Surrogate-Control`, else `Cache-Control` (RFC 9213 §2.1: a targeted
+/// field replaces the general one entirely).
+pub fn response_directives(headers: &HeaderMap, opts: &PolicyOptions) -> CacheControl {
+    if opts.honor_cdn_cache_control {
+        for name in ["cdn-cache-control", "surrogate-control"] {
+            if let Some(cc) = CacheControl::from_headers(headers, name) {
+                return cc;
+            }
+        }
+    }
+    CacheControl::from_headers(headers, header::CACHE_CONTROL).unwrap_or_default()
+}
+
+/// Directives of a request; `Pragma: no-cache` counts as `no-cache` when
+/// there is no `Cache-Control` (RFC 9111 §5.4).
+pub fn request_directives(headers: &HeaderMap) -> CacheControl {
+    match CacheControl::from_headers(headers, header::CACHE_CONTROL) {
+        Some(cc) => cc,
+        None => {
+            let pragma_no_cache = headers
+                .get_all(header::PRAGMA)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("no-cache")));
+            if pragma_no_cache {
+                CacheControl::parse("no-cache")
+            } else {
+                CacheControl::default()
+            }
+        }
+    }
+}
+
+/// Status codes that are cacheable by default (RFC 9110 §15.1), i.e. may be
+/// stored with a heuristic lifetime. 206 is among them but we store only
+/// whole responses.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// The times of one exchange with the origin.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange {
+    /// When the request was sent.
+    pub request_time: SystemTime,
+    /// When the response head arrived.
+    pub response_time: SystemTime,
+}
+
+/// Decides whether a response to `method` may be stored (RFC 9111 §3) and,
+/// if so, what the policy must remember about it.
+pub fn storable(
+    method: &Method,
+    req_headers: &HeaderMap,
+    status: StatusCode,
+    resp_headers: &HeaderMap,
+    exchange: Exchange,
+    opts: &PolicyOptions,
+) -> Result<StoredPolicy, NoCacheReason> {
+    if method != Method::GET {
+        return Err(NoCacheReason::Method);
+    }
+    if status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Err(NoCacheReason::Status);
+    }
+    if request_directives(req_headers).has("no-store") {
+        return Err(NoCacheReason::RequestNoStore);
+    }
+    let cc = response_directives(resp_headers, opts);
+    if cc.has("no-store") {
+        return Err(NoCacheReason::NoStore);
+    }
+    // Qualified `private="f"` would let a shared cache store the rest; the
+    // safer reading treats any `private` as "not for us".
+    if cc.has("private") {
+        return Err(NoCacheReason::Private);
+    }
+    if req_headers.contains_key(header::AUTHORIZATION)
+        && !(cc.has("public") || cc.has("must-revalidate") || cc.seconds("s-maxage") != Seconds::Absent)
+    {
+        return Err(NoCacheReason::Authorization);
+    }
+    if !opts.allow_set_cookie && resp_headers.contains_key(header::SET_COOKIE) {
+        return Err(NoCacheReason::SetCookie);
+    }
+    if has_vary_star(resp_headers) {
+        return Err(NoCacheReason::VaryStar);
+    }
+    let (lifetime, source) = freshness_lifetime(status, resp_headers, &cc, exchange.response_time, opts)
+        .ok_or(NoCacheReason::NoFreshness)?;
+    let s_maxage = cc.seconds("s-maxage") != Seconds::Absent;
+    Ok(StoredPolicy {
+        lifetime,
+        source,
+        corrected_initial_age: corrected_initial_age(resp_headers, exchange),
+        no_cache: cc.has("no-cache"),
+        must_revalidate: cc.has("must-revalidate") || cc.has("proxy-revalidate") || s_maxage,
+        stale_while_revalidate: window(&cc, "stale-while-revalidate"),
+        stale_if_error: window(&cc, "stale-if-error"),
+    })
+}
+
+fn window(cc: &CacheControl, name: &str) -> Option<Duration> {
+    match cc.seconds(name) {
+        Seconds::Valid(s) => Some(Duration::from_secs(s)),
+        _ => None,
+    }
+}
+
+fn has_vary_star(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim() == "*"))
+}
+
+/// Freshness lifetime for a shared cache (RFC 9111 §4.2.1), or `None` when
+/// the response carries no freshness information and none may be assumed.
+pub fn freshness_lifetime(
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    response_time: SystemTime,
+    opts: &PolicyOptions,
+) -> Option<(Duration, FreshnessSource)> {
+    // An invalid delta-seconds makes the response stale, not uncached: it
+    // can still be revalidated.
+    let explicit = |s: Seconds, source| match s {
+        Seconds::Valid(secs) => Some((Duration::from_secs(secs), source)),
+        Seconds::Invalid => Some((Duration::ZERO, source)),
+        Seconds::Absent => None,
+    };
+    if let Some(found) = explicit(cc.seconds("s-maxage"), FreshnessSource::SMaxAge) {
+        return Some(found);
+    }
+    if let Some(found) = explicit(cc.seconds("max-age"), FreshnessSource::MaxAge) {
+        return Some(found);
+    }
+    let date = date_header(headers, header::DATE).unwrap_or(response_time);
+    if headers.contains_key(header::EXPIRES) {
+        // §5.3: an invalid Expires (e.g. "0") means already expired.
+        let lifetime = date_header(headers, header::EXPIRES)
+            .and_then(|expires| expires.duration_since(date).ok())
+            .unwrap_or(Duration::ZERO);
+        return Some((lifetime, FreshnessSource::Expires));
+    }
+    if !(heuristically_cacheable(status) || cc.has("public")) {
+        return None;
+    }
+    if let (Some(fraction), Some(last_modified)) =
+        (opts.heuristic_fraction, date_header(headers, header::LAST_MODIFIED))
+        && let Ok(since) = date.duration_since(last_modified)
+    {
+        let lifetime = since.mul_f64(fraction.clamp(0.0, 1.0)).min(opts.heuristic_max);
+        return Some((lifetime, FreshnessSource::Heuristic));
+    }
+    opts.default_ttl.map(|ttl| (ttl, FreshnessSource::DefaultTtl))
+}
+
+/// `corrected_initial_age` of RFC 9111 §4.2.3: the larger of the apparent
+/// age (clock skew permitting) and the upstream `Age` plus the time the
+/// response spent in flight.
+pub fn corrected_initial_age(headers: &HeaderMap, exchange: Exchange) -> Duration {
+    let date = date_header(headers, header::DATE).unwrap_or(exchange.response_time);
+    let apparent_age = exchange
+        .response_time
+        .duration_since(date)
+        .unwrap_or(Duration::ZERO);
+    let age_value = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::ZERO);
+    let response_delay = exchange
+        .response_time
+        .duration_since(exchange.request_time)
+        .unwrap_or(Duration::ZERO);
+    apparent_age.max(age_value + response_delay)
+}
+
+/// `current_age` of RFC 9111 §4.2.3 at `now`.
+pub fn current_age(stored: &StoredPolicy, response_time: SystemTime, now: SystemTime) -> Duration {
+    let resident = now.duration_since(response_time).unwrap_or(Duration::ZERO);
+    stored.corrected_initial_age + resident
+}
+
+/// How a stored response may answer a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Fresh: serve it.
+    Fresh,
+    /// Stale, but the client accepts that (`max-stale`): serve it.
+    StaleAllowed,
+    /// Stale within `stale-while-revalidate`: serve it and revalidate in
+    /// the background.
+    StaleWhileRevalidate,
+    /// Must be validated with the origin before use.
+    Revalidate,
+}
+
+impl Reuse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reuse::Fresh => "fresh",
+            Reuse::StaleAllowed => "stale-allowed",
+            Reuse::StaleWhileRevalidate => "stale-while-revalidate",
+            Reuse::Revalidate => "revalidate",
+        }
+    }
+}
+
+/// Whether the stored response may be reused for a request with directives
+/// `req` at `now` (RFC 9111 §4, §4.2.4, §5.2.1, RFC 5861 §3).
+pub fn evaluate(
+    stored: &StoredPolicy,
+    response_time: SystemTime,
+    req: &CacheControl,
+    now: SystemTime,
+) -> Reuse {
+    if stored.no_cache || req.has("no-cache") {
+        return Reuse::Revalidate;
+    }
+    let age = current_age(stored, response_time, now);
+    if let Seconds::Valid(max_age) = req.seconds("max-age")
+        && age > Duration::from_secs(max_age)
+    {
+        return Reuse::Revalidate;
+    }
+    if req.seconds("max-age") == Seconds::Invalid {
+        return Reuse::Revalidate;
+    }
+    let remaining = stored.lifetime.saturating_sub(age);
+    let fresh = stored.lifetime > age;
+    match req.seconds("min-fresh") {
+        Seconds::Valid(min) if remaining < Duration::from_secs(min) => return Reuse::Revalidate,
+        Seconds::Invalid => return Reuse::Revalidate,
+        _ => {}
+    }
+    if fresh {
+        return Reuse::Fresh;
+    }
+    if stored.must_revalidate {
+        return Reuse::Revalidate;
+    }
+    let staleness = age - stored.lifetime;
+    let client_accepts = req.has("max-stale")
+        && match req.seconds("max-stale") {
+            Seconds::Valid(limit) => staleness <= Duration::from_secs(limit),
+            // `max-stale` without a value accepts any staleness.
+            Seconds::Invalid | Seconds::Absent => true,
+        };
+    if client_accepts {
+        return Reuse::StaleAllowed;
+    }
+    if stored
+        .stale_while_revalidate
+        .is_some_and(|window| staleness <= window)
+    {
+        return Reuse::StaleWhileRevalidate;
+    }
+    Reuse::Revalidate
+}
+
+/// Whether a stale response may stand in for an origin error or 5xx
+/// (RFC 5861 §4), given the response's and the request's `stale-if-error`.
+pub fn stale_if_error_allows(
+    stored: &StoredPolicy,
+    response_time: SystemTime,
+    req: &CacheControl,
+    now: SystemTime,
+) -> bool {
+    if stored.must_revalidate || stored.no_cache {
+        return false;
+    }
+    let age = current_age(stored, response_time, now);
+    let staleness = age.saturating_sub(stored.lifetime);
+    let req_window = match req.seconds("stale-if-error") {
+        Seconds::Valid(s) => Some(Duration::from_secs(s)),
+        _ => None,
+    };
+    stored
+        .stale_if_error
+        .into_iter()
+        .chain(req_window)
+        .any(|window| staleness <= window)
+}
+
+fn date_header(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! Every rule of the policy, with the clock moved explicitly.
+
+use super::*;
+use http::HeaderValue;
+
+const T0: u64 = 1_700_000_000;
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn date(secs: u64) -> String {
+    httpdate::fmt_http_date(at(secs))
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+/// Request sent at T0, response received at T0 (no delay).
+fn exchange() -> Exchange {
+    Exchange {
+        request_time: at(T0),
+        response_time: at(T0),
+    }
+}
+
+fn store(resp: &[(&str, &str)]) -> Result<StoredPolicy, NoCacheReason> {
+    store_with(StatusCode::OK, &[], resp, &PolicyOptions::default())
+}
+
+fn store_with(
+    status: StatusCode,
+    req: &[(&str, &str)],
+    resp: &[(&str, &str)],
+    opts: &PolicyOptions,
+) -> Result<StoredPolicy, NoCacheReason> {
+    let mut resp = headers(resp);
+    if !resp.contains_key("date") {
+        resp.insert("date", HeaderValue::from_str(&date(T0)).unwrap());
+    }
+    storable(&Method::GET, &headers(req), status, &resp, exchange(), opts)
+}
+
+fn reuse(stored: &StoredPolicy, req: &str, now: u64) -> Reuse {
+    evaluate(stored, at(T0), &CacheControl::parse(req), at(now))
+}
+
+// --- storable (§3) ---
+
+#[test]
+fn only_get_and_whole_final_responses_are_stored() {
+    let resp = headers(&[("cache-control", "max-age=60")]);
+    let opts = PolicyOptions::default();
+    let h = HeaderMap::new();
+    for m in [Method::POST, Method::HEAD, Method::PUT] {
+        assert_eq!(
+            storable(&m, &h, StatusCode::OK, &resp, exchange(), &opts),
+            Err(NoCacheReason::Method)
+        );
+    }
+    for s in [StatusCode::PARTIAL_CONTENT, StatusCode::NOT_MODIFIED, StatusCode::CONTINUE] {
+        assert_eq!(
+            storable(&Method::GET, &h, s, &resp, exchange(), &opts),
+            Err(NoCacheReason::Status)
+        );
+    }
+}
+
+#[test]
+fn no_store_private_and_set_cookie_are_refused() {
+    assert_eq!(store(&[("cache-control", "max-age=60, no-store")]), Err(NoCacheReason::NoStore));
+    assert_eq!(store(&[("cache-control", "max-age=60, private")]), Err(NoCacheReason::Private));
+    assert_eq!(
+        store(&[("cache-control", "max-age=60, private=\"x-user\"")]),
+        Err(NoCacheReason::Private)
+    );
+    assert_eq!(
+        store(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]),
+        Err(NoCacheReason::SetCookie)
+    );
+    let opts = PolicyOptions {
+        allow_set_cookie: true,
+        ..PolicyOptions::default()
+    };
+    assert!(store_with(StatusCode::OK, &[], &[("cache-control", "max-age=60"), ("set-cookie", "a=b")], &opts).is_ok());
+    assert_eq!(
+        store_with(StatusCode::OK, &[("cache-control", "no-store")], &[("cache-control", "max-age=60")], &PolicyOptions::default()),
+        Err(NoCacheReason::RequestNoStore)
+    );
+    assert_eq!(store(&[("cache-control", "max-age=60"), ("vary", "accept, *")]), Err(NoCacheReason::VaryStar));
+}
+
+#[test]
+fn authorization_needs_explicit_permission() {
+    let opts = PolicyOptions::default();
+    let auth = [("authorization", "Bearer x")];
+    assert_eq!(
+        store_with(StatusCode::OK, &auth, &[("cache-control", "max-age=60")], &opts),
+        Err(NoCacheReason::Authorization)
+    );
+    for allowed in ["public, max-age=60", "s-maxage=60", "max-age=60, must-revalidate"] {
+        assert!(
+            store_with(StatusCode::OK, &auth, &[("cache-control", allowed)], &opts).is_ok(),
+            "{allowed}"
+        );
+    }
+}
+
+#[test]
+fn no_freshness_information_means_not_stored() {
+    assert_eq!(store(&[]), Err(NoCacheReason::NoFreshness));
+    assert_eq!(store(&[("etag", "\"v1\"")]), Err(NoCacheReason::NoFreshness));
+    // A status that is not cacheable by default needs explicit freshness.
+    assert_eq!(
+        store_with(StatusCode::FORBIDDEN, &[], &[("last-modified", &date(T0 - 1000))], &PolicyOptions::default()),
+        Err(NoCacheReason::NoFreshness)
+    );
+    assert!(store_with(StatusCode::FORBIDDEN, &[], &[("cache-control", "max-age=5")], &PolicyOptions::default()).is_ok());
+    // An operator default applies only to heuristically cacheable statuses.
+    let opts = PolicyOptions {
+        default_ttl: Some(Duration::from_secs(30)),
+        ..PolicyOptions::default()
+    };
+    let p = store_with(StatusCode::OK, &[], &[], &opts).unwrap();
+    assert_eq!((p.lifetime, p.source), (Duration::from_secs(30), FreshnessSource::DefaultTtl));
+    assert_eq!(
+        store_with(StatusCode::FORBIDDEN, &[], &[], &opts),
+        Err(NoCacheReason::NoFreshness)
+    );
+}
+
+// --- freshness lifetime (§4.2.1, RFC 9213) ---
+
+#[test]
+fn lifetime_precedence() {
+    let p = store(&[("cache-control", "max-age=60, s-maxage=30"), ("expires", &date(T0 + 600))]).unwrap();
+    assert_eq!((p.lifetime, p.source), (Duration::from_secs(30), FreshnessSource::SMaxAge));
+    let p = store(&[("cache-control", "max-age=60"), ("expires", &date(T0 + 600))]).unwrap();
+    assert_eq!((p.lifetime, p.source), (Duration::from_secs(60), FreshnessSource::MaxAge));
+    let p = store(&[("expires", &date(T0 + 600))]).unwrap();
+    assert_eq!((p.lifetime, p.source), (Duration::from_secs(600), FreshnessSource::Expires));
+}
+
+#[test]
+fn cdn_cache_control_and_surrogate_control_come_first() {
+    let p = store(&[("cache-control", "max-age=60"), ("cdn-cache-control", "max-age=600")]).unwrap();
+    assert_eq!(p.lifetime, Duration::from_secs(600));
+    let p = store(&[("cache-control", "max-age=60"), ("surrogate-control", "max-age=300")]).unwrap();
+    assert_eq!(p.lifetime, Duration::from_secs(300));
+    // The targeted field replaces Cache-Control entirely.
+    assert!(store(&[("cache-control", "private"), ("cdn-cache-control", "max-age=10")]).is_ok());
+    assert_eq!(
+        store(&[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")]),
+        Err(NoCacheReason::NoStore)
+    );
+    let ignore = PolicyOptions {
+        honor_cdn_cache_control: false,
+        ..PolicyOptions::default()
+    };
+    let p = store_with(StatusCode::OK, &[], &[("cache-control", "max-age=60"), ("cdn-cache-control", "max-age=600")], &ignore).unwrap();
+    assert_eq!(p.lifetime, Duration::from_secs(60));
+}
+
+#[test]
+fn invalid_values_mean_stale_not_fresh() {
+    let p = store(&[("expires", "0")]).unwrap();
+    assert_eq!(p.lifetime, Duration::ZERO);
+    let p = store(&[("expires", &date(T0 - 60))]).unwrap();
+    assert_eq!(p.lifetime, Duration::ZERO);
+    let p = store(&[("cache-control", "max-age=soon")]).unwrap();
+    assert_eq!(p.lifetime, Duration::ZERO);
+    assert_eq!(reuse(&p, "", T0), Reuse::Revalidate);
+}
+
+#[test]
+fn heuristic_is_ten_percent_capped_and_only_where_allowed() {
+    let p = store(&[("last-modified", &date(T0 - 1000))]).unwrap();
+    assert_eq!((p.lifetime, p.source), (Duration::from_secs(100), FreshnessSource::Heuristic));
+    let p = store(&[("last-modified", &date(T0 - 100 * 86_400))]).unwrap();
+    assert_eq!(p.lifetime, Duration::from_secs(86_400), "capped at a day");
+    let off = PolicyOptions {
+        heuristic_fraction: None,
+        ..PolicyOptions::default()
+    };
+    assert_eq!(
+        store_with(StatusCode::OK, &[], &[("last-modified", &date(T0 - 1000))], &off),
+        Err(NoCacheReason::NoFreshness)
+    );
+    // `public` makes any status heuristically cacheable.
+    let p = store_with(StatusCode::FORBIDDEN, &[], &[("cache-control", "public"), ("last-modified", &date(T0 - 1000))], &PolicyOptions::default()).unwrap();
+    assert_eq!(p.source, FreshnessSource::Heuristic);
+}
+
+// --- age (§4.2.3) ---
+
+#[test]
+fn age_includes_upstream_age_delay_and_residence() {
+    let exchange = Exchange {
+        request_time: at(T0),
+        response_time: at(T0 + 2),
+    };
+    let resp = headers(&[("date", &date(T0)), ("age", "10"), ("cache-control", "max-age=60")]);
+    let p = storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, exchange, &PolicyOptions::default()).unwrap();
+    // age_value 10 + response_delay 2 beats apparent age 2.
+    assert_eq!(p.corrected_initial_age, Duration::from_secs(12));
+    assert_eq!(current_age(&p, at(T0 + 2), at(T0 + 32)), Duration::from_secs(42));
+
+    // A Date far in the past (clock skew) shows as apparent age.
+    let resp = headers(&[("date", &date(T0 - 100)), ("cache-control", "max-age=60")]);
+    let p = storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, exchange, &PolicyOptions::default()).unwrap();
+    assert_eq!(p.corrected_initial_age, Duration::from_secs(102));
+    // A Date in the future does not make the age negative.
+    let resp = headers(&[("date", &date(T0 + 500)), ("cache-control", "max-age=60")]);
+    let p = storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, exchange, &PolicyOptions::default()).unwrap();
+    assert_eq!(p.corrected_initial_age, Duration::from_secs(2));
+}
+
+// --- reuse (§4, §5.2.1, RFC 5861) ---
+
+#[test]
+fn fresh_until_lifetime_then_revalidate() {
+    let p = store(&[("cache-control", "max-age=60")]).unwrap();
+    assert_eq!(reuse(&p, "", T0), Reuse::Fresh);
+    assert_eq!(reuse(&p, "", T0 + 59), Reuse::Fresh);
+    assert_eq!(reuse(&p, "", T0 + 60), Reuse::Revalidate);
+}
+
+#[test]
+fn response_no_cache_always_revalidates() {
+    let p = store(&[("cache-control", "max-age=60, no-cache")]).unwrap();
+    assert_eq!(reuse(&p, "", T0), Reuse::Revalidate);
+    let p = store(&[("cache-control", "max-age=60, no-cache=\"set-cookie\"")]).unwrap();
+    assert_eq!(reuse(&p, "", T0), Reuse::Revalidate);
+}
+
+#[test]
+fn request_directives() {
+    let p = store(&[("cache-control", "max-age=60")]).unwrap();
+    assert_eq!(reuse(&p, "no-cache", T0), Reuse::Revalidate);
+    assert_eq!(reuse(&p, "max-age=10", T0 + 5), Reuse::Fresh);
+    assert_eq!(reuse(&p, "max-age=10", T0 + 11), Reuse::Revalidate);
+    assert_eq!(reuse(&p, "min-fresh=30", T0 + 20), Reuse::Fresh);
+    assert_eq!(reuse(&p, "min-fresh=30", T0 + 31), Reuse::Revalidate);
+    assert_eq!(reuse(&p, "max-stale=10", T0 + 65), Reuse::StaleAllowed);
+    assert_eq!(reuse(&p, "max-stale=10", T0 + 75), Reuse::Revalidate);
+    assert_eq!(reuse(&p, "max-stale", T0 + 10_000), Reuse::StaleAllowed);
+    assert_eq!(reuse(&p, "x-unknown=1, max-age=100", T0 + 5), Reuse::Fresh);
+}
+
+#[test]
+fn pragma_no_cache_only_without_cache_control() {
+    let h = headers(&[("pragma", "no-cache")]);
+    assert!(request_directives(&h).has("no-cache"));
+    let h = headers(&[("pragma", "no-cache"), ("cache-control", "max-age=5")]);
+    assert!(!request_directives(&h).has("no-cache"));
+}
+
+#[test]
+fn must_revalidate_forbids_any_stale_use() {
+    for cc in [
+        "max-age=60, must-revalidate, stale-while-revalidate=100, stale-if-error=100",
+        "max-age=60, proxy-revalidate, stale-while-revalidate=100",
+        "s-maxage=60, stale-while-revalidate=100",
+    ] {
+        let p = store(&[("cache-control", cc)]).unwrap();
+        assert_eq!(reuse(&p, "max-stale", T0 + 61), Reuse::Revalidate, "{cc}");
+        assert!(!stale_if_error_allows(&p, at(T0), &CacheControl::default(), at(T0 + 61)), "{cc}");
+    }
+}
+
+#[test]
+fn stale_while_revalidate_window() {
+    let p = store(&[("cache-control", "max-age=60, stale-while-revalidate=30")]).unwrap();
+    assert_eq!(reuse(&p, "", T0 + 30), Reuse::Fresh);
+    assert_eq!(reuse(&p, "", T0 + 70), Reuse::StaleWhileRevalidate);
+    assert_eq!(reuse(&p, "", T0 + 90), Reuse::StaleWhileRevalidate);
+    assert_eq!(reuse(&p, "", T0 + 91), Reuse::Revalidate);
+    assert_eq!(reuse(&p, "no-cache", T0 + 70), Reuse::Revalidate);
+}
+
+#[test]
+fn stale_if_error_window_from_response_or_request() {
+    let none = CacheControl::default();
+    let p = store(&[("cache-control", "max-age=60, stale-if-error=300")]).unwrap();
+    assert!(stale_if_error_allows(&p, at(T0), &none, at(T0 + 200)));
+    assert!(!stale_if_error_allows(&p, at(T0), &none, at(T0 + 361)));
+    let p = store(&[("cache-control", "max-age=60")]).unwrap();
+    assert!(!stale_if_error_allows(&p, at(T0), &none, at(T0 + 61)));
+    let req = CacheControl::parse("stale-if-error=100");
+    assert!(stale_if_error_allows(&p, at(T0), &req, at(T0 + 100)));
+}
