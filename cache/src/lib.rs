@@ -16,6 +16,9 @@
 //! assert!(CacheKey::for_request(&Method::POST, "http", "example.com", "/a").is_none());
 //! ```
 
+pub mod cache_control;
 mod key;
+pub mod policy;
 
+pub use cache_control::CacheControl;
 pub use key::CacheKey;

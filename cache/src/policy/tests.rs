@@ -242,7 +242,7 @@ fn response_no_cache_always_revalidates() {
 }
 
 #[test]
-fn request_directives() {
+fn request_directives_apply() {
     let p = store(&[("cache-control", "max-age=60")]).unwrap();
     assert_eq!(reuse(&p, "no-cache", T0), Reuse::Revalidate);
     assert_eq!(reuse(&p, "max-age=10", T0 + 5), Reuse::Fresh);
