@@ -78,7 +78,11 @@ impl CacheControl {
             let parsed = v
                 .as_deref()
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .map(|v| v.parse::<u64>().unwrap_or(MAX_DELTA_SECONDS).min(MAX_DELTA_SECONDS));
+                .map(|v| {
+                    v.parse::<u64>()
+                        .unwrap_or(MAX_DELTA_SECONDS)
+                        .min(MAX_DELTA_SECONDS)
+                });
             result = match (result, parsed) {
                 (Seconds::Invalid, _) | (_, None) => Seconds::Invalid,
                 (Seconds::Valid(a), Some(b)) => Seconds::Valid(a.min(b)),
@@ -166,9 +170,18 @@ mod tests {
 
     #[test]
     fn invalid_and_duplicate_seconds() {
-        assert_eq!(CacheControl::parse("max-age=abc").seconds("max-age"), Seconds::Invalid);
-        assert_eq!(CacheControl::parse("max-age").seconds("max-age"), Seconds::Invalid);
-        assert_eq!(CacheControl::parse("max-age=-1").seconds("max-age"), Seconds::Invalid);
+        assert_eq!(
+            CacheControl::parse("max-age=abc").seconds("max-age"),
+            Seconds::Invalid
+        );
+        assert_eq!(
+            CacheControl::parse("max-age").seconds("max-age"),
+            Seconds::Invalid
+        );
+        assert_eq!(
+            CacheControl::parse("max-age=-1").seconds("max-age"),
+            Seconds::Invalid
+        );
         assert_eq!(
             CacheControl::parse("max-age=60, max-age=10").seconds("max-age"),
             Seconds::Valid(10)

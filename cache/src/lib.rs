@@ -18,7 +18,10 @@
 
 pub mod cache_control;
 mod key;
+pub mod meta;
 pub mod policy;
+pub mod store;
+pub mod validation;
 
 pub use cache_control::CacheControl;
 pub use key::CacheKey;

@@ -138,7 +138,10 @@ pub fn request_directives(headers: &HeaderMap) -> CacheControl {
                 .get_all(header::PRAGMA)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("no-cache")));
+                .any(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("no-cache"))
+                });
             if pragma_no_cache {
                 CacheControl::parse("no-cache")
             } else {
@@ -199,7 +202,9 @@ pub fn storable(
         return Err(NoCacheReason::Private);
     }
     if req_headers.contains_key(header::AUTHORIZATION)
-        && !(cc.has("public") || cc.has("must-revalidate") || cc.seconds("s-maxage") != Seconds::Absent)
+        && !(cc.has("public")
+            || cc.has("must-revalidate")
+            || cc.seconds("s-maxage") != Seconds::Absent)
     {
         return Err(NoCacheReason::Authorization);
     }
@@ -209,8 +214,9 @@ pub fn storable(
     if has_vary_star(resp_headers) {
         return Err(NoCacheReason::VaryStar);
     }
-    let (lifetime, source) = freshness_lifetime(status, resp_headers, &cc, exchange.response_time, opts)
-        .ok_or(NoCacheReason::NoFreshness)?;
+    let (lifetime, source) =
+        freshness_lifetime(status, resp_headers, &cc, exchange.response_time, opts)
+            .ok_or(NoCacheReason::NoFreshness)?;
     let s_maxage = cc.seconds("s-maxage") != Seconds::Absent;
     Ok(StoredPolicy {
         lifetime,
@@ -271,14 +277,18 @@ pub fn freshness_lifetime(
     if !(heuristically_cacheable(status) || cc.has("public")) {
         return None;
     }
-    if let (Some(fraction), Some(last_modified)) =
-        (opts.heuristic_fraction, date_header(headers, header::LAST_MODIFIED))
-        && let Ok(since) = date.duration_since(last_modified)
+    if let (Some(fraction), Some(last_modified)) = (
+        opts.heuristic_fraction,
+        date_header(headers, header::LAST_MODIFIED),
+    ) && let Ok(since) = date.duration_since(last_modified)
     {
-        let lifetime = since.mul_f64(fraction.clamp(0.0, 1.0)).min(opts.heuristic_max);
+        let lifetime = since
+            .mul_f64(fraction.clamp(0.0, 1.0))
+            .min(opts.heuristic_max);
         return Some((lifetime, FreshnessSource::Heuristic));
     }
-    opts.default_ttl.map(|ttl| (ttl, FreshnessSource::DefaultTtl))
+    opts.default_ttl
+        .map(|ttl| (ttl, FreshnessSource::DefaultTtl))
 }
 
 /// `corrected_initial_age` of RFC 9111 §4.2.3: the larger of the apparent

@@ -66,7 +66,11 @@ fn only_get_and_whole_final_responses_are_stored() {
             Err(NoCacheReason::Method)
         );
     }
-    for s in [StatusCode::PARTIAL_CONTENT, StatusCode::NOT_MODIFIED, StatusCode::CONTINUE] {
+    for s in [
+        StatusCode::PARTIAL_CONTENT,
+        StatusCode::NOT_MODIFIED,
+        StatusCode::CONTINUE,
+    ] {
         assert_eq!(
             storable(&Method::GET, &h, s, &resp, exchange(), &opts),
             Err(NoCacheReason::Status)
@@ -76,8 +80,14 @@ fn only_get_and_whole_final_responses_are_stored() {
 
 #[test]
 fn no_store_private_and_set_cookie_are_refused() {
-    assert_eq!(store(&[("cache-control", "max-age=60, no-store")]), Err(NoCacheReason::NoStore));
-    assert_eq!(store(&[("cache-control", "max-age=60, private")]), Err(NoCacheReason::Private));
+    assert_eq!(
+        store(&[("cache-control", "max-age=60, no-store")]),
+        Err(NoCacheReason::NoStore)
+    );
+    assert_eq!(
+        store(&[("cache-control", "max-age=60, private")]),
+        Err(NoCacheReason::Private)
+    );
     assert_eq!(
         store(&[("cache-control", "max-age=60, private=\"x-user\"")]),
         Err(NoCacheReason::Private)
@@ -90,12 +100,28 @@ fn no_store_private_and_set_cookie_are_refused() {
         allow_set_cookie: true,
         ..PolicyOptions::default()
     };
-    assert!(store_with(StatusCode::OK, &[], &[("cache-control", "max-age=60"), ("set-cookie", "a=b")], &opts).is_ok());
+    assert!(
+        store_with(
+            StatusCode::OK,
+            &[],
+            &[("cache-control", "max-age=60"), ("set-cookie", "a=b")],
+            &opts
+        )
+        .is_ok()
+    );
     assert_eq!(
-        store_with(StatusCode::OK, &[("cache-control", "no-store")], &[("cache-control", "max-age=60")], &PolicyOptions::default()),
+        store_with(
+            StatusCode::OK,
+            &[("cache-control", "no-store")],
+            &[("cache-control", "max-age=60")],
+            &PolicyOptions::default()
+        ),
         Err(NoCacheReason::RequestNoStore)
     );
-    assert_eq!(store(&[("cache-control", "max-age=60"), ("vary", "accept, *")]), Err(NoCacheReason::VaryStar));
+    assert_eq!(
+        store(&[("cache-control", "max-age=60"), ("vary", "accept, *")]),
+        Err(NoCacheReason::VaryStar)
+    );
 }
 
 #[test]
@@ -103,10 +129,19 @@ fn authorization_needs_explicit_permission() {
     let opts = PolicyOptions::default();
     let auth = [("authorization", "Bearer x")];
     assert_eq!(
-        store_with(StatusCode::OK, &auth, &[("cache-control", "max-age=60")], &opts),
+        store_with(
+            StatusCode::OK,
+            &auth,
+            &[("cache-control", "max-age=60")],
+            &opts
+        ),
         Err(NoCacheReason::Authorization)
     );
-    for allowed in ["public, max-age=60", "s-maxage=60", "max-age=60, must-revalidate"] {
+    for allowed in [
+        "public, max-age=60",
+        "s-maxage=60",
+        "max-age=60, must-revalidate",
+    ] {
         assert!(
             store_with(StatusCode::OK, &auth, &[("cache-control", allowed)], &opts).is_ok(),
             "{allowed}"
@@ -117,20 +152,39 @@ fn authorization_needs_explicit_permission() {
 #[test]
 fn no_freshness_information_means_not_stored() {
     assert_eq!(store(&[]), Err(NoCacheReason::NoFreshness));
-    assert_eq!(store(&[("etag", "\"v1\"")]), Err(NoCacheReason::NoFreshness));
-    // A status that is not cacheable by default needs explicit freshness.
     assert_eq!(
-        store_with(StatusCode::FORBIDDEN, &[], &[("last-modified", &date(T0 - 1000))], &PolicyOptions::default()),
+        store(&[("etag", "\"v1\"")]),
         Err(NoCacheReason::NoFreshness)
     );
-    assert!(store_with(StatusCode::FORBIDDEN, &[], &[("cache-control", "max-age=5")], &PolicyOptions::default()).is_ok());
+    // A status that is not cacheable by default needs explicit freshness.
+    assert_eq!(
+        store_with(
+            StatusCode::FORBIDDEN,
+            &[],
+            &[("last-modified", &date(T0 - 1000))],
+            &PolicyOptions::default()
+        ),
+        Err(NoCacheReason::NoFreshness)
+    );
+    assert!(
+        store_with(
+            StatusCode::FORBIDDEN,
+            &[],
+            &[("cache-control", "max-age=5")],
+            &PolicyOptions::default()
+        )
+        .is_ok()
+    );
     // An operator default applies only to heuristically cacheable statuses.
     let opts = PolicyOptions {
         default_ttl: Some(Duration::from_secs(30)),
         ..PolicyOptions::default()
     };
     let p = store_with(StatusCode::OK, &[], &[], &opts).unwrap();
-    assert_eq!((p.lifetime, p.source), (Duration::from_secs(30), FreshnessSource::DefaultTtl));
+    assert_eq!(
+        (p.lifetime, p.source),
+        (Duration::from_secs(30), FreshnessSource::DefaultTtl)
+    );
     assert_eq!(
         store_with(StatusCode::FORBIDDEN, &[], &[], &opts),
         Err(NoCacheReason::NoFreshness)
@@ -141,31 +195,74 @@ fn no_freshness_information_means_not_stored() {
 
 #[test]
 fn lifetime_precedence() {
-    let p = store(&[("cache-control", "max-age=60, s-maxage=30"), ("expires", &date(T0 + 600))]).unwrap();
-    assert_eq!((p.lifetime, p.source), (Duration::from_secs(30), FreshnessSource::SMaxAge));
-    let p = store(&[("cache-control", "max-age=60"), ("expires", &date(T0 + 600))]).unwrap();
-    assert_eq!((p.lifetime, p.source), (Duration::from_secs(60), FreshnessSource::MaxAge));
+    let p = store(&[
+        ("cache-control", "max-age=60, s-maxage=30"),
+        ("expires", &date(T0 + 600)),
+    ])
+    .unwrap();
+    assert_eq!(
+        (p.lifetime, p.source),
+        (Duration::from_secs(30), FreshnessSource::SMaxAge)
+    );
+    let p = store(&[
+        ("cache-control", "max-age=60"),
+        ("expires", &date(T0 + 600)),
+    ])
+    .unwrap();
+    assert_eq!(
+        (p.lifetime, p.source),
+        (Duration::from_secs(60), FreshnessSource::MaxAge)
+    );
     let p = store(&[("expires", &date(T0 + 600))]).unwrap();
-    assert_eq!((p.lifetime, p.source), (Duration::from_secs(600), FreshnessSource::Expires));
+    assert_eq!(
+        (p.lifetime, p.source),
+        (Duration::from_secs(600), FreshnessSource::Expires)
+    );
 }
 
 #[test]
 fn cdn_cache_control_and_surrogate_control_come_first() {
-    let p = store(&[("cache-control", "max-age=60"), ("cdn-cache-control", "max-age=600")]).unwrap();
+    let p = store(&[
+        ("cache-control", "max-age=60"),
+        ("cdn-cache-control", "max-age=600"),
+    ])
+    .unwrap();
     assert_eq!(p.lifetime, Duration::from_secs(600));
-    let p = store(&[("cache-control", "max-age=60"), ("surrogate-control", "max-age=300")]).unwrap();
+    let p = store(&[
+        ("cache-control", "max-age=60"),
+        ("surrogate-control", "max-age=300"),
+    ])
+    .unwrap();
     assert_eq!(p.lifetime, Duration::from_secs(300));
     // The targeted field replaces Cache-Control entirely.
-    assert!(store(&[("cache-control", "private"), ("cdn-cache-control", "max-age=10")]).is_ok());
+    assert!(
+        store(&[
+            ("cache-control", "private"),
+            ("cdn-cache-control", "max-age=10")
+        ])
+        .is_ok()
+    );
     assert_eq!(
-        store(&[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")]),
+        store(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "no-store")
+        ]),
         Err(NoCacheReason::NoStore)
     );
     let ignore = PolicyOptions {
         honor_cdn_cache_control: false,
         ..PolicyOptions::default()
     };
-    let p = store_with(StatusCode::OK, &[], &[("cache-control", "max-age=60"), ("cdn-cache-control", "max-age=600")], &ignore).unwrap();
+    let p = store_with(
+        StatusCode::OK,
+        &[],
+        &[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "max-age=600"),
+        ],
+        &ignore,
+    )
+    .unwrap();
     assert_eq!(p.lifetime, Duration::from_secs(60));
 }
 
@@ -183,7 +280,10 @@ fn invalid_values_mean_stale_not_fresh() {
 #[test]
 fn heuristic_is_ten_percent_capped_and_only_where_allowed() {
     let p = store(&[("last-modified", &date(T0 - 1000))]).unwrap();
-    assert_eq!((p.lifetime, p.source), (Duration::from_secs(100), FreshnessSource::Heuristic));
+    assert_eq!(
+        (p.lifetime, p.source),
+        (Duration::from_secs(100), FreshnessSource::Heuristic)
+    );
     let p = store(&[("last-modified", &date(T0 - 100 * 86_400))]).unwrap();
     assert_eq!(p.lifetime, Duration::from_secs(86_400), "capped at a day");
     let off = PolicyOptions {
@@ -191,11 +291,25 @@ fn heuristic_is_ten_percent_capped_and_only_where_allowed() {
         ..PolicyOptions::default()
     };
     assert_eq!(
-        store_with(StatusCode::OK, &[], &[("last-modified", &date(T0 - 1000))], &off),
+        store_with(
+            StatusCode::OK,
+            &[],
+            &[("last-modified", &date(T0 - 1000))],
+            &off
+        ),
         Err(NoCacheReason::NoFreshness)
     );
     // `public` makes any status heuristically cacheable.
-    let p = store_with(StatusCode::FORBIDDEN, &[], &[("cache-control", "public"), ("last-modified", &date(T0 - 1000))], &PolicyOptions::default()).unwrap();
+    let p = store_with(
+        StatusCode::FORBIDDEN,
+        &[],
+        &[
+            ("cache-control", "public"),
+            ("last-modified", &date(T0 - 1000)),
+        ],
+        &PolicyOptions::default(),
+    )
+    .unwrap();
     assert_eq!(p.source, FreshnessSource::Heuristic);
 }
 
@@ -207,19 +321,50 @@ fn age_includes_upstream_age_delay_and_residence() {
         request_time: at(T0),
         response_time: at(T0 + 2),
     };
-    let resp = headers(&[("date", &date(T0)), ("age", "10"), ("cache-control", "max-age=60")]);
-    let p = storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, exchange, &PolicyOptions::default()).unwrap();
+    let resp = headers(&[
+        ("date", &date(T0)),
+        ("age", "10"),
+        ("cache-control", "max-age=60"),
+    ]);
+    let p = storable(
+        &Method::GET,
+        &HeaderMap::new(),
+        StatusCode::OK,
+        &resp,
+        exchange,
+        &PolicyOptions::default(),
+    )
+    .unwrap();
     // age_value 10 + response_delay 2 beats apparent age 2.
     assert_eq!(p.corrected_initial_age, Duration::from_secs(12));
-    assert_eq!(current_age(&p, at(T0 + 2), at(T0 + 32)), Duration::from_secs(42));
+    assert_eq!(
+        current_age(&p, at(T0 + 2), at(T0 + 32)),
+        Duration::from_secs(42)
+    );
 
     // A Date far in the past (clock skew) shows as apparent age.
     let resp = headers(&[("date", &date(T0 - 100)), ("cache-control", "max-age=60")]);
-    let p = storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, exchange, &PolicyOptions::default()).unwrap();
+    let p = storable(
+        &Method::GET,
+        &HeaderMap::new(),
+        StatusCode::OK,
+        &resp,
+        exchange,
+        &PolicyOptions::default(),
+    )
+    .unwrap();
     assert_eq!(p.corrected_initial_age, Duration::from_secs(102));
     // A Date in the future does not make the age negative.
     let resp = headers(&[("date", &date(T0 + 500)), ("cache-control", "max-age=60")]);
-    let p = storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, exchange, &PolicyOptions::default()).unwrap();
+    let p = storable(
+        &Method::GET,
+        &HeaderMap::new(),
+        StatusCode::OK,
+        &resp,
+        exchange,
+        &PolicyOptions::default(),
+    )
+    .unwrap();
     assert_eq!(p.corrected_initial_age, Duration::from_secs(2));
 }
 
@@ -272,7 +417,10 @@ fn must_revalidate_forbids_any_stale_use() {
     ] {
         let p = store(&[("cache-control", cc)]).unwrap();
         assert_eq!(reuse(&p, "max-stale", T0 + 61), Reuse::Revalidate, "{cc}");
-        assert!(!stale_if_error_allows(&p, at(T0), &CacheControl::default(), at(T0 + 61)), "{cc}");
+        assert!(
+            !stale_if_error_allows(&p, at(T0), &CacheControl::default(), at(T0 + 61)),
+            "{cc}"
+        );
     }
 }
 

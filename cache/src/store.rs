@@ -1,0 +1,364 @@
+//! The two tiers: foyer's hybrid cache, a memory tier bounded in bytes in
+//! front of a disk tier under the data directory that survives restarts.
+//!
+//! Layout (ARCHITECTURE.md "Storage layout"): an object is one meta entry
+//! under its [`CacheKey`] plus, for bodies larger than `inline_max`, chunks
+//! of `chunk_size` bytes under keys derived from the object key, the object
+//! id and the chunk index. The meta entry is written last, so a reader never
+//! finds a meta whose chunks were not all handed to the store; a chunk that
+//! is nevertheless missing (evicted, or dropped by foyer under write
+//! pressure) makes the object a miss.
+//!
+//! Choices:
+//! - **S3-FIFO** eviction in memory: CDN traffic is full of one-hit wonders,
+//!   which S3-FIFO's small probationary queue drops quickly, and a hit only
+//!   bumps a counter (no list reordering under a lock as in LRU).
+//! - **Write on insertion**: every object goes to disk when stored, not when
+//!   evicted from memory, so a crash or restart keeps the cache warm.
+//! - **Tombstone log on**: a removed object stays removed after a restart.
+//! - **Chunks of 1 MiB**, well under the disk block size: foyer silently
+//!   skips disk writes of entries larger than a block.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use foyer::{
+    BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, RecoverMode, S3FifoConfig, Source,
+};
+use http::HeaderName;
+
+use crate::CacheKey;
+use crate::meta::ObjectMeta;
+
+/// Sizes and place of the two tiers.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory of the disk tier (created if missing).
+    pub dir: PathBuf,
+    /// Memory tier budget in bytes.
+    pub memory_bytes: usize,
+    /// Disk tier size in bytes (at least 64 MiB).
+    pub disk_bytes: usize,
+    /// Body chunk size. Default: 1 MiB.
+    pub chunk_size: usize,
+    /// Bodies up to this size live inside the meta entry. Default: 64 KiB.
+    pub inline_max: usize,
+}
+
+impl StoreConfig {
+    pub fn new(dir: PathBuf, memory_bytes: usize, disk_bytes: usize) -> Self {
+        StoreConfig {
+            dir,
+            memory_bytes,
+            disk_bytes,
+            chunk_size: 1 << 20,
+            inline_max: 64 << 10,
+        }
+    }
+}
+
+/// Which tier answered a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Disk,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Disk => "disk",
+        }
+    }
+}
+
+/// What a cache key names.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A stored response.
+    Object(Arc<ObjectMeta>),
+    /// The response varies: look up the variant key built from these
+    /// request header names.
+    Vary(Arc<[HeaderName]>),
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the cache under {}: {source}", dir.display())]
+    Open {
+        dir: PathBuf,
+        #[source]
+        source: foyer::Error,
+    },
+    #[error("cache read failed: {0}")]
+    Read(#[source] foyer::Error),
+}
+
+/// Keys as foyer sees them: 32 bytes of blake3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StoreKey([u8; 32]);
+
+impl Code for StoreKey {
+    fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
+        writer.write_all(&self.0).map_err(foyer::Error::io_error)
+    }
+
+    fn decode(reader: &mut impl std::io::Read) -> foyer::Result<Self> {
+        let mut key = [0u8; 32];
+        reader
+            .read_exact(&mut key)
+            .map_err(foyer::Error::io_error)?;
+        Ok(StoreKey(key))
+    }
+
+    fn estimated_size(&self) -> usize {
+        32
+    }
+}
+
+/// Values as foyer sees them.
+#[derive(Debug, Clone)]
+pub enum StoreValue {
+    Meta(Arc<ObjectMeta>),
+    Vary(Arc<[HeaderName]>),
+    Chunk(Bytes),
+    /// Written over a key to remove it: foyer's own removal can lose a race
+    /// with a disk write still in flight, an overwrite cannot.
+    Removed,
+}
+
+const TAG_META: u8 = 1;
+const TAG_VARY: u8 = 2;
+const TAG_CHUNK: u8 = 3;
+const TAG_REMOVED: u8 = 4;
+
+impl Code for StoreValue {
+    fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
+        let mut buf = Vec::with_capacity(self.estimated_size());
+        match self {
+            StoreValue::Meta(meta) => {
+                buf.push(TAG_META);
+                meta.encode(&mut buf);
+            }
+            StoreValue::Vary(names) => {
+                buf.push(TAG_VARY);
+                for name in names.iter() {
+                    buf.extend_from_slice(name.as_str().as_bytes());
+                    buf.push(b'\n');
+                }
+            }
+            StoreValue::Chunk(bytes) => {
+                buf.push(TAG_CHUNK);
+                buf.extend_from_slice(bytes);
+            }
+            StoreValue::Removed => buf.push(TAG_REMOVED),
+        }
+        writer
+            .write_all(&(buf.len() as u64).to_le_bytes())
+            .and_then(|()| writer.write_all(&buf))
+            .map_err(foyer::Error::io_error)
+    }
+
+    fn decode(reader: &mut impl std::io::Read) -> foyer::Result<Self> {
+        let mut len = [0u8; 8];
+        reader
+            .read_exact(&mut len)
+            .map_err(foyer::Error::io_error)?;
+        let len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
+        let mut buf = Vec::new();
+        reader
+            .take(len as u64)
+            .read_to_end(&mut buf)
+            .map_err(foyer::Error::io_error)?;
+        let invalid = |what: &str| {
+            foyer::Error::io_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                what.to_owned(),
+            ))
+        };
+        let (&tag, payload) = buf
+            .split_first()
+            .ok_or_else(|| invalid("empty cache value"))?;
+        match tag {
+            TAG_META => ObjectMeta::decode(payload)
+                .map(|m| StoreValue::Meta(Arc::new(m)))
+                .map_err(|e| invalid(&e.to_string())),
+            TAG_VARY => payload
+                .split(|b| *b == b'\n')
+                .filter(|n| !n.is_empty())
+                .map(|n| HeaderName::from_bytes(n).map_err(|_| invalid("vary name")))
+                .collect::<foyer::Result<Vec<_>>>()
+                .map(|names| StoreValue::Vary(names.into())),
+            TAG_CHUNK => Ok(StoreValue::Chunk(Bytes::from(payload.to_vec()))),
+            TAG_REMOVED => Ok(StoreValue::Removed),
+            _ => Err(invalid("unknown cache value tag")),
+        }
+    }
+
+    fn estimated_size(&self) -> usize {
+        9 + match self {
+            StoreValue::Meta(meta) => meta.estimated_size(),
+            StoreValue::Vary(names) => names.iter().map(|n| n.as_str().len() + 1).sum(),
+            StoreValue::Chunk(bytes) => bytes.len(),
+            StoreValue::Removed => 0,
+        }
+    }
+}
+
+/// The two-tier object store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    cache: HybridCache<StoreKey, StoreValue>,
+    chunk_size: usize,
+    inline_max: usize,
+}
+
+impl Store {
+    /// Opens (or creates) the store, recovering what the disk tier holds.
+    /// foyer's metrics go into `registry` when one is given.
+    pub async fn open(
+        config: &StoreConfig,
+        registry: Option<prometheus::Registry>,
+    ) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            dir: config.dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.dir).map_err(|e| open_err(foyer::Error::io_error(e)))?;
+        // A block must hold a whole chunk; small disks get smaller blocks so
+        // that eviction still has several blocks to choose from.
+        let block_size = (config.disk_bytes / 16).clamp(4 << 20, 16 << 20) & !0xfff;
+        let device = FsDeviceBuilder::new(&config.dir)
+            .with_capacity(config.disk_bytes)
+            .build()
+            .map_err(open_err)?;
+        let mut builder = HybridCacheBuilder::new()
+            .with_name("edge_cache")
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .with_flush_on_close(true);
+        if let Some(registry) = registry {
+            builder = builder.with_metrics_registry(Box::new(
+                mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry::new(registry),
+            ));
+        }
+        let cache = builder
+            .memory(config.memory_bytes)
+            .with_eviction_config(S3FifoConfig::default())
+            .with_weighter(|_key: &StoreKey, value: &StoreValue| 32 + value.estimated_size())
+            .storage()
+            .with_engine_config(
+                BlockEngineConfig::new(device)
+                    .with_block_size(block_size)
+                    .with_buffer_pool_size(4 * block_size)
+                    .with_submit_queue_size_threshold(8 * block_size)
+                    .with_tombstone_log(true),
+            )
+            .with_recover_mode(RecoverMode::Quiet)
+            .build()
+            .await
+            .map_err(open_err)?;
+        Ok(Store {
+            cache,
+            chunk_size: config.chunk_size,
+            inline_max: config.inline_max,
+        })
+    }
+
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    pub fn inline_max(&self) -> usize {
+        self.inline_max
+    }
+
+    /// What `key` names, and which tier had it; `None` when absent.
+    /// Reading from disk happens on foyer's I/O threads, never on the
+    /// caller's.
+    pub async fn get(&self, key: &CacheKey) -> Result<Option<(Entry, Tier)>, StoreError> {
+        let Some(entry) = self
+            .cache
+            .get(&StoreKey(*key.as_bytes()))
+            .await
+            .map_err(StoreError::Read)?
+        else {
+            return Ok(None);
+        };
+        let tier = match entry.source() {
+            Source::Disk => Tier::Disk,
+            Source::Memory | Source::Outer => Tier::Memory,
+        };
+        Ok(match entry.value() {
+            StoreValue::Meta(meta) => Some((Entry::Object(meta.clone()), tier)),
+            StoreValue::Vary(names) => Some((Entry::Vary(names.clone()), tier)),
+            // A chunk under an object key cannot happen (different key
+            // derivations); treat it as absent.
+            StoreValue::Chunk(_) | StoreValue::Removed => None,
+        })
+    }
+
+    /// Stores an object's meta: the commit point of a fill.
+    pub fn put_object(&self, key: &CacheKey, meta: ObjectMeta) {
+        self.cache
+            .insert(StoreKey(*key.as_bytes()), StoreValue::Meta(Arc::new(meta)));
+    }
+
+    /// Records that the response under `key` varies on `names`.
+    pub fn put_vary(&self, key: &CacheKey, names: Vec<HeaderName>) {
+        self.cache
+            .insert(StoreKey(*key.as_bytes()), StoreValue::Vary(names.into()));
+    }
+
+    pub fn put_chunk(&self, key: &CacheKey, object_id: u64, index: u64, bytes: Bytes) {
+        self.cache
+            .insert(chunk_key(key, object_id, index), StoreValue::Chunk(bytes));
+    }
+
+    /// One body chunk; `None` if it is gone.
+    pub async fn get_chunk(
+        &self,
+        key: &CacheKey,
+        object_id: u64,
+        index: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let entry = self
+            .cache
+            .get(&chunk_key(key, object_id, index))
+            .await
+            .map_err(StoreError::Read)?;
+        Ok(entry.and_then(|e| match e.value() {
+            StoreValue::Chunk(bytes) => Some(bytes.clone()),
+            _ => None,
+        }))
+    }
+
+    /// Removes what `key` names from both tiers (its chunks become
+    /// unreachable and age out). The removal is itself a write, ordered
+    /// after any earlier write of the key, and survives a restart.
+    pub fn remove(&self, key: &CacheKey) {
+        self.cache
+            .insert(StoreKey(*key.as_bytes()), StoreValue::Removed);
+    }
+
+    /// Flushes pending disk writes; call before exit to keep the cache warm.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.cache.close().await.map_err(StoreError::Read)
+    }
+}
+
+fn chunk_key(key: &CacheKey, object_id: u64, index: u64) -> StoreKey {
+    let mut h = blake3::Hasher::new();
+    h.update(b"chunk");
+    h.update(key.as_bytes());
+    h.update(&object_id.to_le_bytes());
+    h.update(&index.to_le_bytes());
+    StoreKey(*h.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests;

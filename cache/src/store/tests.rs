@@ -1,0 +1,149 @@
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method, StatusCode};
+
+use super::*;
+use crate::meta::BodyLayout;
+use crate::policy::{FreshnessSource, StoredPolicy};
+
+fn key(path: &str) -> CacheKey {
+    CacheKey::for_request(&Method::GET, "http", "example.com", path).unwrap()
+}
+
+fn meta(body: BodyLayout) -> ObjectMeta {
+    ObjectMeta {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        request_time: SystemTime::UNIX_EPOCH,
+        response_time: SystemTime::UNIX_EPOCH,
+        policy: StoredPolicy {
+            lifetime: Duration::from_secs(60),
+            source: FreshnessSource::MaxAge,
+            corrected_initial_age: Duration::ZERO,
+            no_cache: false,
+            must_revalidate: false,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+        },
+        body,
+        vary: Vec::new(),
+        tags: Vec::new(),
+    }
+}
+
+fn config(dir: &std::path::Path, memory: usize) -> StoreConfig {
+    StoreConfig::new(dir.to_owned(), memory, 64 << 20)
+}
+
+async fn object(store: &Store, k: &CacheKey) -> Option<(Arc<ObjectMeta>, Tier)> {
+    match store.get(k).await.unwrap() {
+        Some((Entry::Object(m), tier)) => Some((m, tier)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn objects_chunks_and_vary_records_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&config(dir.path(), 16 << 20), None)
+        .await
+        .unwrap();
+    let k = key("/a");
+    assert!(store.get(&k).await.unwrap().is_none());
+
+    store.put_chunk(&k, 7, 0, Bytes::from_static(b"chunk zero"));
+    store.put_object(
+        &k,
+        meta(BodyLayout::Chunked {
+            object_id: 7,
+            len: 10,
+            chunk_size: 1 << 20,
+        }),
+    );
+    let (m, tier) = object(&store, &k).await.unwrap();
+    assert_eq!(tier, Tier::Memory);
+    assert_eq!(m.body.len(), 10);
+    assert_eq!(
+        &store.get_chunk(&k, 7, 0).await.unwrap().unwrap()[..],
+        b"chunk zero"
+    );
+    assert!(
+        store.get_chunk(&k, 8, 0).await.unwrap().is_none(),
+        "other object id"
+    );
+
+    let v = key("/v");
+    store.put_vary(&v, vec![HeaderName::from_static("accept-encoding")]);
+    match store.get(&v).await.unwrap() {
+        Some((Entry::Vary(names), _)) => {
+            assert_eq!(&names[..], [HeaderName::from_static("accept-encoding")])
+        }
+        other => panic!("expected a vary record, got {other:?}"),
+    }
+    store.remove(&k);
+    assert!(store.get(&k).await.unwrap().is_none());
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_keeps_objects_and_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(&config(dir.path(), 16 << 20), None)
+            .await
+            .unwrap();
+        store.put_object(
+            &key("/kept"),
+            meta(BodyLayout::Inline(Bytes::from_static(b"kept"))),
+        );
+        store.put_object(
+            &key("/removed"),
+            meta(BodyLayout::Inline(Bytes::from_static(b"gone"))),
+        );
+        store.put_chunk(&key("/big"), 1, 0, Bytes::from(vec![9u8; 1 << 20]));
+        // Let the disk writes happen before the removal is logged.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        store.remove(&key("/removed"));
+        store.close().await.unwrap();
+    }
+    let store = Store::open(&config(dir.path(), 16 << 20), None)
+        .await
+        .unwrap();
+    let (m, tier) = object(&store, &key("/kept"))
+        .await
+        .expect("object survives a restart");
+    assert_eq!(tier, Tier::Disk);
+    assert_eq!(m.body, BodyLayout::Inline(Bytes::from_static(b"kept")));
+    assert!(
+        object(&store, &key("/removed")).await.is_none(),
+        "a removal survives a restart"
+    );
+    let chunk = store
+        .get_chunk(&key("/big"), 1, 0)
+        .await
+        .unwrap()
+        .expect("chunk survives");
+    assert_eq!(chunk.len(), 1 << 20);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn objects_beyond_the_memory_budget_come_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 MiB of memory for 16 objects of 256 KiB.
+    let store = Store::open(&config(dir.path(), 2 << 20), None)
+        .await
+        .unwrap();
+    for i in 0..16u64 {
+        store.put_chunk(&key("/many"), i, 0, Bytes::from(vec![i as u8; 256 << 10]));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let chunk = store
+        .get_chunk(&key("/many"), 0, 0)
+        .await
+        .unwrap()
+        .expect("first chunk on disk");
+    assert!(chunk.iter().all(|b| *b == 0));
+    store.close().await.unwrap();
+}

@@ -1,0 +1,315 @@
+//! Validation (RFC 9111 §4.3) and conditional requests answered from cache
+//! (RFC 9110 §13), plus invalidation after unsafe requests (RFC 9111 §4.4).
+
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+/// The validator fields to send when revalidating a stored response:
+/// `If-None-Match` from its `ETag`, `If-Modified-Since` from its
+/// `Last-Modified`. Empty when it has neither (then a revalidation is a
+/// plain fetch).
+pub fn conditional_headers(stored: &HeaderMap) -> Vec<(header::HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    if let Some(etag) = stored.get(header::ETAG) {
+        out.push((header::IF_NONE_MATCH, etag.clone()));
+    }
+    if let Some(lm) = stored.get(header::LAST_MODIFIED) {
+        out.push((header::IF_MODIFIED_SINCE, lm.clone()));
+    }
+    out
+}
+
+/// Fields a 304 must not change in the stored response (RFC 9111 §3.2):
+/// framing, and the connection-specific ones.
+const NOT_UPDATED: [header::HeaderName; 7] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::TE,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::CONTENT_RANGE,
+];
+
+/// Updates stored headers from a 304 (or HEAD) response (RFC 9111 §3.2,
+/// §4.3.4): every field it carries replaces the stored one, except framing.
+pub fn merge_not_modified(stored: &mut HeaderMap, fresh: &HeaderMap) {
+    for name in fresh.keys() {
+        if NOT_UPDATED.contains(name) || name.as_str() == "keep-alive" {
+            continue;
+        }
+        stored.remove(name);
+        for value in fresh.get_all(name) {
+            stored.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Whether a 304 (or HEAD response) describes the stored response
+/// (RFC 9111 §4.3.4): same strong validator, or same Last-Modified when
+/// neither carries an ETag.
+pub fn validators_match(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
+    match (stored.get(header::ETAG), fresh.get(header::ETAG)) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => match (
+            stored.get(header::LAST_MODIFIED),
+            fresh.get(header::LAST_MODIFIED),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            // Nothing to compare: a 304 to our own conditional is trusted.
+            _ => true,
+        },
+        // One side has an ETag, the other does not: a different
+        // representation.
+        _ => false,
+    }
+}
+
+/// The answer a client's own conditional request gets from a stored
+/// response (RFC 9110 §13.2.2 order), or `None` to send it in full.
+pub fn evaluate_client_conditionals(
+    method: &Method,
+    req: &HeaderMap,
+    stored_status: StatusCode,
+    stored: &HeaderMap,
+) -> Option<StatusCode> {
+    // Preconditions apply to responses that represent the resource.
+    if !stored_status.is_success() {
+        return None;
+    }
+    let etag = stored.get(header::ETAG).and_then(|v| v.to_str().ok());
+    let last_modified = date(stored.get(header::LAST_MODIFIED));
+    if let Some(if_match) = req.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        if !etag_list_matches(if_match, etag, true) {
+            return Some(StatusCode::PRECONDITION_FAILED);
+        }
+    } else if let Some(since) = date(req.get(header::IF_UNMODIFIED_SINCE))
+        && last_modified.is_none_or(|lm| lm > since)
+    {
+        return Some(StatusCode::PRECONDITION_FAILED);
+    }
+    let safe = method == Method::GET || method == Method::HEAD;
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if etag_list_matches(inm, etag, false) {
+            return Some(if safe {
+                StatusCode::NOT_MODIFIED
+            } else {
+                StatusCode::PRECONDITION_FAILED
+            });
+        }
+        return None;
+    }
+    if safe
+        && let (Some(since), Some(lm)) = (date(req.get(header::IF_MODIFIED_SINCE)), last_modified)
+        && lm <= since
+    {
+        return Some(StatusCode::NOT_MODIFIED);
+    }
+    None
+}
+
+/// Whether `list` (`*` or comma-separated entity tags) matches `etag`;
+/// `strong` selects the strong comparison of RFC 9110 §8.8.3.2.
+fn etag_list_matches(list: &str, etag: Option<&str>, strong: bool) -> bool {
+    let Some(etag) = etag else {
+        return false;
+    };
+    if list.trim() == "*" {
+        return true;
+    }
+    let opaque = |tag: &str| -> Option<(bool, String)> {
+        let tag = tag.trim();
+        let (weak, rest) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        (rest.len() >= 2 && rest.starts_with('"') && rest.ends_with('"'))
+            .then(|| (weak, rest.to_owned()))
+    };
+    let Some((etag_weak, etag_value)) = opaque(etag) else {
+        return false;
+    };
+    list.split(',')
+        .filter_map(opaque)
+        .any(|(weak, value)| value == etag_value && (!strong || (!weak && !etag_weak)))
+}
+
+fn date(v: Option<&HeaderValue>) -> Option<SystemTime> {
+    v.and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+}
+
+/// Methods whose successful responses invalidate stored responses for the
+/// target (RFC 9111 §4.4): every method that is not safe.
+pub fn invalidates(method: &Method, status: StatusCode) -> bool {
+    let unsafe_method = !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    unsafe_method && (status.is_success() || status.is_redirection())
+}
+
+/// The `Location` and `Content-Location` paths (with query) of a response
+/// that point at the same host as the request, for invalidation. Absolute
+/// URIs naming another host are ignored (§4.4: same origin only).
+pub fn invalidation_targets(resp: &HeaderMap, request_host: &str) -> Vec<String> {
+    [header::LOCATION, header::CONTENT_LOCATION]
+        .iter()
+        .filter_map(|name| resp.get(name)?.to_str().ok())
+        .filter_map(|value| {
+            let uri: http::Uri = value.trim().parse().ok()?;
+            match uri.authority() {
+                Some(a) if !a.host().eq_ignore_ascii_case(request_host) => None,
+                _ => {
+                    let pq = uri.path_and_query()?.as_str();
+                    pq.starts_with('/').then(|| pq.to_owned())
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    const OLD: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
+    const NEW: &str = "Tue, 02 Jan 2024 00:00:00 GMT";
+
+    #[test]
+    fn conditionals_from_validators() {
+        let h = headers(&[("etag", "\"v1\""), ("last-modified", OLD)]);
+        let c = conditional_headers(&h);
+        assert_eq!(
+            c[0],
+            (header::IF_NONE_MATCH, HeaderValue::from_static("\"v1\""))
+        );
+        assert_eq!(
+            c[1],
+            (header::IF_MODIFIED_SINCE, HeaderValue::from_static(OLD))
+        );
+        assert!(conditional_headers(&HeaderMap::new()).is_empty());
+    }
+
+    #[test]
+    fn not_modified_updates_all_but_framing() {
+        let mut stored = headers(&[
+            ("content-length", "100"),
+            ("cache-control", "max-age=10"),
+            ("x-old", "1"),
+            ("etag", "\"v1\""),
+        ]);
+        let fresh = headers(&[
+            ("content-length", "0"),
+            ("cache-control", "max-age=99"),
+            ("x-new", "2"),
+            ("etag", "\"v1\""),
+        ]);
+        merge_not_modified(&mut stored, &fresh);
+        assert_eq!(stored["content-length"], "100");
+        assert_eq!(stored["cache-control"], "max-age=99");
+        assert_eq!(stored["x-old"], "1");
+        assert_eq!(stored["x-new"], "2");
+    }
+
+    #[test]
+    fn validators_must_agree() {
+        let v1 = headers(&[("etag", "\"v1\"")]);
+        let v2 = headers(&[("etag", "\"v2\"")]);
+        assert!(validators_match(&v1, &v1));
+        assert!(!validators_match(&v1, &v2));
+        assert!(!validators_match(&v1, &HeaderMap::new()));
+        let lm_old = headers(&[("last-modified", OLD)]);
+        let lm_new = headers(&[("last-modified", NEW)]);
+        assert!(!validators_match(&lm_old, &lm_new));
+        assert!(validators_match(&lm_old, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn client_conditionals_in_rfc_order() {
+        let stored = headers(&[("etag", "W/\"v1\""), ("last-modified", OLD)]);
+        let ok = StatusCode::OK;
+        let get = Method::GET;
+        let ask = |pairs| evaluate_client_conditionals(&get, &headers(pairs), ok, &stored);
+        // If-None-Match uses the weak comparison.
+        assert_eq!(
+            ask(&[("if-none-match", "\"v1\"")]),
+            Some(StatusCode::NOT_MODIFIED)
+        );
+        assert_eq!(
+            ask(&[("if-none-match", "\"x\", W/\"v1\"")]),
+            Some(StatusCode::NOT_MODIFIED)
+        );
+        assert_eq!(
+            ask(&[("if-none-match", "*")]),
+            Some(StatusCode::NOT_MODIFIED)
+        );
+        assert_eq!(ask(&[("if-none-match", "\"v2\"")]), None);
+        // If-None-Match wins over If-Modified-Since.
+        assert_eq!(
+            ask(&[("if-none-match", "\"v2\""), ("if-modified-since", NEW)]),
+            None
+        );
+        assert_eq!(
+            ask(&[("if-modified-since", NEW)]),
+            Some(StatusCode::NOT_MODIFIED)
+        );
+        assert_eq!(
+            ask(&[("if-modified-since", OLD)]),
+            Some(StatusCode::NOT_MODIFIED)
+        );
+        assert_eq!(
+            ask(&[("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT")]),
+            None
+        );
+        // If-Match uses the strong comparison: a weak ETag never matches.
+        assert_eq!(
+            ask(&[("if-match", "W/\"v1\"")]),
+            Some(StatusCode::PRECONDITION_FAILED)
+        );
+        assert_eq!(ask(&[("if-match", "*")]), None);
+        assert_eq!(
+            ask(&[("if-unmodified-since", "Sun, 31 Dec 2023 00:00:00 GMT")]),
+            Some(StatusCode::PRECONDITION_FAILED)
+        );
+        assert_eq!(ask(&[("if-unmodified-since", NEW)]), None);
+        // Errors are not preconditions' business.
+        assert_eq!(
+            evaluate_client_conditionals(
+                &get,
+                &headers(&[("if-none-match", "*")]),
+                StatusCode::NOT_FOUND,
+                &stored
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn unsafe_successes_invalidate() {
+        assert!(invalidates(&Method::POST, StatusCode::OK));
+        assert!(invalidates(&Method::DELETE, StatusCode::NO_CONTENT));
+        assert!(invalidates(&Method::PUT, StatusCode::SEE_OTHER));
+        assert!(!invalidates(
+            &Method::POST,
+            StatusCode::INTERNAL_SERVER_ERROR
+        ));
+        assert!(!invalidates(&Method::GET, StatusCode::OK));
+        let resp = headers(&[
+            ("location", "http://Example.com/new?x=1"),
+            ("content-location", "http://other.example/elsewhere"),
+        ]);
+        assert_eq!(invalidation_targets(&resp, "example.com"), ["/new?x=1"]);
+        let resp = headers(&[("content-location", "/items/7")]);
+        assert_eq!(invalidation_targets(&resp, "example.com"), ["/items/7"]);
+    }
+}
