@@ -38,6 +38,36 @@ impl CacheKey {
         Some(CacheKey(*h.finalize().as_bytes()))
     }
 
+    /// The key of one variant of a response that varies on `names`
+    /// (RFC 9111 §4.1): the primary key hashed with the request's values of
+    /// those fields, normalised (lines joined, whitespace around commas
+    /// trimmed). A missing field and an empty one are different variants.
+    pub fn variant(&self, names: &[http::HeaderName], request: &http::HeaderMap) -> CacheKey {
+        let mut h = blake3::Hasher::new();
+        h.update(&[KEY_VERSION]);
+        update_field(&mut h, b"VARIANT");
+        h.update(&self.0);
+        for name in names {
+            update_field(&mut h, name.as_str().as_bytes());
+            let mut values = request.get_all(name).iter().peekable();
+            if values.peek().is_none() {
+                h.update(&u64::MAX.to_le_bytes());
+                continue;
+            }
+            let mut normalised = Vec::new();
+            for value in values {
+                for item in value.as_bytes().split(|b| *b == b',') {
+                    if !normalised.is_empty() {
+                        normalised.push(b',');
+                    }
+                    normalised.extend_from_slice(item.trim_ascii());
+                }
+            }
+            update_field(&mut h, &normalised);
+        }
+        CacheKey(*h.finalize().as_bytes())
+    }
+
     /// A key from raw bytes, as read back from storage.
     pub fn from_bytes(bytes: [u8; 32]) -> CacheKey {
         CacheKey(bytes)
@@ -87,6 +117,26 @@ mod tests {
         for m in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
             assert!(CacheKey::for_request(&m, "http", "x", "/").is_none());
         }
+    }
+
+    #[test]
+    fn variants_follow_normalised_request_values() {
+        use http::{HeaderMap, HeaderName, HeaderValue};
+        let primary = key("x", "/");
+        let names = [HeaderName::from_static("accept-encoding")];
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("accept-encoding", HeaderValue::from_static(v));
+            primary.variant(&names, &h)
+        };
+        assert_eq!(with("gzip, br"), with("gzip,br"));
+        assert_ne!(with("gzip"), with("br"));
+        assert_ne!(with(""), primary.variant(&names, &HeaderMap::new()));
+        assert_ne!(with("gzip"), primary);
+        let mut two_lines = HeaderMap::new();
+        two_lines.append("accept-encoding", HeaderValue::from_static("gzip"));
+        two_lines.append("accept-encoding", HeaderValue::from_static("br"));
+        assert_eq!(primary.variant(&names, &two_lines), with("gzip, br"));
     }
 
     #[test]

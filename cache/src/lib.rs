@@ -19,6 +19,7 @@
 pub mod cache_control;
 mod key;
 pub mod meta;
+pub mod object;
 pub mod policy;
 pub mod store;
 pub mod validation;

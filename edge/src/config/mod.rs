@@ -14,7 +14,7 @@ use origin_shield::{Peer, Scheme};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::Cli;
-use units::de_duration;
+use units::{de_duration, de_opt_duration};
 pub use units::{ByteSize, parse_duration};
 
 /// Everything the server needs, validated.
@@ -51,14 +51,45 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sizes of the two cache tiers.
+/// The two cache tiers and the caching policy choices RFC 9111 leaves open.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Memory tier budget. Default: `256MiB`.
     pub memory: ByteSize,
-    /// Disk tier size under `data_dir`. Default: `1GiB`.
+    /// Disk tier size under `data_dir/cache`, at least `64MiB`.
+    /// Default: `1GiB`.
     pub disk: ByteSize,
+    /// Larger responses are passed through but not stored. Default: `256MiB`.
+    pub max_object_size: ByteSize,
+    /// Store responses that set cookies. Default: `false`.
+    pub allow_set_cookie: bool,
+    /// Heuristic freshness: this fraction of the time since
+    /// `Last-Modified` (RFC 9111 §4.2.2); `0` disables it. Default: `0.1`.
+    pub heuristic_fraction: f64,
+    /// Cap on a heuristic lifetime. Default: `1d`.
+    #[serde(deserialize_with = "de_duration")]
+    pub heuristic_max: Duration,
+    /// Lifetime for cacheable-by-default responses without any freshness
+    /// information. Default: unset (such responses are not reused).
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub default_ttl: Option<Duration>,
+    /// Honour `CDN-Cache-Control` and `Surrogate-Control` ahead of
+    /// `Cache-Control`. Default: `true`.
+    pub honor_cdn_cache_control: bool,
+}
+
+impl CacheConfig {
+    /// The policy choices as the `cache` crate takes them.
+    pub fn policy_options(&self) -> cache::policy::PolicyOptions {
+        cache::policy::PolicyOptions {
+            allow_set_cookie: self.allow_set_cookie,
+            heuristic_fraction: (self.heuristic_fraction > 0.0).then_some(self.heuristic_fraction),
+            heuristic_max: self.heuristic_max,
+            default_ttl: self.default_ttl,
+            honor_cdn_cache_control: self.honor_cdn_cache_control,
+        }
+    }
 }
 
 /// Limits and timeouts of the client-facing side.
@@ -150,6 +181,12 @@ impl Default for CacheConfig {
         CacheConfig {
             memory: ByteSize::mib(256),
             disk: ByteSize::gib(1),
+            max_object_size: ByteSize::mib(256),
+            allow_set_cookie: false,
+            heuristic_fraction: 0.1,
+            heuristic_max: Duration::from_secs(86_400),
+            default_ttl: None,
+            honor_cdn_cache_control: true,
         }
     }
 }
@@ -324,6 +361,12 @@ impl Config {
         }
         if self.cache.memory < ByteSize::mib(1) {
             return Err(("cache.memory", "must be at least 1MiB".into()));
+        }
+        if self.cache.disk < ByteSize::mib(64) {
+            return Err(("cache.disk", "must be at least 64MiB".into()));
+        }
+        if !(0.0..=1.0).contains(&self.cache.heuristic_fraction) {
+            return Err(("cache.heuristic_fraction", "must be between 0 and 1".into()));
         }
         let timeouts = [
             (
