@@ -21,8 +21,10 @@ mod key;
 pub mod meta;
 pub mod object;
 pub mod policy;
+mod status;
 pub mod store;
 pub mod validation;
 
 pub use cache_control::CacheControl;
 pub use key::CacheKey;
+pub use status::CacheStatus;

@@ -254,7 +254,13 @@ mod tests {
         assert_eq!(len, 11);
         let mut body = Vec::new();
         for i in 0..found.meta.body.chunk_count() {
-            body.extend_from_slice(&store.get_chunk(&found.object_key, object_id, i).await.unwrap().unwrap());
+            body.extend_from_slice(
+                &store
+                    .get_chunk(&found.object_key, object_id, i)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
         }
         assert_eq!(body, b"hello world");
     }
@@ -286,7 +292,8 @@ mod tests {
             h
         };
         for lang in ["en", "fr"] {
-            let mut w = ObjectWriter::new(store.clone(), key(), &req(lang), meta(names.clone()), 1000);
+            let mut w =
+                ObjectWriter::new(store.clone(), key(), &req(lang), meta(names.clone()), 1000);
             w.write(lang.as_bytes());
             assert!(w.finish());
         }
@@ -300,15 +307,24 @@ mod tests {
         w.write(b"all");
         assert!(w.finish());
         let found = lookup(&store, &key(), &req("en")).await.unwrap().unwrap();
-        assert_eq!(found.meta.body, BodyLayout::Inline(Bytes::from_static(b"all")));
+        assert_eq!(
+            found.meta.body,
+            BodyLayout::Inline(Bytes::from_static(b"all"))
+        );
     }
 
     #[test]
     fn vary_names_parse() {
         let mut h = HeaderMap::new();
-        h.append("vary", HeaderValue::from_static("Accept-Encoding, accept-language"));
+        h.append(
+            "vary",
+            HeaderValue::from_static("Accept-Encoding, accept-language"),
+        );
         h.append("vary", HeaderValue::from_static("accept-encoding"));
-        assert_eq!(vary_names(&h).unwrap(), ["accept-encoding", "accept-language"]);
+        assert_eq!(
+            vary_names(&h).unwrap(),
+            ["accept-encoding", "accept-language"]
+        );
         h.append("vary", HeaderValue::from_static("*"));
         assert!(vary_names(&h).is_none());
     }

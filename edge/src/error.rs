@@ -32,6 +32,8 @@ pub enum ProxyError {
     },
     #[error("client sent no request body data for {0:?}")]
     ClientBodyTimeout(Duration),
+    #[error("only-if-cached and nothing is cached")]
+    OnlyIfCached,
     #[error("no origin is configured for this request")]
     NoPeer,
     #[error("cannot connect to {peer}: {source}")]
@@ -61,7 +63,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_)
             | ProxyError::ClientBody { .. }
-            | ProxyError::ClientBodyTimeout(_) => ErrorSource::Downstream,
+            | ProxyError::ClientBodyTimeout(_)
+            | ProxyError::OnlyIfCached => ErrorSource::Downstream,
             ProxyError::NoPeer | ProxyError::Internal(_) => ErrorSource::Internal,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
@@ -81,7 +84,9 @@ impl ProxyError {
             }
             ProxyError::ConnectTimeout { .. }
             | ProxyError::HeaderTimeout { .. }
-            | ProxyError::SendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            | ProxyError::SendTimeout { .. }
+            // RFC 9111 §5.2.1.7
+            | ProxyError::OnlyIfCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,6 +97,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::ClientBody { .. } => "client_body",
             ProxyError::ClientBodyTimeout(_) => "client_body_timeout",
+            ProxyError::OnlyIfCached => "only_if_cached",
             ProxyError::NoPeer => "no_peer",
             ProxyError::Connect { .. } => "connect",
             ProxyError::ConnectTimeout { .. } => "connect_timeout",

@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache::CacheKey;
+use cache::store::Tier;
+use cache::{CacheKey, CacheStatus};
 use http::{Response, StatusCode, request, response};
 use origin_shield::Peer;
 
@@ -36,6 +37,10 @@ pub struct Session {
     pub cache_key: Option<CacheKey>,
     /// The peer the request went to, once chosen.
     pub peer: Option<Peer>,
+    /// How the cache took part; `Pass` until the cache phase decides.
+    pub cache_status: CacheStatus,
+    /// The tier a cached response came from.
+    pub cache_tier: Option<Tier>,
 }
 
 impl Session {
@@ -163,8 +168,10 @@ pub trait EdgeHooks: Send + Sync + 'static {
         async {}
     }
 
-    /// Phase 7b: change the response head before it goes to the client.
-    /// Also called for error responses the proxy makes itself.
+    /// Phase 7b: change the response head before it goes to the client:
+    /// every response, whether it came from the cache, the origin or the
+    /// proxy itself (errors). What is stored in the cache is the origin's
+    /// response, before this filter.
     fn response_filter(
         &self,
         session: &Session,

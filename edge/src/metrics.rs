@@ -11,6 +11,7 @@ pub mod names {
     pub const REQUESTS_TOTAL: &str = "edge_requests_total";
     pub const REQUEST_DURATION_SECONDS: &str = "edge_request_duration_seconds";
     pub const RESPONSE_BYTES_TOTAL: &str = "edge_response_bytes_total";
+    pub const CACHE_TIER_HITS_TOTAL: &str = "edge_cache_tier_hits_total";
     pub const OPEN_CONNECTIONS: &str = "edge_open_connections";
     pub const CONNECTIONS_TOTAL: &str = "edge_connections_total";
     pub const ORIGIN_REQUESTS_TOTAL: &str = "edge_origin_requests_total";
@@ -27,12 +28,15 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Handles to the pipeline's metrics; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Requests by status class (`2xx` …) and how the body ended.
+    /// Requests by status class (`2xx` …), how the body ended and cache
+    /// status (`HIT`, `MISS` …): request hit ratio.
     pub requests: IntCounterVec,
     /// Request duration, head received to body end, by status class.
     pub request_duration: HistogramVec,
-    /// Body bytes sent to clients.
-    pub response_bytes: IntCounter,
+    /// Body bytes sent to clients by cache status: byte hit ratio.
+    pub response_bytes: IntCounterVec,
+    /// Responses served from cache by the tier that held them.
+    pub cache_tier_hits: IntCounterVec,
     pub open_connections: IntGauge,
     pub connections: IntCounter,
     /// Upstream responses by status class.
@@ -49,7 +53,7 @@ impl Metrics {
         let m = Metrics {
             requests: IntCounterVec::new(
                 Opts::new(names::REQUESTS_TOTAL, "Client requests answered"),
-                &["status_class", "body_end"],
+                &["status_class", "body_end", "cache_status"],
             )?,
             request_duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -59,9 +63,19 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["status_class"],
             )?,
-            response_bytes: IntCounter::new(
-                names::RESPONSE_BYTES_TOTAL,
-                "Response body bytes sent to clients",
+            response_bytes: IntCounterVec::new(
+                Opts::new(
+                    names::RESPONSE_BYTES_TOTAL,
+                    "Response body bytes sent to clients",
+                ),
+                &["cache_status"],
+            )?,
+            cache_tier_hits: IntCounterVec::new(
+                Opts::new(
+                    names::CACHE_TIER_HITS_TOTAL,
+                    "Responses served from cache, by the tier that held them",
+                ),
+                &["tier"],
             )?,
             open_connections: IntGauge::new(names::OPEN_CONNECTIONS, "Open client connections")?,
             connections: IntCounter::new(names::CONNECTIONS_TOTAL, "Client connections accepted")?,
@@ -84,6 +98,7 @@ impl Metrics {
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.response_bytes.clone()))?;
+        registry.register(Box::new(m.cache_tier_hits.clone()))?;
         registry.register(Box::new(m.open_connections.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.origin_requests.clone()))?;
@@ -112,12 +127,16 @@ mod tests {
     fn registers_once_and_encodes() {
         let registry = Registry::new();
         let m = Metrics::register(&registry).unwrap();
-        m.requests.with_label_values(&["2xx", "complete"]).inc();
+        m.requests
+            .with_label_values(&["2xx", "complete", "HIT"])
+            .inc();
         let mut out = String::new();
         prometheus::TextEncoder::new()
             .encode_utf8(&registry.gather(), &mut out)
             .unwrap();
-        assert!(out.contains("edge_requests_total{body_end=\"complete\",status_class=\"2xx\"} 1"));
+        assert!(out.contains(
+            "edge_requests_total{body_end=\"complete\",cache_status=\"HIT\",status_class=\"2xx\"} 1"
+        ));
         assert!(
             Metrics::register(&registry).is_err(),
             "double registration is refused"

@@ -211,7 +211,7 @@ async fn admin_serves_health_and_metrics() {
     loop {
         let metrics = get(&edge.admin_url("/metrics")).await;
         let text = String::from_utf8_lossy(metrics.body()).into_owned();
-        if text.contains("edge_requests_total{body_end=\"complete\",status_class=\"2xx\"} 1") {
+        if text.contains("edge_requests_total{body_end=\"complete\",cache_status=\"MISS\",status_class=\"2xx\"} 1") {
             assert!(text.contains("edge_request_duration_seconds_bucket"));
             assert!(text.contains("edge_origin_requests_total{status_class=\"2xx\"} 1"));
             break;

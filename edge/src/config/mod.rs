@@ -14,8 +14,8 @@ use origin_shield::{Peer, Scheme};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::Cli;
-use units::{de_duration, de_opt_duration};
 pub use units::{ByteSize, parse_duration};
+use units::{de_duration, de_opt_duration};
 
 /// Everything the server needs, validated.
 #[derive(Debug, Clone, Deserialize)]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use cache::store::{Store, StoreConfig};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -46,6 +47,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cache(#[from] cache::store::StoreError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server task failed: {0}")]
@@ -86,7 +89,13 @@ impl<H: EdgeHooks> Server<H> {
         let admin_listener = bind(config.admin).await?;
         let registry = Registry::new();
         let metrics = Metrics::register(&registry)?;
-        let proxy = Arc::new(Proxy::new(&config, hooks, metrics.clone()));
+        let store_config = StoreConfig::new(
+            config.data_dir.join("cache"),
+            config.cache.memory.as_usize(),
+            config.cache.disk.as_usize(),
+        );
+        let store = Store::open(&store_config, Some(registry.clone())).await?;
+        let proxy = Arc::new(Proxy::new(&config, hooks, metrics.clone(), store));
         Ok(Server {
             config,
             listener,
@@ -204,6 +213,7 @@ impl<H: EdgeHooks> Server<H> {
         }
         let _ = stop_admin.send(true);
         admin_task.await?;
+        proxy.close().await;
         Ok(())
     }
 

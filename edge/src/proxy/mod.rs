@@ -2,14 +2,24 @@
 //! validate, `request_filter`, `cache_key`, `upstream_peer`, build the
 //! upstream request, fetch, `response_filter`, stream the body back, then
 //! `logging` when the body ends (or when the client leaves first).
+//!
+//! GET and HEAD requests with a cache key go through the cache phases in
+//! `cached.rs`; everything else is passed through by [`Proxy::forward`].
+
+mod bodies;
+mod cached;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version, request};
+use std::time::SystemTime;
+
+use cache::CacheStatus;
+use cache::store::Store;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version, request, response};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use origin_shield::Peer;
@@ -44,14 +54,24 @@ pub struct Proxy<H> {
     node_name: String,
     host_header: Option<HeaderValue>,
     client_body_timeout: std::time::Duration,
+    cache: Arc<cached::CacheLayer>,
+}
+
+/// A response head and body as received from a peer, hop-by-hop fields
+/// removed, with the times the policy needs.
+pub(crate) struct Fetched {
+    pub parts: response::Parts,
+    pub body: crate::body::ReadTimeout<Incoming>,
+    pub exchange: cache::policy::Exchange,
 }
 
 /// nginx's "client closed request": the client left before a response head.
 const CLIENT_CLOSED: u16 = 499;
 
 impl<H: EdgeHooks> Proxy<H> {
-    pub fn new(config: &Config, hooks: H, metrics: Metrics) -> Self {
+    pub fn new(config: &Config, hooks: H, metrics: Metrics, store: Store) -> Self {
         Proxy {
+            cache: Arc::new(cached::CacheLayer::new(store, &config.cache)),
             hooks: Arc::new(hooks),
             origins: RoundRobin::new(config.origins.clone()),
             upstream: Upstream::new(config.upstream.clone(), metrics.clone()),
@@ -63,6 +83,13 @@ impl<H: EdgeHooks> Proxy<H> {
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok()),
             client_body_timeout: config.server.client_body_timeout,
+        }
+    }
+
+    /// Flushes the cache's pending disk writes.
+    pub async fn close(&self) {
+        if let Err(err) = self.cache.store.close().await {
+            warn!(error = %err, "closing the cache failed");
         }
     }
 
@@ -92,6 +119,8 @@ impl<H: EdgeHooks> Proxy<H> {
                 started: Instant::now(),
                 cache_key: None,
                 peer: None,
+                cache_status: CacheStatus::Pass,
+                cache_tier: None,
             },
             ctx: self.hooks.new_ctx(),
             _activity: conn.activity.request_started(),
@@ -131,7 +160,7 @@ impl<H: EdgeHooks> Proxy<H> {
 
     /// Phases 1–7; returns the response and the upstream status if asked.
     async fn process(
-        &self,
+        self: &Arc<Self>,
         session: &mut Session,
         body: Incoming,
         ctx: &mut H::Ctx,
@@ -143,7 +172,40 @@ impl<H: EdgeHooks> Proxy<H> {
         }
 
         session.cache_key = self.hooks.cache_key(session, ctx);
+        let cacheable_method = matches!(session.req.method, Method::GET | Method::HEAD);
+        let (mut parts, body, upstream_status) = match session.cache_key {
+            Some(key) if cacheable_method => self.serve_cacheable(session, key, body, ctx).await?,
+            _ => {
+                let body = self.request_body(body);
+                let fetched = self.forward(session, body, ctx, &[]).await?;
+                let status = fetched.parts.status;
+                self.cache.invalidate_after(session, &fetched.parts);
+                let mut parts = fetched.parts;
+                cached::mark(
+                    &mut parts.headers,
+                    &self.node_name,
+                    CacheStatus::Pass,
+                    "fwd=bypass",
+                );
+                (parts, body::boxed(fetched.body), Some(status))
+            }
+        };
+        headers::append_via(&mut parts.headers, parts.version, &self.node_name);
+        parts.version = Version::HTTP_11;
+        self.hooks.response_filter(session, &mut parts, ctx).await;
+        Ok((Response::from_parts(parts, body), upstream_status))
+    }
 
+    /// Phases 6–7a: picks the peer, sends the request (body streamed) and
+    /// returns the response head. `extra` headers (validators) are added
+    /// to the upstream request.
+    pub(crate) async fn forward(
+        &self,
+        session: &mut Session,
+        body: ProxyBody,
+        ctx: &mut H::Ctx,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<Fetched, ProxyError> {
         // Only a request without a body can be sent again: a streamed body
         // is consumed by the first attempt.
         let replayable = body.is_end_stream();
@@ -156,11 +218,22 @@ impl<H: EdgeHooks> Proxy<H> {
             return Err(ProxyError::NoPeer);
         };
         let mut upstream_req = self.upstream_request_parts(session, first, &body);
+        if session.cache_key.is_some() && matches!(session.req.method, Method::GET | Method::HEAD) {
+            // The cache answers the client's conditionals and ranges itself;
+            // upstream it asks for whole responses, validated by its own
+            // validators.
+            for name in CLIENT_CONDITIONALS {
+                upstream_req.headers.remove(name);
+            }
+        }
+        for (name, value) in extra {
+            upstream_req.headers.insert(name.clone(), value.clone());
+        }
         self.hooks
             .upstream_request_filter(session, &mut upstream_req, ctx)
             .await;
 
-        let mut body = Some(self.request_body(body));
+        let mut body = Some(body);
         // A pooled connection the origin closed just as we wrote to it fails
         // an otherwise healthy exchange: idempotent requests get one retry.
         let mut may_retry = replayable && is_idempotent(&session.req.method);
@@ -171,18 +244,20 @@ impl<H: EdgeHooks> Proxy<H> {
             let req_body = body.take().unwrap_or_else(body::empty);
             let req = Request::from_parts(clone_parts(&upstream_req), req_body);
             session.peer = Some(peer.clone());
+            let request_time = SystemTime::now();
             match self.upstream.send(peer, req).await {
                 Ok(resp) => {
-                    let status = resp.status();
-                    let (mut parts, resp_body) = resp.into_parts();
+                    let (mut parts, body) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut parts.headers);
-                    headers::append_via(&mut parts.headers, parts.version, &self.node_name);
-                    parts.version = Version::HTTP_11;
-                    self.hooks.response_filter(session, &mut parts, ctx).await;
-                    return Ok((
-                        Response::from_parts(parts, body::boxed(resp_body)),
-                        Some(status),
-                    ));
+                    let exchange = cache::policy::Exchange {
+                        request_time,
+                        response_time: SystemTime::now(),
+                    };
+                    return Ok(Fetched {
+                        parts,
+                        body,
+                        exchange,
+                    });
                 }
                 Err(err @ ProxyError::Connect { .. }) if replayable => {
                     warn!(peer = %peer, error = %err, "peer unreachable, trying the next");
@@ -202,7 +277,7 @@ impl<H: EdgeHooks> Proxy<H> {
 
     /// The client's body as sent upstream: failing if the client stalls, and
     /// with its errors marked as the client's.
-    fn request_body(&self, body: Incoming) -> ProxyBody {
+    pub(crate) fn request_body(&self, body: Incoming) -> ProxyBody {
         ReadTimeout::new(body, self.client_body_timeout)
             .map_err(|e| BoxError::from(ClientBodyError(e)))
             .boxed_unsync()
@@ -214,7 +289,7 @@ impl<H: EdgeHooks> Proxy<H> {
         &self,
         session: &Session,
         peer: &Peer,
-        body: &Incoming,
+        body: &ProxyBody,
     ) -> request::Parts {
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = session.req.method.clone();
@@ -301,15 +376,27 @@ impl<H: EdgeHooks> Finisher<H> {
             upstream_status: self.upstream_status,
         };
         let class = status_class(status);
+        let cache_status = self.session.cache_status.as_str();
         self.metrics
             .requests
-            .with_label_values(&[class, end.as_str()])
+            .with_label_values(&[class, end.as_str(), cache_status])
             .inc();
+        if let Some(tier) = self.session.cache_tier
+            && self.session.cache_status.from_cache()
+        {
+            self.metrics
+                .cache_tier_hits
+                .with_label_values(&[tier.as_str()])
+                .inc();
+        }
         self.metrics
             .request_duration
             .with_label_values(&[class])
             .observe(summary.duration.as_secs_f64());
-        self.metrics.response_bytes.inc_by(body_bytes);
+        self.metrics
+            .response_bytes
+            .with_label_values(&[cache_status])
+            .inc_by(body_bytes);
         let _enter = self.span.enter();
         access_log(&self.session, &summary);
         self.hooks.logging(&self.session, &summary, &mut self.ctx);
@@ -363,6 +450,17 @@ fn validate(req: &request::Parts) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Conditional and range fields of a client, answered by the cache rather
+/// than forwarded on cacheable requests.
+const CLIENT_CONDITIONALS: [HeaderName; 6] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
 /// RFC 9110 §9.2.2.
 fn is_idempotent(method: &Method) -> bool {
     matches!(
@@ -397,6 +495,8 @@ fn access_log(session: &Session, summary: &RequestSummary) {
         bytes = summary.body_bytes,
         duration_ms = summary.duration.as_secs_f64() * 1000.0,
         peer = peer.unwrap_or("-"),
+        cache = session.cache_status.as_str(),
+        tier = session.cache_tier.map(|t| t.as_str()),
         upstream_status = summary.upstream_status.map(|s| s.as_u16()),
         error = summary.error,
         body_end = summary.end.as_str(),

@@ -1,0 +1,185 @@
+//! Bodies of the cache path: one that tees an origin response into the
+//! store as it streams to the client, and one that streams a stored object
+//! chunk by chunk.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use cache::CacheKey;
+use cache::object::ObjectWriter;
+use cache::store::{Store, StoreError};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::error::BoxError;
+
+pin_project! {
+    /// Passes an origin body through unchanged while writing it into the
+    /// store. The object is committed only when the body ends cleanly; an
+    /// error or an early drop (client gone, origin failed) abandons it.
+    pub struct FillBody<B> {
+        #[pin]
+        inner: B,
+        writer: Option<ObjectWriter>,
+    }
+}
+
+impl<B> FillBody<B> {
+    pub fn new(inner: B, writer: ObjectWriter) -> Self {
+        FillBody {
+            inner,
+            writer: Some(writer),
+        }
+    }
+}
+
+impl<B> Body for FillBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(data), Some(writer)) = (f.data_ref(), this.writer.as_mut()) {
+                    writer.write(data);
+                }
+                if this.inner.is_end_stream()
+                    && let Some(writer) = this.writer.take()
+                {
+                    writer.finish();
+                }
+            }
+            Some(Err(_)) => {
+                // Never store what the origin did not finish sending.
+                this.writer.take();
+            }
+            None => {
+                if let Some(writer) = this.writer.take() {
+                    writer.finish();
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+type ChunkFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
+
+/// Why a stored body could not be streamed to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum CachedBodyError {
+    #[error("chunk {0} of a cached object is gone")]
+    MissingChunk(u64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Streams a chunked object from the store. Chunks are read one at a time,
+/// each only when the client has taken the previous one.
+pub struct CachedBody {
+    store: Store,
+    key: CacheKey,
+    object_id: u64,
+    next: u64,
+    count: u64,
+    remaining: u64,
+    first: Option<Bytes>,
+    pending: Option<ChunkFuture>,
+}
+
+impl std::fmt::Debug for CachedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedBody")
+            .field("key", &self.key)
+            .field("next", &self.next)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl CachedBody {
+    /// `first` is chunk 0, already read (so that a missing first chunk can
+    /// still turn into a miss before any byte is sent).
+    pub fn new(
+        store: Store,
+        key: CacheKey,
+        object_id: u64,
+        count: u64,
+        len: u64,
+        first: Bytes,
+    ) -> Self {
+        CachedBody {
+            store,
+            key,
+            object_id,
+            next: 1,
+            count,
+            remaining: len,
+            first: Some(first),
+            pending: None,
+        }
+    }
+}
+
+impl Body for CachedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            this.remaining = this.remaining.saturating_sub(first.len() as u64);
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if this.next >= this.count {
+            return Poll::Ready(None);
+        }
+        let index = this.next;
+        let pending = this.pending.get_or_insert_with(|| {
+            let store = this.store.clone();
+            let key = this.key;
+            let object_id = this.object_id;
+            Box::pin(async move { store.get_chunk(&key, object_id, index).await })
+        });
+        let result = ready!(pending.as_mut().poll(cx));
+        this.pending = None;
+        this.next += 1;
+        match result {
+            Ok(Some(chunk)) => {
+                this.remaining = this.remaining.saturating_sub(chunk.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Ok(None) => Poll::Ready(Some(Err(Box::new(CachedBodyError::MissingChunk(index))))),
+            Err(err) => Poll::Ready(Some(Err(Box::new(CachedBodyError::Store(err))))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.next >= self.count
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}

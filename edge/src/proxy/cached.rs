@@ -1,0 +1,571 @@
+//! Phases 4–7 for cacheable requests (GET and HEAD with a cache key):
+//! lookup, reuse or revalidation under RFC 9111, and storing what the origin
+//! sends while it streams to the client.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use cache::meta::{BodyLayout, ObjectMeta};
+use cache::object::{self, Found, ObjectWriter};
+use cache::policy::{self, PolicyOptions, Reuse};
+use cache::store::Store;
+use cache::{CacheControl, CacheKey, CacheStatus, validation};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use super::bodies::{CachedBody, FillBody};
+use super::{Fetched, Proxy, clone_parts};
+use crate::body::{self, ProxyBody};
+use crate::config::CacheConfig;
+use crate::error::ProxyError;
+use crate::hooks::{EdgeHooks, Session};
+
+/// What the cache phase hands back: the response head, its body and the
+/// upstream status if the origin was asked.
+pub(super) type Served = (response::Parts, ProxyBody, Option<StatusCode>);
+
+/// The store and the policy choices, shared by all requests.
+#[derive(Debug)]
+pub(crate) struct CacheLayer {
+    pub store: Store,
+    opts: PolicyOptions,
+    max_object_size: u64,
+    /// Objects with a background revalidation in flight: one at a time.
+    revalidating: Mutex<HashSet<CacheKey>>,
+}
+
+impl CacheLayer {
+    pub fn new(store: Store, config: &CacheConfig) -> Self {
+        CacheLayer {
+            store,
+            opts: config.policy_options(),
+            max_object_size: config.max_object_size.as_u64(),
+            revalidating: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// RFC 9111 §4.4: a successful unsafe request invalidates the stored
+    /// responses for its target and for same-host `Location` and
+    /// `Content-Location`. (Keys are derived the default way; a custom
+    /// `cache_key` hook is not consulted here.)
+    pub fn invalidate_after(&self, session: &Session, resp: &response::Parts) {
+        if !validation::invalidates(&session.req.method, resp.status) {
+            return;
+        }
+        let host = session.host();
+        let targets = std::iter::once(session.path_and_query().to_owned())
+            .chain(validation::invalidation_targets(&resp.headers, host));
+        for target in targets {
+            if let Some(key) =
+                CacheKey::for_request(&Method::GET, session.downstream_scheme, host, &target)
+            {
+                debug!(target = %target, "invalidated by {}", session.req.method);
+                self.store.remove(&key);
+            }
+        }
+    }
+
+    /// Marks `key` as being revalidated; `None` if it already is.
+    fn begin_revalidation(self: &Arc<Self>, key: CacheKey) -> Option<RevalidationGuard> {
+        let mut set = self.revalidating.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(key).then(|| RevalidationGuard {
+            layer: self.clone(),
+            key,
+        })
+    }
+}
+
+/// Ends a background revalidation, however its task ends.
+struct RevalidationGuard {
+    layer: Arc<CacheLayer>,
+    key: CacheKey,
+}
+
+impl Drop for RevalidationGuard {
+    fn drop(&mut self) {
+        self.layer
+            .revalidating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// Sets `X-Cache` and the RFC 9211 `Cache-Status` on a response.
+pub(crate) fn mark(headers: &mut HeaderMap, node: &str, status: CacheStatus, detail: &str) {
+    headers.insert(
+        HeaderName::from_static("x-cache"),
+        HeaderValue::from_static(status.as_str()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("{node}; {detail}")) {
+        headers.insert(HeaderName::from_static("cache-status"), v);
+    }
+}
+
+/// Fields a 304 carries (RFC 9110 §15.4.5).
+const NOT_MODIFIED_FIELDS: [HeaderName; 8] = [
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::VARY,
+    header::LAST_MODIFIED,
+    header::AGE,
+];
+
+/// Purge tags: `Surrogate-Key` (space-separated) and `Cache-Tag`
+/// (comma-separated).
+fn tags(headers: &HeaderMap) -> Vec<String> {
+    let mut tags = Vec::new();
+    let lists = [("surrogate-key", ' '), ("cache-tag", ',')];
+    for (name, sep) in lists {
+        for value in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+            tags.extend(
+                value
+                    .split(sep)
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+    }
+    tags
+}
+
+fn signed_ttl(meta: &ObjectMeta, age: Duration) -> i64 {
+    let lifetime = i64::try_from(meta.policy.lifetime.as_secs()).unwrap_or(i64::MAX);
+    lifetime.saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl<H: EdgeHooks> Proxy<H> {
+    /// The cache phases for one request.
+    pub(super) async fn serve_cacheable(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        body: Incoming,
+        ctx: &mut H::Ctx,
+    ) -> Result<Served, ProxyError> {
+        let req_cc = policy::request_directives(&session.req.headers);
+        let found = match object::lookup(&self.cache.store, &key, &session.req.headers).await {
+            Ok(found) => found,
+            Err(err) => {
+                warn!(error = %err, "cache lookup failed; fetching from origin");
+                None
+            }
+        };
+        let client_body = self.request_body(body);
+        let Some(found) = found else {
+            if req_cc.has("only-if-cached") {
+                return Err(ProxyError::OnlyIfCached);
+            }
+            let fetched = self.forward(session, client_body, ctx, &[]).await?;
+            return Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss));
+        };
+        session.cache_tier = Some(found.tier);
+        let now = SystemTime::now();
+        match policy::evaluate(&found.meta.policy, found.meta.response_time, &req_cc, now) {
+            Reuse::Fresh => {
+                if let Some(served) = self
+                    .from_cache(session, &found, CacheStatus::Hit, "hit")
+                    .await
+                {
+                    return Ok(served);
+                }
+            }
+            Reuse::StaleAllowed => {
+                if let Some(served) = self
+                    .from_cache(session, &found, CacheStatus::Stale, "hit; detail=max-stale")
+                    .await
+                {
+                    return Ok(served);
+                }
+            }
+            Reuse::StaleWhileRevalidate => {
+                if let Some(served) = self
+                    .from_cache(
+                        session,
+                        &found,
+                        CacheStatus::Stale,
+                        "hit; detail=stale-while-revalidate",
+                    )
+                    .await
+                {
+                    self.spawn_revalidation(session, key, found);
+                    return Ok(served);
+                }
+            }
+            Reuse::Revalidate => {
+                return self
+                    .revalidate(session, key, found, client_body, ctx, &req_cc)
+                    .await;
+            }
+        }
+        // The object's body is gone (a chunk was evicted): a miss.
+        self.cache.store.remove(&found.object_key);
+        session.cache_tier = None;
+        let fetched = self.forward(session, client_body, ctx, &[]).await?;
+        Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss))
+    }
+
+    /// Answers from a stored object, or `None` if its body is gone.
+    async fn from_cache(
+        &self,
+        session: &mut Session,
+        found: &Found,
+        status: CacheStatus,
+        detail: &str,
+    ) -> Option<Served> {
+        let meta = &found.meta;
+        let age = policy::current_age(&meta.policy, meta.response_time, SystemTime::now());
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = meta.status;
+        parts.headers = meta.headers.clone();
+        parts
+            .headers
+            .insert(header::AGE, HeaderValue::from(age.as_secs()));
+        session.cache_status = status;
+        let detail = format!("{detail}; ttl={}", signed_ttl(meta, age));
+        mark(&mut parts.headers, &self.node_name, status, &detail);
+
+        if let Some(answer) = validation::evaluate_client_conditionals(
+            &session.req.method,
+            &session.req.headers,
+            meta.status,
+            &meta.headers,
+        ) {
+            parts.status = answer;
+            let keep: Vec<_> = parts
+                .headers
+                .iter()
+                .filter(|(n, _)| {
+                    NOT_MODIFIED_FIELDS.contains(n) || *n == "x-cache" || *n == "cache-status"
+                })
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            parts.headers.clear();
+            if answer == StatusCode::NOT_MODIFIED {
+                for (n, v) in keep {
+                    parts.headers.append(n, v);
+                }
+            }
+            return Some((parts, body::empty(), None));
+        }
+        if session.req.method == Method::HEAD {
+            return Some((parts, body::empty(), None));
+        }
+        let body = match &meta.body {
+            BodyLayout::Inline(bytes) => body::full(bytes.clone()),
+            BodyLayout::Chunked { object_id, len, .. } => {
+                let first = match self
+                    .cache
+                    .store
+                    .get_chunk(&found.object_key, *object_id, 0)
+                    .await
+                {
+                    Ok(Some(first)) => first,
+                    Ok(None) => return None,
+                    Err(err) => {
+                        warn!(error = %err, "cache read failed");
+                        return None;
+                    }
+                };
+                body::boxed(CachedBody::new(
+                    self.cache.store.clone(),
+                    found.object_key,
+                    *object_id,
+                    meta.body.chunk_count(),
+                    *len,
+                    first,
+                ))
+            }
+        };
+        Some((parts, body, None))
+    }
+
+    /// A stale (or `no-cache`) object: ask the origin with its validators.
+    async fn revalidate(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        found: Found,
+        client_body: ProxyBody,
+        ctx: &mut H::Ctx,
+        req_cc: &CacheControl,
+    ) -> Result<Served, ProxyError> {
+        let validators = validation::conditional_headers(&found.meta.headers);
+        let fetched = match self.forward(session, client_body, ctx, &validators).await {
+            Ok(fetched) => fetched,
+            Err(err) => return self.stale_on_error(session, &found, req_cc, err).await,
+        };
+        let status = fetched.parts.status;
+        if status == StatusCode::NOT_MODIFIED
+            && !validators.is_empty()
+            && validation::validators_match(&found.meta.headers, &fetched.parts.headers)
+        {
+            let refreshed = Found {
+                meta: self.refresh(&found, &fetched),
+                ..found
+            };
+            let upstream = Some(status);
+            return match self
+                .from_cache(
+                    session,
+                    &refreshed,
+                    CacheStatus::Revalidated,
+                    "fwd=stale; fwd-status=304",
+                )
+                .await
+            {
+                Some((parts, body, _)) => Ok((parts, body, upstream)),
+                None => {
+                    self.cache.store.remove(&refreshed.object_key);
+                    let fetched = self.forward(session, body::empty(), ctx, &[]).await?;
+                    Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss))
+                }
+            };
+        }
+        if status.is_server_error()
+            && policy::stale_if_error_allows(
+                &found.meta.policy,
+                found.meta.response_time,
+                req_cc,
+                SystemTime::now(),
+            )
+        {
+            warn!(status = status.as_u16(), "origin error; serving stale");
+            if let Some(served) = self
+                .from_cache(
+                    session,
+                    &found,
+                    CacheStatus::Stale,
+                    "fwd=stale; detail=stale-if-error",
+                )
+                .await
+            {
+                return Ok(served);
+            }
+        }
+        if status == StatusCode::NOT_MODIFIED {
+            // A 304 for something else: the client never asked
+            // conditionally, so fetch the representation in full.
+            let fetched = self.forward(session, body::empty(), ctx, &[]).await?;
+            return Ok(self.store_or_pass(session, key, fetched, CacheStatus::Expired));
+        }
+        Ok(self.store_or_pass(session, key, fetched, CacheStatus::Expired))
+    }
+
+    /// The origin failed: serve the stale object if `stale-if-error` allows.
+    async fn stale_on_error(
+        &self,
+        session: &mut Session,
+        found: &Found,
+        req_cc: &CacheControl,
+        err: ProxyError,
+    ) -> Result<Served, ProxyError> {
+        if policy::stale_if_error_allows(
+            &found.meta.policy,
+            found.meta.response_time,
+            req_cc,
+            SystemTime::now(),
+        ) {
+            warn!(error = %err, "origin failed; serving stale");
+            if let Some(served) = self
+                .from_cache(
+                    session,
+                    found,
+                    CacheStatus::Stale,
+                    "fwd=stale; detail=stale-if-error",
+                )
+                .await
+            {
+                return Ok(served);
+            }
+        }
+        Err(err)
+    }
+
+    /// Stores the headers of a 304 into the object (RFC 9111 §4.3.4) and
+    /// returns the refreshed meta. If the refreshed response may no longer
+    /// be stored, the object is removed and the meta serves this request
+    /// only.
+    fn refresh(&self, found: &Found, fetched: &Fetched) -> Arc<ObjectMeta> {
+        let mut headers = found.meta.headers.clone();
+        validation::merge_not_modified(&mut headers, &fetched.parts.headers);
+        let request = HeaderMap::new();
+        let stored = policy::storable(
+            &Method::GET,
+            &request,
+            found.meta.status,
+            &headers,
+            fetched.exchange,
+            &self.cache.opts,
+        );
+        let mut meta = (*found.meta).clone();
+        meta.headers = headers;
+        meta.request_time = fetched.exchange.request_time;
+        meta.response_time = fetched.exchange.response_time;
+        match stored {
+            Ok(policy) => {
+                meta.policy = policy;
+                self.cache.store.put_object(&found.object_key, meta.clone());
+            }
+            Err(reason) => {
+                debug!(
+                    reason = reason.as_str(),
+                    "revalidated object no longer storable"
+                );
+                self.cache.store.remove(&found.object_key);
+            }
+        }
+        Arc::new(meta)
+    }
+
+    /// An origin response for a cacheable request: streams it to the
+    /// client, and into the store when RFC 9111 allows.
+    fn store_or_pass(
+        &self,
+        session: &mut Session,
+        key: CacheKey,
+        fetched: Fetched,
+        if_stored: CacheStatus,
+    ) -> Served {
+        let Fetched {
+            mut parts,
+            body,
+            exchange,
+        } = fetched;
+        let status = parts.status;
+        session.cache_status = CacheStatus::Miss;
+        session.cache_tier = None;
+        let fwd = if if_stored == CacheStatus::Expired {
+            "fwd=stale"
+        } else {
+            "fwd=uri-miss"
+        };
+        let verdict = if session.req.method == Method::HEAD {
+            Err("head")
+        } else {
+            policy::storable(
+                &session.req.method,
+                &session.req.headers,
+                status,
+                &parts.headers,
+                exchange,
+                &self.cache.opts,
+            )
+            .map_err(|reason| reason.as_str())
+        };
+        let too_large = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|len| len > self.cache.max_object_size);
+        match verdict {
+            Ok(policy) if !too_large => {
+                let meta = ObjectMeta {
+                    status,
+                    headers: parts.headers.clone(),
+                    request_time: exchange.request_time,
+                    response_time: exchange.response_time,
+                    policy,
+                    body: BodyLayout::Inline(Bytes::new()),
+                    vary: object::vary_names(&parts.headers).unwrap_or_default(),
+                    tags: tags(&parts.headers),
+                };
+                let writer = ObjectWriter::new(
+                    self.cache.store.clone(),
+                    key,
+                    &session.req.headers,
+                    meta,
+                    self.cache.max_object_size,
+                );
+                session.cache_status = if_stored;
+                let detail = format!("{fwd}; fwd-status={}; stored", status.as_u16());
+                mark(&mut parts.headers, &self.node_name, if_stored, &detail);
+                (
+                    parts,
+                    body::boxed(FillBody::new(body, writer)),
+                    Some(status),
+                )
+            }
+            verdict => {
+                let reason = verdict.err().unwrap_or("too-large");
+                if if_stored == CacheStatus::Expired {
+                    // The stored response is outdated and its successor
+                    // may not be kept: drop it.
+                    self.cache.store.remove(&key);
+                }
+                let detail = format!("{fwd}; fwd-status={}; detail={reason}", status.as_u16());
+                mark(
+                    &mut parts.headers,
+                    &self.node_name,
+                    CacheStatus::Miss,
+                    &detail,
+                );
+                (parts, body::boxed(body), Some(status))
+            }
+        }
+    }
+
+    /// `stale-while-revalidate`: refresh the object in the background, at
+    /// most once at a time per object.
+    fn spawn_revalidation(self: &Arc<Self>, session: &Session, key: CacheKey, found: Found) {
+        let Some(guard) = self.cache.begin_revalidation(found.object_key) else {
+            return;
+        };
+        let proxy = self.clone();
+        let mut req = clone_parts(&session.req);
+        req.method = Method::GET;
+        let mut background = Session {
+            req,
+            client_addr: session.client_addr,
+            downstream_scheme: session.downstream_scheme,
+            started: std::time::Instant::now(),
+            cache_key: Some(key),
+            peer: None,
+            cache_status: CacheStatus::Pass,
+            cache_tier: None,
+        };
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut ctx = proxy.hooks.new_ctx();
+            let validators = validation::conditional_headers(&found.meta.headers);
+            let fetched = match proxy
+                .forward(&mut background, body::empty(), &mut ctx, &validators)
+                .await
+            {
+                Ok(fetched) => fetched,
+                Err(err) => {
+                    warn!(error = %err, "background revalidation failed");
+                    return;
+                }
+            };
+            if fetched.parts.status == StatusCode::NOT_MODIFIED
+                && !validators.is_empty()
+                && validation::validators_match(&found.meta.headers, &fetched.parts.headers)
+            {
+                proxy.refresh(&found, &fetched);
+                return;
+            }
+            if fetched.parts.status.is_server_error() {
+                // Keep serving what we have until the window closes.
+                return;
+            }
+            let (_, mut body, _) =
+                proxy.store_or_pass(&mut background, key, fetched, CacheStatus::Expired);
+            // Drain the body so the fill completes.
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
