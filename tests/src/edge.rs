@@ -11,7 +11,8 @@ pub struct TestEdge {
     handle: Option<ServerHandle>,
     addr: SocketAddr,
     admin_addr: SocketAddr,
-    _data_dir: TempDir,
+    /// Removed when the edge is dropped, unless the test supplied its own.
+    _data_dir: Option<TempDir>,
 }
 
 impl TestEdge {
@@ -33,6 +34,22 @@ impl TestEdge {
     ) -> TestEdge {
         let (mut config, data_dir) = test_config(origin);
         tweak(&mut config);
+        TestEdge::launch(config, hooks, Some(data_dir)).await
+    }
+
+    /// An edge on a data directory the test keeps (to restart on it).
+    pub async fn start_in(
+        origin: &str,
+        data_dir: &std::path::Path,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestEdge {
+        let (mut config, _) = test_config(origin);
+        config.data_dir = data_dir.to_owned();
+        tweak(&mut config);
+        TestEdge::launch(config, edge::DefaultHooks, None).await
+    }
+
+    async fn launch<H: EdgeHooks>(config: Config, hooks: H, data_dir: Option<TempDir>) -> TestEdge {
         let server = Server::bind_with_hooks(config, hooks)
             .await
             .expect("edge binds");
@@ -63,6 +80,11 @@ impl TestEdge {
         format!("http://{}{path}", self.admin_addr)
     }
 
+    /// Shuts down gracefully (flushing the cache) and waits.
+    pub async fn stop(mut self) {
+        self.take_handle().shutdown().await.expect("clean shutdown");
+    }
+
     /// Takes the handle to shut the server down explicitly.
     pub fn take_handle(&mut self) -> ServerHandle {
         self.handle.take().expect("handle already taken")
@@ -80,12 +102,15 @@ impl Drop for TestEdge {
 /// Defaults with ports 0, a temporary data dir and `origin`.
 pub fn test_config(origin: &str) -> (Config, TempDir) {
     let data_dir = tempfile::tempdir().expect("temp data dir");
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         admin: "127.0.0.1:0".parse().expect("addr"),
         data_dir: data_dir.path().to_owned(),
         origins: vec![origin.parse().expect("origin URL")],
         ..Config::default()
     };
+    // Small tiers keep tests light; tests that need more say so.
+    config.cache.memory = "32MiB".parse().expect("size");
+    config.cache.disk = "64MiB".parse().expect("size");
     (config, data_dir)
 }

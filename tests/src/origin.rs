@@ -243,6 +243,7 @@ async fn respond(
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |pq| pq.to_string());
     let path = parts.uri.path().to_owned();
+    let if_none_match = parts.headers.get("if-none-match").cloned();
     lock(&state.requests).push(RecordedRequest {
         method: parts.method,
         uri,
@@ -256,6 +257,28 @@ async fn respond(
         .unwrap_or_else(|| Reply::ok(format!("hello from {path}")));
     if !reply.head_delay.is_zero() {
         tokio::time::sleep(reply.head_delay).await;
+    }
+    // Like a real origin: a matching If-None-Match gets a 304 with the
+    // reply's headers and no body.
+    let etag = reply
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
+        .map(|(_, v)| v.clone());
+    let inm = if_none_match;
+    if let (Some(etag), Some(inm)) = (etag, inm)
+        && inm
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        let mut builder = Response::builder().status(304);
+        for (name, value) in &reply.headers {
+            builder = builder.header(name, value);
+        }
+        let resp = builder
+            .body(ChannelBody::empty())
+            .unwrap_or_else(|_| Response::new(ChannelBody::empty()));
+        return Ok(resp);
     }
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(4);

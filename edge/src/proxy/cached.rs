@@ -173,7 +173,7 @@ impl<H: EdgeHooks> Proxy<H> {
         match policy::evaluate(&found.meta.policy, found.meta.response_time, &req_cc, now) {
             Reuse::Fresh => {
                 if let Some(served) = self
-                    .from_cache(session, &found, CacheStatus::Hit, "hit")
+                    .serve_stored(session, &found, CacheStatus::Hit, "hit")
                     .await
                 {
                     return Ok(served);
@@ -181,7 +181,7 @@ impl<H: EdgeHooks> Proxy<H> {
             }
             Reuse::StaleAllowed => {
                 if let Some(served) = self
-                    .from_cache(session, &found, CacheStatus::Stale, "hit; detail=max-stale")
+                    .serve_stored(session, &found, CacheStatus::Stale, "hit; detail=max-stale")
                     .await
                 {
                     return Ok(served);
@@ -189,7 +189,7 @@ impl<H: EdgeHooks> Proxy<H> {
             }
             Reuse::StaleWhileRevalidate => {
                 if let Some(served) = self
-                    .from_cache(
+                    .serve_stored(
                         session,
                         &found,
                         CacheStatus::Stale,
@@ -215,7 +215,7 @@ impl<H: EdgeHooks> Proxy<H> {
     }
 
     /// Answers from a stored object, or `None` if its body is gone.
-    async fn from_cache(
+    async fn serve_stored(
         &self,
         session: &mut Session,
         found: &Found,
@@ -315,7 +315,7 @@ impl<H: EdgeHooks> Proxy<H> {
             };
             let upstream = Some(status);
             return match self
-                .from_cache(
+                .serve_stored(
                     session,
                     &refreshed,
                     CacheStatus::Revalidated,
@@ -341,7 +341,7 @@ impl<H: EdgeHooks> Proxy<H> {
         {
             warn!(status = status.as_u16(), "origin error; serving stale");
             if let Some(served) = self
-                .from_cache(
+                .serve_stored(
                     session,
                     &found,
                     CacheStatus::Stale,
@@ -377,7 +377,7 @@ impl<H: EdgeHooks> Proxy<H> {
         ) {
             warn!(error = %err, "origin failed; serving stale");
             if let Some(served) = self
-                .from_cache(
+                .serve_stored(
                     session,
                     found,
                     CacheStatus::Stale,

@@ -1,0 +1,438 @@
+//! The cache end to end: RFC 9111 behaviour seen through the real proxy.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edge_tests::client::{self, fetch, get};
+use edge_tests::{MockOrigin, Reply, TestEdge};
+use http::{Request, Response};
+use http_body_util::Full;
+
+fn x_cache(resp: &Response<Bytes>) -> &str {
+    resp.headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+}
+
+fn age(resp: &Response<Bytes>) -> u64 {
+    resp.headers()
+        .get("age")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("an Age header")
+}
+
+async fn get_with(url: &str, headers: &[(&str, &str)]) -> Response<Bytes> {
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    fetch(
+        &client::http1(),
+        req.body(Full::default()).expect("request"),
+    )
+    .await
+}
+
+/// Waits until `cond` holds, at most 5 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn miss_then_hit_with_a_growing_age() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/cached",
+        Reply::ok("cached body").header("cache-control", "max-age=60"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+
+    let first = get(&edge.url("/cached")).await;
+    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(
+        first.headers()["cache-status"],
+        "edge; fwd=uri-miss; fwd-status=200; stored"
+    );
+    let second = get(&edge.url("/cached")).await;
+    assert_eq!(x_cache(&second), "HIT");
+    assert_eq!(&second.body()[..], b"cached body");
+    assert!(
+        second.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("edge; hit; ttl=")
+    );
+    assert!(age(&second) <= 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let third = get(&edge.url("/cached")).await;
+    assert_eq!(x_cache(&third), "HIT");
+    assert!(age(&third) >= 2, "age {} after 2 s", age(&third));
+    assert_eq!(origin.hits("/cached"), 1);
+    // GET and HEAD share the object; HEAD gets headers only.
+    let head = fetch(
+        &client::http1(),
+        Request::head(edge.url("/cached"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(x_cache(&head), "HIT");
+    assert_eq!(head.headers()["content-length"], "11");
+    assert!(head.body().is_empty());
+    assert_eq!(origin.hits("/cached"), 1);
+}
+
+#[tokio::test]
+async fn responses_without_freshness_or_for_one_user_are_not_reused() {
+    let origin = MockOrigin::start().await;
+    origin.route("/plain", Reply::ok("no freshness info"));
+    origin.route(
+        "/private",
+        Reply::ok("mine").header("cache-control", "private, max-age=60"),
+    );
+    origin.route(
+        "/no-store",
+        Reply::ok("secret").header("cache-control", "no-store"),
+    );
+    origin.route(
+        "/cookie",
+        Reply::ok("c")
+            .header("cache-control", "max-age=60")
+            .header("set-cookie", "s=1"),
+    );
+    origin.route(
+        "/auth",
+        Reply::ok("for alice").header("cache-control", "max-age=60"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+
+    for path in ["/plain", "/private", "/no-store", "/cookie"] {
+        let a = get(&edge.url(path)).await;
+        let b = get(&edge.url(path)).await;
+        assert_eq!(x_cache(&a), "MISS", "{path}");
+        assert_eq!(x_cache(&b), "MISS", "{path}");
+        assert_eq!(origin.hits(path), 2, "{path} was reused");
+    }
+    let private = get(&edge.url("/private")).await;
+    assert!(
+        private.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("detail=private")
+    );
+
+    let alice = get_with(&edge.url("/auth"), &[("authorization", "Bearer alice")]).await;
+    assert_eq!(&alice.body()[..], b"for alice");
+    let bob = get_with(&edge.url("/auth"), &[("authorization", "Bearer bob")]).await;
+    assert_eq!(
+        x_cache(&bob),
+        "MISS",
+        "an Authorization response went to another user"
+    );
+    assert_eq!(origin.hits("/auth"), 2);
+}
+
+#[tokio::test]
+async fn vary_variants_are_stored_and_served_to_the_right_clients() {
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    for (lang, body) in [("en", "hello"), ("fr", "bonjour")] {
+        origin.route(
+            "/greeting",
+            Reply::ok(body)
+                .header("cache-control", "max-age=60")
+                .header("vary", "Accept-Language"),
+        );
+        let resp = get_with(&edge.url("/greeting"), &[("accept-language", lang)]).await;
+        assert_eq!(x_cache(&resp), "MISS", "{lang}");
+        assert_eq!(&resp.body()[..], body.as_bytes());
+    }
+    for (lang, body) in [("en", "hello"), ("fr", "bonjour"), ("en", "hello")] {
+        let resp = get_with(&edge.url("/greeting"), &[("accept-language", lang)]).await;
+        assert_eq!(x_cache(&resp), "HIT", "{lang}");
+        assert_eq!(
+            &resp.body()[..],
+            body.as_bytes(),
+            "{lang} got another variant"
+        );
+    }
+    assert_eq!(origin.hits("/greeting"), 2);
+}
+
+#[tokio::test]
+async fn an_expired_object_is_revalidated_with_a_304_and_its_headers_refreshed() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/etag",
+        Reply::ok("version one")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"v1\"")
+            .header("x-generation", "1"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    assert_eq!(x_cache(&get(&edge.url("/etag")).await), "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.route(
+        "/etag",
+        Reply::ok("the origin would send this on a full fetch")
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"v1\"")
+            .header("x-generation", "2"),
+    );
+    let resp = get(&edge.url("/etag")).await;
+    assert_eq!(x_cache(&resp), "REVALIDATED");
+    assert_eq!(
+        &resp.body()[..],
+        b"version one",
+        "body comes from the cache"
+    );
+    assert_eq!(
+        resp.headers()["x-generation"],
+        "2",
+        "headers refreshed by the 304"
+    );
+    let conditional = origin.last_request("/etag").unwrap();
+    assert_eq!(conditional.headers["if-none-match"], "\"v1\"");
+    // The refreshed lifetime (max-age=60) now applies.
+    let again = get(&edge.url("/etag")).await;
+    assert_eq!(x_cache(&again), "HIT");
+    assert_eq!(again.headers()["x-generation"], "2");
+    assert_eq!(origin.hits("/etag"), 2);
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/swr",
+        Reply::ok("old").header("cache-control", "max-age=1, stale-while-revalidate=60"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    get(&edge.url("/swr")).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.route(
+        "/swr",
+        Reply::ok("new")
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(500)),
+    );
+    let started = Instant::now();
+    let stale = get(&edge.url("/swr")).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "waited for the origin"
+    );
+    assert_eq!(x_cache(&stale), "STALE");
+    assert_eq!(&stale.body()[..], b"old");
+    // More stale requests while the refresh is in flight add no origin load.
+    for _ in 0..5 {
+        assert_eq!(&get(&edge.url("/swr")).await.body()[..], b"old");
+    }
+    eventually("the background refresh", || origin.hits("/swr") == 2).await;
+    let mut fresh = get(&edge.url("/swr")).await;
+    for _ in 0..50 {
+        if &fresh.body()[..] == b"new" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fresh = get(&edge.url("/swr")).await;
+    }
+    assert_eq!(&fresh.body()[..], b"new");
+    assert_eq!(x_cache(&fresh), "HIT");
+    assert_eq!(origin.hits("/swr"), 2, "exactly one background request");
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_stale_when_the_origin_fails_or_is_down() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/sie",
+        Reply::ok("last good").header("cache-control", "max-age=1, stale-if-error=300"),
+    );
+    origin.route(
+        "/plain",
+        Reply::ok("no sie").header("cache-control", "max-age=1"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    get(&edge.url("/sie")).await;
+    get(&edge.url("/plain")).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    origin.route("/sie", Reply::ok("boom").status(503));
+    let resp = get(&edge.url("/sie")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(x_cache(&resp), "STALE");
+    assert_eq!(&resp.body()[..], b"last good");
+
+    let origin_url = origin.url();
+    drop(origin);
+    let resp = get(&edge.url("/sie")).await;
+    assert_eq!(resp.status(), 200, "origin down at {origin_url}");
+    assert_eq!(&resp.body()[..], b"last good");
+    // Without stale-if-error, a dead origin is a 502.
+    assert_eq!(get(&edge.url("/plain")).await.status(), 502);
+}
+
+#[tokio::test]
+async fn a_post_invalidates_the_cached_get() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/item",
+        Reply::ok("v1").header("cache-control", "max-age=60"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    get(&edge.url("/item")).await;
+    assert_eq!(x_cache(&get(&edge.url("/item")).await), "HIT");
+
+    let post = fetch(
+        &client::http1(),
+        Request::post(edge.url("/item"))
+            .body(Full::new(Bytes::from_static(b"update")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(x_cache(&post), "PASS");
+    origin.route(
+        "/item",
+        Reply::ok("v2").header("cache-control", "max-age=60"),
+    );
+    let after = get(&edge.url("/item")).await;
+    assert_eq!(x_cache(&after), "MISS");
+    assert_eq!(&after.body()[..], b"v2");
+}
+
+#[tokio::test]
+async fn client_conditionals_and_only_if_cached_are_answered_by_the_cache() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/cond",
+        Reply::ok("body")
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"abc\""),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let miss = get_with(
+        &edge.url("/nothing-here"),
+        &[("cache-control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!(miss.status(), 504);
+    assert_eq!(origin.hits("/nothing-here"), 0);
+
+    get(&edge.url("/cond")).await;
+    let not_modified = get_with(&edge.url("/cond"), &[("if-none-match", "\"abc\"")]).await;
+    assert_eq!(not_modified.status(), 304);
+    assert_eq!(not_modified.headers()["etag"], "\"abc\"");
+    assert!(not_modified.body().is_empty());
+    let failed = get_with(&edge.url("/cond"), &[("if-match", "\"other\"")]).await;
+    assert_eq!(failed.status(), 412);
+    let cached = get_with(&edge.url("/cond"), &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(cached.status(), 200);
+    assert_eq!(origin.hits("/cond"), 1);
+}
+
+#[tokio::test]
+async fn large_objects_stream_in_chunks_and_come_back_from_disk() {
+    let origin = MockOrigin::start().await;
+    // 24 objects of 512 KiB (3 chunks of 1 MiB would be larger than all of
+    // memory): a working set of 12 MiB against 4 MiB of memory.
+    let body = |i: u8| Bytes::from(vec![i; 512 * 1024]);
+    for i in 0..24u8 {
+        origin.route(
+            &format!("/obj/{i}"),
+            Reply::ok(body(i)).header("cache-control", "max-age=600"),
+        );
+    }
+    origin.route(
+        "/huge",
+        Reply::ok(vec![5u8; 3 * 1024 * 1024 + 17]).header("cache-control", "max-age=600"),
+    );
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.cache.memory = "4MiB".parse().unwrap();
+    })
+    .await;
+    let huge = get(&edge.url("/huge")).await;
+    assert_eq!(huge.body().len(), 3 * 1024 * 1024 + 17);
+    for i in 0..24u8 {
+        let resp = get(&edge.url(&format!("/obj/{i}"))).await;
+        assert_eq!(x_cache(&resp), "MISS");
+        // Give the disk writer time: foyer drops writes when its queue is full.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut from_disk = 0;
+    for i in 0..24u8 {
+        let resp = get(&edge.url(&format!("/obj/{i}"))).await;
+        assert_eq!(resp.body(), &body(i), "object {i} corrupted");
+        if x_cache(&resp) == "HIT" {
+            from_disk += 1;
+        }
+    }
+    assert!(
+        from_disk >= 20,
+        "only {from_disk} of 24 objects came back from cache"
+    );
+    let metrics = get(&edge.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("edge_cache_tier_hits_total{tier=\"disk\"}")),
+        "no hit was served from disk:\n{text}"
+    );
+    let huge = get(&edge.url("/huge")).await;
+    assert_eq!(huge.body().len(), 3 * 1024 * 1024 + 17);
+    assert!(huge.body().iter().all(|b| *b == 5));
+}
+
+#[tokio::test]
+async fn the_cache_survives_a_restart_on_the_same_data_dir() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/durable",
+        Reply::ok("kept across restarts").header("cache-control", "max-age=600"),
+    );
+    origin.route(
+        "/big",
+        Reply::ok(vec![3u8; 2 * 1024 * 1024]).header("cache-control", "max-age=600"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+
+    let edge = TestEdge::start_in(&origin.url(), dir.path(), |_| {}).await;
+    assert_eq!(x_cache(&get(&edge.url("/durable")).await), "MISS");
+    assert_eq!(x_cache(&get(&edge.url("/big")).await), "MISS");
+    edge.stop().await;
+
+    let edge = TestEdge::start_in(&origin.url(), dir.path(), |_| {}).await;
+    let resp = get(&edge.url("/durable")).await;
+    assert_eq!(x_cache(&resp), "HIT");
+    assert_eq!(&resp.body()[..], b"kept across restarts");
+    let big = get(&edge.url("/big")).await;
+    assert_eq!(x_cache(&big), "HIT");
+    assert_eq!(big.body().len(), 2 * 1024 * 1024);
+    assert_eq!(origin.hits("/durable"), 1);
+    assert_eq!(origin.hits("/big"), 1);
+}
+
+#[tokio::test]
+async fn a_body_cut_off_by_the_origin_is_never_cached() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/cut",
+        Reply::truncated(1000, "only part").header("cache-control", "max-age=60"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let resp = client::send(&client::http1(), client::get_request(&edge.url("/cut"))).await;
+    use http_body_util::BodyExt;
+    assert!(resp.into_body().collect().await.is_err());
+    origin.route(
+        "/cut",
+        Reply::ok("whole").header("cache-control", "max-age=60"),
+    );
+    let resp = get(&edge.url("/cut")).await;
+    assert_eq!(x_cache(&resp), "MISS");
+    assert_eq!(&resp.body()[..], b"whole");
+}
