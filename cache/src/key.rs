@@ -1,8 +1,47 @@
 //! `CacheKey`: the 32-byte name of a cached object.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::Method;
+
+/// How the query string takes part in the key: parameters that never
+/// change the response (tracking tags such as `utm_source`) can be
+/// ignored, and the order of parameters can be made irrelevant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRules {
+    /// Query parameter names left out of the key (exact, case-sensitive).
+    pub ignore_query_params: Vec<String>,
+    /// Sort query parameters so that `?a=1&b=2` and `?b=2&a=1` share a key.
+    pub sort_query: bool,
+}
+
+impl KeyRules {
+    /// `path?query` as it enters the key.
+    pub fn normalize<'a>(&self, path_and_query: &'a str) -> Cow<'a, str> {
+        let Some((path, query)) = path_and_query.split_once('?') else {
+            return Cow::Borrowed(path_and_query);
+        };
+        if self.ignore_query_params.is_empty() && !self.sort_query {
+            return Cow::Borrowed(path_and_query);
+        }
+        let mut params: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter(|p| {
+                let name = p.split_once('=').map_or(*p, |(n, _)| n);
+                !self.ignore_query_params.iter().any(|i| i == name)
+            })
+            .collect();
+        if self.sort_query {
+            params.sort_unstable();
+        }
+        if params.is_empty() {
+            return Cow::Owned(path.to_owned());
+        }
+        Cow::Owned(format!("{path}?{}", params.join("&")))
+    }
+}
 
 /// A blake3 digest over the parts of a request that select a response.
 ///
@@ -137,6 +176,20 @@ mod tests {
         two_lines.append("accept-encoding", HeaderValue::from_static("gzip"));
         two_lines.append("accept-encoding", HeaderValue::from_static("br"));
         assert_eq!(primary.variant(&names, &two_lines), with("gzip, br"));
+    }
+
+    #[test]
+    fn query_rules() {
+        let none = KeyRules::default();
+        assert_eq!(none.normalize("/a?b=1&a=2"), "/a?b=1&a=2");
+        let rules = KeyRules {
+            ignore_query_params: vec!["utm_source".into(), "fbclid".into()],
+            sort_query: true,
+        };
+        assert_eq!(rules.normalize("/a?b=1&utm_source=x&a=2"), "/a?a=2&b=1");
+        assert_eq!(rules.normalize("/a?utm_source=x&fbclid"), "/a");
+        assert_eq!(rules.normalize("/a"), "/a");
+        assert_eq!(rules.normalize("/a?b&&a"), "/a?a&b");
     }
 
     #[test]

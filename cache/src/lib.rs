@@ -26,5 +26,5 @@ pub mod store;
 pub mod validation;
 
 pub use cache_control::CacheControl;
-pub use key::CacheKey;
+pub use key::{CacheKey, KeyRules};
 pub use status::CacheStatus;

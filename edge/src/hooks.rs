@@ -11,11 +11,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cache::store::Tier;
-use cache::{CacheKey, CacheStatus};
+use cache::{CacheKey, CacheStatus, KeyRules};
 use http::{Response, StatusCode, request, response};
 use origin_shield::Peer;
 
@@ -41,6 +42,8 @@ pub struct Session {
     pub cache_status: CacheStatus,
     /// The tier a cached response came from.
     pub cache_tier: Option<Tier>,
+    /// The configured query rules of the default key.
+    pub(crate) key_rules: Arc<KeyRules>,
 }
 
 impl Session {
@@ -60,6 +63,23 @@ impl Session {
             })
             .unwrap_or("");
         strip_port(raw)
+    }
+
+    /// The key the stock `cache_key` phase gives this request (GET and HEAD
+    /// only): scheme, host, and path with the query as configured
+    /// (`cache.key_ignore_query_params`, `cache.key_sort_query`).
+    pub fn default_cache_key(&self) -> Option<CacheKey> {
+        self.key_for(&self.req.method, self.path_and_query())
+    }
+
+    /// The default key of `path_and_query` on this request's host.
+    pub fn key_for(&self, method: &http::Method, path_and_query: &str) -> Option<CacheKey> {
+        CacheKey::for_request(
+            method,
+            self.downstream_scheme,
+            self.host(),
+            &self.key_rules.normalize(path_and_query),
+        )
     }
 
     /// Path and query as the client sent them.
@@ -134,15 +154,10 @@ pub trait EdgeHooks: Send + Sync + 'static {
     }
 
     /// Phase 3: the cache key, or `None` to never cache this request.
-    /// The default keys GET and HEAD by scheme, host and path with query.
+    /// The default is [`Session::default_cache_key`].
     fn cache_key(&self, session: &Session, ctx: &mut Self::Ctx) -> Option<CacheKey> {
         let _ = ctx;
-        CacheKey::for_request(
-            &session.req.method,
-            session.downstream_scheme,
-            session.host(),
-            session.path_and_query(),
-        )
+        session.default_cache_key()
     }
 
     /// Phase 6: the peer to fetch from, or `None` to use the configured

@@ -436,3 +436,60 @@ async fn a_body_cut_off_by_the_origin_is_never_cached() {
     assert_eq!(x_cache(&resp), "MISS");
     assert_eq!(&resp.body()[..], b"whole");
 }
+
+#[tokio::test]
+async fn configured_query_parameters_do_not_split_the_cache() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/page",
+        Reply::ok("page").header("cache-control", "max-age=60"),
+    );
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.cache.key_ignore_query_params = vec!["utm_source".into()];
+        c.cache.key_sort_query = true;
+    })
+    .await;
+    assert_eq!(x_cache(&get(&edge.url("/page?a=1&b=2")).await), "MISS");
+    assert_eq!(
+        x_cache(&get(&edge.url("/page?b=2&a=1&utm_source=mail")).await),
+        "HIT"
+    );
+    assert_eq!(x_cache(&get(&edge.url("/page?a=1&b=3")).await), "MISS");
+    assert_eq!(origin.hits("/page"), 2);
+    // The origin still sees the query the client sent.
+    assert_eq!(origin.requests("/page")[0].uri, "/page?a=1&b=2");
+}
+
+#[tokio::test]
+async fn a_stale_head_is_refreshed_by_a_matching_head_response() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/h",
+        Reply::ok("body")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"h1\"")
+            .header("x-rev", "1"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    get(&edge.url("/h")).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.route(
+        "/h",
+        Reply::ok("body")
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"h1\"")
+            .header("x-rev", "2"),
+    );
+    // A HEAD revalidation: the origin's answer carries the same ETag.
+    let head = fetch(
+        &client::http1(),
+        Request::head(edge.url("/h")).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(head.headers()["x-rev"], "2");
+    let resp = get(&edge.url("/h")).await;
+    assert_eq!(x_cache(&resp), "HIT");
+    assert_eq!(resp.headers()["x-rev"], "2");
+    assert_eq!(&resp.body()[..], b"body");
+    assert_eq!(origin.hits("/h"), 2);
+}

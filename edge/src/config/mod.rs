@@ -77,6 +77,11 @@ pub struct CacheConfig {
     /// Honour `CDN-Cache-Control` and `Surrogate-Control` ahead of
     /// `Cache-Control`. Default: `true`.
     pub honor_cdn_cache_control: bool,
+    /// Query parameters left out of cache keys (e.g. `utm_source`).
+    /// Default: none.
+    pub key_ignore_query_params: Vec<String>,
+    /// Sort query parameters in cache keys. Default: `false`.
+    pub key_sort_query: bool,
 }
 
 impl CacheConfig {
@@ -187,6 +192,8 @@ impl Default for CacheConfig {
             heuristic_max: Duration::from_secs(86_400),
             default_ttl: None,
             honor_cdn_cache_control: true,
+            key_ignore_query_params: Vec::new(),
+            key_sort_query: false,
         }
     }
 }

@@ -57,13 +57,11 @@ impl CacheLayer {
         if !validation::invalidates(&session.req.method, resp.status) {
             return;
         }
-        let host = session.host();
-        let targets = std::iter::once(session.path_and_query().to_owned())
-            .chain(validation::invalidation_targets(&resp.headers, host));
+        let targets = std::iter::once(session.path_and_query().to_owned()).chain(
+            validation::invalidation_targets(&resp.headers, session.host()),
+        );
         for target in targets {
-            if let Some(key) =
-                CacheKey::for_request(&Method::GET, session.downstream_scheme, host, &target)
-            {
+            if let Some(key) = session.key_for(&Method::GET, &target) {
                 debug!(target = %target, "invalidated by {}", session.req.method);
                 self.store.remove(&key);
             }
@@ -305,10 +303,11 @@ impl<H: EdgeHooks> Proxy<H> {
             Err(err) => return self.stale_on_error(session, &found, req_cc, err).await,
         };
         let status = fetched.parts.status;
-        if status == StatusCode::NOT_MODIFIED
-            && !validators.is_empty()
-            && validation::validators_match(&found.meta.headers, &fetched.parts.headers)
-        {
+        // A 304 to our validators, or a HEAD response describing the same
+        // representation (RFC 9111 §4.3.5), refreshes the stored headers.
+        let confirms = (status == StatusCode::NOT_MODIFIED && !validators.is_empty())
+            || (session.req.method == Method::HEAD && status == StatusCode::OK);
+        if confirms && validation::validators_match(&found.meta.headers, &fetched.parts.headers) {
             let refreshed = Found {
                 meta: self.refresh(&found, &fetched),
                 ..found
@@ -532,6 +531,7 @@ impl<H: EdgeHooks> Proxy<H> {
             peer: None,
             cache_status: CacheStatus::Pass,
             cache_tier: None,
+            key_rules: session.key_rules.clone(),
         };
         tokio::spawn(async move {
             let _guard = guard;

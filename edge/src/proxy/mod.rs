@@ -55,6 +55,7 @@ pub struct Proxy<H> {
     host_header: Option<HeaderValue>,
     client_body_timeout: std::time::Duration,
     cache: Arc<cached::CacheLayer>,
+    key_rules: Arc<cache::KeyRules>,
 }
 
 /// A response head and body as received from a peer, hop-by-hop fields
@@ -72,6 +73,10 @@ impl<H: EdgeHooks> Proxy<H> {
     pub fn new(config: &Config, hooks: H, metrics: Metrics, store: Store) -> Self {
         Proxy {
             cache: Arc::new(cached::CacheLayer::new(store, &config.cache)),
+            key_rules: Arc::new(cache::KeyRules {
+                ignore_query_params: config.cache.key_ignore_query_params.clone(),
+                sort_query: config.cache.key_sort_query,
+            }),
             hooks: Arc::new(hooks),
             origins: RoundRobin::new(config.origins.clone()),
             upstream: Upstream::new(config.upstream.clone(), metrics.clone()),
@@ -121,6 +126,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 peer: None,
                 cache_status: CacheStatus::Pass,
                 cache_tier: None,
+                key_rules: self.key_rules.clone(),
             },
             ctx: self.hooks.new_ctx(),
             _activity: conn.activity.request_started(),
