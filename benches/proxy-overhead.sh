@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Pass-through cost of edge: the same uncacheable requests sent straight to the
-# origin, through nginx (proxy_cache in front, bypassed by no-store), and
-# through edge. Not part of the test command.
+# edge beside nginx proxy_cache on the same box: cache hits (1 KiB, 256 KiB)
+# and pass-through (uncacheable) requests, plus the origin itself as the
+# reference for pass-through. Not part of the test command.
 #
-#   benches/proxy-overhead.sh [-d SEC] [-r ROUNDS]
+#   benches/proxy-overhead.sh [-d SEC] [-r ROUNDS] [-s SCENARIOS]
 #
 # Uses the shared harness in ../shared/bench/perf (nginx origin on 28080,
 # nginx proxy on 28082, wrk with pinning: proxies on CPU 0, wrk + origin on
@@ -15,10 +15,12 @@ ROOT=$PWD
 PERF=${PERF_DIR:-$ROOT/../shared/bench/perf}
 DURATION=10
 ROUNDS=3
+SCENARIOS=hit1k,hit256k,pass1k,passuniq
 while [ $# -gt 0 ]; do
   case "$1" in
     -d) DURATION=$2; shift ;;
     -r) ROUNDS=$2; shift ;;
+    -s) SCENARIOS=$2; shift ;;
     *) echo "unknown arg $1" >&2; exit 2 ;;
   esac
   shift
@@ -50,11 +52,14 @@ TOML
 EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
   --config "$EDGE_DATA/edge.toml" \
   --origin http://127.0.0.1:28080 --listen 127.0.0.1:28100 --admin 127.0.0.1:28101 \
+  --memory 256MiB --disk 1GiB \
   --data-dir "$EDGE_DATA" > "$OUT/edge.log" 2>&1 &
 EDGE_PID=$!
 for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:28101/healthz && break; sleep 0.1; done
 
-"$PERF/bench.sh" -s pass1k,passuniq -d "$DURATION" -r "$ROUNDS" -o "$OUT" \
+# Hit and miss counts for the harness's hit-ratio column.
+export BENCH_STATS_EDGE="curl -s http://127.0.0.1:28101/metrics | awk '/^edge_requests_total/ && /cache_status=\"(HIT|STALE|REVALIDATED)\"/ {h+=\$2} /^edge_requests_total/ && /cache_status=\"(MISS|EXPIRED)\"/ {m+=\$2} END {print h+0, m+0}'"
+"$PERF/bench.sh" -s "$SCENARIOS" -d "$DURATION" -r "$ROUNDS" -o "$OUT" \
   origin=http://127.0.0.1:28080 nginx=http://127.0.0.1:28082 edge=http://127.0.0.1:28100 \
   | tee "$OUT/summary.md"
 echo "results: $OUT"

@@ -1,6 +1,6 @@
 //! Benchmarks for `edge`.
 //!
-//! The end-to-end proxy comparison lives in `benches/proxy-overhead.sh` (wrk
-//! against the origin directly and through edge). The side-by-side comparison
-//! with nginx and Varnish, and criterion micro-benchmarks per hot path, arrive
-//! with the performance issue.
+//! - `cargo bench -p edge-benches`: criterion micro-benchmarks, one file per
+//!   hot path (`benches/key.rs`, `policy.rs`, `store.rs`).
+//! - `benches/proxy-overhead.sh`: end-to-end load through edge beside nginx
+//!   on this machine (wrk, pinned cores), using `../shared/bench/perf`.

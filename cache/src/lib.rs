@@ -1,10 +1,19 @@
 //! HTTP cache semantics and storage for `edge`; knows nothing of sockets.
 //!
-//! This crate owns what makes `edge` a cache rather than a proxy: the
-//! [`CacheKey`] that names an object, and (with the cache issue) the RFC 9111
-//! policy, object metadata, the two-tier foyer store and in-flight fills. The
-//! request pipeline in `edge` computes a key in its `cache_key` phase and will
-//! look it up here.
+//! This crate owns what makes `edge` a cache rather than a proxy:
+//!
+//! - [`CacheKey`] (`key.rs`): the blake3 name of an object and its Vary
+//!   variants, with configurable query rules ([`KeyRules`]);
+//! - [`policy`]: RFC 9111 as pure functions of headers and an explicit
+//!   clock: storable?, freshness lifetime, Age, reuse, stale-if-error;
+//! - [`validation`]: revalidation, 304 merging, client conditionals,
+//!   invalidation after unsafe methods;
+//! - [`meta`]: `ObjectMeta` and its versioned encoding;
+//! - [`store`]: foyer's memory + disk tiers, chunked bodies;
+//! - [`object`]: lookup through Vary records and the chunk-by-chunk
+//!   `ObjectWriter` that commits an object only once its body is complete.
+//!
+//! `edge` calls these in the cache phases of a request (`proxy/cached.rs`).
 //!
 //! ```
 //! use cache::CacheKey;
