@@ -1,8 +1,8 @@
 //! Response and request bodies as they stream through the proxy.
 //!
 //! Bodies are never collected: each wrapper here passes frames through one at
-//! a time, adding a read deadline ([`ReadTimeout`]) or noticing how the
-//! stream ended ([`Observed`]).
+//! a time, adding a read deadline ([`ReadTimeout`]) or watching them go by
+//! ([`Tapped`]).
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -119,50 +119,60 @@ impl BodyEnd {
     }
 }
 
-/// Called once when an [`Observed`] body ends, with the data bytes passed on.
-pub type OnEnd = Box<dyn FnOnce(BodyEnd, u64) + Send>;
+/// Watches a body stream go by without changing it.
+pub trait Tap {
+    /// A data frame passed to the consumer.
+    fn data(&mut self, data: &Bytes) {
+        let _ = data;
+    }
+
+    /// The stream ended; called exactly once, at its last frame, on error,
+    /// or when the body is dropped early.
+    fn end(self, end: BodyEnd);
+}
 
 pin_project! {
-    /// Counts data bytes and reports once how the stream ended: at its last
-    /// frame, on error, or when dropped early.
-    pub struct Observed<B>
+    /// A body with a [`Tap`] on it. The one place that knows how a stream
+    /// can end: a server may stop polling as soon as `is_end_stream` says
+    /// so, a source may fail, a consumer may drop the body half-read.
+    pub struct Tapped<B, T>
     where
         B: Body,
+        T: Tap,
     {
         #[pin]
         inner: B,
-        bytes: u64,
-        on_end: Option<OnEnd>,
+        tap: Option<T>,
     }
 
-    impl<B> PinnedDrop for Observed<B>
+    impl<B, T> PinnedDrop for Tapped<B, T>
     where
         B: Body,
+        T: Tap,
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(on_end) = this.on_end.take() {
-                // Servers may stop polling once `is_end_stream` says so.
+            if let Some(tap) = this.tap.take() {
                 let end = if this.inner.is_end_stream() { BodyEnd::Complete } else { BodyEnd::Aborted };
-                on_end(end, *this.bytes);
+                tap.end(end);
             }
         }
     }
 }
 
-impl<B: Body> Observed<B> {
-    pub fn new(inner: B, on_end: OnEnd) -> Self {
-        Observed {
+impl<B: Body, T: Tap> Tapped<B, T> {
+    pub fn new(inner: B, tap: T) -> Self {
+        Tapped {
             inner,
-            bytes: 0,
-            on_end: Some(on_end),
+            tap: Some(tap),
         }
     }
 }
 
-impl<B> Body for Observed<B>
+impl<B, T> Body for Tapped<B, T>
 where
     B: Body<Data = Bytes>,
+    T: Tap,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -175,8 +185,8 @@ where
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         let end = match &frame {
             Some(Ok(f)) => {
-                if let Some(data) = f.data_ref() {
-                    *this.bytes += data.len() as u64;
+                if let (Some(data), Some(tap)) = (f.data_ref(), this.tap.as_mut()) {
+                    tap.data(data);
                 }
                 this.inner.is_end_stream().then_some(BodyEnd::Complete)
             }
@@ -184,9 +194,9 @@ where
             None => Some(BodyEnd::Complete),
         };
         if let Some(end) = end
-            && let Some(on_end) = this.on_end.take()
+            && let Some(tap) = this.tap.take()
         {
-            on_end(end, *this.bytes);
+            tap.end(end);
         }
         Poll::Ready(frame)
     }
@@ -198,6 +208,39 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Called once when an observed body ends, with the data bytes passed on.
+pub type OnEnd = Box<dyn FnOnce(BodyEnd, u64) + Send>;
+
+/// Counts data bytes and reports how the stream ended.
+pub struct Observe {
+    bytes: u64,
+    on_end: OnEnd,
+}
+
+impl std::fmt::Debug for Observe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observe").field("bytes", &self.bytes).finish()
+    }
+}
+
+impl Tap for Observe {
+    fn data(&mut self, data: &Bytes) {
+        self.bytes += data.len() as u64;
+    }
+
+    fn end(self, end: BodyEnd) {
+        (self.on_end)(end, self.bytes);
+    }
+}
+
+/// A body whose end (and byte count) is reported to `on_end`.
+pub type Observed<B> = Tapped<B, Observe>;
+
+/// Wraps `inner` so that `on_end` learns how it ended.
+pub fn observed<B: Body>(inner: B, on_end: OnEnd) -> Observed<B> {
+    Tapped::new(inner, Observe { bytes: 0, on_end })
 }
 
 #[cfg(test)]
@@ -219,7 +262,7 @@ mod tests {
     #[tokio::test]
     async fn observed_reports_complete_with_bytes() {
         let (seen, on_end) = recorder();
-        let body = Observed::new(Full::new(Bytes::from_static(b"hello")), on_end);
+        let body = observed(Full::new(Bytes::from_static(b"hello")), on_end);
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"hello");
         assert_eq!(*seen.lock().unwrap(), Some((BodyEnd::Complete, 5)));
@@ -243,7 +286,7 @@ mod tests {
     async fn observed_reports_abort_on_early_drop() {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let (seen, on_end) = recorder();
-        let mut body = Observed::new(ChannelBody(rx), on_end);
+        let mut body = observed(ChannelBody(rx), on_end);
         tx.send(Bytes::from_static(b"abc")).await.unwrap();
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.data_ref().unwrap().len(), 3);

@@ -3,23 +3,21 @@
 //! and errors classified for the status mapping in `error.rs`.
 
 use std::error::Error as _;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use origin_shield::Peer;
-use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 
-use crate::body::{self, BodyReadTimeout, ProxyBody, ReadTimeout};
+use crate::body::{self, BodyEnd, BodyReadTimeout, ProxyBody, ReadTimeout, Tap, Tapped};
 use crate::config::UpstreamConfig;
 use crate::error::{BoxError, ProxyError};
 use crate::metrics::{Metrics, status_class};
@@ -77,12 +75,7 @@ impl Upstream {
         let started = Instant::now();
         let progress = Arc::new(SendState::default());
         let body_pending = !req.body().is_end_stream();
-        let req = req.map(|b| {
-            body::boxed(SendProgress {
-                inner: b,
-                state: progress.clone(),
-            })
-        });
+        let req = req.map(|b| body::boxed(Tapped::new(b, SendProgress(progress.clone()))));
         let response = self.client.request(req);
         tokio::pin!(response);
 
@@ -150,60 +143,18 @@ struct SendState {
     finished: Notify,
 }
 
-pin_project! {
-    /// Reports request-body progress to [`Upstream::send`].
-    struct SendProgress<B> {
-        #[pin]
-        inner: B,
-        state: Arc<SendState>,
+/// Reports request-body progress to [`Upstream::send`].
+struct SendProgress(Arc<SendState>);
+
+impl Tap for SendProgress {
+    fn data(&mut self, data: &Bytes) {
+        self.0.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
     }
 
-    impl<B> PinnedDrop for SendProgress<B> {
-        fn drop(this: Pin<&mut Self>) {
-            // Dropped by the client: nothing more will be sent either way.
-            this.state.done.store(true, Ordering::Release);
-            this.state.finished.notify_one();
-        }
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for SendProgress<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            Some(Ok(f)) => {
-                if let Some(data) = f.data_ref() {
-                    this.state
-                        .bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                // The client may stop polling once the body says it is done.
-                if this.inner.is_end_stream() {
-                    this.state.done.store(true, Ordering::Release);
-                    this.state.finished.notify_one();
-                }
-            }
-            Some(Err(_)) | None => {
-                this.state.done.store(true, Ordering::Release);
-                this.state.finished.notify_one();
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn end(self, _: BodyEnd) {
+        // Sent, failed or dropped by the client: nothing more will go out.
+        self.0.done.store(true, Ordering::Release);
+        self.0.finished.notify_one();
     }
 }
 

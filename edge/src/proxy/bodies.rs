@@ -11,73 +11,25 @@ use cache::CacheKey;
 use cache::object::ObjectWriter;
 use cache::store::{Store, StoreError};
 use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 
+use crate::body::{BodyEnd, Tap};
 use crate::error::BoxError;
 
-pin_project! {
-    /// Passes an origin body through unchanged while writing it into the
-    /// store. The object is committed only when the body ends cleanly; an
-    /// error or an early drop (client gone, origin failed) abandons it.
-    pub struct FillBody<B> {
-        #[pin]
-        inner: B,
-        writer: Option<ObjectWriter>,
-    }
-}
+/// Writes an origin body into the store as it streams to the client. The
+/// object is committed only when the body ends cleanly; an error or an
+/// early drop (client gone, origin failed) abandons it.
+#[derive(Debug)]
+pub struct Fill(pub ObjectWriter);
 
-impl<B> FillBody<B> {
-    pub fn new(inner: B, writer: ObjectWriter) -> Self {
-        FillBody {
-            inner,
-            writer: Some(writer),
+impl Tap for Fill {
+    fn data(&mut self, data: &Bytes) {
+        self.0.write(data);
+    }
+
+    fn end(self, end: BodyEnd) {
+        if end == BodyEnd::Complete {
+            self.0.finish();
         }
-    }
-}
-
-impl<B> Body for FillBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            Some(Ok(f)) => {
-                if let (Some(data), Some(writer)) = (f.data_ref(), this.writer.as_mut()) {
-                    writer.write(data);
-                }
-                if this.inner.is_end_stream()
-                    && let Some(writer) = this.writer.take()
-                {
-                    writer.finish();
-                }
-            }
-            Some(Err(_)) => {
-                // Never store what the origin did not finish sending.
-                this.writer.take();
-            }
-            None => {
-                if let Some(writer) = this.writer.take() {
-                    writer.finish();
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

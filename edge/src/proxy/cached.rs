@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use super::bodies::{CachedBody, FillBody};
+use super::bodies::{CachedBody, Fill};
 use super::{Fetched, Proxy, clone_parts};
 use crate::body::{self, ProxyBody};
 use crate::config::CacheConfig;
@@ -490,7 +490,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 mark(&mut parts.headers, &self.node_name, if_stored, &detail);
                 (
                     parts,
-                    body::boxed(FillBody::new(body, writer)),
+                    body::boxed(body::Tapped::new(body, Fill(writer))),
                     Some(status),
                 )
             }

@@ -26,7 +26,7 @@ use origin_shield::Peer;
 use origin_shield::balance::RoundRobin;
 use tracing::{Instrument, Span, info, warn};
 
-use crate::body::{self, BodyEnd, Observed, ProxyBody, ReadTimeout};
+use crate::body::{self, BodyEnd, ProxyBody, ReadTimeout};
 use crate::config::Config;
 use crate::error::{BoxError, ErrorSource, ProxyError};
 use crate::headers;
@@ -367,7 +367,7 @@ impl<H: EdgeHooks> Finisher<H> {
                 me.record(status, end, bytes);
             }
         });
-        response.map(|b| body::boxed(Observed::new(b, on_end)))
+        response.map(|b| body::boxed(body::observed(b, on_end)))
     }
 
     fn record(&mut self, status: StatusCode, end: BodyEnd, body_bytes: u64) {
