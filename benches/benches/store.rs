@@ -1,38 +1,20 @@
 //! The two tiers: memory hits, disk hits and inserts.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use cache::CacheKey;
-use cache::meta::{BodyLayout, ObjectMeta};
+use cache::meta::ObjectMeta;
 use cache::object;
-use cache::policy::{FreshnessSource, StoredPolicy};
 use cache::store::{Store, StoreConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method};
 
 fn meta(body: Bytes) -> ObjectMeta {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("text/plain"));
     headers.insert("cache-control", HeaderValue::from_static("max-age=3600"));
-    ObjectMeta {
-        status: StatusCode::OK,
-        headers,
-        request_time: SystemTime::now(),
-        response_time: SystemTime::now(),
-        policy: StoredPolicy {
-            lifetime: Duration::from_secs(3600),
-            source: FreshnessSource::MaxAge,
-            corrected_initial_age: Duration::ZERO,
-            no_cache: false,
-            must_revalidate: false,
-            stale_while_revalidate: None,
-            stale_if_error: None,
-        },
-        body: BodyLayout::Inline(body),
-        vary: Vec::new(),
-        tags: Vec::new(),
-    }
+    ObjectMeta::fresh(headers, body, Duration::from_secs(3600))
 }
 
 fn key(i: usize) -> CacheKey {

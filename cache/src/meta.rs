@@ -79,6 +79,22 @@ pub enum DecodeError {
 }
 
 impl ObjectMeta {
+    /// A 200 with `headers` and an inline `body`, received now and fresh
+    /// for `lifetime`; no Vary, no tags.
+    pub fn fresh(headers: HeaderMap, body: Bytes, lifetime: Duration) -> Self {
+        let now = SystemTime::now();
+        ObjectMeta {
+            status: StatusCode::OK,
+            headers,
+            request_time: now,
+            response_time: now,
+            policy: StoredPolicy::fresh_for(lifetime),
+            body: BodyLayout::Inline(body),
+            vary: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(META_VERSION);
         put_u16(out, self.status.as_u16());

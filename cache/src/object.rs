@@ -200,29 +200,14 @@ impl ObjectWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{FreshnessSource, StoredPolicy};
     use crate::store::StoreConfig;
-    use http::{HeaderValue, Method, StatusCode};
-    use std::time::{Duration, SystemTime};
+    use http::{HeaderValue, Method};
+    use std::time::Duration;
 
     fn meta(vary: Vec<HeaderName>) -> ObjectMeta {
         ObjectMeta {
-            status: StatusCode::OK,
-            headers: HeaderMap::new(),
-            request_time: SystemTime::now(),
-            response_time: SystemTime::now(),
-            policy: StoredPolicy {
-                lifetime: Duration::from_secs(60),
-                source: FreshnessSource::MaxAge,
-                corrected_initial_age: Duration::ZERO,
-                no_cache: false,
-                must_revalidate: false,
-                stale_while_revalidate: None,
-                stale_if_error: None,
-            },
-            body: BodyLayout::Inline(Bytes::new()),
             vary,
-            tags: Vec::new(),
+            ..ObjectMeta::fresh(HeaderMap::new(), Bytes::new(), Duration::from_secs(60))
         }
     }
 

@@ -114,6 +114,23 @@ pub struct StoredPolicy {
     pub stale_if_error: Option<Duration>,
 }
 
+impl StoredPolicy {
+    /// Fresh for `lifetime` with no other directive, received now: for
+    /// objects that do not come from an origin response (tools, tests,
+    /// benchmarks).
+    pub fn fresh_for(lifetime: Duration) -> Self {
+        StoredPolicy {
+            lifetime,
+            source: FreshnessSource::MaxAge,
+            corrected_initial_age: Duration::ZERO,
+            no_cache: false,
+            must_revalidate: false,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+        }
+    }
+}
+
 /// The caching directives that apply to us: `CDN-Cache-Control`, else
 /// `Surrogate-Control`, else `Cache-Control` (RFC 9213 §2.1: a targeted
 /// field replaces the general one entirely).

@@ -221,7 +221,9 @@ pub struct Observe {
 
 impl std::fmt::Debug for Observe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Observe").field("bytes", &self.bytes).finish()
+        f.debug_struct("Observe")
+            .field("bytes", &self.bytes)
+            .finish()
     }
 }
 

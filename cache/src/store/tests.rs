@@ -1,10 +1,9 @@
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method};
 
 use super::*;
 use crate::meta::BodyLayout;
-use crate::policy::{FreshnessSource, StoredPolicy};
 
 fn key(path: &str) -> CacheKey {
     CacheKey::for_request(&Method::GET, "http", "example.com", path).unwrap()
@@ -12,22 +11,8 @@ fn key(path: &str) -> CacheKey {
 
 fn meta(body: BodyLayout) -> ObjectMeta {
     ObjectMeta {
-        status: StatusCode::OK,
-        headers: HeaderMap::new(),
-        request_time: SystemTime::UNIX_EPOCH,
-        response_time: SystemTime::UNIX_EPOCH,
-        policy: StoredPolicy {
-            lifetime: Duration::from_secs(60),
-            source: FreshnessSource::MaxAge,
-            corrected_initial_age: Duration::ZERO,
-            no_cache: false,
-            must_revalidate: false,
-            stale_while_revalidate: None,
-            stale_if_error: None,
-        },
         body,
-        vary: Vec::new(),
-        tags: Vec::new(),
+        ..ObjectMeta::fresh(HeaderMap::new(), Bytes::new(), Duration::from_secs(60))
     }
 }
 
