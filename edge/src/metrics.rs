@@ -33,7 +33,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Request duration, head received to body end, by status class.
     pub request_duration: HistogramVec,
-    /// Body bytes sent to clients by cache status: byte hit ratio.
+    /// Body bytes sent to clients by cache status and source (memory,
+    /// disk, origin, edge): byte hit ratio and tier share.
     pub response_bytes: IntCounterVec,
     /// Responses served from cache by the tier that held them.
     pub cache_tier_hits: IntCounterVec,
@@ -66,9 +67,10 @@ impl Metrics {
             response_bytes: IntCounterVec::new(
                 Opts::new(
                     names::RESPONSE_BYTES_TOTAL,
-                    "Response body bytes sent to clients",
+                    "Response body bytes sent to clients, by cache status and where they \
+                     came from (memory, disk, origin, or edge for its own answers)",
                 ),
-                &["cache_status"],
+                &["cache_status", "source"],
             )?,
             cache_tier_hits: IntCounterVec::new(
                 Opts::new(

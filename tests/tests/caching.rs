@@ -493,3 +493,29 @@ async fn a_stale_head_is_refreshed_by_a_matching_head_response() {
     assert_eq!(&resp.body()[..], b"body");
     assert_eq!(origin.hits("/h"), 2);
 }
+
+#[tokio::test]
+async fn bytes_are_counted_by_cache_status_and_source() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/m",
+        Reply::ok("0123456789").header("cache-control", "max-age=60"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    get(&edge.url("/m")).await;
+    get(&edge.url("/m")).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text =
+            String::from_utf8_lossy(get(&edge.admin_url("/metrics")).await.body()).into_owned();
+        let hit =
+            text.contains("edge_response_bytes_total{cache_status=\"HIT\",source=\"memory\"} 10");
+        let miss =
+            text.contains("edge_response_bytes_total{cache_status=\"MISS\",source=\"origin\"} 10");
+        if hit && miss {
+            break;
+        }
+        assert!(Instant::now() < deadline, "byte counters missing:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -228,6 +228,12 @@ impl<H: EdgeHooks> Proxy<H> {
         parts
             .headers
             .insert(header::AGE, HeaderValue::from(age.as_secs()));
+        if meta.status != StatusCode::NO_CONTENT && meta.status != StatusCode::NOT_MODIFIED {
+            // Known exactly, even if the origin sent the body chunked.
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(meta.body.len()));
+        }
         session.cache_status = status;
         let detail = format!("{detail}; ttl={}", signed_ttl(meta, age));
         mark(&mut parts.headers, &self.node_name, status, &detail);

@@ -399,9 +399,14 @@ impl<H: EdgeHooks> Finisher<H> {
             .request_duration
             .with_label_values(&[class])
             .observe(summary.duration.as_secs_f64());
+        let source = match self.session.cache_tier {
+            Some(tier) if self.session.cache_status.from_cache() => tier.as_str(),
+            _ if self.upstream_status.is_some() => "origin",
+            _ => "edge",
+        };
         self.metrics
             .response_bytes
-            .with_label_values(&[cache_status])
+            .with_label_values(&[cache_status, source])
             .inc_by(body_bytes);
         let _enter = self.span.enter();
         access_log(&self.session, &summary);
