@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages the build needs, once. Called by `make run` and
-# `make test` so that a fresh Debian machine needs nothing but these commands.
+# Installs the system packages the build needs, once. Called by scripts/run
+# and scripts/test so that a fresh Debian machine needs nothing but those.
 #
 # - libclang-dev: the rocksdb crate always generates its bindings with bindgen.
 # - librocksdb-dev: linking Debian's RocksDB (see .cargo/config.toml) instead of

@@ -14,7 +14,13 @@ use crate::config::{ByteSize, Config, LogFormat};
 /// Runs with embedded defaults; only an origin is required:
 /// `edge --origin http://127.0.0.1:8000`
 #[derive(Debug, Parser)]
-#[command(name = "edge", version)]
+#[command(
+    name = "edge",
+    version,
+    after_help = "Logging: EDGE_LOG (or RUST_LOG) sets verbosity, e.g. EDGE_LOG=debug or \
+EDGE_LOG=warn,access=info. Access lines use the `access` target.\n\
+Every key of the config file is documented in examples/edge.toml."
+)]
 pub struct Cli {
     /// Origin server URL, `http://HOST[:PORT]`; repeat for several.
     #[arg(
@@ -63,6 +69,36 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The flag that sets a config key, for error messages.
+    pub fn flag_for(key: &str) -> Option<&'static str> {
+        Some(match key {
+            "origins" => "--origin",
+            "listen" => "--listen",
+            "admin" => "--admin",
+            "data_dir" => "--data-dir",
+            "cache.memory" => "--memory",
+            "cache.disk" => "--disk",
+            "node_name" => "--node-name",
+            "log_format" => "--log-format",
+            _ => return None,
+        })
+    }
+
+    /// Whether this command line (or its `EDGE_*` variables) sets `key`.
+    pub fn overrides(&self, key: &str) -> bool {
+        match key {
+            "origins" => !self.origins.is_empty(),
+            "listen" => self.listen.is_some(),
+            "admin" => self.admin.is_some(),
+            "data_dir" => self.data_dir.is_some(),
+            "cache.memory" => self.memory.is_some(),
+            "cache.disk" => self.disk.is_some(),
+            "node_name" => self.node_name.is_some(),
+            "log_format" => self.log_format.is_some(),
+            _ => false,
+        }
+    }
+
     /// Overwrites the keys this command line sets.
     pub fn apply_to(&self, config: &mut Config) {
         if !self.origins.is_empty() {
@@ -142,6 +178,29 @@ mod tests {
     fn missing_origin_is_a_clear_error() {
         let cli = Cli::try_parse_from(["edge"]).unwrap();
         let err = Config::load(&cli).unwrap_err().to_string();
-        assert!(err.contains("--origin"), "{err}");
+        assert!(err.starts_with("`origins` (--origin): no origin"), "{err}");
+    }
+
+    #[test]
+    fn validation_errors_say_where_the_value_came_from() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "origins = [\"http://127.0.0.1:1\"]\n[cache]\ndisk = \"1MiB\""
+        )
+        .unwrap();
+        let path = file.path().to_str().unwrap();
+        let cli = Cli::try_parse_from(["edge", "--config", path]).unwrap();
+        let err = Config::load(&cli).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("{path}:3: `cache.disk` (--disk): must be at least 64MiB")
+        );
+        let cli = Cli::try_parse_from(["edge", "--config", path, "--disk", "2MiB"]).unwrap();
+        let err = Config::load(&cli).unwrap_err().to_string();
+        assert!(
+            err.starts_with("command line: `cache.disk` (--disk)"),
+            "{err}"
+        );
     }
 }

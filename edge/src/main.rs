@@ -27,8 +27,7 @@ fn main() -> ExitCode {
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("edge: {err:#}");
+            eprintln!("edge: {}", error_chain(&err));
             ExitCode::FAILURE
         }
     }
@@ -51,6 +50,22 @@ fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
+/// The error and its causes on one line, each cause once: our errors
+/// already name their cause, which anyhow's `{:#}` would repeat.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -70,8 +85,11 @@ async fn shutdown_signal() {
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("EDGE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        // foyer reports its start-up choices at info; they are noise here.
+        .unwrap_or_else(|_| EnvFilter::new("info,foyer=warn,foyer_storage=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder

@@ -15,6 +15,13 @@ async fn origin_down_gives_502() {
     assert_eq!(resp.status(), 502);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     assert_eq!(&resp.body()[..], b"502 Bad Gateway\n");
+    // Errors say what the cache did, like every other response.
+    assert_eq!(resp.headers()["x-cache"], "MISS");
+    assert_eq!(
+        resp.headers()["cache-status"],
+        "edge; fwd=uri-miss; detail=connect"
+    );
+    assert_eq!(resp.headers()["via"], "1.1 edge");
 }
 
 #[tokio::test]

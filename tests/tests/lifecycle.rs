@@ -221,3 +221,27 @@ async fn admin_serves_health_and_metrics() {
     }
     assert_eq!(get(&edge.admin_url("/nope")).await.status(), 404);
 }
+
+#[tokio::test]
+async fn a_data_dir_serves_one_edge_at_a_time() {
+    let origin = MockOrigin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestEdge::start_in(&origin.url(), dir.path(), |_| {}).await;
+    let mut config = edge::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        origins: vec![origin.url().parse().unwrap()],
+        ..edge::Config::default()
+    };
+    config.data_dir = dir.path().to_owned();
+    config.cache.disk = "64MiB".parse().unwrap();
+    let err = edge::Server::bind(config.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, edge::ServerError::DataDirInUse { .. }),
+        "second edge on one data dir: {err}"
+    );
+    first.stop().await;
+    // Once the first has stopped, the directory is free again.
+    let again = edge::Server::bind(config).await.expect("lock released");
+    drop(again);
+}

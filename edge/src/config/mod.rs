@@ -246,11 +246,14 @@ pub enum ConfigError {
         key: Option<String>,
         message: String,
     },
-    #[error("{origin}: `{key}`: {message}")]
+    #[error("{origin}`{key}`{}: {message}", flag.map(|f| format!(" ({f})")).unwrap_or_default())]
     Invalid {
-        /// Where the bad value came from: the file, or "command line".
+        /// Where the bad value came from, `file:line: ` or
+        /// `command line: `, or empty when it is a default.
         origin: String,
         key: &'static str,
+        /// The flag that sets the key, if there is one.
+        flag: Option<&'static str>,
         message: String,
     },
 }
@@ -298,22 +301,34 @@ impl Config {
     /// flags and `EDGE_*` variables over it, validated.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         let file = cli.check_config.as_deref().or(cli.config.as_deref());
-        let mut config = match file {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
+        let (mut config, text) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                (Config::from_toml(&text, path)?, Some(text))
+            }
+            None => (Config::default(), None),
         };
         cli.apply_to(&mut config);
-        let origin = file.map_or_else(
-            || "configuration".to_owned(),
-            |p| format!("{} (with command-line overrides)", p.display()),
-        );
-        config
-            .validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
+        config.validate().map_err(|(key, message)| {
+            let origin = if cli.overrides(key) {
+                "command line: ".to_owned()
+            } else {
+                match (file, text.as_deref().and_then(|t| key_line(t, key))) {
+                    (Some(path), Some(line)) => format!("{}:{line}: ", path.display()),
+                    (Some(path), None) => format!("{}: ", path.display()),
+                    (None, _) => String::new(),
+                }
+            };
+            ConfigError::Invalid {
                 origin,
                 key,
+                flag: Cli::flag_for(key),
                 message,
-            })?;
+            }
+        })?;
         Ok(config)
     }
 
@@ -395,6 +410,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The line of a TOML file where the dotted `key` is set, if it is.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = header.trim();
+            continue;
+        }
+        let assigned = line
+            .split_once('=')
+            .is_some_and(|(lhs, _)| lhs.trim() == name);
+        if current == section && assigned {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// 1-based line and column of a byte offset.
@@ -490,6 +525,16 @@ host_header = "origin.internal"
         assert_eq!(key, "origins");
         let c = parse("origins = [\"http://127.0.0.1:1\"]").unwrap();
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn finds_the_line_of_a_key() {
+        let text = "origins = []\n\n[cache]\n# disk = 1\nmemory = \"1KiB\"\ndisk=\"1MiB\"\n[server]\ndisk = 3\n";
+        assert_eq!(key_line(text, "origins"), Some(1));
+        assert_eq!(key_line(text, "cache.memory"), Some(5));
+        assert_eq!(key_line(text, "cache.disk"), Some(6));
+        assert_eq!(key_line(text, "server.disk"), Some(8));
+        assert_eq!(key_line(text, "node_name"), None);
     }
 
     #[test]

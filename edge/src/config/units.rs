@@ -35,30 +35,35 @@ impl FromStr for ByteSize {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (digits, unit) = s.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}: expected e.g. 4096, 64KiB, 256MiB, 4GiB"))?;
-        let mult: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" | "K" | "k" => 1 << 10,
-            "MiB" | "M" => 1 << 20,
-            "GiB" | "G" => 1 << 30,
-            "TiB" | "T" => 1 << 40,
-            "KB" | "kB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "TB" => 1_000_000_000_000,
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let invalid = || format!("invalid size {s:?}: expected e.g. 4096, 64KiB, 256MiB, 1.5GiB");
+        let n: f64 = number.parse().map_err(|_| invalid())?;
+        // nginx writes 256m, others 256M or 256MiB: binary units, any case;
+        // KB/MB/GB (with the B) are decimal.
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kib" => 1024.0,
+            "m" | "mib" => 1024.0 * 1024.0,
+            "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+            "t" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            "kb" => 1e3,
+            "mb" => 1e6,
+            "gb" => 1e9,
+            "tb" => 1e12,
             other => {
                 return Err(format!(
-                    "invalid size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"
+                    "invalid size unit {other:?} in {s:?}: use KiB, MiB, GiB, TiB (or k, m, g, t), or KB, MB, GB, TB"
                 ));
             }
         };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size {s:?} is too large"))
+        let bytes = (n * mult).round();
+        if !(0.0..=u64::MAX as f64).contains(&bytes) {
+            return Err(format!("size {s:?} is too large"));
+        }
+        Ok(ByteSize(bytes as u64))
     }
 }
 
@@ -121,6 +126,10 @@ mod tests {
         assert_eq!("4GiB".parse::<ByteSize>().unwrap(), ByteSize::gib(4));
         assert_eq!("1MB".parse::<ByteSize>().unwrap(), ByteSize(1_000_000));
         assert!("12XB".parse::<ByteSize>().is_err());
+        assert_eq!("256m".parse::<ByteSize>().unwrap(), ByteSize::mib(256));
+        assert_eq!("256mib".parse::<ByteSize>().unwrap(), ByteSize::mib(256));
+        assert_eq!("1.5GiB".parse::<ByteSize>().unwrap(), ByteSize(3 << 29));
+        assert!("1.2.3GiB".parse::<ByteSize>().is_err());
         assert!("MiB".parse::<ByteSize>().is_err());
         assert!("99999999999TiB".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize::mib(256).to_string(), "256MiB");

@@ -159,12 +159,21 @@ impl<H: EdgeHooks> Proxy<H> {
             }
         };
         let client_body = self.request_body(body);
+        // Whatever happens next involves the origin unless the cache answers;
+        // a failure on the way still counts as a miss, not a pass.
+        session.cache_status = CacheStatus::Miss;
         let Some(found) = found else {
             if req_cc.has("only-if-cached") {
                 return Err(ProxyError::OnlyIfCached);
             }
             let fetched = self.forward(session, client_body, ctx, &[]).await?;
-            return Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss));
+            return Ok(self.store_or_pass(
+                session,
+                key,
+                fetched,
+                CacheStatus::Miss,
+                "fwd=uri-miss",
+            ));
         };
         session.cache_tier = Some(found.tier);
         let now = SystemTime::now();
@@ -209,7 +218,7 @@ impl<H: EdgeHooks> Proxy<H> {
         self.cache.store.remove(&found.object_key);
         session.cache_tier = None;
         let fetched = self.forward(session, client_body, ctx, &[]).await?;
-        Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss))
+        Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss, "fwd=uri-miss"))
     }
 
     /// Answers from a stored object, or `None` if its body is gone.
@@ -304,6 +313,13 @@ impl<H: EdgeHooks> Proxy<H> {
         req_cc: &CacheControl,
     ) -> Result<Served, ProxyError> {
         let validators = validation::conditional_headers(&found.meta.headers);
+        // RFC 9211: `request` when the client asked for it, `stale` when
+        // the object had expired.
+        let fwd = if req_cc.has("no-cache") {
+            "fwd=request"
+        } else {
+            "fwd=stale"
+        };
         let fetched = match self.forward(session, client_body, ctx, &validators).await {
             Ok(fetched) => fetched,
             Err(err) => return self.stale_on_error(session, &found, req_cc, err).await,
@@ -324,7 +340,7 @@ impl<H: EdgeHooks> Proxy<H> {
                     session,
                     &refreshed,
                     CacheStatus::Revalidated,
-                    "fwd=stale; fwd-status=304",
+                    &format!("{fwd}; fwd-status=304"),
                 )
                 .await
             {
@@ -332,7 +348,15 @@ impl<H: EdgeHooks> Proxy<H> {
                 None => {
                     self.cache.store.remove(&refreshed.object_key);
                     let fetched = self.forward(session, body::empty(), ctx, &[]).await?;
-                    Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss))
+                    Ok(
+                        self.store_or_pass(
+                            session,
+                            key,
+                            fetched,
+                            CacheStatus::Miss,
+                            "fwd=uri-miss",
+                        ),
+                    )
                 }
             };
         }
@@ -361,9 +385,9 @@ impl<H: EdgeHooks> Proxy<H> {
             // A 304 for something else: the client never asked
             // conditionally, so fetch the representation in full.
             let fetched = self.forward(session, body::empty(), ctx, &[]).await?;
-            return Ok(self.store_or_pass(session, key, fetched, CacheStatus::Expired));
+            return Ok(self.store_or_pass(session, key, fetched, CacheStatus::Expired, fwd));
         }
-        Ok(self.store_or_pass(session, key, fetched, CacheStatus::Expired))
+        Ok(self.store_or_pass(session, key, fetched, CacheStatus::Expired, fwd))
     }
 
     /// The origin failed: serve the stale object if `stale-if-error` allows.
@@ -440,6 +464,7 @@ impl<H: EdgeHooks> Proxy<H> {
         key: CacheKey,
         fetched: Fetched,
         if_stored: CacheStatus,
+        fwd: &str,
     ) -> Served {
         let Fetched {
             mut parts,
@@ -449,11 +474,6 @@ impl<H: EdgeHooks> Proxy<H> {
         let status = parts.status;
         session.cache_status = CacheStatus::Miss;
         session.cache_tier = None;
-        let fwd = if if_stored == CacheStatus::Expired {
-            "fwd=stale"
-        } else {
-            "fwd=uri-miss"
-        };
         let verdict = if session.req.method == Method::HEAD {
             Err("head")
         } else {
@@ -564,8 +584,13 @@ impl<H: EdgeHooks> Proxy<H> {
                 // Keep serving what we have until the window closes.
                 return;
             }
-            let (_, mut body, _) =
-                proxy.store_or_pass(&mut background, key, fetched, CacheStatus::Expired);
+            let (_, mut body, _) = proxy.store_or_pass(
+                &mut background,
+                key,
+                fetched,
+                CacheStatus::Expired,
+                "fwd=stale",
+            );
             // Drain the body so the fill completes.
             while let Some(frame) = body.frame().await {
                 if frame.is_err() {

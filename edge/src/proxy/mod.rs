@@ -153,6 +153,20 @@ impl<H: EdgeHooks> Proxy<H> {
                 }
                 pending.error = Some(err.as_str());
                 let (mut parts, body) = err.to_response().into_parts();
+                if err.source_side() != ErrorSource::Downstream
+                    || pending.session.cache_key.is_some()
+                {
+                    // Say what the cache did, as for every other response.
+                    let status = pending.session.cache_status;
+                    let fwd = if status == CacheStatus::Pass {
+                        "bypass"
+                    } else {
+                        "uri-miss"
+                    };
+                    let detail = format!("fwd={fwd}; detail={}", err.as_str());
+                    cached::mark(&mut parts.headers, &self.node_name, status, &detail);
+                    headers::append_via(&mut parts.headers, Version::HTTP_11, &self.node_name);
+                }
                 self.hooks
                     .response_filter(&pending.session, &mut parts, &mut pending.ctx)
                     .instrument(span)
@@ -265,7 +279,7 @@ impl<H: EdgeHooks> Proxy<H> {
                         exchange,
                     });
                 }
-                Err(err @ ProxyError::Connect { .. }) if replayable => {
+                Err(err @ ProxyError::Connect { .. }) if replayable && peers.len() > 1 => {
                     warn!(peer = %peer, error = %err, "peer unreachable, trying the next");
                     last_err = err;
                     attempts.next();
@@ -504,7 +518,7 @@ fn access_log(session: &Session, summary: &RequestSummary) {
         version = ?session.req.version,
         status = summary.status.as_u16(),
         bytes = summary.body_bytes,
-        duration_ms = summary.duration.as_secs_f64() * 1000.0,
+        duration_ms = %format_args!("{:.3}", summary.duration.as_secs_f64() * 1000.0),
         peer = peer.unwrap_or("-"),
         cache = session.cache_status.as_str(),
         tier = session.cache_tier.map(|t| t.as_str()),

@@ -35,12 +35,20 @@ pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (the {role} address): {source}")]
     Bind {
         addr: SocketAddr,
+        /// `listen` or `admin`.
+        role: &'static str,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "data directory {} is in use by another edge process (lock file {})",
+        dir.display(),
+        dir.join(LOCK_FILE).display()
+    )]
+    DataDirInUse { dir: PathBuf },
     #[error("cannot create data directory {}: {source}", path.display())]
     DataDir {
         path: PathBuf,
@@ -59,6 +67,8 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server<H = DefaultHooks> {
     config: Config,
+    /// Held for the server's life: one process per data directory.
+    _data_lock: std::fs::File,
     listener: TcpListener,
     admin_listener: TcpListener,
     proxy: Arc<Proxy<H>>,
@@ -80,13 +90,14 @@ impl<H: EdgeHooks> Server<H> {
             path: config.data_dir.clone(),
             source,
         })?;
-        let bind = |addr: SocketAddr| async move {
+        let data_lock = lock_data_dir(&config.data_dir)?;
+        let bind = |addr: SocketAddr, role| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| ServerError::Bind { addr, source })
+                .map_err(|source| ServerError::Bind { addr, role, source })
         };
-        let listener = bind(config.listen).await?;
-        let admin_listener = bind(config.admin).await?;
+        let listener = bind(config.listen, "listen").await?;
+        let admin_listener = bind(config.admin, "admin").await?;
         let registry = Registry::new();
         let metrics = Metrics::register(&registry)?;
         let store_config = StoreConfig::new(
@@ -98,6 +109,7 @@ impl<H: EdgeHooks> Server<H> {
         let proxy = Arc::new(Proxy::new(&config, hooks, metrics.clone(), store));
         Ok(Server {
             config,
+            _data_lock: data_lock,
             listener,
             admin_listener,
             proxy,
@@ -128,6 +140,7 @@ impl<H: EdgeHooks> Server<H> {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let Server {
             config,
+            _data_lock,
             listener,
             admin_listener,
             proxy,
@@ -232,6 +245,31 @@ impl<H: EdgeHooks> Server<H> {
             stop: Some(tx),
             task,
         }
+    }
+}
+
+/// Name of the lock file in the data directory.
+const LOCK_FILE: &str = "edge.lock";
+
+/// Takes the data directory's lock: two processes writing one disk cache
+/// would corrupt each other's view of it.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    let data_dir_err = |source| ServerError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(data_dir_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::DataDirInUse {
+            dir: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(err)) => Err(data_dir_err(err)),
     }
 }
 
