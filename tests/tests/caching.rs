@@ -334,6 +334,16 @@ async fn client_conditionals_and_only_if_cached_are_answered_by_the_cache() {
     let cached = get_with(&edge.url("/cond"), &[("cache-control", "only-if-cached")]).await;
     assert_eq!(cached.status(), 200);
     assert_eq!(origin.hits("/cond"), 1);
+    // A stale object would need the origin: only-if-cached gets 504.
+    origin.route(
+        "/short",
+        Reply::ok("short").header("cache-control", "max-age=1"),
+    );
+    get(&edge.url("/short")).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stale = get_with(&edge.url("/short"), &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(stale.status(), 504);
+    assert_eq!(origin.hits("/short"), 1);
 }
 
 #[tokio::test]

@@ -208,6 +208,11 @@ impl<H: EdgeHooks> Proxy<H> {
                     return Ok(served);
                 }
             }
+            // RFC 9111 §5.2.1.7: a stored response that would need the
+            // origin does not satisfy only-if-cached.
+            Reuse::Revalidate if req_cc.has("only-if-cached") => {
+                return Err(ProxyError::OnlyIfCached);
+            }
             Reuse::Revalidate => {
                 return self
                     .revalidate(session, key, found, client_body, ctx, &req_cc)
