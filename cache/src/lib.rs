@@ -26,6 +26,7 @@
 //! ```
 
 pub mod cache_control;
+pub mod fill;
 mod key;
 pub mod meta;
 pub mod object;

@@ -161,6 +161,21 @@ impl ObjectWriter {
         self.chunks += 1;
     }
 
+    /// The key the object is stored under (the variant key if it varies).
+    pub fn object_key(&self) -> CacheKey {
+        self.object_key
+    }
+
+    /// The id its chunks are stored under.
+    pub fn object_id(&self) -> u64 {
+        self.object_id
+    }
+
+    /// The response being stored (its body layout is set at the end).
+    pub fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+
     /// Whether the object is still going to be stored.
     pub fn is_abandoned(&self) -> bool {
         self.abandoned

@@ -1,0 +1,480 @@
+//! In-flight fills: one origin fetch per cache key, many readers streaming
+//! it while it arrives (read-while-write).
+//!
+//! The first request for a missing key becomes the [`FillLeader`]; requests
+//! for the same key that arrive meanwhile wait ([`FillWaiter`]) for the
+//! response head. If the response may be stored, the leader publishes it and
+//! a feeder task pushes the body into the fill; every reader, the leader's
+//! own client included, streams from byte 0 what has arrived, then each new
+//! piece as it arrives. The fill does not depend on any client: it runs to
+//! the end (or the object's size limit) if they all leave.
+//!
+//! Memory stays bounded: the fill keeps only the last `window` bytes; a
+//! reader that falls further behind reads the rest from the store, where
+//! the [`ObjectWriter`] has put every full chunk.
+//!
+//! If the response may not be stored, waiting readers are released to fetch
+//! on their own, so nobody is ever handed another client's private
+//! response, and the key is remembered as uncacheable for a while
+//! ("hit-for-pass") so that later requests do not wait at all.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use tokio::sync::watch;
+
+use crate::CacheKey;
+use crate::meta::ObjectMeta;
+use crate::object::ObjectWriter;
+use crate::store::{Store, StoreError};
+
+/// Limits of the fill machinery.
+#[derive(Debug, Clone)]
+pub struct FillConfig {
+    /// Body bytes a fill keeps in memory for its readers. Default: 8 MiB.
+    pub window: usize,
+    /// How long a request waits for another's response head before it goes
+    /// to the origin on its own. Default: 5 s.
+    pub wait_for_head: Duration,
+    /// How long a key whose response could not be stored skips the wait.
+    /// Default: 10 s.
+    pub hit_for_pass: Duration,
+}
+
+impl Default for FillConfig {
+    fn default() -> Self {
+        FillConfig {
+            window: 8 << 20,
+            wait_for_head: Duration::from_secs(5),
+            hit_for_pass: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The in-flight fills of one store.
+#[derive(Debug)]
+pub struct Fills {
+    config: FillConfig,
+    store: Store,
+    inflight: Mutex<HashMap<CacheKey, Arc<Shared>>>,
+    pass: Mutex<HashMap<CacheKey, Instant>>,
+}
+
+/// What a request for a missing object should do.
+#[derive(Debug)]
+pub enum Join {
+    /// Fetch from the origin and publish (or refuse) the response.
+    Leader(FillLeader),
+    /// Another request is fetching: wait for its response head.
+    Waiter(FillWaiter),
+    /// Recently uncacheable: fetch on your own, do not wait.
+    Bypass,
+}
+
+/// The response a fill is storing, as readers need it.
+#[derive(Debug)]
+pub struct FillHead {
+    /// Status and headers (body layout not yet known).
+    pub meta: ObjectMeta,
+    /// Key of the object (its variant key when it varies).
+    pub object_key: CacheKey,
+    object_id: u64,
+    chunk_size: u64,
+}
+
+#[derive(Debug)]
+enum HeadState {
+    Waiting,
+    Ready(Arc<FillHead>),
+    /// Not storable, or the origin failed before a head: fetch alone.
+    Refused,
+}
+
+#[derive(Debug)]
+struct State {
+    head: HeadState,
+    /// The most recent body bytes, in arrival order.
+    window: VecDeque<Bytes>,
+    /// Offset of the first byte of `window` in the body.
+    window_start: u64,
+    /// Bytes received so far.
+    received: u64,
+    /// `Some` once the body has ended: `Ok` complete, `Err` failed.
+    end: Option<Result<(), ()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Bumped on every change; readers wait on it.
+    changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.lock());
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+impl Fills {
+    pub fn new(store: Store, mut config: FillConfig) -> Self {
+        // Bytes leaving the window must already sit in complete chunks in
+        // the store, where readers that fell behind find them.
+        config.window = config.window.max(2 * store.chunk_size());
+        Fills {
+            config,
+            store,
+            inflight: Mutex::new(HashMap::new()),
+            pass: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &FillConfig {
+        &self.config
+    }
+
+    /// Joins the fill of `key`, starting one if none is in flight.
+    pub fn join(self: &Arc<Self>, key: CacheKey) -> Join {
+        {
+            let mut pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
+            match pass.get(&key) {
+                Some(until) if *until > Instant::now() => return Join::Bypass,
+                Some(_) => {
+                    pass.remove(&key);
+                }
+                None => {}
+            }
+        }
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(shared) = inflight.get(&key) {
+            return Join::Waiter(FillWaiter {
+                key,
+                shared: shared.clone(),
+                fills: self.clone(),
+            });
+        }
+        let (changed, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                head: HeadState::Waiting,
+                window: VecDeque::new(),
+                window_start: 0,
+                received: 0,
+                end: None,
+            }),
+            changed,
+        });
+        inflight.insert(key, shared.clone());
+        Join::Leader(FillLeader {
+            key,
+            shared,
+            fills: self.clone(),
+            settled: false,
+        })
+    }
+
+    /// Forgets a hit-for-pass mark (the key turned out cacheable after all).
+    pub fn clear_pass(&self, key: &CacheKey) {
+        self.pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// Number of fills in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    fn retire(&self, key: &CacheKey, shared: &Arc<Shared>) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight.get(key).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            inflight.remove(key);
+        }
+    }
+}
+
+/// The request that fetches for everyone. Dropping it without publishing
+/// (the origin failed before a head) releases the waiters to fetch alone.
+#[derive(Debug)]
+pub struct FillLeader {
+    key: CacheKey,
+    shared: Arc<Shared>,
+    fills: Arc<Fills>,
+    /// Published or refused: nothing left for `drop` to do.
+    settled: bool,
+}
+
+impl FillLeader {
+    /// The response will be stored: readers may stream it. Returns the
+    /// feeder that pushes the body in.
+    pub fn publish(mut self, writer: ObjectWriter) -> FillFeeder {
+        self.settled = true;
+        let head = Arc::new(FillHead {
+            meta: writer.meta().clone(),
+            object_key: writer.object_key(),
+            object_id: writer.object_id(),
+            chunk_size: self.fills.store.chunk_size() as u64,
+        });
+        self.shared
+            .update(|s| s.head = HeadState::Ready(head.clone()));
+        FillFeeder {
+            key: self.key,
+            shared: self.shared.clone(),
+            fills: self.fills.clone(),
+            writer: Some(writer),
+            head,
+        }
+    }
+
+    /// The response may not be stored: waiters fetch on their own, and so
+    /// will requests for the next `hit_for_pass`.
+    pub fn refuse(self) {
+        self.fills
+            .pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.key, Instant::now() + self.fills.config.hit_for_pass);
+        // Dropping releases the waiters.
+    }
+}
+
+impl Drop for FillLeader {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared.update(|s| s.head = HeadState::Refused);
+            self.fills.retire(&self.key, &self.shared);
+        }
+    }
+}
+
+/// Pushes the origin's body into a fill (and the store). Dropping it before
+/// [`finish`](FillFeeder::finish) fails the fill: readers see a truncated
+/// body, nothing is stored.
+#[derive(Debug)]
+pub struct FillFeeder {
+    key: CacheKey,
+    shared: Arc<Shared>,
+    fills: Arc<Fills>,
+    writer: Option<ObjectWriter>,
+    head: Arc<FillHead>,
+}
+
+impl FillFeeder {
+    /// A reader from byte 0 (for the leader's own client).
+    pub fn reader(&self) -> FillReader {
+        FillReader::new(
+            self.shared.clone(),
+            self.head.clone(),
+            self.fills.store.clone(),
+        )
+    }
+
+    /// Appends body bytes.
+    pub fn push(&mut self, data: Bytes) {
+        if let Some(writer) = self.writer.as_mut() {
+            writer.write(&data);
+        }
+        let window = self.fills.config.window as u64;
+        self.shared.update(|s| {
+            s.received += data.len() as u64;
+            s.window.push_back(data);
+            while let Some(front) = s.window.front()
+                && s.received - s.window_start - front.len() as u64 >= window
+            {
+                s.window_start += front.len() as u64;
+                s.window.pop_front();
+            }
+        });
+    }
+
+    /// Whether anyone still wants the bytes: readers, or the store.
+    pub fn is_wanted(&self) -> bool {
+        let storing = self.writer.as_ref().is_some_and(|w| !w.is_abandoned());
+        storing || self.shared.changed.receiver_count() > 0
+    }
+
+    /// The whole body arrived: commit the object, end every reader cleanly.
+    pub fn finish(mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.finish();
+        }
+        self.shared.update(|s| s.end = Some(Ok(())));
+        self.fills.retire(&self.key, &self.shared);
+    }
+}
+
+impl Drop for FillFeeder {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            // Not finished: never store what did not fully arrive.
+            self.shared.update(|s| s.end = Some(Err(())));
+            self.fills.retire(&self.key, &self.shared);
+        }
+    }
+}
+
+/// A request waiting for another request's response head.
+#[derive(Debug)]
+pub struct FillWaiter {
+    key: CacheKey,
+    shared: Arc<Shared>,
+    fills: Arc<Fills>,
+}
+
+impl FillWaiter {
+    /// Waits (at most `wait_for_head`) for the head. `None` means: fetch on
+    /// your own (the response may not be shared, it varies on headers this
+    /// request does not match, the origin failed, or it took too long).
+    pub async fn reader(self, request: &HeaderMap) -> Option<FillReader> {
+        let mut changed = self.shared.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + self.fills.config.wait_for_head;
+        loop {
+            let head = match &self.shared.lock().head {
+                HeadState::Ready(head) => Some(head.clone()),
+                HeadState::Refused => return None,
+                HeadState::Waiting => None,
+            };
+            if let Some(head) = head {
+                let vary = &head.meta.vary;
+                if !vary.is_empty() && self.key.variant(vary, request) != head.object_key {
+                    return None;
+                }
+                return Some(FillReader::new(
+                    self.shared.clone(),
+                    head,
+                    self.fills.store.clone(),
+                ));
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the fill vanished.
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Why a fill reader stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    #[error("the origin response failed before it was complete")]
+    Failed,
+    #[error("a part of the body is no longer held by the fill or the store")]
+    Behind,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Streams one fill from byte 0.
+#[derive(Debug)]
+pub struct FillReader {
+    shared: Arc<Shared>,
+    head: Arc<FillHead>,
+    store: Store,
+    changed: watch::Receiver<u64>,
+    pos: u64,
+}
+
+enum Next {
+    Bytes(Bytes),
+    FromStore(u64),
+    Wait,
+    End,
+    Failed,
+}
+
+impl FillReader {
+    fn new(shared: Arc<Shared>, head: Arc<FillHead>, store: Store) -> Self {
+        let changed = shared.changed.subscribe();
+        FillReader {
+            shared,
+            head,
+            store,
+            changed,
+            pos: 0,
+        }
+    }
+
+    /// The response being streamed.
+    pub fn head(&self) -> &Arc<FillHead> {
+        &self.head
+    }
+
+    /// The next piece of the body, `None` at its clean end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, FillError> {
+        loop {
+            let next = {
+                let state = self.shared.lock();
+                if self.pos < state.window_start {
+                    Next::FromStore(self.pos / self.head.chunk_size)
+                } else if self.pos < state.received {
+                    let mut offset = state.window_start;
+                    let mut found = Next::Wait;
+                    for piece in &state.window {
+                        let end = offset + piece.len() as u64;
+                        if self.pos < end {
+                            let from = usize::try_from(self.pos - offset).unwrap_or(0);
+                            found = Next::Bytes(piece.slice(from..));
+                            break;
+                        }
+                        offset = end;
+                    }
+                    found
+                } else {
+                    match state.end {
+                        Some(Ok(())) => Next::End,
+                        Some(Err(())) => Next::Failed,
+                        None => Next::Wait,
+                    }
+                }
+            };
+            match next {
+                Next::Bytes(bytes) => {
+                    self.pos += bytes.len() as u64;
+                    return Ok(Some(bytes));
+                }
+                Next::FromStore(index) => {
+                    let chunk = self
+                        .store
+                        .get_chunk(&self.head.object_key, self.head.object_id, index)
+                        .await?
+                        .ok_or(FillError::Behind)?;
+                    let start = index * self.head.chunk_size;
+                    let from = usize::try_from(self.pos - start).unwrap_or(usize::MAX);
+                    if from >= chunk.len() {
+                        return Err(FillError::Behind);
+                    }
+                    let bytes = chunk.slice(from..);
+                    self.pos += bytes.len() as u64;
+                    return Ok(Some(bytes));
+                }
+                Next::End => return Ok(None),
+                Next::Failed => return Err(FillError::Failed),
+                Next::Wait => {
+                    if self.changed.changed().await.is_err() {
+                        // The fill is gone; whatever it left decides.
+                        let state = self.shared.lock();
+                        if state.end.is_none() {
+                            return Err(FillError::Failed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
