@@ -12,6 +12,7 @@ pub mod names {
     pub const REQUEST_DURATION_SECONDS: &str = "edge_request_duration_seconds";
     pub const RESPONSE_BYTES_TOTAL: &str = "edge_response_bytes_total";
     pub const CACHE_TIER_HITS_TOTAL: &str = "edge_cache_tier_hits_total";
+    pub const CACHE_COLLAPSED_TOTAL: &str = "edge_cache_collapsed_total";
     pub const OPEN_CONNECTIONS: &str = "edge_open_connections";
     pub const CONNECTIONS_TOTAL: &str = "edge_connections_total";
     pub const ORIGIN_REQUESTS_TOTAL: &str = "edge_origin_requests_total";
@@ -38,6 +39,8 @@ pub struct Metrics {
     pub response_bytes: IntCounterVec,
     /// Responses served from cache by the tier that held them.
     pub cache_tier_hits: IntCounterVec,
+    /// Misses served from another request's fill instead of the origin.
+    pub cache_collapsed: IntCounter,
     pub open_connections: IntGauge,
     pub connections: IntCounter,
     /// Upstream responses by status class.
@@ -79,6 +82,10 @@ impl Metrics {
                 ),
                 &["tier"],
             )?,
+            cache_collapsed: IntCounter::new(
+                names::CACHE_COLLAPSED_TOTAL,
+                "Misses that joined another request's fill instead of going to the origin",
+            )?,
             open_connections: IntGauge::new(names::OPEN_CONNECTIONS, "Open client connections")?,
             connections: IntCounter::new(names::CONNECTIONS_TOTAL, "Client connections accepted")?,
             origin_requests: IntCounterVec::new(
@@ -101,6 +108,7 @@ impl Metrics {
         registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.response_bytes.clone()))?;
         registry.register(Box::new(m.cache_tier_hits.clone()))?;
+        registry.register(Box::new(m.cache_collapsed.clone()))?;
         registry.register(Box::new(m.open_connections.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.origin_requests.clone()))?;

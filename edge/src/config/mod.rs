@@ -82,6 +82,17 @@ pub struct CacheConfig {
     pub key_ignore_query_params: Vec<String>,
     /// Sort query parameters in cache keys. Default: `false`.
     pub key_sort_query: bool,
+    /// Body bytes an in-flight fill keeps in memory for its readers;
+    /// readers further behind read from the store. Default: `8MiB`.
+    pub fill_window: ByteSize,
+    /// How long a miss waits for another request's response head before
+    /// fetching on its own. Default: `5s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub fill_wait_timeout: Duration,
+    /// How long a URL whose response could not be stored skips the wait
+    /// ("hit-for-pass"). Default: `10s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub hit_for_pass: Duration,
 }
 
 impl CacheConfig {
@@ -194,6 +205,9 @@ impl Default for CacheConfig {
             honor_cdn_cache_control: true,
             key_ignore_query_params: Vec::new(),
             key_sort_query: false,
+            fill_window: ByteSize::mib(8),
+            fill_wait_timeout: Duration::from_secs(5),
+            hit_for_pass: Duration::from_secs(10),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use cache::CacheKey;
+use cache::fill::{FillError, FillReader};
 use cache::object::ObjectWriter;
 use cache::store::{Store, StoreError};
 use http_body::{Body, Frame, SizeHint};
@@ -29,6 +30,95 @@ impl Tap for Fill {
     fn end(self, end: BodyEnd) {
         if end == BodyEnd::Complete {
             self.0.finish();
+        }
+    }
+}
+
+type ReadFuture =
+    Pin<Box<dyn Future<Output = (FillReader, Result<Option<Bytes>, FillError>)> + Send>>;
+
+/// Streams a fill in flight to one client.
+pub struct FillBody {
+    reader: Option<FillReader>,
+    pending: Option<ReadFuture>,
+    /// Bytes still to come, when the origin declared a length.
+    remaining: Option<u64>,
+    done: bool,
+}
+
+impl std::fmt::Debug for FillBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FillBody")
+            .field("remaining", &self.remaining)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl FillBody {
+    pub fn new(reader: FillReader, len: Option<u64>) -> Self {
+        FillBody {
+            reader: Some(reader),
+            pending: None,
+            remaining: len,
+            done: false,
+        }
+    }
+}
+
+impl Body for FillBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.pending.is_none() {
+            let Some(mut reader) = this.reader.take() else {
+                return Poll::Ready(None);
+            };
+            this.pending = Some(Box::pin(async move {
+                let next = reader.next().await;
+                (reader, next)
+            }));
+        }
+        let Some(pending) = this.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let (reader, next) = ready!(pending.as_mut().poll(cx));
+        this.pending = None;
+        this.reader = Some(reader);
+        match next {
+            Ok(Some(bytes)) => {
+                if let Some(remaining) = this.remaining.as_mut() {
+                    *remaining = remaining.saturating_sub(bytes.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Ok(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Err(err) => {
+                this.done = true;
+                Poll::Ready(Some(Err(Box::new(err))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use cache::fill::{FillConfig, FillFeeder, FillReader, Fills, Join};
 use cache::meta::{BodyLayout, ObjectMeta};
 use cache::object::{self, Found, ObjectWriter};
 use cache::policy::{self, PolicyOptions, Reuse};
@@ -18,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use super::bodies::{CachedBody, Fill};
+use super::bodies::{CachedBody, Fill, FillBody};
 use super::{Fetched, Proxy, clone_parts};
 use crate::body::{self, ProxyBody};
 use crate::config::CacheConfig;
@@ -37,11 +38,19 @@ pub(crate) struct CacheLayer {
     max_object_size: u64,
     /// Objects with a background revalidation in flight: one at a time.
     revalidating: Mutex<HashSet<CacheKey>>,
+    /// Misses being fetched, shared by the requests that want them.
+    pub fills: Arc<Fills>,
 }
 
 impl CacheLayer {
     pub fn new(store: Store, config: &CacheConfig) -> Self {
+        let fill_config = FillConfig {
+            window: config.fill_window.as_usize(),
+            wait_for_head: config.fill_wait_timeout,
+            hit_for_pass: config.hit_for_pass,
+        };
         CacheLayer {
+            fills: Arc::new(Fills::new(store.clone(), fill_config)),
             store,
             opts: config.policy_options(),
             max_object_size: config.max_object_size.as_u64(),
@@ -92,6 +101,30 @@ impl Drop for RevalidationGuard {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.key);
     }
+}
+
+/// Pushes an origin body into a fill. Runs on its own task so the fill
+/// completes (and the object is stored) even if every client leaves; stops
+/// early only when nobody wants the bytes any more.
+async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTimeout<Incoming>) {
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    feeder.push(data);
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, "origin body failed; fill abandoned");
+                return;
+            }
+        }
+        if !feeder.is_wanted() {
+            debug!("fill no longer wanted; stopped");
+            return;
+        }
+    }
+    feeder.finish();
 }
 
 /// Sets `X-Cache` and the RFC 9211 `Cache-Status` on a response.
@@ -166,14 +199,7 @@ impl<H: EdgeHooks> Proxy<H> {
             if req_cc.has("only-if-cached") {
                 return Err(ProxyError::OnlyIfCached);
             }
-            let fetched = self.forward(session, client_body, ctx, &[]).await?;
-            return Ok(self.store_or_pass(
-                session,
-                key,
-                fetched,
-                CacheStatus::Miss,
-                "fwd=uri-miss",
-            ));
+            return self.fill(session, key, client_body, ctx).await;
         };
         session.cache_tier = Some(found.tier);
         let now = SystemTime::now();
@@ -221,9 +247,7 @@ impl<H: EdgeHooks> Proxy<H> {
         }
         // The object's body is gone (a chunk was evicted): a miss.
         self.cache.store.remove(&found.object_key);
-        session.cache_tier = None;
-        let fetched = self.forward(session, client_body, ctx, &[]).await?;
-        Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss, "fwd=uri-miss"))
+        self.fill(session, key, client_body, ctx).await
     }
 
     /// Answers from a stored object, or `None` if its body is gone.
@@ -472,76 +496,213 @@ impl<H: EdgeHooks> Proxy<H> {
         fwd: &str,
     ) -> Served {
         let Fetched {
-            mut parts,
+            parts,
             body,
             exchange,
         } = fetched;
-        let status = parts.status;
-        session.cache_status = CacheStatus::Miss;
-        session.cache_tier = None;
-        let verdict = if session.req.method == Method::HEAD {
-            Err("head")
-        } else {
-            policy::storable(
-                &session.req.method,
-                &session.req.headers,
-                status,
-                &parts.headers,
-                exchange,
-                &self.cache.opts,
-            )
-            .map_err(|reason| reason.as_str())
-        };
-        let too_large = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|len| len > self.cache.max_object_size);
-        match verdict {
-            Ok(policy) if !too_large => {
-                let meta = ObjectMeta {
-                    status,
-                    headers: parts.headers.clone(),
-                    request_time: exchange.request_time,
-                    response_time: exchange.response_time,
-                    policy,
-                    body: BodyLayout::Inline(Bytes::new()),
-                    vary: object::vary_names(&parts.headers).unwrap_or_default(),
-                    tags: tags(&parts.headers),
-                };
-                let writer = ObjectWriter::new(
-                    self.cache.store.clone(),
-                    key,
-                    &session.req.headers,
-                    meta,
-                    self.cache.max_object_size,
-                );
-                session.cache_status = if_stored;
-                let detail = format!("{fwd}; fwd-status={}; stored", status.as_u16());
-                mark(&mut parts.headers, &self.node_name, if_stored, &detail);
-                (
-                    parts,
-                    body::boxed(body::Tapped::new(body, Fill(writer))),
-                    Some(status),
-                )
-            }
-            verdict => {
-                let reason = verdict.err().unwrap_or("too-large");
+        match self.object_writer(session, key, &parts, exchange) {
+            Ok(writer) => self.stored_response(session, parts, body, writer, if_stored, fwd),
+            Err(reason) => {
                 if if_stored == CacheStatus::Expired {
                     // The stored response is outdated and its successor
                     // may not be kept: drop it.
                     self.cache.store.remove(&key);
                 }
-                let detail = format!("{fwd}; fwd-status={}; detail={reason}", status.as_u16());
-                mark(
-                    &mut parts.headers,
-                    &self.node_name,
-                    CacheStatus::Miss,
-                    &detail,
-                );
-                (parts, body::boxed(body), Some(status))
+                self.pass_through(session, parts, body, fwd, reason)
             }
         }
+    }
+
+    /// An origin response streamed to the client and, through `writer`,
+    /// into the store.
+    fn stored_response(
+        &self,
+        session: &mut Session,
+        mut parts: response::Parts,
+        body: crate::body::ReadTimeout<Incoming>,
+        writer: ObjectWriter,
+        if_stored: CacheStatus,
+        fwd: &str,
+    ) -> Served {
+        let status = parts.status;
+        session.cache_status = if_stored;
+        session.cache_tier = None;
+        let detail = format!("{fwd}; fwd-status={}; stored", status.as_u16());
+        mark(&mut parts.headers, &self.node_name, if_stored, &detail);
+        let body = body::boxed(body::Tapped::new(body, Fill(writer)));
+        (parts, body, Some(status))
+    }
+
+    /// Whether an origin response may be stored, and if so the writer that
+    /// will store it (RFC 9111 §3, plus HEAD and the size limit).
+    fn object_writer(
+        &self,
+        session: &Session,
+        key: CacheKey,
+        parts: &response::Parts,
+        exchange: policy::Exchange,
+    ) -> Result<ObjectWriter, &'static str> {
+        if session.req.method == Method::HEAD {
+            return Err("head");
+        }
+        let policy = policy::storable(
+            &session.req.method,
+            &session.req.headers,
+            parts.status,
+            &parts.headers,
+            exchange,
+            &self.cache.opts,
+        )
+        .map_err(|reason| reason.as_str())?;
+        let too_large = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|len| len > self.cache.max_object_size);
+        if too_large {
+            return Err("too-large");
+        }
+        let meta = ObjectMeta {
+            status: parts.status,
+            headers: parts.headers.clone(),
+            request_time: exchange.request_time,
+            response_time: exchange.response_time,
+            policy,
+            body: BodyLayout::Inline(Bytes::new()),
+            vary: object::vary_names(&parts.headers).unwrap_or_default(),
+            tags: tags(&parts.headers),
+        };
+        Ok(ObjectWriter::new(
+            self.cache.store.clone(),
+            key,
+            &session.req.headers,
+            meta,
+            self.cache.max_object_size,
+        ))
+    }
+
+    /// An origin response that is not stored, streamed as it comes.
+    fn pass_through(
+        &self,
+        session: &mut Session,
+        mut parts: response::Parts,
+        body: crate::body::ReadTimeout<Incoming>,
+        fwd: &str,
+        reason: &str,
+    ) -> Served {
+        let status = parts.status;
+        session.cache_status = CacheStatus::Miss;
+        session.cache_tier = None;
+        let detail = format!("{fwd}; fwd-status={}; detail={reason}", status.as_u16());
+        mark(
+            &mut parts.headers,
+            &self.node_name,
+            CacheStatus::Miss,
+            &detail,
+        );
+        (parts, body::boxed(body), Some(status))
+    }
+
+    /// A miss: join the fill of `key`, or lead it. Only one request per key
+    /// goes to the origin while a fill is in flight; the others stream the
+    /// same response as it arrives.
+    async fn fill(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        client_body: ProxyBody,
+        ctx: &mut H::Ctx,
+    ) -> Result<Served, ProxyError> {
+        session.cache_tier = None;
+        let join = if session.req.method == Method::HEAD {
+            // A HEAD brings no body to share.
+            Join::Bypass
+        } else {
+            self.cache.fills.join(key)
+        };
+        let leader = match join {
+            Join::Leader(leader) => leader,
+            Join::Waiter(waiter) => {
+                if let Some(reader) = waiter.reader(&session.req.headers).await {
+                    self.metrics.cache_collapsed.inc();
+                    return Ok(self.serve_fill(session, reader, "; collapsed"));
+                }
+                let fetched = self.forward(session, client_body, ctx, &[]).await?;
+                return Ok(self.store_or_pass(
+                    session,
+                    key,
+                    fetched,
+                    CacheStatus::Miss,
+                    "fwd=uri-miss",
+                ));
+            }
+            Join::Bypass => {
+                let Fetched {
+                    parts,
+                    body,
+                    exchange,
+                } = self.forward(session, client_body, ctx, &[]).await?;
+                return Ok(match self.object_writer(session, key, &parts, exchange) {
+                    Ok(writer) => {
+                        // Cacheable again: stop bypassing the fill.
+                        self.cache.fills.clear_pass(&key);
+                        self.stored_response(
+                            session,
+                            parts,
+                            body,
+                            writer,
+                            CacheStatus::Miss,
+                            "fwd=uri-miss",
+                        )
+                    }
+                    Err(reason) => self.pass_through(session, parts, body, "fwd=uri-miss", reason),
+                });
+            }
+        };
+        // An error here drops the leader, which releases the waiters.
+        let fetched = self.forward(session, client_body, ctx, &[]).await?;
+        let Fetched {
+            parts,
+            body,
+            exchange,
+        } = fetched;
+        match self.object_writer(session, key, &parts, exchange) {
+            Ok(writer) => {
+                let feeder = leader.publish(writer);
+                let reader = feeder.reader();
+                tokio::spawn(feed(feeder, body));
+                Ok(self.serve_fill(session, reader, ""))
+            }
+            Err(reason) => {
+                leader.refuse();
+                Ok(self.pass_through(session, parts, body, "fwd=uri-miss", reason))
+            }
+        }
+    }
+
+    /// Answers from a fill in flight.
+    fn serve_fill(&self, session: &mut Session, reader: FillReader, collapsed: &str) -> Served {
+        let head = reader.head().clone();
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = head.meta.status;
+        parts.headers = head.meta.headers.clone();
+        session.cache_status = CacheStatus::Miss;
+        let detail = format!(
+            "fwd=uri-miss; fwd-status={}; stored{collapsed}",
+            head.meta.status.as_u16()
+        );
+        mark(
+            &mut parts.headers,
+            &self.node_name,
+            CacheStatus::Miss,
+            &detail,
+        );
+        let len = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let body = body::boxed(FillBody::new(reader, len));
+        (parts, body, Some(head.meta.status))
     }
 
     /// `stale-while-revalidate`: refresh the object in the background, at
