@@ -49,6 +49,8 @@ enum ReplyBody {
     },
     /// Returns the request body.
     Echo,
+    /// Returns the value of a request header (empty if absent).
+    EchoHeader(String),
 }
 
 impl Reply {
@@ -66,6 +68,24 @@ impl Reply {
     pub fn echo() -> Self {
         Reply {
             body: ReplyBody::Echo,
+            ..Reply::ok("")
+        }
+    }
+
+    /// 200 whose body is the request's value of `header`: every client
+    /// gets its own answer.
+    pub fn echo_header(header: &str) -> Self {
+        Reply {
+            body: ReplyBody::EchoHeader(header.to_owned()),
+            ..Reply::ok("")
+        }
+    }
+
+    /// Byte chunks sent `gap` apart (after `gate`, if given, for all but
+    /// the first), without a Content-Length.
+    pub fn streamed(chunks: Vec<Bytes>, gap: Duration, gate: Option<Arc<Notify>>) -> Self {
+        Reply {
+            body: ReplyBody::Chunks { chunks, gap, gate },
             ..Reply::ok("")
         }
     }
@@ -244,6 +264,7 @@ async fn respond(
         .map_or_else(|| "/".to_owned(), |pq| pq.to_string());
     let path = parts.uri.path().to_owned();
     let if_none_match = parts.headers.get("if-none-match").cloned();
+    let header_values = parts.headers.clone();
     lock(&state.requests).push(RecordedRequest {
         method: parts.method,
         uri,
@@ -281,6 +302,15 @@ async fn respond(
         return Ok(resp);
     }
 
+    let mut reply = reply;
+    if let ReplyBody::EchoHeader(name) = &reply.body {
+        let value = header_values
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        reply.body = ReplyBody::EchoHeader(value);
+    }
     let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(4);
     let mut builder = Response::builder().status(reply.status);
     for (name, value) in &reply.headers {
@@ -289,6 +319,7 @@ async fn respond(
     let exact_len = match &reply.body {
         ReplyBody::Full(b) => Some(b.len() as u64),
         ReplyBody::Echo => Some(body.len() as u64),
+        ReplyBody::EchoHeader(_) => None,
         ReplyBody::Truncated { declared, .. } => {
             builder = builder.header("content-length", declared.to_string());
             None
@@ -302,6 +333,9 @@ async fn respond(
             }
             ReplyBody::Echo => {
                 let _ = tx.send(Ok(body)).await;
+            }
+            ReplyBody::EchoHeader(value) => {
+                let _ = tx.send(Ok(Bytes::from(value))).await;
             }
             ReplyBody::Truncated { sent, .. } => {
                 let _ = tx.send(Ok(sent)).await;

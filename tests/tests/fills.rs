@@ -1,0 +1,208 @@
+//! Streaming fills: a burst of misses costs the origin one fetch, readers
+//! stream while the origin is still sending, and failures never leave a
+//! partial object behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge_tests::client::{self, get, get_request, send};
+use edge_tests::{MockOrigin, Reply, TestEdge};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::Notify;
+
+/// 16 pieces of 64 KiB, each filled with a different byte.
+fn pieces() -> Vec<Bytes> {
+    (0..16u8)
+        .map(|i| Bytes::from(vec![i.wrapping_mul(37); 64 * 1024]))
+        .collect()
+}
+
+fn expected_hash() -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    for piece in pieces() {
+        h.update(&piece);
+    }
+    h.finalize()
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_misses_cost_the_origin_one_request() {
+    const CLIENTS: usize = 1000;
+    let origin = MockOrigin::start().await;
+    let gate = Arc::new(Notify::new());
+    // 1 MiB: the first 64 KiB at once, the rest after the gate, 100 ms apart.
+    origin.route(
+        "/cold",
+        Reply::streamed(pieces(), Duration::from_millis(100), Some(gate.clone()))
+            .header("cache-control", "max-age=600"),
+    );
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.server.h2_max_concurrent_streams = 2000;
+    })
+    .await;
+    // One h2c connection carries every request: 1000 concurrent streams.
+    let client = client::h2c();
+    let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<()>(CLIENTS);
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = client.clone();
+        let url = edge.url("/cold");
+        let first_tx = first_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = send(&client, get_request(&url)).await;
+            assert_eq!(resp.status(), 200);
+            let mut body = resp.into_body();
+            let mut hasher = blake3::Hasher::new();
+            let mut first = true;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.expect("body completes");
+                if let Some(data) = frame.data_ref() {
+                    if first {
+                        first = false;
+                        let _ = first_tx.send(()).await;
+                    }
+                    hasher.update(data);
+                }
+            }
+            hasher.finalize()
+        }));
+    }
+    drop(first_tx);
+    // Every client has its first bytes while the origin is held at the gate.
+    for i in 0..CLIENTS {
+        tokio::time::timeout(Duration::from_secs(30), first_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {i} clients got bytes before the origin finished"));
+    }
+    gate.notify_one();
+    let expected = expected_hash();
+    for task in tasks {
+        assert_eq!(
+            task.await.unwrap(),
+            expected,
+            "a client got different bytes"
+        );
+    }
+    assert_eq!(
+        origin.hits("/cold"),
+        1,
+        "the burst reached the origin more than once"
+    );
+    // And it is stored: the next request is a hit.
+    let again = get(&edge.url("/cold")).await;
+    assert_eq!(again.headers()["x-cache"], "HIT");
+    assert_eq!(blake3::hash(again.body()), expected);
+}
+
+#[tokio::test]
+async fn the_fill_completes_when_its_first_client_leaves() {
+    let origin = MockOrigin::start().await;
+    let gate = Arc::new(Notify::new());
+    origin.route(
+        "/abandoned",
+        Reply::streamed(pieces(), Duration::from_millis(20), Some(gate.clone()))
+            .header("cache-control", "max-age=600"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let resp = send(&client::http1(), get_request(&edge.url("/abandoned"))).await;
+    let mut body = resp.into_body();
+    body.frame().await.expect("first piece").expect("data");
+    drop(body);
+    gate.notify_one();
+    // The fill goes on without any client and stores the object.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = get(&edge.url("/abandoned")).await;
+        if resp.headers()["x-cache"] == "HIT" {
+            assert_eq!(blake3::hash(resp.body()), expected_hash());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned fill was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(origin.hits("/abandoned"), 1);
+}
+
+#[tokio::test]
+async fn an_origin_closing_mid_body_fails_every_reader_and_caches_nothing() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/broken",
+        Reply::truncated(100_000, "only the start")
+            .header("cache-control", "max-age=600")
+            .delay(Duration::from_millis(300)),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let url = edge.url("/broken");
+        tasks.push(tokio::spawn(async move {
+            let resp = send(&client::http1(), get_request(&url)).await;
+            resp.into_body().collect().await.is_err()
+        }));
+    }
+    for task in tasks {
+        assert!(
+            task.await.unwrap(),
+            "a reader saw a clean end of a truncated body"
+        );
+    }
+    assert_eq!(origin.hits("/broken"), 1, "the readers shared one fetch");
+    origin.route(
+        "/broken",
+        Reply::ok("whole").header("cache-control", "max-age=600"),
+    );
+    let next = get(&edge.url("/broken")).await;
+    assert_eq!(next.headers()["x-cache"], "MISS");
+    assert_eq!(&next.body()[..], b"whole");
+    assert_eq!(origin.hits("/broken"), 2);
+}
+
+#[tokio::test]
+async fn private_responses_under_concurrency_go_to_each_client_alone() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/me",
+        Reply::echo_header("x-user")
+            .header("cache-control", "private, max-age=600")
+            .delay(Duration::from_millis(300)),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let url = edge.url("/me");
+        tasks.push(tokio::spawn(async move {
+            let user = format!("user-{i}");
+            let req = Request::get(&url)
+                .header("x-user", &user)
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            let resp = client::fetch(&client::http1(), req).await;
+            (user, resp.into_body())
+        }));
+    }
+    for task in tasks {
+        let (user, body) = task.await.unwrap();
+        assert_eq!(
+            &body[..],
+            user.as_bytes(),
+            "{user} got someone else's response"
+        );
+    }
+    assert_eq!(origin.hits("/me"), 10);
+    // Hit-for-pass: the next request does not wait for anyone.
+    let started = tokio::time::Instant::now();
+    let resp = get(&edge.url("/me")).await;
+    assert!(
+        resp.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("detail=private")
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
