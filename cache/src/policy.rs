@@ -321,19 +321,20 @@ pub fn corrected_initial_age(headers: &HeaderMap, exchange: Exchange) -> Duratio
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        // §1.2.2: larger values are 2^31; never overflow below.
+        .map(|secs| Duration::from_secs(secs.min(1 << 31)))
         .unwrap_or(Duration::ZERO);
     let response_delay = exchange
         .response_time
         .duration_since(exchange.request_time)
         .unwrap_or(Duration::ZERO);
-    apparent_age.max(age_value + response_delay)
+    apparent_age.max(age_value.saturating_add(response_delay))
 }
 
 /// `current_age` of RFC 9111 §4.2.3 at `now`.
 pub fn current_age(stored: &StoredPolicy, response_time: SystemTime, now: SystemTime) -> Duration {
     let resident = now.duration_since(response_time).unwrap_or(Duration::ZERO);
-    stored.corrected_initial_age + resident
+    stored.corrected_initial_age.saturating_add(resident)
 }
 
 /// How a stored response may answer a request.

@@ -170,7 +170,8 @@ impl Code for StoreValue {
             .read_exact(&mut len)
             .map_err(foyer::Error::io_error)?;
         let len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
-        let mut buf = Vec::new();
+        // Bounded so that a corrupt length cannot ask for gigabytes.
+        let mut buf = Vec::with_capacity(len.min(64 << 20));
         reader
             .take(len as u64)
             .read_to_end(&mut buf)
@@ -194,7 +195,7 @@ impl Code for StoreValue {
                 .map(|n| HeaderName::from_bytes(n).map_err(|_| invalid("vary name")))
                 .collect::<foyer::Result<Vec<_>>>()
                 .map(|names| StoreValue::Vary(names.into())),
-            TAG_CHUNK => Ok(StoreValue::Chunk(Bytes::from(payload.to_vec()))),
+            TAG_CHUNK => Ok(StoreValue::Chunk(Bytes::from(buf).slice(1..))),
             TAG_REMOVED => Ok(StoreValue::Removed),
             _ => Err(invalid("unknown cache value tag")),
         }
@@ -304,14 +305,21 @@ impl Store {
 
     /// Stores an object's meta: the commit point of a fill.
     pub fn put_object(&self, key: &CacheKey, meta: ObjectMeta) {
-        self.cache
-            .insert(StoreKey(*key.as_bytes()), StoreValue::Meta(Arc::new(meta)));
+        self.replace(key, StoreValue::Meta(Arc::new(meta)));
     }
 
     /// Records that the response under `key` varies on `names`.
     pub fn put_vary(&self, key: &CacheKey, names: Vec<HeaderName>) {
-        self.cache
-            .insert(StoreKey(*key.as_bytes()), StoreValue::Vary(names.into()));
+        self.replace(key, StoreValue::Vary(names.into()));
+    }
+
+    /// Writes `value` over whatever `key` held. This is deliberately not
+    /// foyer's remove-then-insert: foyer replays its tombstone log after
+    /// the data blocks on restart, so a key removed once would lose every
+    /// later version at the next restart (seen in
+    /// `the_cache_survives_a_restart_on_the_same_data_dir`).
+    fn replace(&self, key: &CacheKey, value: StoreValue) {
+        self.cache.insert(StoreKey(*key.as_bytes()), value);
     }
 
     pub fn put_chunk(&self, key: &CacheKey, object_id: u64, index: u64, bytes: Bytes) {
@@ -338,11 +346,13 @@ impl Store {
     }
 
     /// Removes what `key` names from both tiers (its chunks become
-    /// unreachable and age out). The removal is itself a write, ordered
-    /// after any earlier write of the key, and survives a restart.
+    /// unreachable and age out). The removal is a marker written over the
+    /// key, ordered after any earlier write of it, so it survives a restart
+    /// without poisoning later versions of the key. Like any foyer write,
+    /// its disk copy can be dropped under extreme write pressure; durable
+    /// purge rules (checked on lookup) are what guarantee removal.
     pub fn remove(&self, key: &CacheKey) {
-        self.cache
-            .insert(StoreKey(*key.as_bytes()), StoreValue::Removed);
+        self.replace(key, StoreValue::Removed);
     }
 
     /// Flushes pending disk writes; call before exit to keep the cache warm.

@@ -46,6 +46,19 @@ pub fn merge_not_modified(stored: &mut HeaderMap, fresh: &HeaderMap) {
     }
 }
 
+/// Whether a HEAD response describes the stored response closely enough
+/// to refresh it (RFC 9111 §4.3.5): both carry a validator and they agree.
+pub fn head_confirms(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
+    match (stored.get(header::ETAG), fresh.get(header::ETAG)) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => matches!(
+            (stored.get(header::LAST_MODIFIED), fresh.get(header::LAST_MODIFIED)),
+            (Some(a), Some(b)) if a == b
+        ),
+        _ => false,
+    }
+}
+
 /// Whether a 304 (or HEAD response) describes the stored response
 /// (RFC 9111 §4.3.4): same strong validator, or same Last-Modified when
 /// neither carries an ETag.
@@ -85,7 +98,7 @@ pub fn evaluate_client_conditionals(
             return Some(StatusCode::PRECONDITION_FAILED);
         }
     } else if let Some(since) = date(req.get(header::IF_UNMODIFIED_SINCE))
-        && last_modified.is_none_or(|lm| lm > since)
+        && last_modified.is_some_and(|lm| lm > since)
     {
         return Some(StatusCode::PRECONDITION_FAILED);
     }
@@ -112,12 +125,14 @@ pub fn evaluate_client_conditionals(
 /// Whether `list` (`*` or comma-separated entity tags) matches `etag`;
 /// `strong` selects the strong comparison of RFC 9110 §8.8.3.2.
 fn etag_list_matches(list: &str, etag: Option<&str>, strong: bool) -> bool {
-    let Some(etag) = etag else {
-        return false;
-    };
+    // `*` matches any current representation, with or without an ETag
+    // (RFC 9110 §13.1.1); we only get here with one.
     if list.trim() == "*" {
         return true;
     }
+    let Some(etag) = etag else {
+        return false;
+    };
     let opaque = |tag: &str| -> Option<(bool, String)> {
         let tag = tag.trim();
         let (weak, rest) = match tag.strip_prefix("W/") {
@@ -235,6 +250,17 @@ mod tests {
     }
 
     #[test]
+    fn head_needs_agreeing_validators() {
+        let v1 = headers(&[("etag", "\"v1\"")]);
+        assert!(head_confirms(&v1, &v1));
+        assert!(!head_confirms(&v1, &HeaderMap::new()));
+        assert!(!head_confirms(&HeaderMap::new(), &HeaderMap::new()));
+        let lm = headers(&[("last-modified", OLD)]);
+        assert!(head_confirms(&lm, &lm));
+        assert!(!head_confirms(&lm, &HeaderMap::new()));
+    }
+
+    #[test]
     fn client_conditionals_in_rfc_order() {
         let stored = headers(&[("etag", "W/\"v1\""), ("last-modified", OLD)]);
         let ok = StatusCode::OK;
@@ -277,6 +303,27 @@ mod tests {
             Some(StatusCode::PRECONDITION_FAILED)
         );
         assert_eq!(ask(&[("if-match", "*")]), None);
+        // Without a Last-Modified, If-Unmodified-Since cannot fail.
+        let no_lm = headers(&[("etag", "\"v1\"")]);
+        assert_eq!(
+            evaluate_client_conditionals(
+                &get,
+                &headers(&[("if-unmodified-since", OLD)]),
+                ok,
+                &no_lm
+            ),
+            None
+        );
+        // `*` matches a representation that has no ETag.
+        let bare = HeaderMap::new();
+        assert_eq!(
+            evaluate_client_conditionals(&get, &headers(&[("if-none-match", "*")]), ok, &bare),
+            Some(StatusCode::NOT_MODIFIED)
+        );
+        assert_eq!(
+            evaluate_client_conditionals(&get, &headers(&[("if-match", "*")]), ok, &bare),
+            None
+        );
         assert_eq!(
             ask(&[("if-unmodified-since", "Sun, 31 Dec 2023 00:00:00 GMT")]),
             Some(StatusCode::PRECONDITION_FAILED)

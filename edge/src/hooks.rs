@@ -50,19 +50,7 @@ impl Session {
     /// The host the client asked for: the URI's authority (absolute-form or
     /// HTTP/2 `:authority`), else the `Host` field, without a port.
     pub fn host(&self) -> &str {
-        let raw = self
-            .req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                self.req
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("");
-        strip_port(raw)
+        strip_port(self.authority())
     }
 
     /// The key the stock `cache_key` phase gives this request (GET and HEAD
@@ -72,14 +60,38 @@ impl Session {
         self.key_for(&self.req.method, self.path_and_query())
     }
 
-    /// The default key of `path_and_query` on this request's host.
+    /// The default key of `path_and_query` on this request's host. The
+    /// port counts unless it is the scheme's default: the origin may build
+    /// links and redirects from it.
     pub fn key_for(&self, method: &http::Method, path_and_query: &str) -> Option<CacheKey> {
+        let authority = self.authority();
+        let default_port = if self.downstream_scheme == "https" {
+            ":443"
+        } else {
+            ":80"
+        };
+        let host = authority.strip_suffix(default_port).unwrap_or(authority);
         CacheKey::for_request(
             method,
             self.downstream_scheme,
-            self.host(),
+            host,
             &self.key_rules.normalize(path_and_query),
         )
+    }
+
+    /// The authority the client asked for, port included if it sent one.
+    fn authority(&self) -> &str {
+        self.req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                self.req
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("")
     }
 
     /// Path and query as the client sent them.

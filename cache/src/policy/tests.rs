@@ -354,6 +354,28 @@ fn age_includes_upstream_age_delay_and_residence() {
     )
     .unwrap();
     assert_eq!(p.corrected_initial_age, Duration::from_secs(102));
+    // An absurd upstream Age is capped (RFC 9111 §1.2.2), never overflows.
+    let resp = headers(&[
+        ("age", "18446744073709551615"),
+        ("cache-control", "max-age=60"),
+    ]);
+    let p = storable(
+        &Method::GET,
+        &HeaderMap::new(),
+        StatusCode::OK,
+        &resp,
+        exchange,
+        &PolicyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(p.corrected_initial_age, Duration::from_secs((1 << 31) + 2));
+    assert!(
+        current_age(
+            &p,
+            at(T0),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4)
+        ) > Duration::ZERO
+    );
     // A Date in the future does not make the age negative.
     let resp = headers(&[("date", &date(T0 + 500)), ("cache-control", "max-age=60")]);
     let p = storable(

@@ -212,7 +212,12 @@ impl Body for CachedBody {
                 this.remaining = this.remaining.saturating_sub(chunk.len() as u64);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
-            Ok(None) => Poll::Ready(Some(Err(Box::new(CachedBodyError::MissingChunk(index))))),
+            Ok(None) => {
+                // The client gets a cut-off body this once; the object is
+                // dropped so that the next request refetches it whole.
+                this.store.remove(&this.key);
+                Poll::Ready(Some(Err(Box::new(CachedBodyError::MissingChunk(index)))))
+            }
             Err(err) => Poll::Ready(Some(Err(Box::new(CachedBodyError::Store(err))))),
         }
     }

@@ -247,6 +247,9 @@ impl<H: EdgeHooks> Proxy<H> {
         }
         // The object's body is gone (a chunk was evicted): a miss.
         self.cache.store.remove(&found.object_key);
+        if req_cc.has("only-if-cached") {
+            return Err(ProxyError::OnlyIfCached);
+        }
         self.fill(session, key, client_body, ctx).await
     }
 
@@ -356,11 +359,17 @@ impl<H: EdgeHooks> Proxy<H> {
         let status = fetched.parts.status;
         // A 304 to our validators, or a HEAD response describing the same
         // representation (RFC 9111 §4.3.5), refreshes the stored headers.
-        let confirms = (status == StatusCode::NOT_MODIFIED && !validators.is_empty())
-            || (session.req.method == Method::HEAD && status == StatusCode::OK);
-        if confirms && validation::validators_match(&found.meta.headers, &fetched.parts.headers) {
+        let confirms = if status == StatusCode::NOT_MODIFIED {
+            !validators.is_empty()
+                && validation::validators_match(&found.meta.headers, &fetched.parts.headers)
+        } else {
+            session.req.method == Method::HEAD
+                && status == found.meta.status
+                && validation::head_confirms(&found.meta.headers, &fetched.parts.headers)
+        };
+        if confirms {
             let refreshed = Found {
-                meta: self.refresh(&found, &fetched),
+                meta: self.refresh(&found, &fetched, &session.req.headers),
                 ..found
             };
             let upstream = Some(status);
@@ -453,13 +462,16 @@ impl<H: EdgeHooks> Proxy<H> {
     /// returns the refreshed meta. If the refreshed response may no longer
     /// be stored, the object is removed and the meta serves this request
     /// only.
-    fn refresh(&self, found: &Found, fetched: &Fetched) -> Arc<ObjectMeta> {
+    fn refresh(&self, found: &Found, fetched: &Fetched, request: &HeaderMap) -> Arc<ObjectMeta> {
         let mut headers = found.meta.headers.clone();
+        // Date and Age describe the old exchange: the new one's (or none,
+        // which means "now") must drive the age calculation.
+        headers.remove(header::DATE);
+        headers.remove(header::AGE);
         validation::merge_not_modified(&mut headers, &fetched.parts.headers);
-        let request = HeaderMap::new();
         let stored = policy::storable(
             &Method::GET,
-            &request,
+            request,
             found.meta.status,
             &headers,
             fetched.exchange,
@@ -743,7 +755,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 && !validators.is_empty()
                 && validation::validators_match(&found.meta.headers, &fetched.parts.headers)
             {
-                proxy.refresh(&found, &fetched);
+                proxy.refresh(&found, &fetched, &background.req.headers);
                 return;
             }
             if fetched.parts.status.is_server_error() {
