@@ -31,6 +31,7 @@ mod key;
 pub mod meta;
 pub mod object;
 pub mod policy;
+pub mod range;
 mod status;
 pub mod store;
 pub mod validation;

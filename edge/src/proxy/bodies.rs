@@ -123,6 +123,129 @@ impl Body for FillBody {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The bytes `skip..skip + take` of a body: a byte range of a stored or
+    /// arriving object.
+    pub struct Ranged<B> {
+        #[pin]
+        inner: B,
+        skip: u64,
+        take: u64,
+    }
+}
+
+impl<B> Ranged<B> {
+    pub fn new(inner: B, skip: u64, take: u64) -> Self {
+        Ranged { inner, skip, take }
+    }
+}
+
+impl<B> Body for Ranged<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        loop {
+            if *this.take == 0 {
+                return Poll::Ready(None);
+            }
+            let Some(frame) = ready!(this.inner.as_mut().poll_frame(cx)) else {
+                return Poll::Ready(None);
+            };
+            let Ok(mut data) = frame?.into_data() else {
+                continue;
+            };
+            let len = data.len() as u64;
+            if *this.skip >= len {
+                *this.skip -= len;
+                continue;
+            }
+            let from = usize::try_from(*this.skip).unwrap_or(usize::MAX);
+            *this.skip = 0;
+            data = data.slice(from..);
+            if data.len() as u64 > *this.take {
+                data.truncate(usize::try_from(*this.take).unwrap_or(usize::MAX));
+            }
+            *this.take -= data.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.take == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.take)
+    }
+}
+
+/// Bodies sent one after the other (the parts of a multipart response).
+pub struct Chain {
+    parts: std::collections::VecDeque<crate::body::ProxyBody>,
+    remaining: u64,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("parts", &self.parts.len())
+            .finish()
+    }
+}
+
+impl Chain {
+    /// `len` is the total length, known in advance.
+    pub fn new(parts: Vec<crate::body::ProxyBody>, len: u64) -> Self {
+        Chain {
+            parts: parts.into(),
+            remaining: len,
+        }
+    }
+}
+
+impl Body for Chain {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        while let Some(part) = this.parts.front_mut() {
+            match ready!(Pin::new(part).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.remaining = this.remaining.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => {
+                    this.parts.pop_front();
+                }
+            }
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
 type ChunkFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, StoreError>> + Send>>;
 
 /// Why a stored body could not be streamed to the end.
@@ -158,23 +281,24 @@ impl std::fmt::Debug for CachedBody {
 }
 
 impl CachedBody {
-    /// `first` is chunk 0, already read (so that a missing first chunk can
-    /// still turn into a miss before any byte is sent).
+    /// Streams chunks `first_index..count`; `first` is chunk `first_index`,
+    /// already read (so that a missing chunk can still turn into a miss
+    /// before any byte is sent). `remaining` is the bytes from there on.
     pub fn new(
         store: Store,
         key: CacheKey,
         object_id: u64,
-        count: u64,
-        len: u64,
+        (first_index, count): (u64, u64),
+        remaining: u64,
         first: Bytes,
     ) -> Self {
         CachedBody {
             store,
             key,
             object_id,
-            next: 1,
+            next: first_index + 1,
             count,
-            remaining: len,
+            remaining,
             first: Some(first),
             pending: None,
         }

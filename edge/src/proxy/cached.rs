@@ -11,6 +11,7 @@ use cache::fill::{FillConfig, FillFeeder, FillReader, Fills, Join};
 use cache::meta::{BodyLayout, ObjectMeta};
 use cache::object::{self, Found, ObjectWriter};
 use cache::policy::{self, PolicyOptions, Reuse};
+use cache::range::{self, ByteRange, RangeAnswer};
 use cache::store::Store;
 use cache::{CacheControl, CacheKey, CacheStatus, validation};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -19,7 +20,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use super::bodies::{CachedBody, Fill, FillBody};
+use super::bodies::{CachedBody, Chain, Fill, FillBody, Ranged};
 use super::{Fetched, Proxy, clone_parts};
 use crate::body::{self, ProxyBody};
 use crate::config::CacheConfig;
@@ -135,6 +136,12 @@ pub(crate) fn mark(headers: &mut HeaderMap, node: &str, status: CacheStatus, det
     );
     if let Ok(v) = HeaderValue::from_str(&format!("{node}; {detail}")) {
         headers.insert(HeaderName::from_static("cache-status"), v);
+    }
+}
+
+fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
     }
 }
 
@@ -305,13 +312,59 @@ impl<H: EdgeHooks> Proxy<H> {
         if session.req.method == Method::HEAD {
             return Some((parts, body::empty(), None));
         }
-        let body = match &meta.body {
-            BodyLayout::Inline(bytes) => body::full(bytes.clone()),
-            BodyLayout::Chunked { object_id, len, .. } => {
+        let total = meta.body.len();
+        if meta.status == StatusCode::OK {
+            parts
+                .headers
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            match range::evaluate(&session.req.headers, &meta.headers, total) {
+                RangeAnswer::Full => {}
+                RangeAnswer::Unsatisfiable => {
+                    parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
+                    set_header(
+                        &mut parts.headers,
+                        header::CONTENT_RANGE,
+                        &format!("bytes */{total}"),
+                    );
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                    return Some((parts, body::empty(), None));
+                }
+                RangeAnswer::Partial(ranges) => {
+                    let body = self.partial_body(found, &mut parts, &ranges).await?;
+                    parts.status = StatusCode::PARTIAL_CONTENT;
+                    return Some((parts, body, None));
+                }
+            }
+        }
+        let body = self.stored_range(found, 0, total).await?;
+        Some((parts, body, None))
+    }
+
+    /// The bytes `start..start + len` of a stored object, or `None` if the
+    /// chunk they start in is gone.
+    async fn stored_range(&self, found: &Found, start: u64, len: u64) -> Option<ProxyBody> {
+        match &found.meta.body {
+            BodyLayout::Inline(bytes) => {
+                let from = usize::try_from(start).ok()?;
+                let to = usize::try_from(start + len).ok()?;
+                Some(body::full(bytes.get(from..to).map(Bytes::copy_from_slice)?))
+            }
+            BodyLayout::Chunked {
+                object_id,
+                len: total,
+                chunk_size,
+            } => {
+                if len == 0 {
+                    return Some(body::empty());
+                }
+                let chunk_size = u64::from(*chunk_size).max(1);
+                let index = start / chunk_size;
                 let first = match self
                     .cache
                     .store
-                    .get_chunk(&found.object_key, *object_id, 0)
+                    .get_chunk(&found.object_key, *object_id, index)
                     .await
                 {
                     Ok(Some(first)) => first,
@@ -321,17 +374,74 @@ impl<H: EdgeHooks> Proxy<H> {
                         return None;
                     }
                 };
-                body::boxed(CachedBody::new(
+                let from_chunk = index * chunk_size;
+                let chunks = CachedBody::new(
                     self.cache.store.clone(),
                     found.object_key,
                     *object_id,
-                    meta.body.chunk_count(),
-                    *len,
+                    (index, found.meta.body.chunk_count()),
+                    total - from_chunk,
                     first,
-                ))
+                );
+                Some(if start == from_chunk && start + len == *total {
+                    body::boxed(chunks)
+                } else {
+                    body::boxed(Ranged::new(chunks, start - from_chunk, len))
+                })
             }
-        };
-        Some((parts, body, None))
+        }
+    }
+
+    /// A 206 body: one range as is, several as `multipart/byteranges`
+    /// (RFC 9110 §14.6). Sets the range headers on `parts`.
+    async fn partial_body(
+        &self,
+        found: &Found,
+        parts: &mut response::Parts,
+        ranges: &[ByteRange],
+    ) -> Option<ProxyBody> {
+        let total = found.meta.body.len();
+        if let [range] = ranges {
+            set_header(
+                &mut parts.headers,
+                header::CONTENT_RANGE,
+                &range.content_range(total),
+            );
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
+            return self.stored_range(found, range.start, range.len()).await;
+        }
+        let boundary = format!("edge-{}", &found.object_key.to_hex()[..24]);
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| format!("Content-Type: {ct}\r\n"))
+            .unwrap_or_default();
+        let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
+        let mut len = 0u64;
+        for range in ranges {
+            let head = format!(
+                "\r\n--{boundary}\r\n{content_type}Content-Range: {}\r\n\r\n",
+                range.content_range(total)
+            );
+            len += head.len() as u64 + range.len();
+            pieces.push(body::full(head));
+            pieces.push(self.stored_range(found, range.start, range.len()).await?);
+        }
+        let tail = format!("\r\n--{boundary}--\r\n");
+        len += tail.len() as u64;
+        pieces.push(body::full(tail));
+        set_header(
+            &mut parts.headers,
+            header::CONTENT_TYPE,
+            &format!("multipart/byteranges; boundary={boundary}"),
+        );
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        Some(body::boxed(Chain::new(pieces, len)))
     }
 
     /// A stale (or `no-cache`) object: ask the origin with its validators.
@@ -713,8 +823,49 @@ impl<H: EdgeHooks> Proxy<H> {
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let body = body::boxed(FillBody::new(reader, len));
-        (parts, body, Some(head.meta.status))
+        let status = head.meta.status;
+        let body = FillBody::new(reader, len);
+        // A range on a miss: the whole object is fetched once (and stored),
+        // the client gets its range as soon as those bytes arrive.
+        if let Some(total) = len
+            && status == StatusCode::OK
+            && session.req.method == Method::GET
+        {
+            parts
+                .headers
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            match range::evaluate(&session.req.headers, &head.meta.headers, total) {
+                RangeAnswer::Partial(ranges) if ranges.len() == 1 => {
+                    let range = ranges[0];
+                    parts.status = StatusCode::PARTIAL_CONTENT;
+                    set_header(
+                        &mut parts.headers,
+                        header::CONTENT_RANGE,
+                        &range.content_range(total),
+                    );
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
+                    let body = body::boxed(Ranged::new(body, range.start, range.len()));
+                    return (parts, body, Some(status));
+                }
+                RangeAnswer::Unsatisfiable => {
+                    parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
+                    set_header(
+                        &mut parts.headers,
+                        header::CONTENT_RANGE,
+                        &format!("bytes */{total}"),
+                    );
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                    return (parts, body::empty(), Some(status));
+                }
+                // Several ranges on a miss: the whole response (allowed).
+                _ => {}
+            }
+        }
+        (parts, body::boxed(body), Some(status))
     }
 
     /// `stale-while-revalidate`: refresh the object in the background, at
