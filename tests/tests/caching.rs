@@ -558,3 +558,41 @@ async fn bytes_are_counted_by_cache_status_and_source() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn concurrent_revalidations_of_one_object_are_coalesced() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/reval",
+        Reply::ok("same body")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"e1\""),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    get(&edge.url("/reval")).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The origin is slow to confirm: everyone arrives while it thinks.
+    origin.route(
+        "/reval",
+        Reply::ok("same body")
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"e1\"")
+            .delay(Duration::from_millis(400)),
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = edge.url("/reval");
+        tasks.push(tokio::spawn(async move { get(&url).await }));
+    }
+    for task in tasks {
+        let resp = task.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(&resp.body()[..], b"same body");
+        assert_eq!(x_cache(&resp), "REVALIDATED");
+    }
+    assert_eq!(
+        origin.hits("/reval"),
+        2,
+        "one fetch, then one revalidation for all"
+    );
+}

@@ -2,7 +2,7 @@
 //! lookup, reuse or revalidation under RFC 9111, and storing what the origin
 //! sends while it streams to the client.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +18,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::bodies::{CachedBody, Chain, Fill, FillBody, Ranged};
@@ -37,8 +38,9 @@ pub(crate) struct CacheLayer {
     pub store: Store,
     opts: PolicyOptions,
     max_object_size: u64,
-    /// Objects with a background revalidation in flight: one at a time.
-    revalidating: Mutex<HashSet<CacheKey>>,
+    /// Objects being revalidated: one revalidation at a time per object;
+    /// the receiver wakes when it ends.
+    revalidating: Mutex<HashMap<CacheKey, watch::Receiver<()>>>,
     /// Misses being fetched, shared by the requests that want them.
     pub fills: Arc<Fills>,
 }
@@ -55,7 +57,7 @@ impl CacheLayer {
             store,
             opts: config.policy_options(),
             max_object_size: config.max_object_size.as_u64(),
-            revalidating: Mutex::new(HashSet::new()),
+            revalidating: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,20 +80,32 @@ impl CacheLayer {
         }
     }
 
-    /// Marks `key` as being revalidated; `None` if it already is.
-    fn begin_revalidation(self: &Arc<Self>, key: CacheKey) -> Option<RevalidationGuard> {
-        let mut set = self.revalidating.lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(key).then(|| RevalidationGuard {
+    /// Starts revalidating `key`, or, if another request already is,
+    /// returns a receiver that wakes when it is done.
+    fn begin_revalidation(
+        self: &Arc<Self>,
+        key: CacheKey,
+    ) -> Result<RevalidationGuard, watch::Receiver<()>> {
+        let mut map = self.revalidating.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(done) = map.get(&key) {
+            return Err(done.clone());
+        }
+        let (done, receiver) = watch::channel(());
+        map.insert(key, receiver);
+        Ok(RevalidationGuard {
             layer: self.clone(),
             key,
+            _done: done,
         })
     }
 }
 
-/// Ends a background revalidation, however its task ends.
+/// Ends a revalidation, however it ends: waiters wake when the sender
+/// drops, after the key has left the map.
 struct RevalidationGuard {
     layer: Arc<CacheLayer>,
     key: CacheKey,
+    _done: watch::Sender<()>,
 }
 
 impl Drop for RevalidationGuard {
@@ -247,9 +261,24 @@ impl<H: EdgeHooks> Proxy<H> {
                 return Err(ProxyError::OnlyIfCached);
             }
             Reuse::Revalidate => {
-                return self
+                let guard = match self.cache.begin_revalidation(found.object_key) {
+                    Ok(guard) => guard,
+                    Err(done) => {
+                        // Another request is revalidating this object: its
+                        // answer (usually a 304) serves us too.
+                        if let Some(served) = self.after_revalidation(session, key, done).await {
+                            return Ok(served);
+                        }
+                        return self
+                            .revalidate(session, key, found, client_body, ctx, &req_cc)
+                            .await;
+                    }
+                };
+                let served = self
                     .revalidate(session, key, found, client_body, ctx, &req_cc)
                     .await;
+                drop(guard);
+                return served;
             }
         }
         // The object's body is gone (a chunk was evicted): a miss.
@@ -258,6 +287,42 @@ impl<H: EdgeHooks> Proxy<H> {
             return Err(ProxyError::OnlyIfCached);
         }
         self.fill(session, key, client_body, ctx).await
+    }
+
+    /// Waits (as long as a miss waits for a fill) for another request's
+    /// revalidation, then serves the object if it is now fresh.
+    async fn after_revalidation(
+        &self,
+        session: &mut Session,
+        key: CacheKey,
+        mut done: watch::Receiver<()>,
+    ) -> Option<Served> {
+        let wait = self.cache.fills.config().wait_for_head;
+        // `changed` returns Err when the guard's sender drops: the normal
+        // end. Only the timeout matters.
+        let _ended = tokio::time::timeout(wait, done.changed()).await.ok()?;
+        let found = object::lookup(&self.cache.store, &key, &session.req.headers)
+            .await
+            .ok()??;
+        let req_cc = policy::request_directives(&session.req.headers);
+        let reuse = policy::evaluate(
+            &found.meta.policy,
+            found.meta.response_time,
+            &req_cc,
+            SystemTime::now(),
+        );
+        if reuse != Reuse::Fresh {
+            return None;
+        }
+        self.metrics.cache_collapsed.inc();
+        session.cache_tier = Some(found.tier);
+        self.serve_stored(
+            session,
+            &found,
+            CacheStatus::Revalidated,
+            "fwd=stale; collapsed",
+        )
+        .await
     }
 
     /// Answers from a stored object, or `None` if its body is gone.
@@ -871,7 +936,7 @@ impl<H: EdgeHooks> Proxy<H> {
     /// `stale-while-revalidate`: refresh the object in the background, at
     /// most once at a time per object.
     fn spawn_revalidation(self: &Arc<Self>, session: &Session, key: CacheKey, found: Found) {
-        let Some(guard) = self.cache.begin_revalidation(found.object_key) else {
+        let Ok(guard) = self.cache.begin_revalidation(found.object_key) else {
             return;
         };
         let proxy = self.clone();
