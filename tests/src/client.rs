@@ -52,6 +52,15 @@ pub async fn get(url: &str) -> Response<Bytes> {
     fetch(&http1(), get_request(url)).await
 }
 
+/// GET `url` with extra request headers, with a fresh HTTP/1.1 client.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Response<Bytes> {
+    let mut req = Request::get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    fetch(&http1(), req.body(Full::default()).expect("valid request")).await
+}
+
 pub fn get_request(url: &str) -> Request<Full<Bytes>> {
     Request::get(url)
         .body(Full::default())

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use edge_tests::client::{self, fetch, get};
+use edge_tests::client::{self, fetch, get, get_with};
 use edge_tests::{MockOrigin, Reply, TestEdge};
 use http::{Request, Response};
 use http_body_util::Full;
@@ -20,18 +20,6 @@ fn age(resp: &Response<Bytes>) -> u64 {
         .get("age")
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .expect("an Age header")
-}
-
-async fn get_with(url: &str, headers: &[(&str, &str)]) -> Response<Bytes> {
-    let mut req = Request::get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    fetch(
-        &client::http1(),
-        req.body(Full::default()).expect("request"),
-    )
-    .await
 }
 
 /// Waits until `cond` holds, at most 5 s.

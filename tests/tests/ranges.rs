@@ -1,22 +1,7 @@
 //! Byte ranges from cached objects (RFC 9110 §14).
 
-use bytes::Bytes;
-use edge_tests::client::{self, fetch, get};
+use edge_tests::client::{get, get_with};
 use edge_tests::{MockOrigin, Reply, TestEdge};
-use http::{Request, Response};
-use http_body_util::Full;
-
-async fn get_with(url: &str, headers: &[(&str, &str)]) -> Response<Bytes> {
-    let mut req = Request::get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    fetch(
-        &client::http1(),
-        req.body(Full::default()).expect("request"),
-    )
-    .await
-}
 
 /// 0, 1, 2 … 255, 0, 1 … : every offset is recognisable.
 fn numbered(len: usize) -> Vec<u8> {

@@ -153,6 +153,32 @@ pub(crate) fn mark(headers: &mut HeaderMap, node: &str, status: CacheStatus, det
     }
 }
 
+/// A 206 head for one range of a `total`-byte representation.
+fn single_range(parts: &mut response::Parts, range: &ByteRange, total: u64) {
+    parts.status = StatusCode::PARTIAL_CONTENT;
+    set_header(
+        &mut parts.headers,
+        header::CONTENT_RANGE,
+        &range.content_range(total),
+    );
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
+}
+
+/// A 416 head (RFC 9110 §15.5.17).
+fn unsatisfiable(parts: &mut response::Parts, total: u64) {
+    parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
+    set_header(
+        &mut parts.headers,
+        header::CONTENT_RANGE,
+        &format!("bytes */{total}"),
+    );
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+}
+
 fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
@@ -385,15 +411,7 @@ impl<H: EdgeHooks> Proxy<H> {
             match range::evaluate(&session.req.headers, &meta.headers, total) {
                 RangeAnswer::Full => {}
                 RangeAnswer::Unsatisfiable => {
-                    parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
-                    set_header(
-                        &mut parts.headers,
-                        header::CONTENT_RANGE,
-                        &format!("bytes */{total}"),
-                    );
-                    parts
-                        .headers
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                    unsatisfiable(&mut parts, total);
                     return Some((parts, body::empty(), None));
                 }
                 RangeAnswer::Partial(ranges) => {
@@ -467,14 +485,7 @@ impl<H: EdgeHooks> Proxy<H> {
     ) -> Option<ProxyBody> {
         let total = found.meta.body.len();
         if let [range] = ranges {
-            set_header(
-                &mut parts.headers,
-                header::CONTENT_RANGE,
-                &range.content_range(total),
-            );
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
+            single_range(parts, range, total);
             return self.stored_range(found, range.start, range.len()).await;
         }
         let boundary = format!("edge-{}", &found.object_key.to_hex()[..24]);
@@ -902,28 +913,12 @@ impl<H: EdgeHooks> Proxy<H> {
             match range::evaluate(&session.req.headers, &head.meta.headers, total) {
                 RangeAnswer::Partial(ranges) if ranges.len() == 1 => {
                     let range = ranges[0];
-                    parts.status = StatusCode::PARTIAL_CONTENT;
-                    set_header(
-                        &mut parts.headers,
-                        header::CONTENT_RANGE,
-                        &range.content_range(total),
-                    );
-                    parts
-                        .headers
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
+                    single_range(&mut parts, &range, total);
                     let body = body::boxed(Ranged::new(body, range.start, range.len()));
                     return (parts, body, Some(status));
                 }
                 RangeAnswer::Unsatisfiable => {
-                    parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
-                    set_header(
-                        &mut parts.headers,
-                        header::CONTENT_RANGE,
-                        &format!("bytes */{total}"),
-                    );
-                    parts
-                        .headers
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                    unsatisfiable(&mut parts, total);
                     return (parts, body::empty(), Some(status));
                 }
                 // Several ranges on a miss: the whole response (allowed).
