@@ -186,7 +186,28 @@ impl ObjectMeta {
         })
     }
 
-    /// Rough encoded size, for the memory tier's byte budget.
+    /// Rough bytes this meta occupies in memory, for the memory tier's
+    /// budget: the struct, the header map's buckets and values, the inline
+    /// body, and foyer's record around it.
+    pub fn memory_size(&self) -> usize {
+        const BASE: usize = 384;
+        const PER_HEADER: usize = 80;
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| PER_HEADER + n.as_str().len() + v.len())
+            .sum();
+        let inline = match &self.body {
+            BodyLayout::Inline(b) => b.len(),
+            BodyLayout::Chunked { .. } => 0,
+        };
+        BASE + headers
+            + inline
+            + self.vary.len() * 48
+            + self.tags.iter().map(|t| t.len() + 32).sum::<usize>()
+    }
+
+    /// Rough encoded size.
     pub fn estimated_size(&self) -> usize {
         let headers: usize = self
             .headers
@@ -202,6 +223,20 @@ impl ObjectMeta {
             + self.vary.len() * 24
             + self.tags.iter().map(|t| t.len() + 4).sum::<usize>()
     }
+}
+
+/// A copy of `headers` that owns its values. Header values parsed by hyper
+/// are slices of the connection's read buffer; storing them as they are
+/// would pin whole buffers in the memory tier for as long as the object
+/// lives there.
+pub fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            owned.append(name.clone(), copy);
+        }
+    }
+    owned
 }
 
 const NONE_SECS: u64 = u64::MAX;

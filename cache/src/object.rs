@@ -147,11 +147,21 @@ impl ObjectWriter {
             self.buf = BytesMut::new();
             return;
         }
-        self.buf.extend_from_slice(data);
         let chunk_size = self.store.chunk_size();
-        while self.buf.len() >= chunk_size {
-            let chunk = self.buf.split_to(chunk_size).freeze();
-            self.put_chunk(chunk);
+        let mut data = data;
+        while !data.is_empty() {
+            let room = chunk_size - self.buf.len();
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.buf.extend_from_slice(now);
+            data = rest;
+            if self.buf.len() == chunk_size {
+                // A copy of exactly the chunk's size: a chunk frozen out of
+                // the growing buffer would pin its whole (larger) allocation
+                // in the memory tier. The buffer is reused for the next.
+                let chunk = Bytes::copy_from_slice(&self.buf);
+                self.buf.clear();
+                self.put_chunk(chunk);
+            }
         }
     }
 
@@ -189,10 +199,10 @@ impl ObjectWriter {
         }
         let chunk_size = self.store.chunk_size();
         self.meta.body = if self.chunks == 0 && self.buf.len() <= self.store.inline_max() {
-            BodyLayout::Inline(std::mem::take(&mut self.buf).freeze())
+            BodyLayout::Inline(Bytes::copy_from_slice(&self.buf))
         } else {
             if !self.buf.is_empty() {
-                let rest = std::mem::take(&mut self.buf).freeze();
+                let rest = Bytes::copy_from_slice(&self.buf);
                 self.put_chunk(rest);
             }
             BodyLayout::Chunked {

@@ -137,6 +137,20 @@ const TAG_VARY: u8 = 2;
 const TAG_CHUNK: u8 = 3;
 const TAG_REMOVED: u8 = 4;
 
+impl StoreValue {
+    /// Bytes the entry holds in memory, key and foyer's record included.
+    fn memory_size(&self) -> usize {
+        const RECORD: usize = 128;
+        RECORD
+            + match self {
+                StoreValue::Meta(meta) => meta.memory_size(),
+                StoreValue::Vary(names) => names.iter().map(|n| n.as_str().len() + 48).sum(),
+                StoreValue::Chunk(bytes) => bytes.len(),
+                StoreValue::Removed => 0,
+            }
+    }
+}
+
 impl Code for StoreValue {
     fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
         let mut buf = Vec::with_capacity(self.estimated_size());
@@ -250,7 +264,7 @@ impl Store {
         let cache = builder
             .memory(config.memory_bytes)
             .with_eviction_config(S3FifoConfig::default())
-            .with_weighter(|_key: &StoreKey, value: &StoreValue| 32 + value.estimated_size())
+            .with_weighter(|_key: &StoreKey, value: &StoreValue| value.memory_size())
             .storage()
             .with_engine_config(
                 BlockEngineConfig::new(device)
@@ -304,7 +318,8 @@ impl Store {
     }
 
     /// Stores an object's meta: the commit point of a fill.
-    pub fn put_object(&self, key: &CacheKey, meta: ObjectMeta) {
+    pub fn put_object(&self, key: &CacheKey, mut meta: ObjectMeta) {
+        meta.headers = crate::meta::owned_headers(&meta.headers);
         self.replace(key, StoreValue::Meta(Arc::new(meta)));
     }
 
