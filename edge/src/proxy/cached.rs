@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use cache::fill::{FillConfig, FillFeeder, FillReader, Fills, Join};
+use cache::fill::{FillConfig, Fills};
 use cache::meta::{BodyLayout, ObjectMeta};
 use cache::object::{self, Found, ObjectWriter};
 use cache::policy::{self, PolicyOptions, Reuse};
-use cache::range::{self, ByteRange, RangeAnswer};
+use cache::range::{self, RangeAnswer};
 use cache::store::Store;
 use cache::{CacheControl, CacheKey, CacheStatus, validation};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -21,7 +21,8 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::bodies::{CachedBody, Chain, Fill, FillBody, Ranged};
+use super::bodies::Fill;
+use super::ranges::unsatisfiable;
 use super::{Fetched, Proxy, clone_parts};
 use crate::body::{self, ProxyBody};
 use crate::config::CacheConfig;
@@ -118,30 +119,6 @@ impl Drop for RevalidationGuard {
     }
 }
 
-/// Pushes an origin body into a fill. Runs on its own task so the fill
-/// completes (and the object is stored) even if every client leaves; stops
-/// early only when nobody wants the bytes any more.
-async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTimeout<Incoming>) {
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    feeder.push(data);
-                }
-            }
-            Err(err) => {
-                warn!(error = %err, "origin body failed; fill abandoned");
-                return;
-            }
-        }
-        if !feeder.is_wanted() {
-            debug!("fill no longer wanted; stopped");
-            return;
-        }
-    }
-    feeder.finish();
-}
-
 /// Sets `X-Cache` and the RFC 9211 `Cache-Status` on a response.
 pub(crate) fn mark(headers: &mut HeaderMap, node: &str, status: CacheStatus, detail: &str) {
     headers.insert(
@@ -150,38 +127,6 @@ pub(crate) fn mark(headers: &mut HeaderMap, node: &str, status: CacheStatus, det
     );
     if let Ok(v) = HeaderValue::from_str(&format!("{node}; {detail}")) {
         headers.insert(HeaderName::from_static("cache-status"), v);
-    }
-}
-
-/// A 206 head for one range of a `total`-byte representation.
-fn single_range(parts: &mut response::Parts, range: &ByteRange, total: u64) {
-    parts.status = StatusCode::PARTIAL_CONTENT;
-    set_header(
-        &mut parts.headers,
-        header::CONTENT_RANGE,
-        &range.content_range(total),
-    );
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
-}
-
-/// A 416 head (RFC 9110 §15.5.17).
-fn unsatisfiable(parts: &mut response::Parts, total: u64) {
-    parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
-    set_header(
-        &mut parts.headers,
-        header::CONTENT_RANGE,
-        &format!("bytes */{total}"),
-    );
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-}
-
-fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
     }
 }
 
@@ -425,101 +370,6 @@ impl<H: EdgeHooks> Proxy<H> {
         Some((parts, body, None))
     }
 
-    /// The bytes `start..start + len` of a stored object, or `None` if the
-    /// chunk they start in is gone.
-    async fn stored_range(&self, found: &Found, start: u64, len: u64) -> Option<ProxyBody> {
-        match &found.meta.body {
-            BodyLayout::Inline(bytes) => {
-                let from = usize::try_from(start).ok()?;
-                let to = usize::try_from(start + len).ok()?;
-                Some(body::full(bytes.get(from..to).map(Bytes::copy_from_slice)?))
-            }
-            BodyLayout::Chunked {
-                object_id,
-                len: total,
-                chunk_size,
-            } => {
-                if len == 0 {
-                    return Some(body::empty());
-                }
-                let chunk_size = u64::from(*chunk_size).max(1);
-                let index = start / chunk_size;
-                let first = match self
-                    .cache
-                    .store
-                    .get_chunk(&found.object_key, *object_id, index)
-                    .await
-                {
-                    Ok(Some(first)) => first,
-                    Ok(None) => return None,
-                    Err(err) => {
-                        warn!(error = %err, "cache read failed");
-                        return None;
-                    }
-                };
-                let from_chunk = index * chunk_size;
-                let chunks = CachedBody::new(
-                    self.cache.store.clone(),
-                    found.object_key,
-                    *object_id,
-                    (index, found.meta.body.chunk_count()),
-                    total - from_chunk,
-                    first,
-                );
-                Some(if start == from_chunk && start + len == *total {
-                    body::boxed(chunks)
-                } else {
-                    body::boxed(Ranged::new(chunks, start - from_chunk, len))
-                })
-            }
-        }
-    }
-
-    /// A 206 body: one range as is, several as `multipart/byteranges`
-    /// (RFC 9110 §14.6). Sets the range headers on `parts`.
-    async fn partial_body(
-        &self,
-        found: &Found,
-        parts: &mut response::Parts,
-        ranges: &[ByteRange],
-    ) -> Option<ProxyBody> {
-        let total = found.meta.body.len();
-        if let [range] = ranges {
-            single_range(parts, range, total);
-            return self.stored_range(found, range.start, range.len()).await;
-        }
-        let boundary = format!("edge-{}", &found.object_key.to_hex()[..24]);
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|ct| format!("Content-Type: {ct}\r\n"))
-            .unwrap_or_default();
-        let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
-        let mut len = 0u64;
-        for range in ranges {
-            let head = format!(
-                "\r\n--{boundary}\r\n{content_type}Content-Range: {}\r\n\r\n",
-                range.content_range(total)
-            );
-            len += head.len() as u64 + range.len();
-            pieces.push(body::full(head));
-            pieces.push(self.stored_range(found, range.start, range.len()).await?);
-        }
-        let tail = format!("\r\n--{boundary}--\r\n");
-        len += tail.len() as u64;
-        pieces.push(body::full(tail));
-        set_header(
-            &mut parts.headers,
-            header::CONTENT_TYPE,
-            &format!("multipart/byteranges; boundary={boundary}"),
-        );
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        Some(body::boxed(Chain::new(pieces, len)))
-    }
-
     /// A stale (or `no-cache`) object: ask the origin with its validators.
     async fn revalidate(
         self: &Arc<Self>,
@@ -685,7 +535,7 @@ impl<H: EdgeHooks> Proxy<H> {
 
     /// An origin response for a cacheable request: streams it to the
     /// client, and into the store when RFC 9111 allows.
-    fn store_or_pass(
+    pub(super) fn store_or_pass(
         &self,
         session: &mut Session,
         key: CacheKey,
@@ -713,7 +563,7 @@ impl<H: EdgeHooks> Proxy<H> {
 
     /// An origin response streamed to the client and, through `writer`,
     /// into the store.
-    fn stored_response(
+    pub(super) fn stored_response(
         &self,
         session: &mut Session,
         mut parts: response::Parts,
@@ -733,7 +583,7 @@ impl<H: EdgeHooks> Proxy<H> {
 
     /// Whether an origin response may be stored, and if so the writer that
     /// will store it (RFC 9111 §3, plus HEAD and the size limit).
-    fn object_writer(
+    pub(super) fn object_writer(
         &self,
         session: &Session,
         key: CacheKey,
@@ -780,7 +630,7 @@ impl<H: EdgeHooks> Proxy<H> {
     }
 
     /// An origin response that is not stored, streamed as it comes.
-    fn pass_through(
+    pub(super) fn pass_through(
         &self,
         session: &mut Session,
         mut parts: response::Parts,
@@ -798,133 +648,6 @@ impl<H: EdgeHooks> Proxy<H> {
             CacheStatus::Miss,
             &detail,
         );
-        (parts, body::boxed(body), Some(status))
-    }
-
-    /// A miss: join the fill of `key`, or lead it. Only one request per key
-    /// goes to the origin while a fill is in flight; the others stream the
-    /// same response as it arrives.
-    async fn fill(
-        self: &Arc<Self>,
-        session: &mut Session,
-        key: CacheKey,
-        client_body: ProxyBody,
-        ctx: &mut H::Ctx,
-    ) -> Result<Served, ProxyError> {
-        session.cache_tier = None;
-        let join = if session.req.method == Method::HEAD {
-            // A HEAD brings no body to share.
-            Join::Bypass
-        } else {
-            self.cache.fills.join(key)
-        };
-        let leader = match join {
-            Join::Leader(leader) => leader,
-            Join::Waiter(waiter) => {
-                if let Some(reader) = waiter.reader(&session.req.headers).await {
-                    self.metrics.cache_collapsed.inc();
-                    return Ok(self.serve_fill(session, reader, "; collapsed"));
-                }
-                let fetched = self.forward(session, client_body, ctx, &[]).await?;
-                return Ok(self.store_or_pass(
-                    session,
-                    key,
-                    fetched,
-                    CacheStatus::Miss,
-                    "fwd=uri-miss",
-                ));
-            }
-            Join::Bypass => {
-                let Fetched {
-                    parts,
-                    body,
-                    exchange,
-                } = self.forward(session, client_body, ctx, &[]).await?;
-                return Ok(match self.object_writer(session, key, &parts, exchange) {
-                    Ok(writer) => {
-                        // Cacheable again: stop bypassing the fill.
-                        self.cache.fills.clear_pass(&key);
-                        self.stored_response(
-                            session,
-                            parts,
-                            body,
-                            writer,
-                            CacheStatus::Miss,
-                            "fwd=uri-miss",
-                        )
-                    }
-                    Err(reason) => self.pass_through(session, parts, body, "fwd=uri-miss", reason),
-                });
-            }
-        };
-        // An error here drops the leader, which releases the waiters.
-        let fetched = self.forward(session, client_body, ctx, &[]).await?;
-        let Fetched {
-            parts,
-            body,
-            exchange,
-        } = fetched;
-        match self.object_writer(session, key, &parts, exchange) {
-            Ok(writer) => {
-                let feeder = leader.publish(writer);
-                let reader = feeder.reader();
-                tokio::spawn(feed(feeder, body));
-                Ok(self.serve_fill(session, reader, ""))
-            }
-            Err(reason) => {
-                leader.refuse();
-                Ok(self.pass_through(session, parts, body, "fwd=uri-miss", reason))
-            }
-        }
-    }
-
-    /// Answers from a fill in flight.
-    fn serve_fill(&self, session: &mut Session, reader: FillReader, collapsed: &str) -> Served {
-        let head = reader.head().clone();
-        let (mut parts, ()) = Response::new(()).into_parts();
-        parts.status = head.meta.status;
-        parts.headers = head.meta.headers.clone();
-        session.cache_status = CacheStatus::Miss;
-        let detail = format!(
-            "fwd=uri-miss; fwd-status={}; stored{collapsed}",
-            head.meta.status.as_u16()
-        );
-        mark(
-            &mut parts.headers,
-            &self.node_name,
-            CacheStatus::Miss,
-            &detail,
-        );
-        let len = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let status = head.meta.status;
-        let body = FillBody::new(reader, len);
-        // A range on a miss: the whole object is fetched once (and stored),
-        // the client gets its range as soon as those bytes arrive.
-        if let Some(total) = len
-            && status == StatusCode::OK
-            && session.req.method == Method::GET
-        {
-            parts
-                .headers
-                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-            match range::evaluate(&session.req.headers, &head.meta.headers, total) {
-                RangeAnswer::Partial(ranges) if ranges.len() == 1 => {
-                    let range = ranges[0];
-                    single_range(&mut parts, &range, total);
-                    let body = body::boxed(Ranged::new(body, range.start, range.len()));
-                    return (parts, body, Some(status));
-                }
-                RangeAnswer::Unsatisfiable => {
-                    unsatisfiable(&mut parts, total);
-                    return (parts, body::empty(), Some(status));
-                }
-                // Several ranges on a miss: the whole response (allowed).
-                _ => {}
-            }
-        }
         (parts, body::boxed(body), Some(status))
     }
 

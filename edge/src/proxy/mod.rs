@@ -8,6 +8,8 @@
 
 mod bodies;
 mod cached;
+mod fill;
+mod ranges;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,0 +1,179 @@
+//! Misses through `cache::fill`: lead the fetch or join it, and stream the
+//! fill to the client (a single range of it, if asked).
+
+use std::sync::Arc;
+
+use cache::fill::{FillFeeder, FillReader, Join};
+use cache::range::{self, RangeAnswer};
+use cache::{CacheKey, CacheStatus};
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use super::bodies::{FillBody, Ranged};
+use super::cached::{Served, mark};
+use super::ranges::{single_range, unsatisfiable};
+use super::{Fetched, Proxy};
+use crate::body::{self, ProxyBody};
+use crate::error::ProxyError;
+use crate::hooks::{EdgeHooks, Session};
+
+/// Pushes an origin body into a fill. Runs on its own task so the fill
+/// completes (and the object is stored) even if every client leaves; stops
+/// early only when nobody wants the bytes any more.
+async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTimeout<Incoming>) {
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    feeder.push(data);
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, "origin body failed; fill abandoned");
+                return;
+            }
+        }
+        if !feeder.is_wanted() {
+            debug!("fill no longer wanted; stopped");
+            return;
+        }
+    }
+    feeder.finish();
+}
+
+impl<H: EdgeHooks> Proxy<H> {
+    /// A miss: join the fill of `key`, or lead it. Only one request per key
+    /// goes to the origin while a fill is in flight; the others stream the
+    /// same response as it arrives.
+    pub(super) async fn fill(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        client_body: ProxyBody,
+        ctx: &mut H::Ctx,
+    ) -> Result<Served, ProxyError> {
+        session.cache_tier = None;
+        let join = if session.req.method == Method::HEAD {
+            // A HEAD brings no body to share.
+            Join::Bypass
+        } else {
+            self.cache.fills.join(key)
+        };
+        let leader = match join {
+            Join::Leader(leader) => leader,
+            Join::Waiter(waiter) => {
+                if let Some(reader) = waiter.reader(&session.req.headers).await {
+                    self.metrics.cache_collapsed.inc();
+                    return Ok(self.serve_fill(session, reader, "; collapsed"));
+                }
+                let fetched = self.forward(session, client_body, ctx, &[]).await?;
+                return Ok(self.store_or_pass(
+                    session,
+                    key,
+                    fetched,
+                    CacheStatus::Miss,
+                    "fwd=uri-miss",
+                ));
+            }
+            Join::Bypass => {
+                let Fetched {
+                    parts,
+                    body,
+                    exchange,
+                } = self.forward(session, client_body, ctx, &[]).await?;
+                return Ok(match self.object_writer(session, key, &parts, exchange) {
+                    Ok(writer) => {
+                        // Cacheable again: stop bypassing the fill.
+                        self.cache.fills.clear_pass(&key);
+                        self.stored_response(
+                            session,
+                            parts,
+                            body,
+                            writer,
+                            CacheStatus::Miss,
+                            "fwd=uri-miss",
+                        )
+                    }
+                    Err(reason) => self.pass_through(session, parts, body, "fwd=uri-miss", reason),
+                });
+            }
+        };
+        // An error here drops the leader, which releases the waiters.
+        let fetched = self.forward(session, client_body, ctx, &[]).await?;
+        let Fetched {
+            parts,
+            body,
+            exchange,
+        } = fetched;
+        match self.object_writer(session, key, &parts, exchange) {
+            Ok(writer) => {
+                let feeder = leader.publish(writer);
+                let reader = feeder.reader();
+                tokio::spawn(feed(feeder, body));
+                Ok(self.serve_fill(session, reader, ""))
+            }
+            Err(reason) => {
+                leader.refuse();
+                Ok(self.pass_through(session, parts, body, "fwd=uri-miss", reason))
+            }
+        }
+    }
+
+    /// Answers from a fill in flight.
+    pub(super) fn serve_fill(
+        &self,
+        session: &mut Session,
+        reader: FillReader,
+        collapsed: &str,
+    ) -> Served {
+        let head = reader.head().clone();
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = head.meta.status;
+        parts.headers = head.meta.headers.clone();
+        session.cache_status = CacheStatus::Miss;
+        let detail = format!(
+            "fwd=uri-miss; fwd-status={}; stored{collapsed}",
+            head.meta.status.as_u16()
+        );
+        mark(
+            &mut parts.headers,
+            &self.node_name,
+            CacheStatus::Miss,
+            &detail,
+        );
+        let len = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let status = head.meta.status;
+        let body = FillBody::new(reader, len);
+        // A range on a miss: the whole object is fetched once (and stored),
+        // the client gets its range as soon as those bytes arrive.
+        if let Some(total) = len
+            && status == StatusCode::OK
+            && session.req.method == Method::GET
+        {
+            parts
+                .headers
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            match range::evaluate(&session.req.headers, &head.meta.headers, total) {
+                RangeAnswer::Partial(ranges) if ranges.len() == 1 => {
+                    let range = ranges[0];
+                    single_range(&mut parts, &range, total);
+                    let body = body::boxed(Ranged::new(body, range.start, range.len()));
+                    return (parts, body, Some(status));
+                }
+                RangeAnswer::Unsatisfiable => {
+                    unsatisfiable(&mut parts, total);
+                    return (parts, body::empty(), Some(status));
+                }
+                // Several ranges on a miss: the whole response (allowed).
+                _ => {}
+            }
+        }
+        (parts, body::boxed(body), Some(status))
+    }
+}
