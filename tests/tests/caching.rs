@@ -584,3 +584,26 @@ async fn concurrent_revalidations_of_one_object_are_coalesced() {
         "one fetch, then one revalidation for all"
     );
 }
+
+#[tokio::test]
+async fn conditionals_on_uncacheable_responses_are_still_answered() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/mine",
+        Reply::ok("private data")
+            .header("cache-control", "private")
+            .header("etag", "\"p1\""),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let resp = get_with(&edge.url("/mine"), &[("if-none-match", "\"p1\"")]).await;
+    assert_eq!(
+        resp.status(),
+        304,
+        "a private resource must still answer 304"
+    );
+    assert_eq!(resp.headers()["etag"], "\"p1\"");
+    assert!(resp.body().is_empty());
+    let changed = get_with(&edge.url("/mine"), &[("if-none-match", "\"old\"")]).await;
+    assert_eq!(changed.status(), 200);
+    assert_eq!(&changed.body()[..], b"private data");
+}

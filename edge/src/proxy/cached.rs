@@ -142,6 +142,35 @@ const NOT_MODIFIED_FIELDS: [HeaderName; 8] = [
     header::AGE,
 ];
 
+/// Answers the client's own conditionals (RFC 9110 §13.2.2) from the
+/// response head in `parts`: turns it into a 304 (keeping the fields a 304
+/// carries) or a 412 and returns true, or leaves it alone.
+fn answer_conditionals(session: &Session, parts: &mut response::Parts) -> bool {
+    let Some(answer) = validation::evaluate_client_conditionals(
+        &session.req.method,
+        &session.req.headers,
+        parts.status,
+        &parts.headers,
+    ) else {
+        return false;
+    };
+    parts.status = answer;
+    let keep: Vec<_> = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            answer == StatusCode::NOT_MODIFIED
+                && (NOT_MODIFIED_FIELDS.contains(n) || *n == "x-cache" || *n == "cache-status")
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    parts.headers.clear();
+    for (n, v) in keep {
+        parts.headers.append(n, v);
+    }
+    true
+}
+
 /// Purge tags: `Surrogate-Key` (space-separated) and `Cache-Tag`
 /// (comma-separated).
 fn tags(headers: &HeaderMap) -> Vec<String> {
@@ -322,27 +351,7 @@ impl<H: EdgeHooks> Proxy<H> {
         let detail = format!("{detail}; ttl={}", signed_ttl(meta, age));
         mark(&mut parts.headers, &self.node_name, status, &detail);
 
-        if let Some(answer) = validation::evaluate_client_conditionals(
-            &session.req.method,
-            &session.req.headers,
-            meta.status,
-            &meta.headers,
-        ) {
-            parts.status = answer;
-            let keep: Vec<_> = parts
-                .headers
-                .iter()
-                .filter(|(n, _)| {
-                    NOT_MODIFIED_FIELDS.contains(n) || *n == "x-cache" || *n == "cache-status"
-                })
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect();
-            parts.headers.clear();
-            if answer == StatusCode::NOT_MODIFIED {
-                for (n, v) in keep {
-                    parts.headers.append(n, v);
-                }
-            }
+        if answer_conditionals(session, &mut parts) {
             return Some((parts, body::empty(), None));
         }
         if session.req.method == Method::HEAD {
@@ -648,6 +657,11 @@ impl<H: EdgeHooks> Proxy<H> {
             CacheStatus::Miss,
             &detail,
         );
+        // The client's conditionals were not sent upstream (the response
+        // might have been stored); answer them here from what came back.
+        if answer_conditionals(session, &mut parts) {
+            return (parts, body::empty(), Some(status));
+        }
         (parts, body::boxed(body), Some(status))
     }
 
