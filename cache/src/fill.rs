@@ -60,7 +60,30 @@ pub struct Fills {
     config: FillConfig,
     store: Store,
     inflight: Mutex<HashMap<CacheKey, Arc<Shared>>>,
-    pass: Mutex<HashMap<CacheKey, Instant>>,
+    pass: Mutex<PassList>,
+}
+
+/// Keys recently refused, with when their mark expires. Expired marks are
+/// swept whenever the list has doubled since the last sweep, so a stream
+/// of unique uncacheable URLs costs memory for at most `hit_for_pass`
+/// worth of them, not for ever.
+#[derive(Debug, Default)]
+struct PassList {
+    until: HashMap<CacheKey, Instant>,
+    sweep_at: usize,
+}
+
+impl PassList {
+    const MIN_SWEEP: usize = 1024;
+
+    fn insert(&mut self, key: CacheKey, until: Instant) {
+        self.until.insert(key, until);
+        if self.until.len() >= self.sweep_at.max(Self::MIN_SWEEP) {
+            let now = Instant::now();
+            self.until.retain(|_, until| *until > now);
+            self.sweep_at = 2 * self.until.len();
+        }
+    }
 }
 
 /// What a request for a missing object should do.
@@ -133,7 +156,7 @@ impl Fills {
             config,
             store,
             inflight: Mutex::new(HashMap::new()),
-            pass: Mutex::new(HashMap::new()),
+            pass: Mutex::new(PassList::default()),
         }
     }
 
@@ -145,10 +168,10 @@ impl Fills {
     pub fn join(self: &Arc<Self>, key: CacheKey) -> Join {
         {
             let mut pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
-            match pass.get(&key) {
+            match pass.until.get(&key) {
                 Some(until) if *until > Instant::now() => return Join::Bypass,
                 Some(_) => {
-                    pass.remove(&key);
+                    pass.until.remove(&key);
                 }
                 None => {}
             }
@@ -186,7 +209,18 @@ impl Fills {
         self.pass
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .until
             .remove(key);
+    }
+
+    /// Keys currently remembered as uncacheable (expired ones included
+    /// until the next sweep).
+    pub fn pass_marks(&self) -> usize {
+        self.pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .until
+            .len()
     }
 
     /// Number of fills in flight.
@@ -241,11 +275,12 @@ impl FillLeader {
     /// The response may not be stored: waiters fetch on their own, and so
     /// will requests for the next `hit_for_pass`.
     pub fn refuse(self) {
+        let until = Instant::now() + self.fills.config.hit_for_pass;
         self.fills
             .pass
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(self.key, Instant::now() + self.fills.config.hit_for_pass);
+            .insert(self.key, until);
         // Dropping releases the waiters.
     }
 }

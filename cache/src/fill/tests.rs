@@ -192,3 +192,30 @@ async fn a_varying_response_is_shared_only_with_matching_requests() {
     );
     feeder.finish();
 }
+
+#[tokio::test]
+async fn unique_uncacheable_urls_do_not_grow_the_pass_list_for_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path().to_owned(), 32 << 20, 64 << 20);
+    cfg.chunk_size = 4;
+    let store = Store::open(&cfg, None).await.unwrap();
+    let fills = Arc::new(Fills::new(
+        store,
+        FillConfig {
+            hit_for_pass: Duration::from_millis(1),
+            ..FillConfig::default()
+        },
+    ));
+    for i in 0..20_000 {
+        let key = CacheKey::for_request(&Method::GET, "http", "x", &format!("/u?{i}")).unwrap();
+        leader(fills.join(key)).refuse();
+        if i % 1000 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert!(
+        fills.pass_marks() < 5000,
+        "{} marks kept",
+        fills.pass_marks()
+    );
+}
