@@ -345,17 +345,20 @@ impl FillFeeder {
         if let Some(writer) = self.writer.take() {
             writer.finish();
         }
-        self.shared.update(|s| s.end = Some(Ok(())));
+        // Retire first: a request arriving now finds the stored object, not
+        // a fill that has already ended.
         self.fills.retire(&self.key, &self.shared);
+        self.shared.update(|s| s.end = Some(Ok(())));
     }
 }
 
 impl Drop for FillFeeder {
     fn drop(&mut self) {
         if self.writer.take().is_some() {
-            // Not finished: never store what did not fully arrive.
-            self.shared.update(|s| s.end = Some(Err(())));
+            // Not finished: never store what did not fully arrive. Retired
+            // first, so nobody joins a fill that has already failed.
             self.fills.retire(&self.key, &self.shared);
+            self.shared.update(|s| s.end = Some(Err(())));
         }
     }
 }

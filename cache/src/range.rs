@@ -52,10 +52,14 @@ pub fn evaluate(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswe
     let Some(range) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return RangeAnswer::Full;
     };
-    if let Some(if_range) = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
-        && !if_range_matches(if_range.trim(), stored)
-    {
-        return RangeAnswer::Full;
+    if let Some(if_range) = request.get(header::IF_RANGE) {
+        // An unreadable If-Range cannot match: send everything.
+        let matches = if_range
+            .to_str()
+            .is_ok_and(|v| if_range_matches(v.trim(), stored));
+        if !matches {
+            return RangeAnswer::Full;
+        }
     }
     let Some(specs) = range.trim().strip_prefix("bytes=") else {
         return RangeAnswer::Full;
@@ -233,5 +237,12 @@ mod tests {
             RangeAnswer::Partial(vec![r(0, 1)])
         );
         assert_eq!(with("Tue, 02 Jan 2024 00:00:00 GMT"), RangeAnswer::Full);
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
+        h.insert(
+            header::IF_RANGE,
+            HeaderValue::from_bytes(b"\"v1\xff\"").unwrap(),
+        );
+        assert_eq!(evaluate(&h, &stored, 10), RangeAnswer::Full);
     }
 }

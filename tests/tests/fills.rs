@@ -206,3 +206,91 @@ async fn private_responses_under_concurrency_go_to_each_client_alone() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn no_cache_responses_are_not_shared_with_waiters() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/nc",
+        Reply::echo_header("x-user")
+            .header("cache-control", "no-cache, max-age=60")
+            .delay(Duration::from_millis(300)),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let url = edge.url("/nc");
+        tasks.push(tokio::spawn(async move {
+            let user = format!("user-{i}");
+            let resp = client::get_with(&url, &[("x-user", &user)]).await;
+            (user, resp.into_body())
+        }));
+    }
+    for task in tasks {
+        let (user, body) = task.await.unwrap();
+        assert_eq!(
+            &body[..],
+            user.as_bytes(),
+            "{user} got an unvalidated shared response"
+        );
+    }
+    assert_eq!(origin.hits("/nc"), 5);
+}
+
+#[tokio::test]
+async fn a_request_with_authorization_does_not_stop_others_sharing_a_fetch() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/shared",
+        Reply::ok("for all")
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(300)),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let alone = client::get_with(&edge.url("/shared"), &[("authorization", "Bearer a")]).await;
+    assert!(
+        alone.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("detail=authorization")
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let url = edge.url("/shared");
+        tasks.push(tokio::spawn(async move { get(&url).await }));
+    }
+    for task in tasks {
+        assert_eq!(&task.await.unwrap().body()[..], b"for all");
+    }
+    assert_eq!(
+        origin.hits("/shared"),
+        2,
+        "the five anonymous misses shared one fetch"
+    );
+}
+
+#[tokio::test]
+async fn a_conditional_miss_gets_304_while_the_object_is_stored() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/etagged",
+        Reply::ok("body")
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"t1\""),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let resp = client::get_with(&edge.url("/etagged"), &[("if-none-match", "\"t1\"")]).await;
+    assert_eq!(resp.status(), 304);
+    assert!(resp.body().is_empty());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let full = get(&edge.url("/etagged")).await;
+        if full.headers()["x-cache"] == "HIT" {
+            assert_eq!(&full.body()[..], b"body");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.hits("/etagged"), 1);
+}

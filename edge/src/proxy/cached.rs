@@ -145,7 +145,7 @@ const NOT_MODIFIED_FIELDS: [HeaderName; 8] = [
 /// Answers the client's own conditionals (RFC 9110 §13.2.2) from the
 /// response head in `parts`: turns it into a 304 (keeping the fields a 304
 /// carries) or a 412 and returns true, or leaves it alone.
-fn answer_conditionals(session: &Session, parts: &mut response::Parts) -> bool {
+pub(super) fn answer_conditionals(session: &Session, parts: &mut response::Parts) -> bool {
     let Some(answer) = validation::evaluate_client_conditionals(
         &session.req.method,
         &session.req.headers,

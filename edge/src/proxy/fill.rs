@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::bodies::{FillBody, Ranged};
-use super::cached::{Served, mark};
+use super::cached::{Served, answer_conditionals, mark};
 use super::ranges::{single_range, unsatisfiable};
 use super::{Fetched, Proxy};
 use crate::body::{self, ProxyBody};
@@ -43,6 +43,10 @@ async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTimeout<Incomin
     }
     feeder.finish();
 }
+
+/// Reasons not to store that come from the leading request, not from the
+/// response: they must not mark the URL hit-for-pass for everyone.
+const REQUEST_REASONS: [&str; 4] = ["request-no-store", "authorization", "head", "method"];
 
 impl<H: EdgeHooks> Proxy<H> {
     /// A miss: join the fill of `key`, or lead it. Only one request per key
@@ -110,13 +114,33 @@ impl<H: EdgeHooks> Proxy<H> {
         } = fetched;
         match self.object_writer(session, key, &parts, exchange) {
             Ok(writer) => {
+                let policy = &writer.meta().policy;
+                if policy.no_cache || policy.lifetime.is_zero() {
+                    // Storable, but every reuse needs validation (RFC 9111
+                    // §5.2.2.4): the waiters may not share it unvalidated.
+                    drop(leader);
+                    return Ok(self.stored_response(
+                        session,
+                        parts,
+                        body,
+                        writer,
+                        CacheStatus::Miss,
+                        "fwd=uri-miss",
+                    ));
+                }
                 let feeder = leader.publish(writer);
                 let reader = feeder.reader();
                 tokio::spawn(feed(feeder, body));
                 Ok(self.serve_fill(session, reader, ""))
             }
             Err(reason) => {
-                leader.refuse();
+                if REQUEST_REASONS.contains(&reason) {
+                    // This request's own headers made the response
+                    // unstorable: the others may still share a fetch.
+                    drop(leader);
+                } else {
+                    leader.refuse();
+                }
                 Ok(self.pass_through(session, parts, body, "fwd=uri-miss", reason))
             }
         }
@@ -144,6 +168,11 @@ impl<H: EdgeHooks> Proxy<H> {
             CacheStatus::Miss,
             &detail,
         );
+        // The client's conditionals were not sent upstream: answer them from
+        // the fill's head (the fill itself goes on without this client).
+        if answer_conditionals(session, &mut parts) {
+            return (parts, body::empty(), Some(head.meta.status));
+        }
         let len = parts
             .headers
             .get(header::CONTENT_LENGTH)
