@@ -8,8 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use edge_tests::client::{self, get, get_request, send};
 use edge_tests::{MockOrigin, Reply, TestEdge};
-use http::Request;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tokio::sync::Notify;
 
 /// 16 pieces of 64 KiB, each filled with a different byte.
@@ -163,6 +162,28 @@ async fn an_origin_closing_mid_body_fails_every_reader_and_caches_nothing() {
     assert_eq!(origin.hits("/broken"), 2);
 }
 
+/// `clients` concurrent requests to `url`, each with its own `x-user`, to
+/// an origin echoing that header: each must get its own answer back.
+async fn assert_each_client_gets_its_own(url: &str, clients: usize) {
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let user = format!("user-{i}");
+            let resp = client::get_with(&url, &[("x-user", &user)]).await;
+            (user, resp.into_body())
+        }));
+    }
+    for task in tasks {
+        let (user, body) = task.await.expect("client task");
+        assert_eq!(
+            &body[..],
+            user.as_bytes(),
+            "{user} got someone else's response"
+        );
+    }
+}
+
 #[tokio::test]
 async fn private_responses_under_concurrency_go_to_each_client_alone() {
     let origin = MockOrigin::start().await;
@@ -173,27 +194,7 @@ async fn private_responses_under_concurrency_go_to_each_client_alone() {
             .delay(Duration::from_millis(300)),
     );
     let edge = TestEdge::start(&origin.url()).await;
-    let mut tasks = Vec::new();
-    for i in 0..10 {
-        let url = edge.url("/me");
-        tasks.push(tokio::spawn(async move {
-            let user = format!("user-{i}");
-            let req = Request::get(&url)
-                .header("x-user", &user)
-                .body(Full::<Bytes>::default())
-                .unwrap();
-            let resp = client::fetch(&client::http1(), req).await;
-            (user, resp.into_body())
-        }));
-    }
-    for task in tasks {
-        let (user, body) = task.await.unwrap();
-        assert_eq!(
-            &body[..],
-            user.as_bytes(),
-            "{user} got someone else's response"
-        );
-    }
+    assert_each_client_gets_its_own(&edge.url("/me"), 10).await;
     assert_eq!(origin.hits("/me"), 10);
     // Hit-for-pass: the next request does not wait for anyone.
     let started = tokio::time::Instant::now();
@@ -217,23 +218,7 @@ async fn no_cache_responses_are_not_shared_with_waiters() {
             .delay(Duration::from_millis(300)),
     );
     let edge = TestEdge::start(&origin.url()).await;
-    let mut tasks = Vec::new();
-    for i in 0..5 {
-        let url = edge.url("/nc");
-        tasks.push(tokio::spawn(async move {
-            let user = format!("user-{i}");
-            let resp = client::get_with(&url, &[("x-user", &user)]).await;
-            (user, resp.into_body())
-        }));
-    }
-    for task in tasks {
-        let (user, body) = task.await.unwrap();
-        assert_eq!(
-            &body[..],
-            user.as_bytes(),
-            "{user} got an unvalidated shared response"
-        );
-    }
+    assert_each_client_gets_its_own(&edge.url("/nc"), 5).await;
     assert_eq!(origin.hits("/nc"), 5);
 }
 

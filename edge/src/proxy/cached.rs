@@ -145,7 +145,7 @@ const NOT_MODIFIED_FIELDS: [HeaderName; 8] = [
 /// Answers the client's own conditionals (RFC 9110 §13.2.2) from the
 /// response head in `parts`: turns it into a 304 (keeping the fields a 304
 /// carries) or a 412 and returns true, or leaves it alone.
-pub(super) fn answer_conditionals(session: &Session, parts: &mut response::Parts) -> bool {
+fn answer_conditionals(session: &Session, parts: &mut response::Parts) -> bool {
     let Some(answer) = validation::evaluate_client_conditionals(
         &session.req.method,
         &session.req.headers,
@@ -648,21 +648,31 @@ impl<H: EdgeHooks> Proxy<H> {
         reason: &str,
     ) -> Served {
         let status = parts.status;
-        session.cache_status = CacheStatus::Miss;
         session.cache_tier = None;
         let detail = format!("{fwd}; fwd-status={}; detail={reason}", status.as_u16());
+        if self.miss_head(session, &mut parts, &detail) {
+            return (parts, body::empty(), Some(status));
+        }
+        (parts, body::boxed(body), Some(status))
+    }
+
+    /// The head of a response to a miss: marked MISS, and turned into a
+    /// 304/412 when the client's own conditionals (which were not sent
+    /// upstream) say so. Returns true when it was, and no body follows.
+    pub(super) fn miss_head(
+        &self,
+        session: &mut Session,
+        parts: &mut response::Parts,
+        detail: &str,
+    ) -> bool {
+        session.cache_status = CacheStatus::Miss;
         mark(
             &mut parts.headers,
             &self.node_name,
             CacheStatus::Miss,
-            &detail,
+            detail,
         );
-        // The client's conditionals were not sent upstream (the response
-        // might have been stored); answer them here from what came back.
-        if answer_conditionals(session, &mut parts) {
-            return (parts, body::empty(), Some(status));
-        }
-        (parts, body::boxed(body), Some(status))
+        answer_conditionals(session, parts)
     }
 
     /// `stale-while-revalidate`: refresh the object in the background, at

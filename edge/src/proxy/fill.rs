@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::bodies::{FillBody, Ranged};
-use super::cached::{Served, answer_conditionals, mark};
+use super::cached::Served;
 use super::ranges::{single_range, unsatisfiable};
 use super::{Fetched, Proxy};
 use crate::body::{self, ProxyBody};
@@ -157,20 +157,12 @@ impl<H: EdgeHooks> Proxy<H> {
         let (mut parts, ()) = Response::new(()).into_parts();
         parts.status = head.meta.status;
         parts.headers = head.meta.headers.clone();
-        session.cache_status = CacheStatus::Miss;
         let detail = format!(
             "fwd=uri-miss; fwd-status={}; stored{collapsed}",
             head.meta.status.as_u16()
         );
-        mark(
-            &mut parts.headers,
-            &self.node_name,
-            CacheStatus::Miss,
-            &detail,
-        );
-        // The client's conditionals were not sent upstream: answer them from
-        // the fill's head (the fill itself goes on without this client).
-        if answer_conditionals(session, &mut parts) {
+        // Answered from the fill's head, the fill goes on without us.
+        if self.miss_head(session, &mut parts, &detail) {
             return (parts, body::empty(), Some(head.meta.status));
         }
         let len = parts
