@@ -107,6 +107,21 @@ impl CacheKey {
         CacheKey(*h.finalize().as_bytes())
     }
 
+    /// The key of slice `index` (of `slice_size` bytes) of the object under
+    /// this key. Slices hang off the primary key and vary like the object
+    /// does, so a slice is looked up through the same Vary record logic.
+    /// The slice size is part of the name: changing it in the config never
+    /// pairs an object with slices cut differently.
+    pub fn slice(&self, slice_size: u64, index: u64) -> CacheKey {
+        let mut h = blake3::Hasher::new();
+        h.update(&[KEY_VERSION]);
+        update_field(&mut h, b"SLICE");
+        h.update(&self.0);
+        h.update(&slice_size.to_le_bytes());
+        h.update(&index.to_le_bytes());
+        CacheKey(*h.finalize().as_bytes())
+    }
+
     /// A key from raw bytes, as read back from storage.
     pub fn from_bytes(bytes: [u8; 32]) -> CacheKey {
         CacheKey(bytes)

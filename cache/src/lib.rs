@@ -10,6 +10,7 @@
 //!   invalidation after unsafe methods;
 //! - [`meta`]: `ObjectMeta` and its versioned encoding;
 //! - [`store`]: foyer's memory + disk tiers, chunked bodies;
+//! - [`slice`]: large objects kept as Range-fetched slices;
 //! - [`object`]: lookup through Vary records and the chunk-by-chunk
 //!   `ObjectWriter` that commits an object only once its body is complete.
 //!
@@ -32,6 +33,7 @@ pub mod meta;
 pub mod object;
 pub mod policy;
 pub mod range;
+pub mod slice;
 mod status;
 pub mod store;
 pub mod validation;

@@ -20,13 +20,19 @@ pub enum BodyLayout {
         len: u64,
         chunk_size: u32,
     },
+    /// A large object kept as independent slices of `slice_size` bytes
+    /// (`CacheKey::slice`), each fetched from the origin with a Range
+    /// request when first needed and stored as its own 206 object. The
+    /// meta holds the whole representation's head; any slice may be
+    /// missing.
+    Sliced { len: u64, slice_size: u64 },
 }
 
 impl BodyLayout {
     pub fn len(&self) -> u64 {
         match self {
             BodyLayout::Inline(b) => b.len() as u64,
-            BodyLayout::Chunked { len, .. } => *len,
+            BodyLayout::Chunked { len, .. } | BodyLayout::Sliced { len, .. } => *len,
         }
     }
 
@@ -37,7 +43,7 @@ impl BodyLayout {
     /// Number of chunks of a chunked body.
     pub fn chunk_count(&self) -> u64 {
         match self {
-            BodyLayout::Inline(_) => 0,
+            BodyLayout::Inline(_) | BodyLayout::Sliced { .. } => 0,
             BodyLayout::Chunked {
                 len, chunk_size, ..
             } => len.div_ceil(u64::from((*chunk_size).max(1))),
@@ -63,8 +69,9 @@ pub struct ObjectMeta {
     pub tags: Vec<String>,
 }
 
-/// Version of the encoding below; bumped on any change, and old versions
-/// stay decodable or are rejected (never misread).
+/// Version of the encoding below; bumped on any change that old readers
+/// would misread. (Layout tag 2, `Sliced`, was added within version 1:
+/// older binaries reject it as an invalid layout, never misread it.)
 pub const META_VERSION: u8 = 1;
 
 /// Why stored bytes could not be read back as an [`ObjectMeta`].
@@ -116,6 +123,11 @@ impl ObjectMeta {
                 put_u64(out, *len);
                 put_u32(out, *chunk_size);
             }
+            BodyLayout::Sliced { len, slice_size } => {
+                out.push(2);
+                put_u64(out, *len);
+                put_u64(out, *slice_size);
+            }
         }
         put_u32(out, self.headers.len() as u32);
         for (name, value) in &self.headers {
@@ -149,6 +161,10 @@ impl ObjectMeta {
                 object_id: get_u64(r)?,
                 len: get_u64(r)?,
                 chunk_size: get_u32(r)?,
+            },
+            2 => BodyLayout::Sliced {
+                len: get_u64(r)?,
+                slice_size: get_u64(r)?,
             },
             _ => return Err(DecodeError::Invalid("body layout")),
         };
@@ -199,7 +215,7 @@ impl ObjectMeta {
             .sum();
         let inline = match &self.body {
             BodyLayout::Inline(b) => b.len(),
-            BodyLayout::Chunked { .. } => 0,
+            BodyLayout::Chunked { .. } | BodyLayout::Sliced { .. } => 0,
         };
         BASE + headers
             + inline
@@ -216,7 +232,7 @@ impl ObjectMeta {
             .sum();
         let inline = match &self.body {
             BodyLayout::Inline(b) => b.len(),
-            BodyLayout::Chunked { .. } => 20,
+            BodyLayout::Chunked { .. } | BodyLayout::Sliced { .. } => 20,
         };
         96 + headers
             + inline
@@ -363,13 +379,17 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_both_layouts() {
+    fn round_trips_every_layout() {
         for body in [
             BodyLayout::Inline(Bytes::from_static(b"hello")),
             BodyLayout::Chunked {
                 object_id: 42,
                 len: 3 << 20,
                 chunk_size: 1 << 20,
+            },
+            BodyLayout::Sliced {
+                len: 10 << 30,
+                slice_size: 4 << 20,
             },
         ] {
             let meta = sample(body);

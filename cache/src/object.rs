@@ -211,14 +211,28 @@ impl ObjectWriter {
                 chunk_size: u32::try_from(chunk_size).unwrap_or(u32::MAX),
             }
         };
-        if self.meta.vary.is_empty() {
-            self.store.put_object(&self.primary, self.meta.clone());
-        } else {
-            // Variant first, then the record that points at it.
-            self.store.put_object(&self.object_key, self.meta.clone());
-            self.store.put_vary(&self.primary, self.meta.vary.clone());
-        }
+        put(&self.store, &self.primary, &self.object_key, self.meta);
         true
+    }
+
+    /// Stores the meta as the head of an object kept in slices
+    /// ([`BodyLayout::Sliced`]); the writer takes no body.
+    pub fn finish_sliced(mut self, len: u64, slice_size: u64) {
+        self.meta.body = BodyLayout::Sliced { len, slice_size };
+        put(&self.store, &self.primary, &self.object_key, self.meta);
+    }
+}
+
+/// Makes an object visible under `primary` (through a Vary record when it
+/// varies).
+fn put(store: &Store, primary: &CacheKey, object_key: &CacheKey, meta: ObjectMeta) {
+    if meta.vary.is_empty() {
+        store.put_object(primary, meta);
+    } else {
+        // Variant first, then the record that points at it.
+        let vary = meta.vary.clone();
+        store.put_object(object_key, meta);
+        store.put_vary(primary, vary);
     }
 }
 

@@ -51,6 +51,9 @@ enum ReplyBody {
     Echo,
     /// Returns the value of a request header (empty if absent).
     EchoHeader(String),
+    /// A static file: `Accept-Ranges: bytes`, and a single `Range`
+    /// (`bytes=a-b`, `a-`, `-n`) answered with a 206.
+    File(Bytes),
 }
 
 impl Reply {
@@ -79,6 +82,15 @@ impl Reply {
             body: ReplyBody::EchoHeader(header.to_owned()),
             ..Reply::ok("")
         }
+    }
+
+    /// A static file that serves byte ranges, like nginx does.
+    pub fn file(body: impl Into<Bytes>) -> Self {
+        Reply {
+            body: ReplyBody::File(body.into()),
+            ..Reply::ok("")
+        }
+        .header("accept-ranges", "bytes")
     }
 
     /// Byte chunks sent `gap` apart (after `gate`, if given, for all but
@@ -160,6 +172,8 @@ struct State {
     requests: Mutex<Vec<RecordedRequest>>,
     /// Request body bytes received so far, counted as they arrive.
     body_bytes: AtomicU64,
+    /// Response body bytes handed to the connection so far.
+    sent_bytes: Arc<AtomicU64>,
 }
 
 /// A real HTTP/1.1 + h2c server on `127.0.0.1:0`; stops when dropped.
@@ -212,6 +226,12 @@ impl MockOrigin {
     /// by frame as they arrive (before a request is complete).
     pub fn body_bytes_received(&self) -> u64 {
         self.state.body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Response body bytes sent so far over all requests, counted as the
+    /// connection takes them.
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.state.sent_bytes.load(Ordering::Relaxed)
     }
 
     /// The most recent request to `path`.
@@ -311,6 +331,26 @@ async fn respond(
             .to_owned();
         reply.body = ReplyBody::EchoHeader(value);
     }
+    if let ReplyBody::File(file) = &reply.body {
+        let (status, part) = file_range(&header_values, file);
+        if let Some((start, end)) = part {
+            reply.headers.push((
+                "content-range".into(),
+                format!("bytes {start}-{end}/{}", file.len()),
+            ));
+        }
+        if status == 416 {
+            reply
+                .headers
+                .push(("content-range".into(), format!("bytes */{}", file.len())));
+        }
+        reply.status = status;
+        reply.body = ReplyBody::Full(match part {
+            Some((start, end)) => file.slice(start..=end),
+            None if status == 416 => Bytes::new(),
+            None => file.clone(),
+        });
+    }
     let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(4);
     let mut builder = Response::builder().status(reply.status);
     for (name, value) in &reply.headers {
@@ -324,12 +364,20 @@ async fn respond(
             builder = builder.header("content-length", declared.to_string());
             None
         }
-        ReplyBody::Chunks { .. } => None,
+        ReplyBody::Chunks { .. } | ReplyBody::File(_) => None,
     };
     tokio::spawn(async move {
         match reply.body {
-            ReplyBody::Full(b) => {
-                let _ = tx.send(Ok(b)).await;
+            ReplyBody::Full(b) | ReplyBody::File(b) => {
+                // In pieces, like a file read: a client that stops reading
+                // stops the sending.
+                let mut rest = b;
+                while !rest.is_empty() {
+                    let piece = rest.split_to(rest.len().min(64 << 10));
+                    if tx.send(Ok(piece)).await.is_err() {
+                        return;
+                    }
+                }
             }
             ReplyBody::Echo => {
                 let _ = tx.send(Ok(body)).await;
@@ -358,9 +406,42 @@ async fn respond(
         }
     });
     let resp = builder
-        .body(ChannelBody { rx, exact_len })
+        .body(ChannelBody {
+            rx,
+            exact_len,
+            sent: Some(state.sent_bytes.clone()),
+        })
         .unwrap_or_else(|_| Response::new(ChannelBody::empty()));
     Ok(resp)
+}
+
+/// The status and inclusive byte range a static file answers `request`
+/// with: one range only (enough for a cache's slice requests).
+fn file_range(request: &HeaderMap, file: &Bytes) -> (u16, Option<(usize, usize)>) {
+    let len = file.len();
+    let Some(spec) = request
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+        .filter(|v| !v.contains(','))
+    else {
+        return (200, None);
+    };
+    let Some((first, last)) = spec.split_once('-') else {
+        return (200, None);
+    };
+    let range = match (first.trim().parse::<usize>(), last.trim().parse::<usize>()) {
+        (Ok(start), Ok(end)) if start <= end => Some((start, end.min(len.saturating_sub(1)))),
+        (Ok(start), Err(_)) if last.trim().is_empty() => Some((start, len.saturating_sub(1))),
+        (Err(_), Ok(n)) if first.trim().is_empty() && n > 0 => {
+            Some((len.saturating_sub(n), len.saturating_sub(1)))
+        }
+        _ => return (200, None),
+    };
+    match range {
+        Some((start, end)) if start < len => (206, Some((start, end))),
+        _ => (416, None),
+    }
 }
 
 /// A response body fed by a task, so bodies can arrive slowly or break.
@@ -368,6 +449,7 @@ async fn respond(
 pub struct ChannelBody {
     rx: mpsc::Receiver<Result<Bytes, BoxError>>,
     exact_len: Option<u64>,
+    sent: Option<Arc<AtomicU64>>,
 }
 
 impl ChannelBody {
@@ -376,6 +458,7 @@ impl ChannelBody {
         ChannelBody {
             rx,
             exact_len: Some(0),
+            sent: None,
         }
     }
 }
@@ -388,9 +471,11 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|item| item.map(|r| r.map(Frame::data)))
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        if let (Some(Ok(data)), Some(sent)) = (&item, &self.sent) {
+            sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        Poll::Ready(item.map(|r| r.map(Frame::data)))
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {

@@ -60,8 +60,14 @@ pub struct CacheConfig {
     /// Disk tier size under `data_dir/cache`, at least `64MiB`.
     /// Default: `1GiB`.
     pub disk: ByteSize,
-    /// Larger responses are passed through but not stored. Default: `256MiB`.
+    /// Larger responses are not stored whole: they are kept in slices if
+    /// the origin serves ranges, else passed through. Default: `256MiB`.
     pub max_object_size: ByteSize,
+    /// Large objects are cached as slices of this size, each fetched from
+    /// the origin with a Range request when first needed: a range request
+    /// on a miss fetches only the slices it touches, as does any response
+    /// larger than `max_object_size`. `0` turns slicing off. Default: `4MiB`.
+    pub slice_size: ByteSize,
     /// Store responses that set cookies. Default: `false`.
     pub allow_set_cookie: bool,
     /// Heuristic freshness: this fraction of the time since
@@ -198,6 +204,7 @@ impl Default for CacheConfig {
             memory: ByteSize::mib(256),
             disk: ByteSize::gib(1),
             max_object_size: ByteSize::mib(256),
+            slice_size: ByteSize::mib(4),
             allow_set_cookie: false,
             heuristic_fraction: 0.1,
             heuristic_max: Duration::from_secs(86_400),
@@ -400,6 +407,13 @@ impl Config {
         }
         if self.cache.disk < ByteSize::mib(64) {
             return Err(("cache.disk", "must be at least 64MiB".into()));
+        }
+        let slice = self.cache.slice_size;
+        if slice.as_u64() != 0 && (slice < ByteSize::kib(64) || slice > ByteSize::mib(64)) {
+            return Err((
+                "cache.slice_size",
+                "must be 0 (off) or between 64KiB and 64MiB".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.cache.heuristic_fraction) {
             return Err(("cache.heuristic_fraction", "must be between 0 and 1".into()));

@@ -38,7 +38,9 @@ pub(super) type Served = (response::Parts, ProxyBody, Option<StatusCode>);
 pub(crate) struct CacheLayer {
     pub store: Store,
     opts: PolicyOptions,
-    max_object_size: u64,
+    pub max_object_size: u64,
+    /// Slice size for large objects; 0 when slicing is off.
+    pub slice_size: u64,
     /// Objects being revalidated: one revalidation at a time per object;
     /// the receiver wakes when it ends.
     revalidating: Mutex<HashMap<CacheKey, watch::Receiver<()>>>,
@@ -58,6 +60,7 @@ impl CacheLayer {
             store,
             opts: config.policy_options(),
             max_object_size: config.max_object_size.as_u64(),
+            slice_size: config.slice_size.as_u64(),
             revalidating: Mutex::new(HashMap::new()),
         }
     }
@@ -190,6 +193,32 @@ fn tags(headers: &HeaderMap) -> Vec<String> {
     tags
 }
 
+/// A copy of `session` for origin fetches that outlive the request's own
+/// phases (background revalidation, slices fetched while a body streams):
+/// a GET for `key` with the client's headers.
+pub(super) fn background_session(session: &Session, key: CacheKey) -> Session {
+    let mut req = clone_parts(&session.req);
+    req.method = Method::GET;
+    Session {
+        req,
+        client_addr: session.client_addr,
+        downstream_scheme: session.downstream_scheme,
+        started: std::time::Instant::now(),
+        cache_key: Some(key),
+        peer: None,
+        cache_status: CacheStatus::Pass,
+        cache_tier: None,
+        key_rules: session.key_rules.clone(),
+    }
+}
+
+/// A declared `Content-Length`.
+pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+}
+
 fn signed_ttl(meta: &ObjectMeta, age: Duration) -> i64 {
     let lifetime = i64::try_from(meta.policy.lifetime.as_secs()).unwrap_or(i64::MAX);
     lifetime.saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
@@ -292,7 +321,7 @@ impl<H: EdgeHooks> Proxy<H> {
     /// Waits (as long as a miss waits for a fill) for another request's
     /// revalidation, then serves the object if it is now fresh.
     async fn after_revalidation(
-        &self,
+        self: &Arc<Self>,
         session: &mut Session,
         key: CacheKey,
         mut done: watch::Receiver<()>,
@@ -326,8 +355,8 @@ impl<H: EdgeHooks> Proxy<H> {
     }
 
     /// Answers from a stored object, or `None` if its body is gone.
-    async fn serve_stored(
-        &self,
+    pub(super) async fn serve_stored(
+        self: &Arc<Self>,
         session: &mut Session,
         found: &Found,
         status: CacheStatus,
@@ -369,13 +398,15 @@ impl<H: EdgeHooks> Proxy<H> {
                     return Some((parts, body::empty(), None));
                 }
                 RangeAnswer::Partial(ranges) => {
-                    let body = self.partial_body(found, &mut parts, &ranges).await?;
+                    let body = self
+                        .partial_body(session, found, &mut parts, &ranges)
+                        .await?;
                     parts.status = StatusCode::PARTIAL_CONTENT;
                     return Some((parts, body, None));
                 }
             }
         }
-        let body = self.stored_range(found, 0, total).await?;
+        let body = self.stored_range(session, found, 0, total).await?;
         Some((parts, body, None))
     }
 
@@ -475,7 +506,7 @@ impl<H: EdgeHooks> Proxy<H> {
 
     /// The origin failed: serve the stale object if `stale-if-error` allows.
     async fn stale_on_error(
-        &self,
+        self: &Arc<Self>,
         session: &mut Session,
         found: &Found,
         req_cc: &CacheControl,
@@ -599,36 +630,12 @@ impl<H: EdgeHooks> Proxy<H> {
         parts: &response::Parts,
         exchange: policy::Exchange,
     ) -> Result<ObjectWriter, &'static str> {
-        if session.req.method == Method::HEAD {
-            return Err("head");
-        }
-        let policy = policy::storable(
-            &session.req.method,
-            &session.req.headers,
-            parts.status,
-            &parts.headers,
-            exchange,
-            &self.cache.opts,
-        )
-        .map_err(|reason| reason.as_str())?;
-        let too_large = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|len| len > self.cache.max_object_size);
+        let meta = self.object_meta(session, parts.status, &parts.headers, exchange)?;
+        let too_large =
+            content_length(&parts.headers).is_some_and(|len| len > self.cache.max_object_size);
         if too_large {
             return Err("too-large");
         }
-        let meta = ObjectMeta {
-            status: parts.status,
-            headers: parts.headers.clone(),
-            request_time: exchange.request_time,
-            response_time: exchange.response_time,
-            policy,
-            body: BodyLayout::Inline(Bytes::new()),
-            vary: object::vary_names(&parts.headers).unwrap_or_default(),
-            tags: tags(&parts.headers),
-        };
         Ok(ObjectWriter::new(
             self.cache.store.clone(),
             key,
@@ -636,6 +643,39 @@ impl<H: EdgeHooks> Proxy<H> {
             meta,
             self.cache.max_object_size,
         ))
+    }
+
+    /// The meta an origin response would be stored with, or why it may not
+    /// be stored (RFC 9111 §3, plus HEAD); its body layout is set later.
+    pub(super) fn object_meta(
+        &self,
+        session: &Session,
+        status: StatusCode,
+        headers: &HeaderMap,
+        exchange: policy::Exchange,
+    ) -> Result<ObjectMeta, &'static str> {
+        if session.req.method == Method::HEAD {
+            return Err("head");
+        }
+        let policy = policy::storable(
+            &session.req.method,
+            &session.req.headers,
+            status,
+            headers,
+            exchange,
+            &self.cache.opts,
+        )
+        .map_err(|reason| reason.as_str())?;
+        Ok(ObjectMeta {
+            status,
+            headers: headers.clone(),
+            request_time: exchange.request_time,
+            response_time: exchange.response_time,
+            policy,
+            body: BodyLayout::Inline(Bytes::new()),
+            vary: object::vary_names(headers).unwrap_or_default(),
+            tags: tags(headers),
+        })
     }
 
     /// An origin response that is not stored, streamed as it comes.
@@ -682,19 +722,7 @@ impl<H: EdgeHooks> Proxy<H> {
             return;
         };
         let proxy = self.clone();
-        let mut req = clone_parts(&session.req);
-        req.method = Method::GET;
-        let mut background = Session {
-            req,
-            client_addr: session.client_addr,
-            downstream_scheme: session.downstream_scheme,
-            started: std::time::Instant::now(),
-            cache_key: Some(key),
-            peer: None,
-            cache_status: CacheStatus::Pass,
-            cache_tier: None,
-            key_rules: session.key_rules.clone(),
-        };
+        let mut background = background_session(session, key);
         tokio::spawn(async move {
             let _guard = guard;
             let mut ctx = proxy.hooks.new_ctx();

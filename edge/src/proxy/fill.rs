@@ -3,18 +3,21 @@
 
 use std::sync::Arc;
 
-use cache::fill::{FillFeeder, FillReader, Join};
+use cache::fill::{FillFeeder, FillLeader, FillReader, Join};
+use cache::object::ObjectWriter;
 use cache::range::{self, RangeAnswer};
+use cache::slice;
 use cache::{CacheKey, CacheStatus};
 use http::header::{self, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response, StatusCode, response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::bodies::{FillBody, Ranged};
-use super::cached::Served;
+use super::cached::{Served, content_length};
 use super::ranges::{single_range, unsatisfiable};
+use super::slices::{SliceTap, sliced_meta};
 use super::{Fetched, Proxy};
 use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
@@ -23,7 +26,7 @@ use crate::hooks::{EdgeHooks, Session};
 /// Pushes an origin body into a fill. Runs on its own task so the fill
 /// completes (and the object is stored) even if every client leaves; stops
 /// early only when nobody wants the bytes any more.
-async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTimeout<Incoming>) {
+pub(super) async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTimeout<Incoming>) {
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
@@ -60,6 +63,12 @@ impl<H: EdgeHooks> Proxy<H> {
         ctx: &mut H::Ctx,
     ) -> Result<Served, ProxyError> {
         session.cache_tier = None;
+        if self.cache.slice_size > 0
+            && session.req.method == Method::GET
+            && session.req.headers.contains_key(header::RANGE)
+        {
+            return self.sliced_miss(session, key, client_body, ctx).await;
+        }
         let join = if session.req.method == Method::HEAD {
             // A HEAD brings no body to share.
             Join::Bypass
@@ -72,6 +81,15 @@ impl<H: EdgeHooks> Proxy<H> {
                 if let Some(reader) = waiter.reader(&session.req.headers).await {
                     self.metrics.cache_collapsed.inc();
                     return Ok(self.serve_fill(session, reader, "; collapsed"));
+                }
+                // Released: the leader may have stored the object another
+                // way (in slices) before letting go.
+                if let Some(served) = self
+                    .serve_fresh(session, key, CacheStatus::Miss, "fwd=uri-miss; collapsed")
+                    .await
+                {
+                    self.metrics.cache_collapsed.inc();
+                    return Ok(served);
                 }
                 let fetched = self.forward(session, client_body, ctx, &[]).await?;
                 return Ok(self.store_or_pass(
@@ -107,6 +125,19 @@ impl<H: EdgeHooks> Proxy<H> {
         };
         // An error here drops the leader, which releases the waiters.
         let fetched = self.forward(session, client_body, ctx, &[]).await?;
+        Ok(self.lead(session, key, leader, fetched))
+    }
+
+    /// The leader's response: published to the waiters and stored while it
+    /// streams, or passed through (and the waiters released) when it may
+    /// not be shared.
+    pub(super) fn lead(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        leader: FillLeader,
+        fetched: Fetched,
+    ) -> Served {
         let Fetched {
             parts,
             body,
@@ -119,19 +150,25 @@ impl<H: EdgeHooks> Proxy<H> {
                     // Storable, but every reuse needs validation (RFC 9111
                     // §5.2.2.4): the waiters may not share it unvalidated.
                     drop(leader);
-                    return Ok(self.stored_response(
+                    return self.stored_response(
                         session,
                         parts,
                         body,
                         writer,
                         CacheStatus::Miss,
                         "fwd=uri-miss",
-                    ));
+                    );
                 }
                 let feeder = leader.publish(writer);
                 let reader = feeder.reader();
                 tokio::spawn(feed(feeder, body));
-                Ok(self.serve_fill(session, reader, ""))
+                self.serve_fill(session, reader, "")
+            }
+            Err("too-large") if self.sliceable(&parts) => {
+                // Too large to keep whole: keep it in slices. The waiters
+                // are released and find the sliced head in the store.
+                drop(leader);
+                self.sliced_pass(session, key, parts, body, exchange)
             }
             Err(reason) => {
                 if REQUEST_REASONS.contains(&reason) {
@@ -141,9 +178,64 @@ impl<H: EdgeHooks> Proxy<H> {
                 } else {
                     leader.refuse();
                 }
-                Ok(self.pass_through(session, parts, body, "fwd=uri-miss", reason))
+                self.pass_through(session, parts, body, "fwd=uri-miss", reason)
             }
         }
+    }
+
+    /// Whether a response too large to store whole may be kept in slices.
+    fn sliceable(&self, parts: &response::Parts) -> bool {
+        self.cache.slice_size > 0
+            && slice::can_slice(parts.status, &parts.headers)
+            && content_length(&parts.headers).is_some()
+    }
+
+    /// Streams a large response to the client while storing the object's
+    /// head (sliced) and cutting the body into slices as it passes.
+    fn sliced_pass(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        mut parts: response::Parts,
+        body: crate::body::ReadTimeout<Incoming>,
+        exchange: cache::policy::Exchange,
+    ) -> Served {
+        let size = self.cache.slice_size;
+        let total = content_length(&parts.headers).unwrap_or(0);
+        let whole = match self.object_meta(session, parts.status, &parts.headers, exchange) {
+            Ok(whole) => sliced_meta(whole, total, size),
+            Err(reason) => return self.pass_through(session, parts, body, "fwd=uri-miss", reason),
+        };
+        let head = ObjectWriter::new(
+            self.cache.store.clone(),
+            key,
+            &session.req.headers,
+            whole.clone(),
+            0,
+        );
+        head.finish_sliced(total, size);
+        let tap = SliceTap {
+            store: self.cache.store.clone(),
+            primary: key,
+            request: session.req.headers.clone(),
+            whole,
+            slice_size: size,
+            current: None,
+            next_index: 0,
+        };
+        let status = parts.status;
+        let detail = format!(
+            "fwd=uri-miss; fwd-status={}; stored; detail=slice",
+            status.as_u16()
+        );
+        if self.miss_head(session, &mut parts, &detail) {
+            return (parts, body::empty(), Some(status));
+        }
+        (
+            parts,
+            body::boxed(body::Tapped::new(body, tap)),
+            Some(status),
+        )
     }
 
     /// Answers from a fill in flight.

@@ -10,6 +10,7 @@ mod bodies;
 mod cached;
 mod fill;
 mod ranges;
+mod slices;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

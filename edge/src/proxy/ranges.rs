@@ -1,6 +1,8 @@
 //! Byte ranges of stored objects: 206 (single or `multipart/byteranges`)
 //! and 416 heads and bodies, reading only the chunks a range touches.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use cache::meta::BodyLayout;
 use cache::object::Found;
@@ -12,7 +14,7 @@ use tracing::warn;
 use super::Proxy;
 use super::bodies::{CachedBody, Chain, Ranged};
 use crate::body::{self, ProxyBody};
-use crate::hooks::EdgeHooks;
+use crate::hooks::{EdgeHooks, Session};
 
 /// A 206 head for one range of a `total`-byte representation.
 pub(super) fn single_range(parts: &mut response::Parts, range: &ByteRange, total: u64) {
@@ -50,12 +52,14 @@ impl<H: EdgeHooks> Proxy<H> {
     /// The bytes `start..start + len` of a stored object, or `None` if the
     /// chunk they start in is gone.
     pub(super) async fn stored_range(
-        &self,
+        self: &Arc<Self>,
+        session: &Session,
         found: &Found,
         start: u64,
         len: u64,
     ) -> Option<ProxyBody> {
         match &found.meta.body {
+            BodyLayout::Sliced { .. } => self.sliced_range(session, found, start, len),
             BodyLayout::Inline(bytes) => {
                 let from = usize::try_from(start).ok()?;
                 let to = usize::try_from(start + len).ok()?;
@@ -105,7 +109,8 @@ impl<H: EdgeHooks> Proxy<H> {
     /// A 206 body: one range as is, several as `multipart/byteranges`
     /// (RFC 9110 §14.6). Sets the range headers on `parts`.
     pub(super) async fn partial_body(
-        &self,
+        self: &Arc<Self>,
+        session: &Session,
         found: &Found,
         parts: &mut response::Parts,
         ranges: &[ByteRange],
@@ -113,7 +118,9 @@ impl<H: EdgeHooks> Proxy<H> {
         let total = found.meta.body.len();
         if let [range] = ranges {
             single_range(parts, range, total);
-            return self.stored_range(found, range.start, range.len()).await;
+            return self
+                .stored_range(session, found, range.start, range.len())
+                .await;
         }
         let boundary = format!("edge-{}", &found.object_key.to_hex()[..24]);
         let content_type = parts
@@ -131,7 +138,10 @@ impl<H: EdgeHooks> Proxy<H> {
             );
             len += head.len() as u64 + range.len();
             pieces.push(body::full(head));
-            pieces.push(self.stored_range(found, range.start, range.len()).await?);
+            pieces.push(
+                self.stored_range(session, found, range.start, range.len())
+                    .await?,
+            );
         }
         let tail = format!("\r\n--{boundary}--\r\n");
         len += tail.len() as u64;

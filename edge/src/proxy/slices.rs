@@ -1,0 +1,558 @@
+//! Large objects in slices (`cache::slice`): a range request on a miss
+//! fetches only the slice holding its first byte, learns the object's size
+//! and version from the origin's 206, and stores the whole object's head;
+//! from then on every response for the object, whole or ranged, is a
+//! stream of slices, each read from the store or fetched with a Range
+//! request (one fetch per slice, shared through `cache::fill`) when it is
+//! first needed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use cache::fill::{FillLeader, Join};
+use cache::meta::ObjectMeta;
+use cache::object::{self, Found, ObjectWriter};
+use cache::range::ByteRange;
+use cache::store::Tier;
+use cache::{CacheKey, CacheStatus, policy, slice};
+use http::StatusCode;
+use http::header::{self, HeaderMap};
+use http_body::{Body, Frame, SizeHint};
+use tracing::{debug, warn};
+
+use super::bodies::{FillBody, Ranged};
+use super::cached::{Served, background_session};
+use super::fill::feed;
+use super::{Fetched, Proxy};
+use crate::body::{self, BodyEnd, ProxyBody, Tap};
+use crate::error::{BoxError, ProxyError};
+use crate::hooks::{EdgeHooks, Session};
+
+/// Why a slice could not be streamed.
+#[derive(Debug, thiserror::Error)]
+pub enum SliceError {
+    /// The origin no longer serves the representation the stored slices
+    /// belong to (new ETag or length, or no ranges any more).
+    #[error("the origin's object changed while it was being served in slices")]
+    Changed,
+    #[error("fetching a slice failed: {0}")]
+    Origin(#[from] ProxyError),
+}
+
+impl<H: EdgeHooks> Proxy<H> {
+    /// A GET with a `Range` for an object not in the cache: fetch the slice
+    /// holding the first byte asked for. A 206 for it tells the object's
+    /// length and version; the whole object's head is stored, and the
+    /// client is answered like a hit on it (other slices it needs are
+    /// fetched as it reads). An origin that ignores ranges answers 200 and
+    /// the response is filled whole, as any miss.
+    pub(super) async fn sliced_miss(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        client_body: ProxyBody,
+        ctx: &mut H::Ctx,
+    ) -> Result<Served, ProxyError> {
+        let size = self.cache.slice_size;
+        let index = slice::first_wanted(&session.req.headers).unwrap_or(0) / size;
+        let leader = match self.cache.fills.join(key.slice(size, index)) {
+            Join::Leader(leader) => leader,
+            Join::Waiter(waiter) => {
+                if let Some(reader) = waiter.reader(&session.req.headers).await {
+                    self.metrics.cache_collapsed.inc();
+                    if reader.head().meta.status == StatusCode::OK {
+                        // The origin sent the whole object: it is being
+                        // filled whole.
+                        return Ok(self.serve_fill(session, reader, "; collapsed"));
+                    }
+                    // A slice: its leader stored the object's head first.
+                    drop(reader);
+                    if let Some(served) = self
+                        .serve_fresh(session, key, CacheStatus::Miss, "fwd=uri-miss; collapsed")
+                        .await
+                    {
+                        return Ok(served);
+                    }
+                }
+                return self
+                    .range_pass(session, client_body, ctx, "fill-wait")
+                    .await;
+            }
+            Join::Bypass => return self.range_pass(session, client_body, ctx, "pass").await,
+        };
+        let ask = [(header::RANGE, slice::range_request(index, size))];
+        // An error here drops the leader, which releases the waiters.
+        let fetched = self.forward(session, client_body, ctx, &ask).await?;
+        match fetched.parts.status {
+            StatusCode::OK => return Ok(self.lead(session, key, leader, fetched)),
+            StatusCode::PARTIAL_CONTENT => {}
+            // 416 (the range starts past the end), errors, redirects: the
+            // client's answer too, as a miss.
+            _ => {
+                drop(leader);
+                let Fetched { parts, body, .. } = fetched;
+                return Ok(self.pass_through(session, parts, body, "fwd=uri-miss", "status"));
+            }
+        }
+        let Some((got, total)) = slice::content_range(&fetched.parts.headers) else {
+            drop(leader);
+            return self
+                .range_pass(session, body::empty(), ctx, "content-range")
+                .await;
+        };
+        if got.start == 0 && got.end + 1 == total {
+            // The slice is the whole object: store it as one, and answer the
+            // range from it like any miss.
+            let Fetched {
+                mut parts,
+                body,
+                exchange,
+            } = fetched;
+            parts.status = StatusCode::OK;
+            parts.headers = slice::whole_head(&parts.headers, total);
+            return Ok(self.lead(
+                session,
+                key,
+                leader,
+                Fetched {
+                    parts,
+                    body,
+                    exchange,
+                },
+            ));
+        }
+        let expected = slice::slice_range(index, size, total);
+        let whole_headers = slice::whole_head(&fetched.parts.headers, total);
+        let whole = self.object_meta(session, StatusCode::OK, &whole_headers, fetched.exchange);
+        let whole = match whole {
+            Ok(whole)
+                if expected == Some(got)
+                    && slice::is_slice_of(
+                        &whole_headers,
+                        total,
+                        fetched.parts.status,
+                        &fetched.parts.headers,
+                        got,
+                    ) =>
+            {
+                whole
+            }
+            Ok(_) => {
+                // Not the slice asked for, or no validator to tie slices
+                // together: ask for exactly what the client wants.
+                drop(leader);
+                return self
+                    .range_pass(session, body::empty(), ctx, "unsliceable")
+                    .await;
+            }
+            Err(reason) => {
+                debug!(reason, "slice response not storable");
+                leader.refuse();
+                return self.range_pass(session, body::empty(), ctx, reason).await;
+            }
+        };
+        let Fetched {
+            parts,
+            body: slice_body,
+            ..
+        } = fetched;
+        let part = slice_meta(&whole, parts.headers);
+        let writer = ObjectWriter::new(
+            self.cache.store.clone(),
+            key.slice(size, index),
+            &session.req.headers,
+            part,
+            size,
+        );
+        let feeder = leader.publish(writer);
+        tokio::spawn(feed(feeder, slice_body));
+        let whole = sliced_meta(whole, total, size);
+        let head = ObjectWriter::new(
+            self.cache.store.clone(),
+            key,
+            &session.req.headers,
+            whole.clone(),
+            0,
+        );
+        let found = Found {
+            meta: Arc::new(whole),
+            tier: Tier::Memory,
+            object_key: head.object_key(),
+        };
+        head.finish_sliced(total, size);
+        let detail = "fwd=uri-miss; fwd-status=206; stored; detail=slice";
+        let served = self
+            .serve_stored(session, &found, CacheStatus::Miss, detail)
+            .await;
+        session.cache_tier = None;
+        // A sliced head always has a body stream (slices are fetched as
+        // needed), so `None` cannot happen; a miss is the honest fallback.
+        match served {
+            Some((parts, body, _)) => Ok((parts, body, Some(StatusCode::PARTIAL_CONTENT))),
+            None => self.range_pass(session, body::empty(), ctx, "slice").await,
+        }
+    }
+
+    /// The client's own range request, passed to the origin and back
+    /// unstored: for responses that cannot be sliced.
+    async fn range_pass(
+        self: &Arc<Self>,
+        session: &mut Session,
+        client_body: ProxyBody,
+        ctx: &mut H::Ctx,
+        reason: &str,
+    ) -> Result<Served, ProxyError> {
+        let own: Vec<_> = [header::RANGE, header::IF_RANGE]
+            .into_iter()
+            .filter_map(|name| Some((name.clone(), session.req.headers.get(&name)?.clone())))
+            .collect();
+        let Fetched { parts, body, .. } = self.forward(session, client_body, ctx, &own).await?;
+        Ok(self.pass_through(session, parts, body, "fwd=uri-miss", reason))
+    }
+
+    /// Serves the stored object for `key` if it is fresh now.
+    pub(super) async fn serve_fresh(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        status: CacheStatus,
+        detail: &str,
+    ) -> Option<Served> {
+        let found = object::lookup(&self.cache.store, &key, &session.req.headers)
+            .await
+            .ok()??;
+        let req_cc = policy::request_directives(&session.req.headers);
+        let now = std::time::SystemTime::now();
+        let reuse = policy::evaluate(&found.meta.policy, found.meta.response_time, &req_cc, now);
+        if reuse != policy::Reuse::Fresh {
+            return None;
+        }
+        session.cache_tier = Some(found.tier);
+        self.serve_stored(session, &found, status, detail).await
+    }
+
+    /// The bytes `start..start + len` of a sliced object, read slice by
+    /// slice as the client takes them.
+    pub(super) fn sliced_range(
+        self: &Arc<Self>,
+        session: &Session,
+        found: &Found,
+        start: u64,
+        len: u64,
+    ) -> Option<ProxyBody> {
+        let cache::meta::BodyLayout::Sliced { slice_size, .. } = found.meta.body else {
+            return None;
+        };
+        let primary = session.cache_key?;
+        let source = SliceSource {
+            proxy: self.clone(),
+            session: background_session(session, primary),
+            ctx: self.hooks.new_ctx(),
+            primary,
+            object_key: found.object_key,
+            whole: found.meta.clone(),
+            slice_size,
+        };
+        Some(body::boxed(SlicedBody {
+            source: Some(source),
+            opening: None,
+            current: None,
+            pos: start,
+            end: start + len,
+            remaining: len,
+        }))
+    }
+}
+
+/// The meta a slice is stored with: the 206 head as received, reused under
+/// the whole object's policy (the whole object's head decides freshness;
+/// a slice only has to match its validator).
+fn slice_meta(whole: &ObjectMeta, part_headers: HeaderMap) -> ObjectMeta {
+    ObjectMeta {
+        status: StatusCode::PARTIAL_CONTENT,
+        headers: part_headers,
+        tags: Vec::new(),
+        ..whole.clone()
+    }
+}
+
+/// Everything needed to produce slices of one object after the request's
+/// own phases are over: a copy of the session for the upstream phases, and
+/// the whole object's head that each slice must match.
+struct SliceSource<H: EdgeHooks> {
+    proxy: Arc<Proxy<H>>,
+    session: Session,
+    ctx: H::Ctx,
+    primary: CacheKey,
+    object_key: CacheKey,
+    whole: Arc<ObjectMeta>,
+    slice_size: u64,
+}
+
+impl<H: EdgeHooks> SliceSource<H> {
+    /// The bytes `start..end`, which lie in one slice: from the store if
+    /// the slice is there, else from the fill that fetches it.
+    async fn open(&mut self, start: u64, end: u64) -> Result<ProxyBody, SliceError> {
+        let total = self.whole.body.len();
+        let index = start / self.slice_size;
+        let range = slice::slice_range(index, self.slice_size, total).ok_or(SliceError::Changed)?;
+        let (skip, take) = (start - range.start, end - start);
+        let key = self.primary.slice(self.slice_size, index);
+        let store = &self.proxy.cache.store;
+        if let Ok(Some(found)) = object::lookup(store, &key, &self.session.req.headers).await {
+            if self.matches(found.meta.status, &found.meta.headers, range)
+                && let Some(body) = self
+                    .proxy
+                    .stored_range(&self.session, &found, skip, take)
+                    .await
+            {
+                return Ok(body);
+            }
+            // Another version's slice, or its chunks are gone.
+            store.remove(&found.object_key);
+        }
+        let fills = self.proxy.cache.fills.clone();
+        match fills.join(key) {
+            Join::Leader(leader) => self.lead(leader, key, range, skip, take).await,
+            Join::Waiter(waiter) => match waiter.reader(&self.session.req.headers).await {
+                Some(reader)
+                    if self.matches(
+                        reader.head().meta.status,
+                        &reader.head().meta.headers,
+                        range,
+                    ) =>
+                {
+                    let body = FillBody::new(reader, Some(range.len()));
+                    Ok(body::boxed(Ranged::new(body, skip, take)))
+                }
+                _ => {
+                    let fetched = self.fetch(range).await?;
+                    Ok(body::boxed(Ranged::new(fetched.body, skip, take)))
+                }
+            },
+            Join::Bypass => {
+                let fetched = self.fetch(range).await?;
+                Ok(body::boxed(Ranged::new(fetched.body, skip, take)))
+            }
+        }
+    }
+
+    /// Fetches slice `range` for everyone who wants it, storing it.
+    async fn lead(
+        &mut self,
+        leader: FillLeader,
+        key: CacheKey,
+        range: ByteRange,
+        skip: u64,
+        take: u64,
+    ) -> Result<ProxyBody, SliceError> {
+        let fetched = self.fetch(range).await?;
+        let writer = ObjectWriter::new(
+            self.proxy.cache.store.clone(),
+            key,
+            &self.session.req.headers,
+            slice_meta(&self.whole, fetched.parts.headers),
+            self.slice_size,
+        );
+        let feeder = leader.publish(writer);
+        let reader = feeder.reader();
+        tokio::spawn(feed(feeder, fetched.body));
+        let body = FillBody::new(reader, Some(range.len()));
+        Ok(body::boxed(Ranged::new(body, skip, take)))
+    }
+
+    /// Asks the origin for slice `range`. Anything but that slice of the
+    /// same version means the object changed: its head is dropped so that
+    /// the next request fetches it anew.
+    async fn fetch(&mut self, range: ByteRange) -> Result<Fetched, SliceError> {
+        let index = range.start / self.slice_size;
+        let ask = [(header::RANGE, slice::range_request(index, self.slice_size))];
+        let fetched = self
+            .proxy
+            .forward(&mut self.session, body::empty(), &mut self.ctx, &ask)
+            .await?;
+        if !self.matches(fetched.parts.status, &fetched.parts.headers, range) {
+            warn!(
+                status = fetched.parts.status.as_u16(),
+                "origin object changed under its slices; dropping the stored head"
+            );
+            self.proxy.cache.store.remove(&self.object_key);
+            return Err(SliceError::Changed);
+        }
+        Ok(fetched)
+    }
+
+    fn matches(&self, status: StatusCode, headers: &HeaderMap, range: ByteRange) -> bool {
+        slice::is_slice_of(
+            &self.whole.headers,
+            self.whole.body.len(),
+            status,
+            headers,
+            range,
+        )
+    }
+}
+
+type Opening<H> =
+    Pin<Box<dyn Future<Output = (SliceSource<H>, Result<ProxyBody, SliceError>)> + Send>>;
+
+/// Streams `pos..end` of a sliced object, opening one slice at a time when
+/// the client has taken the previous one.
+struct SlicedBody<H: EdgeHooks> {
+    source: Option<SliceSource<H>>,
+    opening: Option<Opening<H>>,
+    current: Option<ProxyBody>,
+    /// The first byte not yet opened.
+    pos: u64,
+    end: u64,
+    remaining: u64,
+}
+
+// Nothing in it is pinned structurally: the source only moves between
+// polls, and the bodies and futures it polls are boxed.
+impl<H: EdgeHooks> Unpin for SlicedBody<H> {}
+
+impl<H: EdgeHooks> Body for SlicedBody<H> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(current) = this.current.as_mut() {
+                match ready!(Pin::new(current).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            this.remaining = this.remaining.saturating_sub(data.len() as u64);
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    Some(Err(err)) => {
+                        this.current = None;
+                        this.pos = this.end;
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                    None => this.current = None,
+                }
+                continue;
+            }
+            if this.opening.is_none() {
+                if this.pos >= this.end {
+                    return Poll::Ready(None);
+                }
+                let Some(mut source) = this.source.take() else {
+                    return Poll::Ready(None);
+                };
+                let start = this.pos;
+                let slice_end = (start / source.slice_size + 1) * source.slice_size;
+                let end = slice_end.min(this.end);
+                this.pos = end;
+                this.opening = Some(Box::pin(async move {
+                    let opened = source.open(start, end).await;
+                    (source, opened)
+                }));
+            }
+            let Some(opening) = this.opening.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let (source, opened) = ready!(opening.as_mut().poll(cx));
+            this.opening = None;
+            this.source = Some(source);
+            match opened {
+                Ok(body) => this.current = Some(body),
+                Err(err) => {
+                    warn!(error = %err, "sliced response cut short");
+                    this.pos = this.end;
+                    return Poll::Ready(Some(Err(Box::new(err))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Cuts a whole response that is too large to store in one piece into
+/// slices as it streams to the client: each slice is stored once all its
+/// bytes have passed (nothing of a slice the stream did not finish).
+pub(super) struct SliceTap {
+    pub store: cache::store::Store,
+    pub primary: CacheKey,
+    pub request: HeaderMap,
+    pub whole: ObjectMeta,
+    pub slice_size: u64,
+    /// The slice being written and the bytes it still needs.
+    pub current: Option<(ObjectWriter, u64)>,
+    pub next_index: u64,
+}
+
+impl SliceTap {
+    fn start_next(&mut self) -> Option<&mut (ObjectWriter, u64)> {
+        let total = self.whole.body.len();
+        let range = slice::slice_range(self.next_index, self.slice_size, total)?;
+        let headers = slice::part_head(&self.whole.headers, range, total);
+        let writer = ObjectWriter::new(
+            self.store.clone(),
+            self.primary.slice(self.slice_size, self.next_index),
+            &self.request,
+            slice_meta(&self.whole, headers),
+            self.slice_size,
+        );
+        self.next_index += 1;
+        Some(self.current.insert((writer, range.len())))
+    }
+}
+
+impl Tap for SliceTap {
+    fn data(&mut self, data: &Bytes) {
+        let mut data = &data[..];
+        while !data.is_empty() {
+            let current = match self.current.as_mut() {
+                Some(current) => current,
+                None => match self.start_next() {
+                    Some(current) => current,
+                    // More bytes than declared: nothing more is stored.
+                    None => return,
+                },
+            };
+            let (now, rest) = data.split_at(
+                data.len()
+                    .min(usize::try_from(current.1).unwrap_or(usize::MAX)),
+            );
+            current.0.write(now);
+            current.1 -= now.len() as u64;
+            data = rest;
+            if current.1 == 0
+                && let Some((writer, _)) = self.current.take()
+            {
+                writer.finish();
+            }
+        }
+    }
+
+    fn end(self, _end: BodyEnd) {
+        // Complete slices were stored as they completed; a slice still
+        // open here did not fully arrive and is dropped.
+    }
+}
+
+/// The head of a sliced object: `whole` with its body kept in slices.
+pub(super) fn sliced_meta(mut whole: ObjectMeta, total: u64, slice_size: u64) -> ObjectMeta {
+    whole.body = cache::meta::BodyLayout::Sliced {
+        len: total,
+        slice_size,
+    };
+    whole
+}
