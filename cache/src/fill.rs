@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
 
 use crate::CacheKey;
@@ -112,8 +112,28 @@ pub struct FillHead {
 enum HeadState {
     Waiting,
     Ready(Arc<FillHead>),
-    /// Not storable, or the origin failed before a head: fetch alone.
+    /// Not to be shared (not storable, or stored another way): fetch alone.
     Refused,
+    /// The leader's client left before the response head: join again, so
+    /// one waiter takes over the fetch.
+    Abandoned,
+    /// The origin failed before a head, with this status for the client.
+    Failed(StatusCode),
+}
+
+/// What a waiter should do once its wait is over.
+#[derive(Debug)]
+pub enum Waited {
+    /// Stream the fill.
+    Reader(FillReader),
+    /// Fetch on your own: the response may not be shared, it varies on
+    /// headers this request does not match, or the head took too long.
+    Alone,
+    /// The leader went away before a head: join the fill again.
+    Rejoin,
+    /// The origin just failed for the leader: answer with this status
+    /// instead of sending it the same request again.
+    Failed(StatusCode),
 }
 
 #[derive(Debug)]
@@ -281,15 +301,36 @@ impl FillLeader {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(self.key, until);
-        // Dropping releases the waiters.
+        self.settle(HeadState::Refused);
+    }
+
+    /// The response will not be shared, but may be stored some other way
+    /// (or needs validation on every use): waiters look in the store, then
+    /// fetch on their own. No hit-for-pass mark.
+    pub fn release(self) {
+        self.settle(HeadState::Refused);
+    }
+
+    /// The origin failed before sending a head: the waiters answer `status`
+    /// rather than repeat the request at once.
+    pub fn fail(self, status: StatusCode) {
+        self.settle(HeadState::Failed(status));
+    }
+
+    fn settle(mut self, head: HeadState) {
+        self.settled = true;
+        self.fills.retire(&self.key, &self.shared);
+        self.shared.update(|s| s.head = head);
     }
 }
 
 impl Drop for FillLeader {
     fn drop(&mut self) {
         if !self.settled {
-            self.shared.update(|s| s.head = HeadState::Refused);
+            // The leader's request ended without a word (its client left):
+            // a waiter takes over.
             self.fills.retire(&self.key, &self.shared);
+            self.shared.update(|s| s.head = HeadState::Abandoned);
         }
     }
 }
@@ -372,34 +413,44 @@ pub struct FillWaiter {
 }
 
 impl FillWaiter {
-    /// Waits (at most `wait_for_head`) for the head. `None` means: fetch on
-    /// your own (the response may not be shared, it varies on headers this
-    /// request does not match, the origin failed, or it took too long).
-    pub async fn reader(self, request: &HeaderMap) -> Option<FillReader> {
+    /// Waits (at most `wait_for_head`) for the head, and says what to do.
+    pub async fn wait(self, request: &HeaderMap) -> Waited {
         let mut changed = self.shared.changed.subscribe();
         let deadline = tokio::time::Instant::now() + self.fills.config.wait_for_head;
-        loop {
+        let head = loop {
             let head = match &self.shared.lock().head {
                 HeadState::Ready(head) => Some(head.clone()),
-                HeadState::Refused => return None,
+                HeadState::Refused => return Waited::Alone,
+                HeadState::Abandoned => return Waited::Rejoin,
+                HeadState::Failed(status) => return Waited::Failed(*status),
                 HeadState::Waiting => None,
             };
             if let Some(head) = head {
-                let vary = &head.meta.vary;
-                if !vary.is_empty() && self.key.variant(vary, request) != head.object_key {
-                    return None;
-                }
-                return Some(FillReader::new(
-                    self.shared.clone(),
-                    head,
-                    self.fills.store.clone(),
-                ));
+                break head;
             }
             match tokio::time::timeout_at(deadline, changed.changed()).await {
                 Ok(Ok(())) => {}
                 // Timed out, or the fill vanished.
-                Ok(Err(_)) | Err(_) => return None,
+                Ok(Err(_)) | Err(_) => return Waited::Alone,
             }
+        };
+        let vary = &head.meta.vary;
+        if !vary.is_empty() && self.key.variant(vary, request) != head.object_key {
+            return Waited::Alone;
+        }
+        Waited::Reader(FillReader::new(
+            self.shared.clone(),
+            head,
+            self.fills.store.clone(),
+        ))
+    }
+
+    /// [`wait`](FillWaiter::wait), with every outcome but a reader as
+    /// `None`.
+    pub async fn reader(self, request: &HeaderMap) -> Option<FillReader> {
+        match self.wait(request).await {
+            Waited::Reader(reader) => Some(reader),
+            _ => None,
         }
     }
 }

@@ -54,6 +54,10 @@ pub enum ProxyError {
         #[source]
         source: BoxError,
     },
+    /// Another request for the same object was fetching it and the origin
+    /// failed; this request shares that answer instead of repeating it.
+    #[error("the origin just failed for the same object ({0})")]
+    CollapsedFailure(StatusCode),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -70,7 +74,8 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::HeaderTimeout { .. }
             | ProxyError::SendTimeout { .. }
-            | ProxyError::Upstream { .. } => ErrorSource::Upstream,
+            | ProxyError::Upstream { .. }
+            | ProxyError::CollapsedFailure(_) => ErrorSource::Upstream,
         }
     }
 
@@ -87,6 +92,7 @@ impl ProxyError {
             | ProxyError::SendTimeout { .. }
             // RFC 9111 §5.2.1.7
             | ProxyError::OnlyIfCached => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::CollapsedFailure(status) => *status,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +110,7 @@ impl ProxyError {
             ProxyError::HeaderTimeout { .. } => "header_timeout",
             ProxyError::SendTimeout { .. } => "send_timeout",
             ProxyError::Upstream { .. } => "upstream",
+            ProxyError::CollapsedFailure(_) => "collapsed_failure",
             ProxyError::Internal(_) => "internal",
         }
     }

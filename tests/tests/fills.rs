@@ -279,3 +279,62 @@ async fn a_conditional_miss_gets_304_while_the_object_is_stored() {
     }
     assert_eq!(origin.hits("/etagged"), 1);
 }
+
+#[tokio::test]
+async fn a_leader_whose_client_leaves_before_the_head_hands_over_to_one_waiter() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/slow-head",
+        Reply::ok("worth the wait")
+            .header("cache-control", "max-age=600")
+            .delay(Duration::from_millis(600)),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let url = edge.url("/slow-head");
+    // The leader gives up while the origin is still thinking.
+    let leader = tokio::spawn({
+        let url = url.clone();
+        async move { send(&client::http1(), get_request(&url)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leader.abort();
+    for waiter in waiters {
+        let resp = waiter.await.expect("waiter");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.body(), "worth the wait");
+    }
+    // The abandoned fetch, and one waiter's: not one per waiter.
+    assert_eq!(origin.hits("/slow-head"), 2);
+}
+
+#[tokio::test]
+async fn waiters_share_an_origin_failure_instead_of_repeating_it() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/stuck",
+        Reply::ok("too late").delay(Duration::from_secs(3)),
+    );
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.upstream.header_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let url = edge.url("/stuck");
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for c in clients {
+        let resp = c.await.expect("client");
+        assert_eq!(resp.status(), 504);
+    }
+    assert_eq!(origin.hits("/stuck"), 1, "one timeout, not eight");
+}

@@ -140,17 +140,52 @@ async fn refused_responses_release_waiters_and_skip_the_wait_for_a_while() {
 }
 
 #[tokio::test]
-async fn a_leader_that_fails_before_a_head_releases_waiters() {
+async fn a_leader_that_fails_before_a_head_shares_the_failure() {
     let dir = tempfile::tempdir().unwrap();
     let (fills, _store) = fills(dir.path(), 1 << 20).await;
     let lead = leader(fills.join(key()));
     let wait = waiter(fills.join(key()));
-    drop(lead);
-    assert!(wait.reader(&HeaderMap::new()).await.is_none());
+    lead.fail(http::StatusCode::GATEWAY_TIMEOUT);
+    assert!(matches!(
+        wait.wait(&HeaderMap::new()).await,
+        Waited::Failed(s) if s == 504
+    ));
     assert!(
         matches!(fills.join(key()), Join::Leader(_)),
         "no hit-for-pass after an error"
     );
+}
+
+#[tokio::test]
+async fn a_leader_that_goes_away_hands_the_fetch_to_a_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fills, _store) = fills(dir.path(), 1 << 20).await;
+    let lead = leader(fills.join(key()));
+    let first = waiter(fills.join(key()));
+    let second = waiter(fills.join(key()));
+    drop(lead);
+    assert!(matches!(
+        first.wait(&HeaderMap::new()).await,
+        Waited::Rejoin
+    ));
+    assert!(matches!(
+        second.wait(&HeaderMap::new()).await,
+        Waited::Rejoin
+    ));
+    // Rejoining: one leads, the other waits for it.
+    let _new_leader = leader(fills.join(key()));
+    let _ = waiter(fills.join(key()));
+}
+
+#[tokio::test]
+async fn a_released_fill_sends_waiters_alone_without_a_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fills, _store) = fills(dir.path(), 1 << 20).await;
+    let lead = leader(fills.join(key()));
+    let wait = waiter(fills.join(key()));
+    lead.release();
+    assert!(matches!(wait.wait(&HeaderMap::new()).await, Waited::Alone));
+    assert!(matches!(fills.join(key()), Join::Leader(_)));
 }
 
 #[tokio::test]

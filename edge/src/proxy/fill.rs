@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cache::fill::{FillFeeder, FillLeader, FillReader, Join};
+use cache::fill::{FillFeeder, FillLeader, FillReader, Join, Waited};
 use cache::object::ObjectWriter;
 use cache::range::{self, RangeAnswer};
 use cache::slice;
@@ -20,7 +20,7 @@ use super::ranges::{single_range, unsatisfiable};
 use super::slices::{SliceTap, sliced_meta};
 use super::{Fetched, Proxy};
 use crate::body::{self, ProxyBody};
-use crate::error::ProxyError;
+use crate::error::{ErrorSource, ProxyError};
 use crate::hooks::{EdgeHooks, Session};
 
 /// Pushes an origin body into a fill. Runs on its own task so the fill
@@ -47,6 +47,10 @@ pub(super) async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTime
     feeder.finish();
 }
 
+/// How many times a waiter joins a fill again after its leader went away,
+/// before it fetches alone (each round waits at most `fill_wait_timeout`).
+const MAX_REJOINS: u32 = 3;
+
 /// Reasons not to store that come from the leading request, not from the
 /// response: they must not mark the URL hit-for-pass for everyone.
 const REQUEST_REASONS: [&str; 4] = ["request-no-store", "authorization", "head", "method"];
@@ -69,63 +73,95 @@ impl<H: EdgeHooks> Proxy<H> {
         {
             return self.sliced_miss(session, key, client_body, ctx).await;
         }
-        let join = if session.req.method == Method::HEAD {
-            // A HEAD brings no body to share.
-            Join::Bypass
-        } else {
-            self.cache.fills.join(key)
-        };
-        let leader = match join {
-            Join::Leader(leader) => leader,
-            Join::Waiter(waiter) => {
-                if let Some(reader) = waiter.reader(&session.req.headers).await {
-                    self.metrics.cache_collapsed.inc();
-                    return Ok(self.serve_fill(session, reader, "; collapsed"));
-                }
-                // Released: the leader may have stored the object another
-                // way (in slices) before letting go.
-                if let Some(served) = self
-                    .serve_fresh(session, key, CacheStatus::Miss, "fwd=uri-miss; collapsed")
-                    .await
-                {
-                    self.metrics.cache_collapsed.inc();
-                    return Ok(served);
-                }
-                let fetched = self.forward(session, client_body, ctx, &[]).await?;
-                return Ok(self.store_or_pass(
-                    session,
-                    key,
-                    fetched,
-                    CacheStatus::Miss,
-                    "fwd=uri-miss",
-                ));
+        let mut rejoins = 0;
+        let leader = loop {
+            let join = if session.req.method == Method::HEAD {
+                // A HEAD brings no body to share.
+                Join::Bypass
+            } else {
+                self.cache.fills.join(key)
+            };
+            match join {
+                Join::Leader(leader) => break leader,
+                Join::Waiter(waiter) => match waiter.wait(&session.req.headers).await {
+                    Waited::Reader(reader) => {
+                        self.metrics.cache_collapsed.inc();
+                        return Ok(self.serve_fill(session, reader, "; collapsed"));
+                    }
+                    // The leader's client left before the head: one of us
+                    // takes over the fetch, the others wait for it.
+                    Waited::Rejoin if rejoins < MAX_REJOINS => rejoins += 1,
+                    Waited::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
+                    Waited::Alone | Waited::Rejoin => {
+                        return self.fetch_alone(session, key, client_body, ctx).await;
+                    }
+                },
+                Join::Bypass => return self.bypass(session, key, client_body, ctx).await,
             }
-            Join::Bypass => {
-                let Fetched {
+        };
+        match self.forward(session, client_body, ctx, &[]).await {
+            Ok(fetched) => Ok(self.lead(session, key, leader, fetched)),
+            Err(err) => {
+                if err.source_side() == ErrorSource::Upstream {
+                    leader.fail(err.status());
+                }
+                // Otherwise (the client's own body failed) dropping the
+                // leader hands the fetch to a waiter.
+                Err(err)
+            }
+        }
+    }
+
+    /// A waiter released without a fill to share: the leader may have
+    /// stored the object another way (in slices) before letting go; if
+    /// not, fetch and store on our own.
+    async fn fetch_alone(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        client_body: ProxyBody,
+        ctx: &mut H::Ctx,
+    ) -> Result<Served, ProxyError> {
+        if let Some(served) = self
+            .serve_fresh(session, key, CacheStatus::Miss, "fwd=uri-miss; collapsed")
+            .await
+        {
+            self.metrics.cache_collapsed.inc();
+            return Ok(served);
+        }
+        let fetched = self.forward(session, client_body, ctx, &[]).await?;
+        Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss, "fwd=uri-miss"))
+    }
+
+    /// A key recently found uncacheable (or a HEAD): straight to the origin,
+    /// storing the response if it turns out cacheable after all.
+    async fn bypass(
+        self: &Arc<Self>,
+        session: &mut Session,
+        key: CacheKey,
+        client_body: ProxyBody,
+        ctx: &mut H::Ctx,
+    ) -> Result<Served, ProxyError> {
+        let Fetched {
+            parts,
+            body,
+            exchange,
+        } = self.forward(session, client_body, ctx, &[]).await?;
+        Ok(match self.object_writer(session, key, &parts, exchange) {
+            Ok(writer) => {
+                // Cacheable again: stop bypassing the fill.
+                self.cache.fills.clear_pass(&key);
+                self.stored_response(
+                    session,
                     parts,
                     body,
-                    exchange,
-                } = self.forward(session, client_body, ctx, &[]).await?;
-                return Ok(match self.object_writer(session, key, &parts, exchange) {
-                    Ok(writer) => {
-                        // Cacheable again: stop bypassing the fill.
-                        self.cache.fills.clear_pass(&key);
-                        self.stored_response(
-                            session,
-                            parts,
-                            body,
-                            writer,
-                            CacheStatus::Miss,
-                            "fwd=uri-miss",
-                        )
-                    }
-                    Err(reason) => self.pass_through(session, parts, body, "fwd=uri-miss", reason),
-                });
+                    writer,
+                    CacheStatus::Miss,
+                    "fwd=uri-miss",
+                )
             }
-        };
-        // An error here drops the leader, which releases the waiters.
-        let fetched = self.forward(session, client_body, ctx, &[]).await?;
-        Ok(self.lead(session, key, leader, fetched))
+            Err(reason) => self.pass_through(session, parts, body, "fwd=uri-miss", reason),
+        })
     }
 
     /// The leader's response: published to the waiters and stored while it
@@ -149,7 +185,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 if policy.no_cache || policy.lifetime.is_zero() {
                     // Storable, but every reuse needs validation (RFC 9111
                     // §5.2.2.4): the waiters may not share it unvalidated.
-                    drop(leader);
+                    leader.release();
                     return self.stored_response(
                         session,
                         parts,
@@ -167,13 +203,14 @@ impl<H: EdgeHooks> Proxy<H> {
             Err("too-large") if self.sliceable(&parts) => {
                 // Too large to keep whole: keep it in slices. The waiters
                 // are released and find the sliced head in the store.
-                drop(leader);
+                leader.release();
                 self.sliced_pass(session, key, parts, body, exchange)
             }
             Err(reason) => {
                 if REQUEST_REASONS.contains(&reason) {
                     // This request's own headers made the response
-                    // unstorable: the others may still share a fetch.
+                    // unstorable: the others may still share a fetch, led
+                    // by one of them.
                     drop(leader);
                 } else {
                     leader.refuse();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use cache::fill::{FillLeader, Join};
+use cache::fill::{FillLeader, Join, Waited};
 use cache::meta::ObjectMeta;
 use cache::object::{self, Found, ObjectWriter};
 use cache::range::ByteRange;
@@ -28,7 +28,7 @@ use super::cached::{Served, background_session};
 use super::fill::feed;
 use super::{Fetched, Proxy};
 use crate::body::{self, BodyEnd, ProxyBody, Tap};
-use crate::error::{BoxError, ProxyError};
+use crate::error::{BoxError, ErrorSource, ProxyError};
 use crate::hooks::{EdgeHooks, Session};
 
 /// Why a slice could not be streamed.
@@ -60,8 +60,8 @@ impl<H: EdgeHooks> Proxy<H> {
         let index = slice::first_wanted(&session.req.headers).unwrap_or(0) / size;
         let leader = match self.cache.fills.join(key.slice(size, index)) {
             Join::Leader(leader) => leader,
-            Join::Waiter(waiter) => {
-                if let Some(reader) = waiter.reader(&session.req.headers).await {
+            Join::Waiter(waiter) => match waiter.wait(&session.req.headers).await {
+                Waited::Reader(reader) => {
                     self.metrics.cache_collapsed.inc();
                     if reader.head().meta.status == StatusCode::OK {
                         // The origin sent the whole object: it is being
@@ -76,29 +76,44 @@ impl<H: EdgeHooks> Proxy<H> {
                     {
                         return Ok(served);
                     }
+                    return self
+                        .range_pass(session, client_body, ctx, "fill-wait")
+                        .await;
                 }
-                return self
-                    .range_pass(session, client_body, ctx, "fill-wait")
-                    .await;
-            }
+                Waited::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
+                // Taking over a slice fetch is not worth the bookkeeping:
+                // one more origin request for this one client.
+                Waited::Alone | Waited::Rejoin => {
+                    return self
+                        .range_pass(session, client_body, ctx, "fill-wait")
+                        .await;
+                }
+            },
             Join::Bypass => return self.range_pass(session, client_body, ctx, "pass").await,
         };
         let ask = [(header::RANGE, slice::range_request(index, size))];
-        // An error here drops the leader, which releases the waiters.
-        let fetched = self.forward(session, client_body, ctx, &ask).await?;
+        let fetched = match self.forward(session, client_body, ctx, &ask).await {
+            Ok(fetched) => fetched,
+            Err(err) => {
+                if err.source_side() == ErrorSource::Upstream {
+                    leader.fail(err.status());
+                }
+                return Err(err);
+            }
+        };
         match fetched.parts.status {
             StatusCode::OK => return Ok(self.lead(session, key, leader, fetched)),
             StatusCode::PARTIAL_CONTENT => {}
             // 416 (the range starts past the end), errors, redirects: the
             // client's answer too, as a miss.
             _ => {
-                drop(leader);
+                leader.release();
                 let Fetched { parts, body, .. } = fetched;
                 return Ok(self.pass_through(session, parts, body, "fwd=uri-miss", "status"));
             }
         }
         let Some((got, total)) = slice::content_range(&fetched.parts.headers) else {
-            drop(leader);
+            leader.release();
             return self
                 .range_pass(session, body::empty(), ctx, "content-range")
                 .await;
@@ -143,7 +158,7 @@ impl<H: EdgeHooks> Proxy<H> {
             Ok(_) => {
                 // Not the slice asked for, or no validator to tie slices
                 // together: ask for exactly what the client wants.
-                drop(leader);
+                leader.release();
                 return self
                     .range_pass(session, body::empty(), ctx, "unsliceable")
                     .await;
@@ -317,8 +332,9 @@ impl<H: EdgeHooks> SliceSource<H> {
         let fills = self.proxy.cache.fills.clone();
         match fills.join(key) {
             Join::Leader(leader) => self.lead(leader, key, range, skip, take).await,
-            Join::Waiter(waiter) => match waiter.reader(&self.session.req.headers).await {
-                Some(reader)
+            Join::Waiter(waiter) => match waiter.wait(&self.session.req.headers).await {
+                Waited::Failed(status) => Err(ProxyError::CollapsedFailure(status).into()),
+                Waited::Reader(reader)
                     if self.matches(
                         reader.head().meta.status,
                         &reader.head().meta.headers,
@@ -349,7 +365,17 @@ impl<H: EdgeHooks> SliceSource<H> {
         skip: u64,
         take: u64,
     ) -> Result<ProxyBody, SliceError> {
-        let fetched = self.fetch(range).await?;
+        let fetched = match self.fetch(range).await {
+            Ok(fetched) => fetched,
+            Err(SliceError::Origin(err)) if err.source_side() == ErrorSource::Upstream => {
+                leader.fail(err.status());
+                return Err(SliceError::Origin(err));
+            }
+            Err(err) => {
+                leader.release();
+                return Err(err);
+            }
+        };
         let writer = ObjectWriter::new(
             self.proxy.cache.store.clone(),
             key,
