@@ -9,7 +9,8 @@
 //! piece as it arrives. The fill does not depend on any client: it runs to
 //! the end (or the object's size limit) if they all leave.
 //!
-//! Memory stays bounded: the fill keeps only the last `window` bytes; a
+//! Memory stays bounded: the fill keeps only the last `window` bytes (two
+//! chunks once all fills together hold `total_window`); a
 //! reader that falls further behind reads the rest from the store, where
 //! the [`ObjectWriter`] has put every full chunk.
 //!
@@ -19,6 +20,7 @@
 //! ("hit-for-pass") so that later requests do not wait at all.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,9 @@ use crate::store::{Store, StoreError};
 pub struct FillConfig {
     /// Body bytes a fill keeps in memory for its readers. Default: 8 MiB.
     pub window: usize,
+    /// Body bytes all fills together keep; past it every window shrinks to
+    /// two chunks (readers behind read the store). Default: 256 MiB.
+    pub total_window: usize,
     /// How long a request waits for another's response head before it goes
     /// to the origin on its own. Default: 5 s.
     pub wait_for_head: Duration,
@@ -48,6 +53,7 @@ impl Default for FillConfig {
     fn default() -> Self {
         FillConfig {
             window: 8 << 20,
+            total_window: 256 << 20,
             wait_for_head: Duration::from_secs(5),
             hit_for_pass: Duration::from_secs(10),
         }
@@ -58,6 +64,8 @@ impl Default for FillConfig {
 #[derive(Debug)]
 pub struct Fills {
     config: FillConfig,
+    /// Window bytes held by every fill still referenced.
+    held: Arc<AtomicU64>,
     store: Store,
     inflight: Mutex<HashMap<CacheKey, Arc<Shared>>>,
     pass: Mutex<PassList>,
@@ -154,6 +162,16 @@ struct Shared {
     state: Mutex<State>,
     /// Bumped on every change; readers wait on it.
     changed: watch::Sender<u64>,
+    /// `Fills::held`, given back when the last reader lets go.
+    held: Arc<AtomicU64>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = self.lock();
+        let window = state.received - state.window_start;
+        self.held.fetch_sub(window, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -174,6 +192,7 @@ impl Fills {
         config.window = config.window.max(2 * store.chunk_size());
         Fills {
             config,
+            held: Arc::new(AtomicU64::new(0)),
             store,
             inflight: Mutex::new(HashMap::new()),
             pass: Mutex::new(PassList::default()),
@@ -214,6 +233,7 @@ impl Fills {
                 end: None,
             }),
             changed,
+            held: self.held.clone(),
         });
         inflight.insert(key, shared.clone());
         Join::Leader(FillLeader {
@@ -222,6 +242,26 @@ impl Fills {
             fills: self.clone(),
             settled: false,
         })
+    }
+
+    /// Waits on the fill of `key` if one is in flight; never starts one.
+    pub fn waiter(self: &Arc<Self>, key: CacheKey) -> Option<FillWaiter> {
+        let inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = inflight.get(&key)?.clone();
+        Some(FillWaiter {
+            key,
+            shared,
+            fills: self.clone(),
+        })
+    }
+
+    /// Remembers `key` as uncacheable for `hit_for_pass`.
+    fn mark_pass(&self, key: CacheKey) {
+        let until = Instant::now() + self.config.hit_for_pass;
+        self.pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, until);
     }
 
     /// Forgets a hit-for-pass mark (the key turned out cacheable after all).
@@ -241,6 +281,11 @@ impl Fills {
             .unwrap_or_else(|p| p.into_inner())
             .until
             .len()
+    }
+
+    /// Body bytes held in memory by fills for their readers.
+    pub fn window_bytes(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Number of fills in flight.
@@ -289,18 +334,14 @@ impl FillLeader {
             fills: self.fills.clone(),
             writer: Some(writer),
             head,
+            oversize: false,
         }
     }
 
     /// The response may not be stored: waiters fetch on their own, and so
     /// will requests for the next `hit_for_pass`.
     pub fn refuse(self) {
-        let until = Instant::now() + self.fills.config.hit_for_pass;
-        self.fills
-            .pass
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(self.key, until);
+        self.fills.mark_pass(self.key);
         self.settle(HeadState::Refused);
     }
 
@@ -345,6 +386,8 @@ pub struct FillFeeder {
     fills: Arc<Fills>,
     writer: Option<ObjectWriter>,
     head: Arc<FillHead>,
+    /// The body outgrew the object size limit; the fill was retired.
+    oversize: bool,
 }
 
 impl FillFeeder {
@@ -361,16 +404,35 @@ impl FillFeeder {
     pub fn push(&mut self, data: Bytes) {
         if let Some(writer) = self.writer.as_mut() {
             writer.write(&data);
+            if writer.is_abandoned() && !self.oversize {
+                // Too large to store: the readers already here stream on,
+                // but nobody new joins a fill whose start is going away.
+                self.oversize = true;
+                self.fills.retire(&self.key, &self.shared);
+                self.fills.mark_pass(self.key);
+            }
         }
-        let window = self.fills.config.window as u64;
+        let config = &self.fills.config;
+        let held = &self.fills.held;
+        let len = data.len() as u64;
+        let total = held.fetch_add(len, Ordering::Relaxed) + len;
+        // Past the shared budget, keep only what the store may not have
+        // yet: the chunk being written and the one before it.
+        let window = if total > config.total_window as u64 {
+            2 * self.head.chunk_size
+        } else {
+            config.window as u64
+        };
         self.shared.update(|s| {
-            s.received += data.len() as u64;
+            s.received += len;
             s.window.push_back(data);
             while let Some(front) = s.window.front()
                 && s.received - s.window_start - front.len() as u64 >= window
             {
-                s.window_start += front.len() as u64;
+                let dropped = front.len() as u64;
+                s.window_start += dropped;
                 s.window.pop_front();
+                held.fetch_sub(dropped, Ordering::Relaxed);
             }
         });
     }

@@ -338,3 +338,43 @@ async fn waiters_share_an_origin_failure_instead_of_repeating_it() {
     }
     assert_eq!(origin.hits("/stuck"), 1, "one timeout, not eight");
 }
+
+#[tokio::test]
+async fn a_changed_object_found_on_revalidation_is_shared_with_those_waiting() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/news",
+        Reply::ok("old")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"v1\""),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let url = edge.url("/news");
+    assert_eq!(get(&url).await.body(), "old");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The new version arrives slowly: the requests that queued behind the
+    // revalidation must stream it, not ask again.
+    let gate = Arc::new(Notify::new());
+    origin.route(
+        "/news",
+        Reply::streamed(pieces(), Duration::ZERO, Some(gate.clone()))
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"v2\""),
+    );
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.notify_one();
+    let expected = expected_hash();
+    for c in clients {
+        let resp = c.await.expect("client");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(blake3::hash(resp.body()), expected);
+    }
+    assert_eq!(origin.hits("/news"), 2, "one fill, one revalidation");
+}

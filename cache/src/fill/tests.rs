@@ -7,12 +7,21 @@ use super::*;
 use crate::store::StoreConfig;
 
 async fn fills(dir: &std::path::Path, window: usize) -> (Arc<Fills>, Store) {
+    fills_with(dir, window, 256 << 20).await
+}
+
+async fn fills_with(
+    dir: &std::path::Path,
+    window: usize,
+    total_window: usize,
+) -> (Arc<Fills>, Store) {
     let mut cfg = StoreConfig::new(dir.to_owned(), 32 << 20, 64 << 20);
     cfg.chunk_size = 4;
     cfg.inline_max = 4;
     let store = Store::open(&cfg, None).await.unwrap();
     let config = FillConfig {
         window,
+        total_window,
         wait_for_head: Duration::from_millis(300),
         hit_for_pass: Duration::from_secs(60),
     };
@@ -253,4 +262,54 @@ async fn unique_uncacheable_urls_do_not_grow_the_pass_list_for_ever() {
         "{} marks kept",
         fills.pass_marks()
     );
+}
+
+#[tokio::test]
+async fn windows_shrink_past_the_shared_budget_and_are_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // Chunks of 4 bytes; each fill may keep 64, all together 100.
+    let (fills, store) = fills_with(dir.path(), 64, 100).await;
+    let other = |i: u8| CacheKey::for_request(&Method::GET, "http", "x", &format!("/{i}")).unwrap();
+    let mut feeders = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..4u8 {
+        let lead = leader(fills.join(other(i)));
+        let meta = ObjectMeta::fresh(HeaderMap::new(), Bytes::new(), Duration::from_secs(60));
+        let w = ObjectWriter::new(store.clone(), other(i), &HeaderMap::new(), meta, 1 << 20);
+        let mut feeder = lead.publish(w);
+        readers.push(feeder.reader());
+        for _ in 0..20 {
+            feeder.push(Bytes::from_static(b"abcd"));
+        }
+        feeders.push(feeder);
+    }
+    // Four fills of 80 bytes: without the budget, 4 × 64 held.
+    assert!(
+        fills.window_bytes() <= 100 + 64,
+        "held {} bytes",
+        fills.window_bytes()
+    );
+    for feeder in feeders {
+        feeder.finish();
+    }
+    // Readers that fell behind still get every byte, from the store.
+    for reader in readers {
+        assert_eq!(read_all(reader).await.unwrap().len(), 80);
+    }
+    assert_eq!(fills.window_bytes(), 0, "all given back");
+}
+
+#[tokio::test]
+async fn a_fill_that_outgrows_the_size_limit_takes_no_new_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fills, store) = fills(dir.path(), 1 << 20).await;
+    let lead = leader(fills.join(key()));
+    let meta = ObjectMeta::fresh(HeaderMap::new(), Bytes::new(), Duration::from_secs(60));
+    let w = ObjectWriter::new(store.clone(), key(), &HeaderMap::new(), meta, 8);
+    let mut feeder = lead.publish(w);
+    let early = feeder.reader();
+    feeder.push(Bytes::from_static(b"0123456789"));
+    assert!(matches!(fills.join(key()), Join::Bypass));
+    feeder.finish();
+    assert_eq!(read_all(early).await.unwrap(), b"0123456789");
 }

@@ -89,7 +89,8 @@ pub struct CacheConfig {
     /// Sort query parameters in cache keys. Default: `false`.
     pub key_sort_query: bool,
     /// Body bytes an in-flight fill keeps in memory for its readers;
-    /// readers further behind read from the store. Default: `8MiB`.
+    /// readers further behind read from the store. All fills together keep
+    /// at most a quarter of `memory` this way. Default: `8MiB`.
     pub fill_window: ByteSize,
     /// How long a miss waits for another request's response head before
     /// fetching on its own. Default: `5s`.

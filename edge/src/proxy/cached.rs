@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use cache::fill::{FillConfig, Fills};
+use cache::fill::{FillConfig, Fills, Join, Waited};
 use cache::meta::{BodyLayout, ObjectMeta};
 use cache::object::{self, Found, ObjectWriter};
 use cache::policy::{self, PolicyOptions, Reuse};
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::bodies::Fill;
+use super::fill::Forwarded;
 use super::ranges::unsatisfiable;
 use super::{Fetched, Proxy, clone_parts};
 use crate::body::{self, ProxyBody};
@@ -52,6 +53,9 @@ impl CacheLayer {
     pub fn new(store: Store, config: &CacheConfig) -> Self {
         let fill_config = FillConfig {
             window: config.fill_window.as_usize(),
+            // Fill windows sit on top of the memory tier's budget: together
+            // they may add a quarter of it.
+            total_window: config.memory.as_usize() / 4,
             wait_for_head: config.fill_wait_timeout,
             hit_for_pass: config.hit_for_pass,
         };
@@ -298,6 +302,17 @@ impl<H: EdgeHooks> Proxy<H> {
                         if let Some(served) = self.after_revalidation(session, key, done).await {
                             return Ok(served);
                         }
+                        // Or a new representation, still arriving.
+                        if let Some(waiter) = self.cache.fills.waiter(key)
+                            && let Waited::Reader(reader) = waiter.wait(&session.req.headers).await
+                        {
+                            self.metrics.cache_collapsed.inc();
+                            let how = Forwarded {
+                                status: CacheStatus::Expired,
+                                fwd: "fwd=stale",
+                            };
+                            return Ok(self.serve_fill(session, reader, how, "; collapsed"));
+                        }
                         return self
                             .revalidate(session, key, found, client_body, ctx, &req_cc)
                             .await;
@@ -495,11 +510,23 @@ impl<H: EdgeHooks> Proxy<H> {
                 return Ok(served);
             }
         }
-        if status == StatusCode::NOT_MODIFIED {
+        let fetched = if status == StatusCode::NOT_MODIFIED {
             // A 304 for something else: the client never asked
             // conditionally, so fetch the representation in full.
-            let fetched = self.forward(session, body::empty(), ctx, &[]).await?;
-            return Ok(self.store_or_pass(session, key, fetched, CacheStatus::Expired, fwd));
+            self.forward(session, body::empty(), ctx, &[]).await?
+        } else {
+            fetched
+        };
+        // A new representation: requests that waited for this revalidation
+        // stream it as it arrives, like a miss's waiters.
+        if session.req.method == Method::GET
+            && let Join::Leader(leader) = self.cache.fills.join(key)
+        {
+            let how = Forwarded {
+                status: CacheStatus::Expired,
+                fwd,
+            };
+            return Ok(self.lead(session, key, leader, fetched, how));
         }
         Ok(self.store_or_pass(session, key, fetched, CacheStatus::Expired, fwd))
     }
@@ -696,22 +723,28 @@ impl<H: EdgeHooks> Proxy<H> {
         (parts, body::boxed(body), Some(status))
     }
 
-    /// The head of a response to a miss: marked MISS, and turned into a
-    /// 304/412 when the client's own conditionals (which were not sent
-    /// upstream) say so. Returns true when it was, and no body follows.
+    /// [`mark_head`](Self::mark_head) for a miss.
     pub(super) fn miss_head(
         &self,
         session: &mut Session,
         parts: &mut response::Parts,
         detail: &str,
     ) -> bool {
-        session.cache_status = CacheStatus::Miss;
-        mark(
-            &mut parts.headers,
-            &self.node_name,
-            CacheStatus::Miss,
-            detail,
-        );
+        self.mark_head(session, parts, CacheStatus::Miss, detail)
+    }
+
+    /// The head of a response from the origin, marked `status`, and turned
+    /// into a 304/412 when the client's own conditionals say so (they were
+    /// not sent upstream). Returns true when it was, and no body follows.
+    pub(super) fn mark_head(
+        &self,
+        session: &mut Session,
+        parts: &mut response::Parts,
+        status: CacheStatus,
+        detail: &str,
+    ) -> bool {
+        session.cache_status = status;
+        mark(&mut parts.headers, &self.node_name, status, detail);
         answer_conditionals(session, parts)
     }
 

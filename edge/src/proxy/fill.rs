@@ -47,6 +47,21 @@ pub(super) async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTime
     feeder.finish();
 }
 
+/// How a response that went to the origin is marked: the cache status it
+/// gets and the RFC 9211 `fwd` reason.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Forwarded {
+    pub status: CacheStatus,
+    pub fwd: &'static str,
+}
+
+impl Forwarded {
+    pub const MISS: Forwarded = Forwarded {
+        status: CacheStatus::Miss,
+        fwd: "fwd=uri-miss",
+    };
+}
+
 /// How many times a waiter joins a fill again after its leader went away,
 /// before it fetches alone (each round waits at most `fill_wait_timeout`).
 const MAX_REJOINS: u32 = 3;
@@ -86,7 +101,12 @@ impl<H: EdgeHooks> Proxy<H> {
                 Join::Waiter(waiter) => match waiter.wait(&session.req.headers).await {
                     Waited::Reader(reader) => {
                         self.metrics.cache_collapsed.inc();
-                        return Ok(self.serve_fill(session, reader, "; collapsed"));
+                        return Ok(self.serve_fill(
+                            session,
+                            reader,
+                            Forwarded::MISS,
+                            "; collapsed",
+                        ));
                     }
                     // The leader's client left before the head: one of us
                     // takes over the fetch, the others wait for it.
@@ -100,7 +120,7 @@ impl<H: EdgeHooks> Proxy<H> {
             }
         };
         match self.forward(session, client_body, ctx, &[]).await {
-            Ok(fetched) => Ok(self.lead(session, key, leader, fetched)),
+            Ok(fetched) => Ok(self.lead(session, key, leader, fetched, Forwarded::MISS)),
             Err(err) => {
                 if err.source_side() == ErrorSource::Upstream {
                     leader.fail(err.status());
@@ -173,6 +193,7 @@ impl<H: EdgeHooks> Proxy<H> {
         key: CacheKey,
         leader: FillLeader,
         fetched: Fetched,
+        how: Forwarded,
     ) -> Served {
         let Fetched {
             parts,
@@ -186,19 +207,12 @@ impl<H: EdgeHooks> Proxy<H> {
                     // Storable, but every reuse needs validation (RFC 9111
                     // §5.2.2.4): the waiters may not share it unvalidated.
                     leader.release();
-                    return self.stored_response(
-                        session,
-                        parts,
-                        body,
-                        writer,
-                        CacheStatus::Miss,
-                        "fwd=uri-miss",
-                    );
+                    return self.stored_response(session, parts, body, writer, how.status, how.fwd);
                 }
                 let feeder = leader.publish(writer);
                 let reader = feeder.reader();
                 tokio::spawn(feed(feeder, body));
-                self.serve_fill(session, reader, "")
+                self.serve_fill(session, reader, how, "")
             }
             Err("too-large") if self.sliceable(&parts) => {
                 // Too large to keep whole: keep it in slices. The waiters
@@ -215,7 +229,12 @@ impl<H: EdgeHooks> Proxy<H> {
                 } else {
                     leader.refuse();
                 }
-                self.pass_through(session, parts, body, "fwd=uri-miss", reason)
+                if how.status == CacheStatus::Expired {
+                    // The stored response is outdated and its successor
+                    // may not be kept: drop it.
+                    self.cache.store.remove(&key);
+                }
+                self.pass_through(session, parts, body, how.fwd, reason)
             }
         }
     }
@@ -280,6 +299,7 @@ impl<H: EdgeHooks> Proxy<H> {
         &self,
         session: &mut Session,
         reader: FillReader,
+        how: Forwarded,
         collapsed: &str,
     ) -> Served {
         let head = reader.head().clone();
@@ -287,11 +307,12 @@ impl<H: EdgeHooks> Proxy<H> {
         parts.status = head.meta.status;
         parts.headers = head.meta.headers.clone();
         let detail = format!(
-            "fwd=uri-miss; fwd-status={}; stored{collapsed}",
+            "{}; fwd-status={}; stored{collapsed}",
+            how.fwd,
             head.meta.status.as_u16()
         );
         // Answered from the fill's head, the fill goes on without us.
-        if self.miss_head(session, &mut parts, &detail) {
+        if self.mark_head(session, &mut parts, how.status, &detail) {
             return (parts, body::empty(), Some(head.meta.status));
         }
         let len = parts

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::bodies::{FillBody, Ranged};
 use super::cached::{Served, background_session};
-use super::fill::feed;
+use super::fill::{Forwarded, feed};
 use super::{Fetched, Proxy};
 use crate::body::{self, BodyEnd, ProxyBody, Tap};
 use crate::error::{BoxError, ErrorSource, ProxyError};
@@ -66,7 +66,12 @@ impl<H: EdgeHooks> Proxy<H> {
                     if reader.head().meta.status == StatusCode::OK {
                         // The origin sent the whole object: it is being
                         // filled whole.
-                        return Ok(self.serve_fill(session, reader, "; collapsed"));
+                        return Ok(self.serve_fill(
+                            session,
+                            reader,
+                            Forwarded::MISS,
+                            "; collapsed",
+                        ));
                     }
                     // A slice: its leader stored the object's head first.
                     drop(reader);
@@ -102,7 +107,9 @@ impl<H: EdgeHooks> Proxy<H> {
             }
         };
         match fetched.parts.status {
-            StatusCode::OK => return Ok(self.lead(session, key, leader, fetched)),
+            StatusCode::OK => {
+                return Ok(self.lead(session, key, leader, fetched, Forwarded::MISS));
+            }
             StatusCode::PARTIAL_CONTENT => {}
             // 416 (the range starts past the end), errors, redirects: the
             // client's answer too, as a miss.
@@ -137,6 +144,7 @@ impl<H: EdgeHooks> Proxy<H> {
                     body,
                     exchange,
                 },
+                Forwarded::MISS,
             ));
         }
         let expected = slice::slice_range(index, size, total);
