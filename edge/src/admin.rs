@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz` and `/metrics` for load balancers and
-//! Prometheus. Bound to loopback by default; never expose it publicly.
+//! Prometheus, `/peers` for operators (each peer's health as JSON). Bound to loopback by default; never expose it publicly.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,19 +16,26 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::metrics::Metrics;
+use crate::routing::Routing;
+
 /// What admin handlers read.
 #[derive(Debug)]
 pub struct AdminState {
     registry: Registry,
+    routing: Arc<Routing>,
+    metrics: Metrics,
     /// Set once shutdown begins, so `/healthz` tells load balancers to stop
     /// sending new traffic.
     pub draining: AtomicBool,
 }
 
 impl AdminState {
-    pub fn new(registry: Registry) -> Self {
+    pub fn new(registry: Registry, routing: Arc<Routing>, metrics: Metrics) -> Self {
         AdminState {
             registry,
+            routing,
+            metrics,
             draining: AtomicBool::new(false),
         }
     }
@@ -75,7 +82,23 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/peers" => match serde_json::to_vec_pretty(&state.routing.snapshot()) {
+            Ok(json) => {
+                let mut resp = text(StatusCode::OK, "");
+                *resp.body_mut() = Full::new(Bytes::from(json));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                resp
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot encode peers");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode peers\n")
+            }
+        },
         "/metrics" => {
+            state.routing.export(&state.metrics);
             let mut out = String::new();
             match TextEncoder::new().encode_utf8(&state.registry.gather(), &mut out) {
                 Ok(()) => {
@@ -95,7 +118,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz or /metrics\n",
+            "not found: try /healthz, /metrics or /peers\n",
         ),
     }
 }

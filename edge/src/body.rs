@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use origin_shield::health::ActiveGuard;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -51,6 +52,9 @@ pin_project! {
         inner: B,
         timeout: Duration,
         deadline: Pin<Box<Sleep>>,
+        // Counts the exchange as in flight on its peer until the body is
+        // done with (least-connections and the concurrency cap see it).
+        in_flight: Option<ActiveGuard>,
     }
 }
 
@@ -60,7 +64,14 @@ impl<B> ReadTimeout<B> {
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            in_flight: None,
         }
+    }
+
+    /// Keeps `guard` (a request in flight on a peer) until the body drops.
+    pub fn holding(mut self, guard: Option<ActiveGuard>) -> Self {
+        self.in_flight = guard;
+        self
     }
 }
 

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use origin_shield::Peer;
+use origin_shield::balance::Policy;
+use origin_shield::{Peer, Role};
 
-use crate::config::{ByteSize, Config, LogFormat};
+use crate::config::{ByteSize, Config, LogFormat, ShieldPeer};
 
 /// A CDN edge caching node.
 ///
@@ -31,6 +32,21 @@ pub struct Cli {
     )]
     pub origins: Vec<Peer>,
 
+    /// Shield node URL (another edge), `http://HOST:PORT`; repeat for several.
+    /// Give every node of a tier the same list.
+    #[arg(
+        long = "shield",
+        value_name = "URL",
+        env = "EDGE_SHIELD",
+        value_delimiter = ','
+    )]
+    pub shields: Vec<Peer>,
+
+    /// How requests are spread over the origins: round_robin, weighted,
+    /// least_conn, p2c, hash_key, hash_ip [default: round_robin]
+    #[arg(long, value_name = "POLICY", env = "EDGE_BALANCE")]
+    pub balance: Option<Policy>,
+
     /// Client-facing listen address [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR", env = "EDGE_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -51,7 +67,8 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", env = "EDGE_DISK")]
     pub disk: Option<ByteSize>,
 
-    /// This node's name in Via headers [default: edge]
+    /// This node's name in Via and CDN-Loop headers; give each node of a
+    /// tier its own [default: edge]
     #[arg(long, value_name = "NAME", env = "EDGE_NODE_NAME")]
     pub node_name: Option<String>,
 
@@ -73,6 +90,8 @@ impl Cli {
     pub fn flag_for(key: &str) -> Option<&'static str> {
         Some(match key {
             "origins" => "--origin",
+            "shields" => "--shield",
+            "upstream.balance" => "--balance",
             "listen" => "--listen",
             "admin" => "--admin",
             "data_dir" => "--data-dir",
@@ -88,6 +107,8 @@ impl Cli {
     pub fn overrides(&self, key: &str) -> bool {
         match key {
             "origins" => !self.origins.is_empty(),
+            "shields" => !self.shields.is_empty(),
+            "upstream.balance" => self.balance.is_some(),
             "listen" => self.listen.is_some(),
             "admin" => self.admin.is_some(),
             "data_dir" => self.data_dir.is_some(),
@@ -103,6 +124,19 @@ impl Cli {
     pub fn apply_to(&self, config: &mut Config) {
         if !self.origins.is_empty() {
             config.origins = self.origins.clone();
+        }
+        if !self.shields.is_empty() {
+            config.shields = self
+                .shields
+                .iter()
+                .map(|peer| ShieldPeer {
+                    peer: peer.clone().with_role(Role::Shield),
+                    name: None,
+                })
+                .collect();
+        }
+        if let Some(v) = self.balance {
+            config.upstream.balance = v;
         }
         if let Some(v) = self.listen {
             config.listen = v;

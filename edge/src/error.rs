@@ -58,6 +58,12 @@ pub enum ProxyError {
     /// failed; this request shares that answer instead of repeating it.
     #[error("the origin just failed for the same object ({0})")]
     CollapsedFailure(StatusCode),
+    /// Every peer is at its concurrency cap (`upstream.max_conns`).
+    #[error("every peer is at its limit of requests in flight")]
+    PeersBusy,
+    /// The request has passed through too many nodes (RFC 8586).
+    #[error("request loop: {0} nodes in CDN-Loop")]
+    LoopDetected(usize),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -69,7 +75,10 @@ impl ProxyError {
             | ProxyError::ClientBody { .. }
             | ProxyError::ClientBodyTimeout(_)
             | ProxyError::OnlyIfCached => ErrorSource::Downstream,
-            ProxyError::NoPeer | ProxyError::Internal(_) => ErrorSource::Internal,
+            ProxyError::NoPeer
+            | ProxyError::Internal(_)
+            | ProxyError::LoopDetected(_)
+            | ProxyError::PeersBusy => ErrorSource::Internal,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::HeaderTimeout { .. }
@@ -93,6 +102,8 @@ impl ProxyError {
             // RFC 9111 §5.2.1.7
             | ProxyError::OnlyIfCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::CollapsedFailure(status) => *status,
+            ProxyError::LoopDetected(_) => StatusCode::LOOP_DETECTED,
+            ProxyError::PeersBusy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,6 +122,8 @@ impl ProxyError {
             ProxyError::SendTimeout { .. } => "send_timeout",
             ProxyError::Upstream { .. } => "upstream",
             ProxyError::CollapsedFailure(_) => "collapsed_failure",
+            ProxyError::LoopDetected(_) => "loop_detected",
+            ProxyError::PeersBusy => "peers_busy",
             ProxyError::Internal(_) => "internal",
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! This crate owns everything with a socket: the client-facing listener
 //! ([`server`]), one request's phases ([`proxy`]), the programmable surface
-//! ([`hooks`]), the pooled client to peers ([`upstream`]), the admin listener
+//! ([`hooks`]), where misses go ([`routing`]: shields, origin pools, health
+//! probes), the pooled client to peers ([`upstream`]), the admin listener
 //! ([`admin`]) and configuration ([`config`], [`cli`]). Cache semantics live in
 //! the `cache` crate, peer choice in `origin-shield`, invalidation in
 //! `purge-api`.
@@ -30,6 +31,7 @@ pub mod headers;
 pub mod hooks;
 pub mod metrics;
 pub mod proxy;
+pub mod routing;
 pub mod server;
 pub mod upstream;
 

@@ -3,7 +3,8 @@
 //! live in [`names`] so dashboards and code agree.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Every metric name `edge` exports, in one place.
@@ -18,6 +19,11 @@ pub mod names {
     pub const ORIGIN_REQUESTS_TOTAL: &str = "edge_origin_requests_total";
     pub const ORIGIN_ERRORS_TOTAL: &str = "edge_origin_errors_total";
     pub const ORIGIN_DURATION_SECONDS: &str = "edge_origin_response_header_seconds";
+    pub const PEER_UP: &str = "edge_peer_up";
+    pub const PEER_ACTIVE: &str = "edge_peer_active_requests";
+    pub const PEER_FAILURES_TOTAL: &str = "edge_peer_failures_total";
+    pub const PEER_EJECTIONS_TOTAL: &str = "edge_peer_ejections_total";
+    pub const UPSTREAM_RETRIES_TOTAL: &str = "edge_upstream_retries_total";
 }
 
 /// Latency buckets from 0.5 ms to 30 s: a hit on loopback is sub-millisecond,
@@ -49,6 +55,18 @@ pub struct Metrics {
     pub origin_errors: IntCounterVec,
     /// Time from sending a request upstream to its response head.
     pub origin_duration: Histogram,
+    /// 1 while a peer gets traffic (probes say up, not ejected), by peer
+    /// and role (`origin`, `shield`); set when metrics are scraped.
+    pub peer_up: IntGaugeVec,
+    /// Requests in flight per peer; set when metrics are scraped.
+    pub peer_active: IntGaugeVec,
+    /// Failed exchanges per peer by kind (`connect`, `timeout`, `status`,
+    /// `circuit_open` when the concurrency cap turned a request away).
+    pub peer_failures: IntCounterVec,
+    /// Times a peer was taken out of rotation after failures in a row.
+    pub peer_ejections: IntCounterVec,
+    /// Requests sent again to another peer, by why.
+    pub upstream_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -103,6 +121,38 @@ impl Metrics {
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
+            peer_up: IntGaugeVec::new(
+                Opts::new(
+                    names::PEER_UP,
+                    "1 while a peer gets traffic, 0 while it is out",
+                ),
+                &["peer", "role"],
+            )?,
+            peer_active: IntGaugeVec::new(
+                Opts::new(names::PEER_ACTIVE, "Requests in flight per peer"),
+                &["peer", "role"],
+            )?,
+            peer_failures: IntCounterVec::new(
+                Opts::new(
+                    names::PEER_FAILURES_TOTAL,
+                    "Failed exchanges per peer, by kind",
+                ),
+                &["peer", "role", "kind"],
+            )?,
+            peer_ejections: IntCounterVec::new(
+                Opts::new(
+                    names::PEER_EJECTIONS_TOTAL,
+                    "Times a peer was taken out of rotation after failures in a row",
+                ),
+                &["peer", "role"],
+            )?,
+            upstream_retries: IntCounterVec::new(
+                Opts::new(
+                    names::UPSTREAM_RETRIES_TOTAL,
+                    "Requests sent again, to the next peer or the same one",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -114,6 +164,11 @@ impl Metrics {
         registry.register(Box::new(m.origin_requests.clone()))?;
         registry.register(Box::new(m.origin_errors.clone()))?;
         registry.register(Box::new(m.origin_duration.clone()))?;
+        registry.register(Box::new(m.peer_up.clone()))?;
+        registry.register(Box::new(m.peer_active.clone()))?;
+        registry.register(Box::new(m.peer_failures.clone()))?;
+        registry.register(Box::new(m.peer_ejections.clone()))?;
+        registry.register(Box::new(m.upstream_retries.clone()))?;
         Ok(m)
     }
 }

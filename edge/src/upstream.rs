@@ -105,6 +105,22 @@ impl Upstream {
         self.finish(peer, started, result)
     }
 
+    /// Sends a health probe: no metrics of client traffic, no timeouts of
+    /// its own (the caller bounds it).
+    pub async fn probe(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
+        let peer = req
+            .uri()
+            .authority()
+            .map_or_else(String::new, ToString::to_string);
+        self.client
+            .request(req)
+            .await
+            .map_err(|source| ProxyError::Upstream {
+                peer,
+                source: Box::new(source),
+            })
+    }
+
     fn finish(
         &self,
         peer: &Peer,

@@ -1,85 +1,349 @@
-//! Spreading requests over a pool of equivalent peers.
+//! Pools of equivalent peers and the order in which a request tries them.
+//!
+//! A [`Pool`] puts its members in an order for each request: the policy's
+//! choice first, then the rest (for falling through when one cannot be
+//! reached), with members that are down last of all, so a request is only
+//! sent to them when every live member has failed it.
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::Peer;
+use crate::health::{HealthPolicy, PeerHealth};
+use crate::ring::Ring;
 
-/// Plain round robin: each call returns the next peer in turn.
-///
-/// Lock-free (one atomic increment), so it can sit on the request path of
-/// every worker thread.
-#[derive(Debug)]
-pub struct RoundRobin {
-    peers: Vec<Peer>,
-    next: AtomicUsize,
+/// How a pool chooses among its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Each in turn.
+    RoundRobin,
+    /// Smooth weighted round robin (nginx's): shares follow the weights
+    /// and heavy members are interleaved, not sent bursts.
+    Weighted,
+    /// The member with the fewest requests in flight (per unit of weight).
+    LeastConn,
+    /// Two members at random; the one with fewer requests in flight.
+    PowerOfTwo,
+    /// Consistent hash of the cache key: a key always goes to the same
+    /// member while it is up (shield tiers).
+    HashKey,
+    /// Consistent hash of the client's address (sticky clients).
+    HashClientIp,
 }
 
-impl RoundRobin {
-    pub fn new(peers: Vec<Peer>) -> Self {
-        RoundRobin {
-            peers,
+impl Policy {
+    pub const NAMES: &'static str = "round_robin, weighted, least_conn, p2c, hash_key, hash_ip";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round_robin",
+            Policy::Weighted => "weighted",
+            Policy::LeastConn => "least_conn",
+            Policy::PowerOfTwo => "p2c",
+            Policy::HashKey => "hash_key",
+            Policy::HashClientIp => "hash_ip",
+        }
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "round_robin" => Policy::RoundRobin,
+            "weighted" => Policy::Weighted,
+            "least_conn" => Policy::LeastConn,
+            "p2c" => Policy::PowerOfTwo,
+            "hash_key" => Policy::HashKey,
+            "hash_ip" => Policy::HashClientIp,
+            other => {
+                return Err(format!(
+                    "unknown balancing policy {other:?} (one of {})",
+                    Policy::NAMES
+                ));
+            }
+        })
+    }
+}
+
+/// A peer in a pool, with its health.
+#[derive(Debug)]
+pub struct Member {
+    pub peer: Peer,
+    pub health: Arc<PeerHealth>,
+}
+
+/// What a request offers the policy to choose by.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pick {
+    /// The cache key's hash (`ring::first_u64` of the key), if any.
+    pub key_hash: Option<u64>,
+    /// The client address's hash (`ring::hash_bytes`).
+    pub client_hash: u64,
+}
+
+/// Equivalent peers and a policy.
+#[derive(Debug)]
+pub struct Pool {
+    members: Vec<Arc<Member>>,
+    policy: Policy,
+    next: AtomicUsize,
+    /// Smooth weighted round robin's current weights. A short critical
+    /// section with no await inside.
+    current: Mutex<Vec<i64>>,
+    ring: Ring,
+}
+
+impl Pool {
+    pub fn new(peers: Vec<Peer>, policy: Policy, health: &HealthPolicy) -> Self {
+        let identities: Vec<String> = peers.iter().map(|p| p.authority().to_string()).collect();
+        let ring = Ring::new(
+            identities
+                .iter()
+                .zip(&peers)
+                .map(|(id, p)| (id.as_str(), p.weight())),
+        );
+        Pool {
+            current: Mutex::new(vec![0; peers.len()]),
+            members: peers
+                .into_iter()
+                .map(|peer| {
+                    Arc::new(Member {
+                        peer,
+                        health: Arc::new(PeerHealth::new(health.clone())),
+                    })
+                })
+                .collect(),
+            policy,
             next: AtomicUsize::new(0),
+            ring,
         }
     }
 
-    /// The next peer, or `None` when the pool is empty.
-    pub fn pick(&self) -> Option<&Peer> {
-        if self.peers.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
-        self.peers.get(i)
+    pub fn members(&self) -> &[Arc<Member>] {
+        &self.members
     }
 
-    /// The peers in preference order starting at the next one in turn, so a
-    /// caller can fall through to another peer when the first cannot be reached.
-    pub fn pick_order(&self) -> impl Iterator<Item = &Peer> {
-        let n = self.peers.len();
-        let start = if n == 0 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % n
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The members in the order a request should try them.
+    pub fn order(&self, pick: &Pick) -> Vec<Arc<Member>> {
+        let n = self.members.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let indices: Vec<usize> = match self.policy {
+            Policy::RoundRobin => self.rotation(),
+            Policy::Weighted => {
+                let first = self.smooth_weighted();
+                let mut order = vec![first];
+                order.extend(self.rotation().into_iter().filter(|&i| i != first));
+                order
+            }
+            Policy::LeastConn => {
+                let mut order = self.rotation();
+                // Stable: ties keep the rotation, which spreads them.
+                order.sort_by_key(|&i| self.load(i));
+                order
+            }
+            Policy::PowerOfTwo => {
+                let mut order = self.rotation();
+                if n > 1 {
+                    let r = splitmix(self.next.fetch_add(1, Ordering::Relaxed) as u64);
+                    let a = (r % n as u64) as usize;
+                    let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+                    let (first, second) = if self.load(b) < self.load(a) {
+                        (b, a)
+                    } else {
+                        (a, b)
+                    };
+                    order.retain(|&i| i != first && i != second);
+                    order.insert(0, second);
+                    order.insert(0, first);
+                }
+                order
+            }
+            Policy::HashKey => self
+                .ring
+                .order(pick.key_hash.unwrap_or(pick.client_hash))
+                .collect(),
+            Policy::HashClientIp => self.ring.order(pick.client_hash).collect(),
         };
-        (0..n).filter_map(move |i| self.peers.get((start + i) % n))
+        let (mut up, down): (Vec<_>, Vec<_>) = indices
+            .into_iter()
+            .filter_map(|i| self.members.get(i).cloned())
+            .partition(|m| m.health.is_up());
+        up.extend(down);
+        up
     }
 
-    pub fn peers(&self) -> &[Peer] {
-        &self.peers
+    /// All members, starting at the next in turn.
+    fn rotation(&self) -> Vec<usize> {
+        let n = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n).map(|i| (start + i) % n).collect()
     }
+
+    /// Requests in flight per unit of weight, scaled to stay an integer.
+    fn load(&self, i: usize) -> u64 {
+        self.members.get(i).map_or(u64::MAX, |m| {
+            u64::from(m.health.active()) * 1000 / u64::from(m.peer.weight().max(1))
+        })
+    }
+
+    /// nginx's smooth weighted round robin over the live members (all of
+    /// them if none is up).
+    fn smooth_weighted(&self) -> usize {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let any_up = self.members.iter().any(|m| m.health.is_up());
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
+        for (i, member) in self.members.iter().enumerate() {
+            if any_up && !member.health.is_up() {
+                continue;
+            }
+            let weight = i64::from(member.peer.weight().max(1));
+            current[i] += weight;
+            total += weight;
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best.unwrap_or(0);
+        current[best] -= total;
+        best
+    }
+}
+
+/// A cheap, well-mixed hash of a counter: randomness for power-of-two
+/// choices without a random-number crate.
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::hash_bytes;
 
-    fn pool(n: u16) -> RoundRobin {
-        RoundRobin::new(
-            (0..n)
-                .map(|i| format!("http://127.0.0.1:{}", 8000 + i).parse().unwrap())
-                .collect(),
-        )
+    fn pool(weights: &[u32], policy: Policy) -> Pool {
+        let peers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                format!("http://127.0.0.1:{}", 8000 + i)
+                    .parse::<Peer>()
+                    .unwrap()
+                    .with_weight(w)
+            })
+            .collect();
+        Pool::new(peers, policy, &HealthPolicy::default())
     }
 
-    #[test]
-    fn visits_every_peer_evenly() {
-        let rr = pool(3);
-        let mut counts = [0usize; 3];
-        for _ in 0..300 {
-            let port = rr.pick().unwrap().authority().port_u16().unwrap();
-            counts[usize::from(port - 8000)] += 1;
+    fn first(pool: &Pool, pick: &Pick) -> usize {
+        let port = pool.order(pick)[0].peer.authority().port_u16().unwrap();
+        usize::from(port - 8000)
+    }
+
+    fn counts(pool: &Pool, rounds: usize) -> Vec<usize> {
+        let mut counts = vec![0; pool.members().len()];
+        for _ in 0..rounds {
+            counts[first(pool, &Pick::default())] += 1;
         }
-        assert_eq!(counts, [100, 100, 100]);
+        counts
     }
 
     #[test]
-    fn order_covers_all_peers_once() {
-        let rr = pool(4);
-        let order: Vec<_> = rr.pick_order().map(|p| p.to_string()).collect();
-        assert_eq!(order.len(), 4);
-        let mut sorted = order.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), 4);
-        assert!(RoundRobin::new(vec![]).pick().is_none());
+    fn round_robin_visits_each_in_turn() {
+        assert_eq!(
+            counts(&pool(&[1, 1, 1], Policy::RoundRobin), 300),
+            [100, 100, 100]
+        );
+        let order = pool(&[1, 1, 1, 1], Policy::RoundRobin).order(&Pick::default());
+        assert_eq!(order.len(), 4, "every member, once");
+    }
+
+    #[test]
+    fn smooth_weighted_follows_weights_and_interleaves() {
+        let p = pool(&[5, 1, 1], Policy::Weighted);
+        let seq: Vec<usize> = (0..7).map(|_| first(&p, &Pick::default())).collect();
+        assert_eq!(seq.iter().filter(|&&i| i == 0).count(), 5);
+        // nginx's sequence for 5,1,1: a a b a c a a — never five in a row.
+        assert_eq!(seq, [0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn least_conn_avoids_busy_members() {
+        let p = pool(&[1, 1, 1], Policy::LeastConn);
+        let busy = p.members()[0].health.try_acquire().unwrap();
+        let _busy2 = p.members()[1].health.try_acquire().unwrap();
+        for _ in 0..10 {
+            assert_eq!(first(&p, &Pick::default()), 2);
+        }
+        drop(busy);
+        let picks: Vec<_> = (0..10).map(|_| first(&p, &Pick::default())).collect();
+        assert!(picks.contains(&0) && !picks.contains(&1));
+    }
+
+    #[test]
+    fn power_of_two_prefers_the_idler_of_two() {
+        let p = pool(&[1, 1], Policy::PowerOfTwo);
+        let _busy = p.members()[0].health.try_acquire().unwrap();
+        for _ in 0..20 {
+            assert_eq!(first(&p, &Pick::default()), 1);
+        }
+        let spread = counts(&pool(&[1, 1, 1, 1], Policy::PowerOfTwo), 4000);
+        assert!(spread.iter().all(|&c| c > 700), "{spread:?}");
+    }
+
+    #[test]
+    fn hashing_is_sticky_and_falls_through() {
+        let p = pool(&[1, 1, 1], Policy::HashKey);
+        let pick = Pick {
+            key_hash: Some(hash_bytes(b"/video.mp4")),
+            client_hash: 0,
+        };
+        let owner = first(&p, &pick);
+        for _ in 0..10 {
+            assert_eq!(first(&p, &pick), owner);
+        }
+        let ip = pool(&[1, 1, 1], Policy::HashClientIp);
+        let client = Pick {
+            key_hash: None,
+            client_hash: hash_bytes(b"192.0.2.7"),
+        };
+        assert_eq!(first(&ip, &client), first(&ip, &client));
+    }
+
+    #[test]
+    fn members_that_are_down_come_last() {
+        let p = pool(&[1, 1, 1], Policy::RoundRobin);
+        for _ in 0..3 {
+            p.members()[1].health.record_failure();
+        }
+        for _ in 0..6 {
+            let order = p.order(&Pick::default());
+            assert_eq!(order.len(), 3);
+            assert_eq!(order[2].peer.authority().port_u16(), Some(8001));
+        }
+    }
+
+    #[test]
+    fn policies_parse_by_name() {
+        for name in Policy::NAMES.split(", ") {
+            assert_eq!(name.parse::<Policy>().unwrap().as_str(), name);
+        }
+        assert!("random".parse::<Policy>().is_err());
     }
 }

@@ -1,29 +1,35 @@
 //! Where a miss goes.
 //!
-//! This crate owns the upstream side of the topology: the [`Peer`]s a node may
-//! fetch from (origins and, later, shield nodes), and how one is picked for a
-//! request ([`balance`]). It knows nothing of sockets: `edge` asks it for a
-//! peer, then connects.
-//!
-//! Consistent hashing over shield peers and health checking arrive with the
-//! origin-shield issue; today the crate provides peers parsed from URLs and
-//! round-robin selection across an origin pool.
+//! This crate owns the upstream side of the topology: the [`Peer`]s a node
+//! may fetch from (origins and shield nodes), the consistent-hash [`ring`]
+//! that gives each cache key a home among the shields, the [`balance`]
+//! policies of an origin pool, and each peer's [`health`] (probes, passive
+//! ejection, concurrency cap, retry budget). It knows nothing of sockets:
+//! `edge` asks it for an order of peers, connects, and reports back.
 //!
 //! ```
-//! use origin_shield::{Peer, balance::RoundRobin};
+//! use origin_shield::balance::{Pick, Policy, Pool};
+//! use origin_shield::health::HealthPolicy;
+//! use origin_shield::Peer;
 //!
-//! let pool = RoundRobin::new(vec![
-//!     "http://127.0.0.1:8001".parse::<Peer>().unwrap(),
-//!     "http://127.0.0.1:8002".parse::<Peer>().unwrap(),
-//! ]);
-//! let first = pool.pick().unwrap().authority().to_string();
-//! let second = pool.pick().unwrap().authority().to_string();
+//! let pool = Pool::new(
+//!     vec![
+//!         "http://127.0.0.1:8001".parse::<Peer>().unwrap(),
+//!         "http://127.0.0.1:8002".parse::<Peer>().unwrap(),
+//!     ],
+//!     Policy::RoundRobin,
+//!     &HealthPolicy::default(),
+//! );
+//! let first = pool.order(&Pick::default())[0].peer.to_string();
+//! let second = pool.order(&Pick::default())[0].peer.to_string();
 //! assert_ne!(first, second);
 //! ```
 
 pub mod balance;
 mod error;
+pub mod health;
 mod peer;
+pub mod ring;
 
 pub use error::{Error, Result};
 pub use peer::{Peer, Role, Scheme};

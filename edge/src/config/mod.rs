@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use origin_shield::{Peer, Scheme};
+use origin_shield::balance::Policy;
+use origin_shield::health::HealthPolicy;
+use origin_shield::{Peer, Role, Scheme};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::Cli;
@@ -32,11 +34,21 @@ pub struct Config {
     pub node_name: String,
     /// `text` or `json`. Default: `text`.
     pub log_format: LogFormat,
-    /// Origin servers, `http://host[:port]`; requests are spread over them
-    /// round robin, falling through to the next on connect failure.
-    /// Default: none (at least one is required).
+    /// Origin servers, `http://host[:port]` or `{ url = "...", weight = N }`;
+    /// requests are spread over them by `upstream.balance`, falling through
+    /// to the next on connect failure. Default: none (at least one is
+    /// required).
     #[serde(deserialize_with = "de_peers")]
     pub origins: Vec<Peer>,
+    /// Shield nodes (other `edge` nodes), the same list on every node of a
+    /// tier: `http://host:port` or `{ url = "...", weight = N, name = "..." }`.
+    /// A cacheable miss goes to the shield that the consistent-hash ring
+    /// picks for its key (falling through the ring, then to the origins,
+    /// when shields are down); a node that finds itself in the list (by
+    /// listen address or `name` = `node_name`) fetches its own keys from
+    /// the origins. Default: none.
+    #[serde(deserialize_with = "de_shields")]
+    pub shields: Vec<ShieldPeer>,
     pub cache: CacheConfig,
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
@@ -181,6 +193,60 @@ pub struct UpstreamConfig {
     /// Replace the client's `Host` with this value towards the origin.
     /// Default: unset (the client's `Host` is kept).
     pub host_header: Option<String>,
+    /// How requests are spread over the origins: `round_robin`, `weighted`
+    /// (smooth weighted round robin), `least_conn`, `p2c` (power of two
+    /// choices), `hash_key` (consistent hash of the cache key) or `hash_ip`
+    /// (of the client address). Default: `round_robin`.
+    #[serde(deserialize_with = "de_policy")]
+    pub balance: Policy,
+    /// Failures in a row (connect errors, timeouts, 5xx) that take a peer
+    /// out of rotation; 0 never does. Default: `3`.
+    pub max_fails: u32,
+    /// How long a peer stays out the first time; doubled for each further
+    /// ejection in a row, up to 5 minutes. Default: `10s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub fail_timeout: Duration,
+    /// Requests in flight a peer may hold (circuit breaker); 0 is
+    /// unlimited. Default: `0`.
+    pub max_conns: u32,
+    /// Retries on other peers (after timeouts and broken exchanges of
+    /// idempotent requests) as a fraction of requests, so a failing origin
+    /// is not hit twice by everything. Default: `0.2`.
+    pub retry_budget: f64,
+    /// Nodes a request may have passed (entries in `CDN-Loop`) before it is
+    /// refused with 508; a request that already passed this node skips the
+    /// shields. Default: `4`.
+    pub max_hops: u32,
+    /// Active health checks of every origin and shield.
+    pub health: HealthCheckConfig,
+}
+
+/// Active health checks: a GET to `path` on every peer each `interval`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path to probe, e.g. `/healthz`. Default: unset (no active checks;
+    /// failures are still counted passively).
+    pub path: Option<String>,
+    /// Default: `5s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Default: `2s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// The status a healthy peer answers. Default: `200`.
+    pub expect_status: u16,
+    /// Successful probes in a row that bring a peer back. Default: `2`.
+    pub rise: u32,
+    /// Failed probes in a row that take a peer down. Default: `3`.
+    pub fall: u32,
+}
+
+/// A shield peer and the name it goes by (to recognise this node).
+#[derive(Debug, Clone)]
+pub struct ShieldPeer {
+    pub peer: Peer,
+    pub name: Option<String>,
 }
 
 impl Default for Config {
@@ -192,6 +258,7 @@ impl Default for Config {
             node_name: "edge".to_owned(),
             log_format: LogFormat::Text,
             origins: Vec::new(),
+            shields: Vec::new(),
             cache: CacheConfig::default(),
             server: ServerConfig::default(),
             upstream: UpstreamConfig::default(),
@@ -246,6 +313,40 @@ impl Default for UpstreamConfig {
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_host: 256,
             host_header: None,
+            balance: Policy::RoundRobin,
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
+            max_conns: 0,
+            retry_budget: 0.2,
+            max_hops: 4,
+            health: HealthCheckConfig::default(),
+        }
+    }
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            path: None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            expect_status: 200,
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The thresholds every peer is judged by.
+    pub fn health_policy(&self) -> HealthPolicy {
+        HealthPolicy {
+            max_fails: self.max_fails,
+            fail_timeout: self.fail_timeout,
+            max_ejection: Duration::from_secs(300),
+            max_conns: self.max_conns,
+            rise: self.health.rise,
+            fall: self.health.fall,
         }
     }
 }
@@ -362,7 +463,13 @@ impl Config {
                 "no origin configured: pass --origin http://HOST:PORT or set `origins`".into(),
             ));
         }
-        if let Some(peer) = self.origins.iter().find(|p| p.scheme() == Scheme::Https) {
+        let shields = self.shields.iter().map(|s| &s.peer);
+        if let Some(peer) = self
+            .origins
+            .iter()
+            .chain(shields)
+            .find(|p| p.scheme() == Scheme::Https)
+        {
             return Err((
                 "origins",
                 format!("{peer}: https origins are not supported yet (TLS upstream is planned)"),
@@ -409,6 +516,23 @@ impl Config {
         if self.cache.disk < ByteSize::mib(64) {
             return Err(("cache.disk", "must be at least 64MiB".into()));
         }
+        if !(0.0..=1.0).contains(&self.upstream.retry_budget) {
+            return Err(("upstream.retry_budget", "must be between 0 and 1".into()));
+        }
+        if self.upstream.max_hops == 0 {
+            return Err(("upstream.max_hops", "must be at least 1".into()));
+        }
+        if let Some(path) = &self.upstream.health.path
+            && (!path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err())
+        {
+            return Err((
+                "upstream.health.path",
+                format!("{path:?} must be a path starting with /"),
+            ));
+        }
+        if http::StatusCode::from_u16(self.upstream.health.expect_status).is_err() {
+            return Err(("upstream.health.expect_status", "not an HTTP status".into()));
+        }
         let slice = self.cache.slice_size;
         if slice.as_u64() != 0 && (slice < ByteSize::kib(64) || slice > ByteSize::mib(64)) {
             return Err((
@@ -433,6 +557,9 @@ impl Config {
             ("upstream.connect_timeout", self.upstream.connect_timeout),
             ("upstream.header_timeout", self.upstream.header_timeout),
             ("upstream.read_timeout", self.upstream.read_timeout),
+            ("upstream.fail_timeout", self.upstream.fail_timeout),
+            ("upstream.health.interval", self.upstream.health.interval),
+            ("upstream.health.timeout", self.upstream.health.timeout),
         ];
         if let Some((key, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
             return Err((key, "must be greater than zero".into()));
@@ -472,11 +599,59 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A peer in the config: a URL, or a table with a weight (and a name).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PeerEntry {
+    Url(String),
+    Table {
+        url: String,
+        #[serde(default)]
+        weight: Option<u32>,
+        #[serde(default)]
+        name: Option<String>,
+    },
+}
+
+impl PeerEntry {
+    fn parse<E: serde::de::Error>(self, role: Role) -> Result<(Peer, Option<String>), E> {
+        let (url, weight, name) = match self {
+            PeerEntry::Url(url) => (url, None, None),
+            PeerEntry::Table { url, weight, name } => (url, weight, name),
+        };
+        if weight == Some(0) {
+            return Err(E::custom(format!("{url}: weight must be at least 1")));
+        }
+        let peer = url
+            .parse::<Peer>()
+            .map_err(E::custom)?
+            .with_weight(weight.unwrap_or(1))
+            .with_role(role);
+        Ok((peer, name))
+    }
+}
+
 fn de_peers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|s| s.parse::<Peer>().map_err(serde::de::Error::custom))
+    Vec::<PeerEntry>::deserialize(d)?
+        .into_iter()
+        .map(|e| e.parse(Role::Origin).map(|(peer, _)| peer))
         .collect()
+}
+
+fn de_shields<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ShieldPeer>, D::Error> {
+    Vec::<PeerEntry>::deserialize(d)?
+        .into_iter()
+        .map(|e| {
+            e.parse(Role::Shield)
+                .map(|(peer, name)| ShieldPeer { peer, name })
+        })
+        .collect()
+}
+
+fn de_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Policy, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

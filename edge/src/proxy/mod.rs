@@ -25,8 +25,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version, request, response};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use origin_shield::Peer;
-use origin_shield::balance::RoundRobin;
+use origin_shield::balance::Member;
+use origin_shield::{Peer, Role};
 use tracing::{Instrument, Span, info, warn};
 
 use crate::body::{self, BodyEnd, ProxyBody, ReadTimeout};
@@ -35,6 +35,7 @@ use crate::error::{BoxError, ErrorSource, ProxyError};
 use crate::headers;
 use crate::hooks::{EdgeHooks, RequestSummary, Session};
 use crate::metrics::{Metrics, status_class};
+use crate::routing::Routing;
 use crate::server::{ConnActivity, RequestActivity};
 use crate::upstream::{ClientBodyError, Upstream};
 
@@ -51,8 +52,8 @@ pub struct ConnInfo {
 #[derive(Debug)]
 pub struct Proxy<H> {
     hooks: Arc<H>,
-    origins: RoundRobin,
-    upstream: Upstream,
+    routing: Arc<Routing>,
+    upstream: Arc<Upstream>,
     metrics: Metrics,
     node_name: String,
     host_header: Option<HeaderValue>,
@@ -73,7 +74,15 @@ pub(crate) struct Fetched {
 const CLIENT_CLOSED: u16 = 499;
 
 impl<H: EdgeHooks> Proxy<H> {
-    pub fn new(config: &Config, hooks: H, metrics: Metrics, store: Store) -> Self {
+    /// `listen` is the address actually bound, for the node to recognise
+    /// itself among the shields.
+    pub fn new(
+        config: &Config,
+        hooks: H,
+        metrics: Metrics,
+        store: Store,
+        listen: SocketAddr,
+    ) -> Self {
         Proxy {
             cache: Arc::new(cached::CacheLayer::new(store, &config.cache)),
             key_rules: Arc::new(cache::KeyRules {
@@ -81,8 +90,8 @@ impl<H: EdgeHooks> Proxy<H> {
                 sort_query: config.cache.key_sort_query,
             }),
             hooks: Arc::new(hooks),
-            origins: RoundRobin::new(config.origins.clone()),
-            upstream: Upstream::new(config.upstream.clone(), metrics.clone()),
+            routing: Arc::new(Routing::new(config, listen)),
+            upstream: Arc::new(Upstream::new(config.upstream.clone(), metrics.clone())),
             metrics,
             node_name: config.node_name.clone(),
             host_header: config
@@ -92,6 +101,16 @@ impl<H: EdgeHooks> Proxy<H> {
                 .and_then(|h| HeaderValue::from_str(h).ok()),
             client_body_timeout: config.server.client_body_timeout,
         }
+    }
+
+    /// Where misses go, for the admin listener and the health probes.
+    pub fn routing(&self) -> &Arc<Routing> {
+        &self.routing
+    }
+
+    /// The pooled client to peers.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
     }
 
     /// Flushes the cache's pending disk writes.
@@ -232,12 +251,22 @@ impl<H: EdgeHooks> Proxy<H> {
         // Only a request without a body can be sent again: a streamed body
         // is consumed by the first attempt.
         let replayable = body.is_end_stream();
-        let peers: Vec<Peer> = match self.hooks.upstream_peer(session, ctx).await {
-            Some(peer) => vec![peer],
-            None if replayable => self.origins.pick_order().cloned().collect(),
-            None => self.origins.pick().cloned().into_iter().collect(),
-        };
-        let Some(first) = peers.first() else {
+        let targets: Vec<(Peer, Option<Arc<Member>>)> =
+            match self.hooks.upstream_peer(session, ctx).await {
+                Some(peer) => vec![(peer, None)],
+                None => self
+                    .routing
+                    .targets(
+                        &session.req.method,
+                        &session.req.headers,
+                        session.cache_key,
+                        session.client_addr.ip(),
+                    )?
+                    .into_iter()
+                    .map(|m| (m.peer.clone(), Some(m)))
+                    .collect(),
+            };
+        let Some((first, _)) = targets.first() else {
             return Err(ProxyError::NoPeer);
         };
         let mut upstream_req = self.upstream_request_parts(session, first, &body);
@@ -256,21 +285,44 @@ impl<H: EdgeHooks> Proxy<H> {
             .upstream_request_filter(session, &mut upstream_req, ctx)
             .await;
 
+        self.routing.budget.deposit();
         let mut body = Some(body);
-        // A pooled connection the origin closed just as we wrote to it fails
+        let idempotent = replayable && is_idempotent(&session.req.method);
+        // A pooled connection the peer closed just as we wrote to it fails
         // an otherwise healthy exchange: idempotent requests get one retry.
-        let mut may_retry = replayable && is_idempotent(&session.req.method);
+        let mut may_retry = idempotent;
         let mut last_err = ProxyError::NoPeer;
-        let mut attempts = peers.iter().peekable();
-        while let Some(peer) = attempts.peek().copied() {
+        let mut at = 0;
+        while let Some((peer, member)) = targets.get(at) {
+            let more = at + 1 < targets.len();
+            let in_flight = match member {
+                Some(member) => match member.health.try_acquire() {
+                    Some(guard) => Some(guard),
+                    None => {
+                        // At its concurrency cap: the next peer, or 503.
+                        self.peer_failed(member, "circuit_open", false);
+                        last_err = ProxyError::PeersBusy;
+                        at += 1;
+                        continue;
+                    }
+                },
+                None => None,
+            };
             upstream_req.uri = peer.uri_for(upstream_req.uri.path_and_query());
             let req_body = body.take().unwrap_or_else(body::empty);
             let req = Request::from_parts(clone_parts(&upstream_req), req_body);
             session.peer = Some(peer.clone());
             let request_time = SystemTime::now();
-            match self.upstream.send(peer, req).await {
+            let err = match self.upstream.send(peer, req).await {
                 Ok(resp) => {
                     let (mut parts, body) = resp.into_parts();
+                    if let Some(member) = member {
+                        if parts.status.is_server_error() {
+                            self.peer_failed(member, "status", true);
+                        } else {
+                            member.health.record_success();
+                        }
+                    }
                     headers::strip_hop_by_hop(&mut parts.headers);
                     let exchange = cache::policy::Exchange {
                         request_time,
@@ -278,24 +330,70 @@ impl<H: EdgeHooks> Proxy<H> {
                     };
                     return Ok(Fetched {
                         parts,
-                        body,
+                        body: body.holding(in_flight),
                         exchange,
                     });
                 }
-                Err(err @ ProxyError::Connect { .. }) if replayable && peers.len() > 1 => {
-                    warn!(peer = %peer, error = %err, "peer unreachable, trying the next");
-                    last_err = err;
-                    attempts.next();
-                }
-                Err(err @ ProxyError::Upstream { .. }) if may_retry => {
-                    warn!(peer = %peer, error = %err, "upstream exchange failed, retrying once");
-                    may_retry = false;
-                    last_err = err;
-                }
-                Err(err) => return Err(err),
+                Err(err) => err,
+            };
+            drop(in_flight);
+            if let Some(member) = member
+                && err.source_side() == ErrorSource::Upstream
+            {
+                self.peer_failed(member, err.as_str(), true);
             }
+            let retry = match &err {
+                // Nothing reached the peer: the next one, at no cost to the
+                // retry budget.
+                ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. }
+                    if replayable && more =>
+                {
+                    Some(("connect", 1))
+                }
+                ProxyError::Upstream { .. } if may_retry && self.routing.budget.try_spend() => {
+                    may_retry = false;
+                    Some(("broken", 0))
+                }
+                ProxyError::HeaderTimeout { .. }
+                    if idempotent && more && self.routing.budget.try_spend() =>
+                {
+                    Some(("timeout", 1))
+                }
+                _ => None,
+            };
+            let Some((reason, step)) = retry else {
+                return Err(err);
+            };
+            warn!(peer = %peer, error = %err, reason, "upstream failed; sending the request again");
+            self.metrics
+                .upstream_retries
+                .with_label_values(&[reason])
+                .inc();
+            at += step;
+            last_err = err;
         }
         Err(last_err)
+    }
+
+    /// Counts a failed exchange against a peer (and the passive health
+    /// check, if `counts` — a busy peer is not a broken one).
+    fn peer_failed(&self, member: &Member, kind: &str, counts: bool) {
+        let role = match member.peer.role() {
+            Role::Origin => "origin",
+            Role::Shield => "shield",
+        };
+        let peer = member.peer.to_string();
+        self.metrics
+            .peer_failures
+            .with_label_values(&[&peer, role, kind])
+            .inc();
+        if counts && member.health.record_failure() {
+            warn!(peer = %peer, role, "peer failed repeatedly; out of rotation for a while");
+            self.metrics
+                .peer_ejections
+                .with_label_values(&[&peer, role])
+                .inc();
+        }
     }
 
     /// The client's body as sent upstream: failing if the client stalls, and
@@ -350,6 +448,7 @@ impl<H: EdgeHooks> Proxy<H> {
         }
         headers::append_via(h, session.req.version, &self.node_name);
         headers::set_forwarded(h, session.client_addr.ip(), session.downstream_scheme);
+        self.routing.mark_hop(h);
         parts
     }
 }

@@ -106,7 +106,8 @@ impl<H: EdgeHooks> Server<H> {
             config.cache.disk.as_usize(),
         );
         let store = Store::open(&store_config, Some(registry.clone())).await?;
-        let proxy = Arc::new(Proxy::new(&config, hooks, metrics.clone(), store));
+        let listen = listener.local_addr().unwrap_or(config.listen);
+        let proxy = Arc::new(Proxy::new(&config, hooks, metrics.clone(), store, listen));
         Ok(Server {
             config,
             _data_lock: data_lock,
@@ -153,7 +154,12 @@ impl<H: EdgeHooks> Server<H> {
             origins = ?config.origins.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "edge serving"
         );
-        let admin_state = Arc::new(AdminState::new(registry));
+        crate::routing::spawn_probes(proxy.routing(), proxy.upstream(), &config);
+        let admin_state = Arc::new(AdminState::new(
+            registry,
+            proxy.routing().clone(),
+            metrics.clone(),
+        ));
         let (stop_admin, admin_stopped) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,

@@ -1,0 +1,361 @@
+//! Where this node sends a request that needs a peer (phase 6): the shield
+//! that owns its cache key, else the origin pool; loop protection with
+//! `CDN-Loop` (RFC 8586); active health probes; what `/peers` shows.
+//!
+//! The choices themselves (ring, policies, health) live in `origin-shield`;
+//! this file wires them to the request and to the network.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache::CacheKey;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use origin_shield::balance::{Member, Pick, Policy, Pool};
+use origin_shield::health::RetryBudget;
+use origin_shield::ring;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::body;
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+
+/// RFC 8586.
+pub static CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
+
+/// Origins, shields and the rules between them.
+#[derive(Debug)]
+pub struct Routing {
+    pub origins: Pool,
+    /// Shield peers on a consistent-hash ring, if this node has a tier.
+    pub shields: Option<Pool>,
+    /// This node's own place among the shields, if it is one.
+    own_shield: Option<usize>,
+    pub budget: RetryBudget,
+    node_name: String,
+    max_hops: usize,
+}
+
+impl Routing {
+    /// `listen` is the address this node actually serves on, to recognise
+    /// itself in the shield list.
+    pub fn new(config: &Config, listen: SocketAddr) -> Self {
+        let health = config.upstream.health_policy();
+        let origins = Pool::new(config.origins.clone(), config.upstream.balance, &health);
+        let (shields, own_shield) = if config.shields.is_empty() {
+            (None, None)
+        } else {
+            let own = config.shields.iter().position(|s| {
+                s.name.as_deref() == Some(config.node_name.as_str())
+                    || s.peer.authority().as_str() == listen.to_string()
+            });
+            let peers = config.shields.iter().map(|s| s.peer.clone()).collect();
+            (Some(Pool::new(peers, Policy::HashKey, &health)), own)
+        };
+        Routing {
+            origins,
+            shields,
+            own_shield,
+            budget: RetryBudget::new(config.upstream.retry_budget, 10),
+            node_name: config.node_name.clone(),
+            max_hops: config.upstream.max_hops as usize,
+        }
+    }
+
+    /// The peers to try for a request, in order. Cacheable requests (those
+    /// with a key) go to the shield that owns the key, then down the ring,
+    /// then to the origins; everything else, and requests that already
+    /// passed this node, go to the origins.
+    pub fn targets(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        key: Option<CacheKey>,
+        client: IpAddr,
+    ) -> Result<Vec<Arc<Member>>, ProxyError> {
+        let hops = cdn_loop_entries(headers);
+        if hops.len() >= self.max_hops {
+            return Err(ProxyError::LoopDetected(hops.len()));
+        }
+        let passed_here = hops.iter().any(|h| h == &self.node_name);
+        let pick = Pick {
+            key_hash: key.map(|k| ring::first_u64(k.as_bytes())),
+            client_hash: ring::hash_bytes(client.to_string().as_bytes()),
+        };
+        let mut targets = Vec::new();
+        if let Some(shields) = &self.shields
+            && !passed_here
+            && pick.key_hash.is_some()
+            && matches!(*method, Method::GET | Method::HEAD)
+        {
+            let order = shields.order(&pick);
+            let own = self
+                .own_shield
+                .and_then(|i| shields.members().get(i))
+                .map(|m| m.peer.authority().clone());
+            // A node that owns the key itself fetches it from the origins.
+            let owns_key = own
+                .as_ref()
+                .is_some_and(|own| order.first().is_some_and(|m| m.peer.authority() == own));
+            if !owns_key {
+                targets.extend(
+                    order
+                        .into_iter()
+                        .filter(|m| Some(m.peer.authority()) != own.as_ref()),
+                );
+            }
+        }
+        targets.extend(self.origins.order(&pick));
+        Ok(targets)
+    }
+
+    /// Appends this node to the request's `CDN-Loop`.
+    pub fn mark_hop(&self, headers: &mut HeaderMap) {
+        if let Ok(value) = HeaderValue::from_str(&self.node_name) {
+            headers.append(CDN_LOOP.clone(), value);
+        }
+    }
+
+    /// Every pool with its role, for probes, metrics and `/peers`.
+    fn pools(&self) -> impl Iterator<Item = (&'static str, &Pool)> {
+        std::iter::once(("origin", &self.origins)).chain(self.shields.iter().map(|p| ("shield", p)))
+    }
+
+    /// Sets the peer gauges (called when metrics are scraped).
+    pub fn export(&self, metrics: &Metrics) {
+        for (role, pool) in self.pools() {
+            for member in pool.members() {
+                let peer = member.peer.to_string();
+                let health = member.health.snapshot();
+                metrics
+                    .peer_up
+                    .with_label_values(&[&peer, role])
+                    .set(i64::from(health.up));
+                metrics
+                    .peer_active
+                    .with_label_values(&[&peer, role])
+                    .set(i64::from(health.active));
+            }
+        }
+    }
+
+    /// What `/peers` shows.
+    pub fn snapshot(&self) -> Vec<PeerView> {
+        self.pools()
+            .flat_map(|(role, pool)| {
+                pool.members().iter().enumerate().map(move |(i, m)| {
+                    let h = m.health.snapshot();
+                    PeerView {
+                        peer: m.peer.to_string(),
+                        role,
+                        weight: m.peer.weight(),
+                        policy: pool.policy().as_str(),
+                        this_node: role == "shield" && self.own_shield == Some(i),
+                        up: h.up,
+                        probed_up: h.probed_up,
+                        ejected_for_ms: h.ejected_for.map(|d| d.as_millis() as u64),
+                        active: h.active,
+                        failures_in_row: h.failures_in_row,
+                        failures_total: h.failures_total,
+                        ejections_total: h.ejections_total,
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// One peer in `/peers`.
+#[derive(Debug, Serialize)]
+pub struct PeerView {
+    pub peer: String,
+    pub role: &'static str,
+    pub weight: u32,
+    pub policy: &'static str,
+    pub this_node: bool,
+    pub up: bool,
+    pub probed_up: bool,
+    pub ejected_for_ms: Option<u64>,
+    pub active: u32,
+    pub failures_in_row: u32,
+    pub failures_total: u64,
+    pub ejections_total: u64,
+}
+
+/// The node names in `CDN-Loop` (parameters after `;` dropped).
+fn cdn_loop_entries(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(&CDN_LOOP)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|entry| entry.split(';').next().unwrap_or("").trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Probes every peer of every pool each `interval` until the routing is
+/// dropped: a GET of the configured path, healthy when it answers the
+/// expected status within the timeout.
+pub fn spawn_probes(routing: &Arc<Routing>, upstream: &Arc<Upstream>, config: &Config) {
+    let Some(path) = config.upstream.health.path.clone() else {
+        return;
+    };
+    let check = config.upstream.health.clone();
+    let expect = StatusCode::from_u16(check.expect_status).unwrap_or(StatusCode::OK);
+    let weak = Arc::downgrade(routing);
+    let upstream = upstream.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(check.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(routing) = weak.upgrade() else {
+                return;
+            };
+            let members: Vec<(&'static str, Arc<Member>)> = routing
+                .pools()
+                .flat_map(|(role, pool)| pool.members().iter().map(move |m| (role, m.clone())))
+                .collect();
+            drop(routing);
+            let mut probes = tokio::task::JoinSet::new();
+            for (role, member) in members {
+                let upstream = upstream.clone();
+                let path = path.clone();
+                probes.spawn(async move {
+                    let ok = probe(&upstream, &member, &path, check.timeout, expect).await;
+                    if let Some(up) = member.health.probe(ok) {
+                        let state = if up { "up" } else { "down" };
+                        info!(peer = %member.peer, role, state, "health check changed state");
+                    }
+                });
+            }
+            while probes.join_next().await.is_some() {}
+        }
+    });
+}
+
+async fn probe(
+    upstream: &Upstream,
+    member: &Member,
+    path: &str,
+    timeout: Duration,
+    expect: StatusCode,
+) -> bool {
+    let uri = member.peer.uri_for(path.parse().ok().as_ref());
+    let req = match Request::get(uri)
+        .header(http::header::HOST, member.peer.authority().as_str())
+        .header(http::header::USER_AGENT, "edge-health-check")
+        .body(body::empty())
+    {
+        Ok(req) => req,
+        Err(_) => return false,
+    };
+    let answer = tokio::time::timeout(timeout, async {
+        let resp = upstream.probe(req).await?;
+        let status = resp.status();
+        // Read the body so the connection can be reused.
+        let _ = resp.into_body().collect().await;
+        Ok::<_, ProxyError>(status)
+    })
+    .await;
+    match answer {
+        Ok(Ok(status)) if status == expect => true,
+        Ok(Ok(status)) => {
+            warn!(peer = %member.peer, status = status.as_u16(), "health check: unexpected status");
+            false
+        }
+        Ok(Err(err)) => {
+            warn!(peer = %member.peer, error = %err, "health check failed");
+            false
+        }
+        Err(_) => {
+            warn!(peer = %member.peer, "health check timed out");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(node: &str, shields: &[&str]) -> Config {
+        let mut c = Config {
+            node_name: node.to_owned(),
+            origins: vec!["http://127.0.0.1:9000".parse().unwrap()],
+            ..Config::default()
+        };
+        c.shields = shields
+            .iter()
+            .map(|s| crate::config::ShieldPeer {
+                peer: s.parse().unwrap(),
+                name: None,
+            })
+            .collect();
+        c
+    }
+
+    fn key(path: &str) -> CacheKey {
+        CacheKey::for_request(&Method::GET, "http", "x", path).unwrap()
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_shield_fetches_its_own_keys_from_origin_and_others_from_their_owner() {
+        let shields = ["http://127.0.0.1:7001", "http://127.0.0.1:7002"];
+        let me: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let routing = Routing::new(&config("a", &shields), me);
+        let (mut own, mut other) = (0, 0);
+        for i in 0..200 {
+            let t = routing
+                .targets(
+                    &Method::GET,
+                    &HeaderMap::new(),
+                    Some(key(&format!("/{i}"))),
+                    CLIENT,
+                )
+                .unwrap();
+            let first = t[0].peer.authority().port_u16();
+            // Never this node itself.
+            assert!(
+                t.iter()
+                    .all(|m| m.peer.authority().port_u16() != Some(7001))
+            );
+            match first {
+                Some(9000) => own += 1,
+                Some(7002) => other += 1,
+                p => panic!("unexpected first target {p:?}"),
+            }
+        }
+        assert!(own > 60 && other > 60, "own {own}, other {other}");
+    }
+
+    #[test]
+    fn a_request_that_passed_here_goes_to_origin_and_too_many_hops_are_refused() {
+        let shields = ["http://127.0.0.1:7001", "http://127.0.0.1:7002"];
+        let routing = Routing::new(&config("b", &shields), "127.0.0.1:7999".parse().unwrap());
+        let mut h = HeaderMap::new();
+        h.insert(&CDN_LOOP, HeaderValue::from_static("a, b; v=1"));
+        let t = routing
+            .targets(&Method::GET, &h, Some(key("/x")), CLIENT)
+            .unwrap();
+        assert_eq!(t[0].peer.authority().port_u16(), Some(9000));
+        h.insert(&CDN_LOOP, HeaderValue::from_static("a, c, d, e"));
+        assert!(matches!(
+            routing.targets(&Method::GET, &h, Some(key("/x")), CLIENT),
+            Err(ProxyError::LoopDetected(4))
+        ));
+        // Passes (no key) never go through shields.
+        let t = routing
+            .targets(&Method::POST, &HeaderMap::new(), None, CLIENT)
+            .unwrap();
+        assert_eq!(t.len(), 1);
+    }
+}
