@@ -417,8 +417,9 @@ impl FillFeeder {
         let len = data.len() as u64;
         let total = held.fetch_add(len, Ordering::Relaxed) + len;
         // Past the shared budget, keep only what the store may not have
-        // yet: the chunk being written and the one before it.
-        let window = if total > config.total_window as u64 {
+        // yet: the chunk being written and the one before it. (Not for a
+        // fill that stopped storing: its readers have only the window.)
+        let window = if total > config.total_window as u64 && !self.oversize {
             2 * self.head.chunk_size
         } else {
             config.window as u64
@@ -445,8 +446,20 @@ impl FillFeeder {
 
     /// The whole body arrived: commit the object, end every reader cleanly.
     pub fn finish(mut self) {
-        if let Some(writer) = self.writer.take() {
-            writer.finish();
+        let received = self.shared.lock().received;
+        if let Some(writer) = self.writer.take()
+            && writer.finish()
+            && received > self.fills.store.inline_max() as u64
+        {
+            // Every byte now sits in stored chunks: readers still behind
+            // read them from the store, and the window's memory goes back
+            // to the budget at once instead of when the last reader leaves.
+            let held = &self.fills.held;
+            self.shared.update(|s| {
+                held.fetch_sub(s.received - s.window_start, Ordering::Relaxed);
+                s.window.clear();
+                s.window_start = s.received;
+            });
         }
         // Retire first: a request arriving now finds the stored object, not
         // a fill that has already ended.

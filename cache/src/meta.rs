@@ -162,10 +162,14 @@ impl ObjectMeta {
                 len: get_u64(r)?,
                 chunk_size: get_u32(r)?,
             },
-            2 => BodyLayout::Sliced {
-                len: get_u64(r)?,
-                slice_size: get_u64(r)?,
-            },
+            2 => {
+                let len = get_u64(r)?;
+                let slice_size = get_u64(r)?;
+                if slice_size == 0 {
+                    return Err(DecodeError::Invalid("slice size"));
+                }
+                BodyLayout::Sliced { len, slice_size }
+            }
             _ => return Err(DecodeError::Invalid("body layout")),
         };
         let mut headers = HeaderMap::new();

@@ -49,12 +49,24 @@ pub fn content_range(headers: &HeaderMap) -> Option<(ByteRange, u64)> {
 }
 
 /// The validator that ties slices to one representation: a strong ETag,
-/// else `Last-Modified`. `None`: the response must not be sliced.
+/// else a `Last-Modified` that is strong by RFC 9110 §8.8.2.2 (the
+/// response's `Date` at least 60 s later: the file had not changed for a
+/// minute when it was served, so two versions cannot share the second).
+/// `None`: the response must not be sliced.
 pub fn validator(headers: &HeaderMap) -> Option<&HeaderValue> {
-    let etag = headers
+    if let Some(etag) = headers
         .get(header::ETAG)
-        .filter(|v| !v.as_bytes().starts_with(b"W/"));
-    etag.or_else(|| headers.get(header::LAST_MODIFIED))
+        .filter(|v| !v.as_bytes().starts_with(b"W/"))
+    {
+        return Some(etag);
+    }
+    let last_modified = headers.get(header::LAST_MODIFIED)?;
+    let date = |v: &HeaderValue| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok();
+    let (modified, served) = (date(last_modified)?, date(headers.get(header::DATE)?)?);
+    let strong = served
+        .duration_since(modified)
+        .is_ok_and(|gap| gap.as_secs() >= 60);
+    strong.then_some(last_modified)
 }
 
 /// Whether a whole response (a 200) may be stored as slices: the origin
@@ -67,8 +79,9 @@ pub fn can_slice(status: StatusCode, headers: &HeaderMap) -> bool {
 }
 
 /// Whether a response (`status`, `part`) is exactly slice `expected` of the
-/// `total`-byte representation whose head is `whole`: a 206 for that range
-/// of that length, with the same validator.
+/// `total`-byte representation whose head is `whole`: a 206 for that range,
+/// declaring that length (so a body that ends short is an error, never a
+/// shorter slice), with the same validator.
 pub fn is_slice_of(
     whole: &HeaderMap,
     total: u64,
@@ -76,7 +89,13 @@ pub fn is_slice_of(
     part: &HeaderMap,
     expected: ByteRange,
 ) -> bool {
-    if status != StatusCode::PARTIAL_CONTENT || content_range(part) != Some((expected, total)) {
+    let declared = part
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if status != StatusCode::PARTIAL_CONTENT
+        || content_range(part) != Some((expected, total))
+        || declared != Some(expected.len())
+    {
         return false;
     }
     let Some(version) = validator(whole) else {
@@ -176,7 +195,11 @@ mod tests {
     fn slices_must_carry_the_whole_objects_validator() {
         let whole = headers(&[("etag", "\"v1\""), ("content-length", "1000")]);
         let part = |etag: &'static str, cr: &'static str| {
-            headers(&[("etag", etag), ("content-range", cr)])
+            headers(&[
+                ("etag", etag),
+                ("content-range", cr),
+                ("content-length", "100"),
+            ])
         };
         let ok = part("\"v1\"", "bytes 0-99/1000");
         let partial = StatusCode::PARTIAL_CONTENT;
@@ -186,15 +209,39 @@ mod tests {
         assert!(!is_slice_of(&whole, 2000, partial, &ok, r(0, 99)));
         let changed = part("\"v2\"", "bytes 0-99/1000");
         assert!(!is_slice_of(&whole, 1000, partial, &changed, r(0, 99)));
-        // A weak ETag cannot tie bytes together; Last-Modified then decides.
-        let weak = headers(&[
+        let short = headers(&[
+            ("etag", "\"v1\""),
+            ("content-range", "bytes 0-99/1000"),
+            ("content-length", "50"),
+        ]);
+        assert!(!is_slice_of(&whole, 1000, partial, &short, r(0, 99)));
+        let chunked = headers(&[("etag", "\"v1\""), ("content-range", "bytes 0-99/1000")]);
+        assert!(!is_slice_of(&whole, 1000, partial, &chunked, r(0, 99)));
+    }
+
+    #[test]
+    fn last_modified_ties_slices_only_when_strong() {
+        // A weak ETag cannot tie bytes together; Last-Modified then decides,
+        // if the file was already a minute old when served.
+        let old = headers(&[
             ("etag", "W/\"v1\""),
             ("last-modified", "Tue, 01 Sep 2026 00:00:00 GMT"),
+            ("date", "Tue, 01 Sep 2026 00:01:00 GMT"),
         ]);
         assert_eq!(
-            validator(&weak),
+            validator(&old),
             Some(&HeaderValue::from_static("Tue, 01 Sep 2026 00:00:00 GMT"))
         );
+        let fresh = headers(&[
+            ("last-modified", "Tue, 01 Sep 2026 00:00:00 GMT"),
+            ("date", "Tue, 01 Sep 2026 00:00:30 GMT"),
+        ]);
+        assert!(
+            validator(&fresh).is_none(),
+            "could change within the second"
+        );
+        let undated = headers(&[("last-modified", "Tue, 01 Sep 2026 00:00:00 GMT")]);
+        assert!(validator(&undated).is_none());
         assert!(validator(&headers(&[("etag", "W/\"v1\"")])).is_none());
     }
 

@@ -194,3 +194,72 @@ async fn a_small_object_asked_by_range_is_stored_whole() {
     assert_eq!(full.body(), &body);
     assert_eq!(origin.hits("/small"), 1);
 }
+
+#[tokio::test]
+async fn concurrent_ranges_of_a_cold_object_fetch_each_slice_once() {
+    let body = numbered(32 * MIB);
+    let origin = MockOrigin::start().await;
+    origin.route("/seek.mp4", file(body.clone(), "\"s1\""));
+    let edge = big_edge(&origin).await;
+    // Twelve players seeking at once, several inside the same slices, plus
+    // two plain downloads.
+    let starts = [0, 1, 5, 6, 9, 13, 14, 17, 21, 22, 25, 30].map(|m| m * MIB + 12_345);
+    let mut tasks = Vec::new();
+    for start in starts {
+        let url = edge.url("/seek.mp4");
+        let expected = body.slice(start..start + MIB);
+        tasks.push(tokio::spawn(async move {
+            let resp = get_with(&url, &[("range", &range(start, start + MIB - 1))]).await;
+            assert_eq!(resp.status(), 206);
+            assert!(resp.body() == &expected, "range at {start} differs");
+        }));
+    }
+    for _ in 0..2 {
+        let url = edge.url("/seek.mp4");
+        let expected = blake3::hash(&body);
+        tasks.push(tokio::spawn(async move {
+            let resp = get(&url).await;
+            assert_eq!(blake3::hash(resp.body()), expected);
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+    // Every slice left the origin at most once.
+    let sent = origin.body_bytes_sent();
+    assert!(
+        sent <= body.len() as u64,
+        "origin sent {} MiB for a 32 MiB object",
+        sent / MIB as u64
+    );
+}
+
+#[tokio::test]
+async fn an_origin_that_ignores_ranges_is_fetched_once_for_concurrent_ranges() {
+    let body = numbered(8 * MIB);
+    let origin = MockOrigin::start().await;
+    // Reply::ok never answers 206.
+    origin.route(
+        "/plain",
+        Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"p\"")
+            .delay(std::time::Duration::from_millis(200)),
+    );
+    let edge = big_edge(&origin).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let url = edge.url("/plain");
+        let start = i * MIB + 7;
+        let expected = body.slice(start..start + 100);
+        tasks.push(tokio::spawn(async move {
+            let resp = get_with(&url, &[("range", &range(start, start + 99))]).await;
+            assert_eq!(resp.status(), 206);
+            assert_eq!(resp.body(), &expected);
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+    assert_eq!(origin.hits("/plain"), 1);
+}

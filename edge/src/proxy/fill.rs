@@ -64,11 +64,19 @@ impl Forwarded {
 
 /// How many times a waiter joins a fill again after its leader went away,
 /// before it fetches alone (each round waits at most `fill_wait_timeout`).
-const MAX_REJOINS: u32 = 3;
+pub(super) const MAX_REJOINS: u32 = 3;
 
 /// Reasons not to store that come from the leading request, not from the
 /// response: they must not mark the URL hit-for-pass for everyone.
-const REQUEST_REASONS: [&str; 4] = ["request-no-store", "authorization", "head", "method"];
+pub(super) const REQUEST_REASONS: [&str; 4] =
+    ["request-no-store", "authorization", "head", "method"];
+
+/// Whether this request's own headers keep it from sharing a response
+/// (the `REQUEST_REASONS`): it may not take over a fill for the others.
+pub(super) fn request_unshareable(session: &Session) -> bool {
+    session.req.headers.contains_key(header::AUTHORIZATION)
+        || cache::policy::request_directives(&session.req.headers).has("no-store")
+}
 
 impl<H: EdgeHooks> Proxy<H> {
     /// A miss: join the fill of `key`, or lead it. Only one request per key
@@ -110,7 +118,9 @@ impl<H: EdgeHooks> Proxy<H> {
                     }
                     // The leader's client left before the head: one of us
                     // takes over the fetch, the others wait for it.
-                    Waited::Rejoin if rejoins < MAX_REJOINS => rejoins += 1,
+                    Waited::Rejoin if rejoins < MAX_REJOINS && !request_unshareable(session) => {
+                        rejoins += 1;
+                    }
                     Waited::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
                     Waited::Alone | Waited::Rejoin => {
                         return self.fetch_alone(session, key, client_body, ctx).await;
@@ -215,10 +225,11 @@ impl<H: EdgeHooks> Proxy<H> {
                 self.serve_fill(session, reader, how, "")
             }
             Err("too-large") if self.sliceable(&parts) => {
-                // Too large to keep whole: keep it in slices. The waiters
-                // are released and find the sliced head in the store.
+                // Too large to keep whole: keep it in slices. The head is
+                // stored first; the waiters released then find it.
+                let served = self.sliced_pass(session, key, parts, body, exchange);
                 leader.release();
-                self.sliced_pass(session, key, parts, body, exchange)
+                served
             }
             Err(reason) => {
                 if REQUEST_REASONS.contains(&reason) {

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::bodies::{FillBody, Ranged};
 use super::cached::{Served, background_session};
-use super::fill::{Forwarded, feed};
+use super::fill::{Forwarded, MAX_REJOINS, REQUEST_REASONS, feed, request_unshareable};
 use super::{Fetched, Proxy};
 use crate::body::{self, BodyEnd, ProxyBody, Tap};
 use crate::error::{BoxError, ErrorSource, ProxyError};
@@ -58,14 +58,17 @@ impl<H: EdgeHooks> Proxy<H> {
     ) -> Result<Served, ProxyError> {
         let size = self.cache.slice_size;
         let index = slice::first_wanted(&session.req.headers).unwrap_or(0) / size;
-        let leader = match self.cache.fills.join(key.slice(size, index)) {
-            Join::Leader(leader) => leader,
-            Join::Waiter(waiter) => match waiter.wait(&session.req.headers).await {
-                Waited::Reader(reader) => {
-                    self.metrics.cache_collapsed.inc();
-                    if reader.head().meta.status == StatusCode::OK {
-                        // The origin sent the whole object: it is being
-                        // filled whole.
+        // The first fetch of an object shares the whole object's fill, so
+        // that range misses at different offsets and plain GETs arriving
+        // together cost one request even when the origin ignores ranges.
+        // Only whole responses are ever published under `key`.
+        let mut rejoins = 0;
+        let leader = loop {
+            match self.cache.fills.join(key) {
+                Join::Leader(leader) => break leader,
+                Join::Waiter(waiter) => match waiter.wait(&session.req.headers).await {
+                    Waited::Reader(reader) => {
+                        self.metrics.cache_collapsed.inc();
                         return Ok(self.serve_fill(
                             session,
                             reader,
@@ -73,28 +76,26 @@ impl<H: EdgeHooks> Proxy<H> {
                             "; collapsed",
                         ));
                     }
-                    // A slice: its leader stored the object's head first.
-                    drop(reader);
-                    if let Some(served) = self
-                        .serve_fresh(session, key, CacheStatus::Miss, "fwd=uri-miss; collapsed")
-                        .await
-                    {
-                        return Ok(served);
+                    Waited::Rejoin if rejoins < MAX_REJOINS && !request_unshareable(session) => {
+                        rejoins += 1;
                     }
-                    return self
-                        .range_pass(session, client_body, ctx, "fill-wait")
-                        .await;
-                }
-                Waited::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
-                // Taking over a slice fetch is not worth the bookkeeping:
-                // one more origin request for this one client.
-                Waited::Alone | Waited::Rejoin => {
-                    return self
-                        .range_pass(session, client_body, ctx, "fill-wait")
-                        .await;
-                }
-            },
-            Join::Bypass => return self.range_pass(session, client_body, ctx, "pass").await,
+                    Waited::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
+                    Waited::Alone | Waited::Rejoin => {
+                        // The leader may have stored the object in slices.
+                        if let Some(served) = self
+                            .serve_fresh(session, key, CacheStatus::Miss, "fwd=uri-miss; collapsed")
+                            .await
+                        {
+                            self.metrics.cache_collapsed.inc();
+                            return Ok(served);
+                        }
+                        return self
+                            .range_pass(session, client_body, ctx, "fill-wait")
+                            .await;
+                    }
+                },
+                Join::Bypass => return self.range_pass(session, client_body, ctx, "pass").await,
+            }
         };
         let ask = [(header::RANGE, slice::range_request(index, size))];
         let fetched = match self.forward(session, client_body, ctx, &ask).await {
@@ -107,6 +108,7 @@ impl<H: EdgeHooks> Proxy<H> {
             }
         };
         match fetched.parts.status {
+            // The origin ignores ranges: an ordinary whole-object fill.
             StatusCode::OK => {
                 return Ok(self.lead(session, key, leader, fetched, Forwarded::MISS));
             }
@@ -135,64 +137,44 @@ impl<H: EdgeHooks> Proxy<H> {
             } = fetched;
             parts.status = StatusCode::OK;
             parts.headers = slice::whole_head(&parts.headers, total);
-            return Ok(self.lead(
-                session,
-                key,
-                leader,
-                Fetched {
-                    parts,
-                    body,
-                    exchange,
-                },
-                Forwarded::MISS,
-            ));
+            let whole = Fetched {
+                parts,
+                body,
+                exchange,
+            };
+            return Ok(self.lead(session, key, leader, whole, Forwarded::MISS));
         }
-        let expected = slice::slice_range(index, size, total);
         let whole_headers = slice::whole_head(&fetched.parts.headers, total);
-        let whole = self.object_meta(session, StatusCode::OK, &whole_headers, fetched.exchange);
-        let whole = match whole {
-            Ok(whole)
-                if expected == Some(got)
-                    && slice::is_slice_of(
-                        &whole_headers,
-                        total,
-                        fetched.parts.status,
-                        &fetched.parts.headers,
-                        got,
-                    ) =>
-            {
-                whole
-            }
-            Ok(_) => {
-                // Not the slice asked for, or no validator to tie slices
-                // together: ask for exactly what the client wants.
-                leader.release();
-                return self
-                    .range_pass(session, body::empty(), ctx, "unsliceable")
-                    .await;
-            }
-            Err(reason) => {
-                debug!(reason, "slice response not storable");
-                leader.refuse();
-                return self.range_pass(session, body::empty(), ctx, reason).await;
-            }
-        };
-        let Fetched {
-            parts,
-            body: slice_body,
-            ..
-        } = fetched;
-        let part = slice_meta(&whole, parts.headers);
-        let writer = ObjectWriter::new(
-            self.cache.store.clone(),
-            key.slice(size, index),
-            &session.req.headers,
-            part,
-            size,
-        );
-        let feeder = leader.publish(writer);
-        tokio::spawn(feed(feeder, slice_body));
-        let whole = sliced_meta(whole, total, size);
+        let sliceable = slice::slice_range(index, size, total) == Some(got)
+            && slice::is_slice_of(
+                &whole_headers,
+                total,
+                fetched.parts.status,
+                &fetched.parts.headers,
+                got,
+            );
+        if !sliceable {
+            // Not the slice asked for, or nothing to tie slices together:
+            // ask for exactly what the client wants.
+            leader.release();
+            return self
+                .range_pass(session, body::empty(), ctx, "unsliceable")
+                .await;
+        }
+        let whole =
+            match self.object_meta(session, StatusCode::OK, &whole_headers, fetched.exchange) {
+                Ok(whole) => sliced_meta(whole, total, size),
+                Err(reason) => {
+                    debug!(reason, "slice response not storable");
+                    if REQUEST_REASONS.contains(&reason) {
+                        drop(leader);
+                    } else {
+                        leader.refuse();
+                    }
+                    return self.range_pass(session, body::empty(), ctx, reason).await;
+                }
+            };
+        // The head first: the waiters released below look for it.
         let head = ObjectWriter::new(
             self.cache.store.clone(),
             key,
@@ -200,12 +182,32 @@ impl<H: EdgeHooks> Proxy<H> {
             whole.clone(),
             0,
         );
+        let object_key = head.object_key();
+        head.finish_sliced(total, size);
+        let Fetched {
+            parts,
+            body: slice_body,
+            ..
+        } = fetched;
+        // This slice becomes a fill of its own, which the client's body
+        // (and anyone else's) reads.
+        if let Join::Leader(slice_leader) = self.cache.fills.join(key.slice(size, index)) {
+            let writer = ObjectWriter::new(
+                self.cache.store.clone(),
+                key.slice(size, index),
+                &session.req.headers,
+                slice_meta(&whole, parts.headers),
+                size,
+            );
+            let feeder = slice_leader.publish(writer);
+            tokio::spawn(feed(feeder, slice_body));
+        }
+        leader.release();
         let found = Found {
             meta: Arc::new(whole),
             tier: Tier::Memory,
-            object_key: head.object_key(),
+            object_key,
         };
-        head.finish_sliced(total, size);
         let detail = "fwd=uri-miss; fwd-status=206; stored; detail=slice";
         let served = self
             .serve_stored(session, &found, CacheStatus::Miss, detail)
@@ -283,6 +285,7 @@ impl<H: EdgeHooks> Proxy<H> {
             source: Some(source),
             opening: None,
             current: None,
+            owed: 0,
             pos: start,
             end: start + len,
             remaining: len,
@@ -324,78 +327,120 @@ impl<H: EdgeHooks> SliceSource<H> {
         let range = slice::slice_range(index, self.slice_size, total).ok_or(SliceError::Changed)?;
         let (skip, take) = (start - range.start, end - start);
         let key = self.primary.slice(self.slice_size, index);
-        let store = &self.proxy.cache.store;
-        if let Ok(Some(found)) = object::lookup(store, &key, &self.session.req.headers).await {
-            if self.matches(found.meta.status, &found.meta.headers, range)
-                && let Some(body) = self
-                    .proxy
-                    .stored_range(&self.session, &found, skip, take)
-                    .await
-            {
+        let fills = self.proxy.cache.fills.clone();
+        // Bounded: each round either answers or follows a fill that ended.
+        for _ in 0..3 {
+            if let Some(body) = self.stored(key, range, skip, take).await {
                 return Ok(body);
             }
-            // Another version's slice, or its chunks are gone.
-            store.remove(&found.object_key);
-        }
-        let fills = self.proxy.cache.fills.clone();
-        match fills.join(key) {
-            Join::Leader(leader) => self.lead(leader, key, range, skip, take).await,
-            Join::Waiter(waiter) => match waiter.wait(&self.session.req.headers).await {
-                Waited::Failed(status) => Err(ProxyError::CollapsedFailure(status).into()),
-                Waited::Reader(reader)
-                    if self.matches(
-                        reader.head().meta.status,
-                        &reader.head().meta.headers,
-                        range,
-                    ) =>
-                {
-                    let body = FillBody::new(reader, Some(range.len()));
-                    Ok(body::boxed(Ranged::new(body, skip, take)))
+            let waiter = match fills.join(key) {
+                Join::Leader(leader) => {
+                    // Fetched on its own task: the slice is stored even if
+                    // this client stops reading (or leaves) meanwhile.
+                    self.spawn_fill(leader, key, range);
+                    match fills.waiter(key) {
+                        Some(waiter) => waiter,
+                        // Already done: the store has it.
+                        None => continue,
+                    }
                 }
-                _ => {
-                    let fetched = self.fetch(range).await?;
-                    Ok(body::boxed(Ranged::new(fetched.body, skip, take)))
+                Join::Waiter(waiter) => waiter,
+                Join::Bypass => break,
+            };
+            match waiter.wait(&self.session.req.headers).await {
+                Waited::Reader(reader) => {
+                    let head = reader.head();
+                    if self.matches(head.meta.status, &head.meta.headers, range) {
+                        let body = FillBody::new(reader, Some(range.len()));
+                        return Ok(body::boxed(Ranged::new(body, skip, take)));
+                    }
+                    break;
                 }
-            },
-            Join::Bypass => {
-                let fetched = self.fetch(range).await?;
-                Ok(body::boxed(Ranged::new(fetched.body, skip, take)))
+                Waited::Failed(status) => return Err(ProxyError::CollapsedFailure(status).into()),
+                Waited::Rejoin => {}
+                Waited::Alone => break,
             }
         }
+        // Not shareable (or not settling): this client's own fetch.
+        let fetched = self.fetch(range).await?;
+        Ok(body::boxed(Ranged::new(fetched.body, skip, take)))
     }
 
-    /// Fetches slice `range` for everyone who wants it, storing it.
-    async fn lead(
+    /// The slice from the store, if it is there whole and of this version.
+    // `&mut self` throughout: a shared borrow held across an await would
+    // need the hooks' context to be `Sync`.
+    async fn stored(
         &mut self,
-        leader: FillLeader,
         key: CacheKey,
         range: ByteRange,
         skip: u64,
         take: u64,
-    ) -> Result<ProxyBody, SliceError> {
-        let fetched = match self.fetch(range).await {
-            Ok(fetched) => fetched,
-            Err(SliceError::Origin(err)) if err.source_side() == ErrorSource::Upstream => {
-                leader.fail(err.status());
-                return Err(SliceError::Origin(err));
-            }
-            Err(err) => {
-                leader.release();
-                return Err(err);
-            }
+    ) -> Option<ProxyBody> {
+        let store = &self.proxy.cache.store;
+        let found = object::lookup(store, &key, &self.session.req.headers)
+            .await
+            .ok()??;
+        if !self.matches(found.meta.status, &found.meta.headers, range)
+            || found.meta.body.len() != range.len()
+        {
+            // Another version's slice: fetched again (if the origin has
+            // moved on, that fetch fails and drops our head).
+            return None;
+        }
+        let body = self
+            .proxy
+            .stored_range(&self.session, &found, skip, take)
+            .await;
+        if body.is_none() {
+            // Its chunks are gone.
+            store.remove(&found.object_key);
+        }
+        body
+    }
+
+    /// Fetches slice `range` for everyone who wants it and stores it, on a
+    /// task of its own.
+    fn spawn_fill(&self, leader: FillLeader, key: CacheKey, range: ByteRange) {
+        let mut source = SliceSource {
+            proxy: self.proxy.clone(),
+            session: background_session(&self.session, self.primary),
+            ctx: self.proxy.hooks.new_ctx(),
+            primary: self.primary,
+            object_key: self.object_key,
+            whole: self.whole.clone(),
+            slice_size: self.slice_size,
         };
-        let writer = ObjectWriter::new(
-            self.proxy.cache.store.clone(),
-            key,
-            &self.session.req.headers,
-            slice_meta(&self.whole, fetched.parts.headers),
-            self.slice_size,
-        );
-        let feeder = leader.publish(writer);
-        let reader = feeder.reader();
-        tokio::spawn(feed(feeder, fetched.body));
-        let body = FillBody::new(reader, Some(range.len()));
-        Ok(body::boxed(Ranged::new(body, skip, take)))
+        tokio::spawn(async move {
+            let fetched = match source.fetch(range).await {
+                Ok(fetched) => fetched,
+                Err(SliceError::Origin(err)) if err.source_side() == ErrorSource::Upstream => {
+                    return leader.fail(err.status());
+                }
+                Err(_) => return leader.release(),
+            };
+            // Each slice exchange is judged on its own: a slice fetched
+            // with one client's credentials, or marked private, is that
+            // client's alone.
+            let whole_headers = slice::whole_head(&fetched.parts.headers, source.whole.body.len());
+            let proxy = &source.proxy;
+            if let Err(reason) = proxy.object_meta(
+                &source.session,
+                StatusCode::OK,
+                &whole_headers,
+                fetched.exchange,
+            ) {
+                debug!(reason, "slice not storable; not shared");
+                return leader.release();
+            }
+            let writer = ObjectWriter::new(
+                proxy.cache.store.clone(),
+                key,
+                &source.session.req.headers,
+                slice_meta(&source.whole, fetched.parts.headers),
+                source.slice_size,
+            );
+            feed(leader.publish(writer), fetched.body).await;
+        });
     }
 
     /// Asks the origin for slice `range`. Anything but that slice of the
@@ -413,10 +458,23 @@ impl<H: EdgeHooks> SliceSource<H> {
                 status = fetched.parts.status.as_u16(),
                 "origin object changed under its slices; dropping the stored head"
             );
-            self.proxy.cache.store.remove(&self.object_key);
+            self.drop_head().await;
             return Err(SliceError::Changed);
         }
         Ok(fetched)
+    }
+
+    /// Removes the object's head, unless it is already another version's
+    /// (a request that started on this version must not drop the next).
+    async fn drop_head(&mut self) {
+        let store = &self.proxy.cache.store;
+        let Ok(Some(found)) = object::lookup(store, &self.primary, &self.session.req.headers).await
+        else {
+            return;
+        };
+        if slice::validator(&found.meta.headers) == slice::validator(&self.whole.headers) {
+            store.remove(&found.object_key);
+        }
     }
 
     fn matches(&self, status: StatusCode, headers: &HeaderMap, range: ByteRange) -> bool {
@@ -439,11 +497,20 @@ struct SlicedBody<H: EdgeHooks> {
     source: Option<SliceSource<H>>,
     opening: Option<Opening<H>>,
     current: Option<ProxyBody>,
+    /// Bytes the current slice still owes: a slice that ends short must
+    /// fail the response, not let the next slice's bytes slide into its
+    /// place.
+    owed: u64,
     /// The first byte not yet opened.
     pos: u64,
     end: u64,
     remaining: u64,
 }
+
+/// A slice delivered fewer bytes than its range.
+#[derive(Debug, thiserror::Error)]
+#[error("a slice ended {0} bytes short")]
+struct ShortSlice(u64);
 
 // Nothing in it is pinned structurally: the source only moves between
 // polls, and the bodies and futures it polls are boxed.
@@ -463,7 +530,9 @@ impl<H: EdgeHooks> Body for SlicedBody<H> {
                 match ready!(Pin::new(current).poll_frame(cx)) {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
-                            this.remaining = this.remaining.saturating_sub(data.len() as u64);
+                            let len = data.len() as u64;
+                            this.remaining = this.remaining.saturating_sub(len);
+                            this.owed = this.owed.saturating_sub(len);
                         }
                         return Poll::Ready(Some(Ok(frame)));
                     }
@@ -471,6 +540,12 @@ impl<H: EdgeHooks> Body for SlicedBody<H> {
                         this.current = None;
                         this.pos = this.end;
                         return Poll::Ready(Some(Err(err)));
+                    }
+                    None if this.owed > 0 => {
+                        this.current = None;
+                        this.pos = this.end;
+                        warn!(short = this.owed, "sliced response cut short");
+                        return Poll::Ready(Some(Err(Box::new(ShortSlice(this.owed)))));
                     }
                     None => this.current = None,
                 }
@@ -484,9 +559,11 @@ impl<H: EdgeHooks> Body for SlicedBody<H> {
                     return Poll::Ready(None);
                 };
                 let start = this.pos;
-                let slice_end = (start / source.slice_size + 1) * source.slice_size;
+                let size = source.slice_size.max(1);
+                let slice_end = (start / size).saturating_add(1).saturating_mul(size);
                 let end = slice_end.min(this.end);
                 this.pos = end;
+                this.owed = end - start;
                 this.opening = Some(Box::pin(async move {
                     let opened = source.open(start, end).await;
                     (source, opened)
