@@ -115,9 +115,16 @@ impl Routing {
     }
 
     /// Appends this node to the request's `CDN-Loop`.
+    /// One field line, as origins that read only the first line expect.
     pub fn mark_hop(&self, headers: &mut HeaderMap) {
-        if let Ok(value) = HeaderValue::from_str(&self.node_name) {
-            headers.append(CDN_LOOP.clone(), value);
+        let mut hops: Vec<&str> = headers
+            .get_all(&CDN_LOOP)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        hops.push(&self.node_name);
+        if let Ok(value) = HeaderValue::from_str(&hops.join(", ")) {
+            headers.insert(CDN_LOOP.clone(), value);
         }
     }
 

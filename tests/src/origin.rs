@@ -186,7 +186,12 @@ pub struct MockOrigin {
 
 impl MockOrigin {
     pub async fn start() -> MockOrigin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        MockOrigin::start_on("127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// An origin on a given address (to bring a "dead" peer back to life).
+    pub async fn start_on(addr: SocketAddr) -> MockOrigin {
+        let listener = TcpListener::bind(addr).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let state = Arc::new(State::default());
         let task = tokio::spawn(accept_loop(listener, state.clone()));

@@ -1,0 +1,251 @@
+//! Tiers and pools: edges in front of shields chosen by consistent hashing,
+//! fall-through when a shield stops, loop protection, origin pools with
+//! passive ejection, active probes and least-connections.
+
+use std::time::Duration;
+
+use edge::config::ShieldPeer;
+use edge_tests::client::{get, get_with};
+use edge_tests::{MockOrigin, Reply, TestEdge, closed_port};
+use origin_shield::Role;
+
+fn cacheable(body: &str) -> Reply {
+    Reply::ok(body.to_owned()).header("cache-control", "max-age=600")
+}
+
+async fn shield(origin: &MockOrigin, name: &str) -> TestEdge {
+    let name = name.to_owned();
+    TestEdge::start_with(&origin.url(), move |c| c.node_name = name).await
+}
+
+fn shield_list(shields: &[&TestEdge]) -> Vec<ShieldPeer> {
+    shields
+        .iter()
+        .map(|s| ShieldPeer {
+            peer: format!("http://{}", s.addr())
+                .parse::<origin_shield::Peer>()
+                .expect("peer")
+                .with_role(Role::Shield),
+            name: None,
+        })
+        .collect()
+}
+
+async fn edge_behind(origin: &MockOrigin, name: &str, shields: Vec<ShieldPeer>) -> TestEdge {
+    let name = name.to_owned();
+    TestEdge::start_with(&origin.url(), move |c| {
+        c.node_name = name;
+        c.shields = shields;
+    })
+    .await
+}
+
+/// Which shield answered, from the `Via` chain (origin side first).
+fn via_shield(resp: &http::Response<bytes::Bytes>) -> String {
+    let via = resp.headers()["via"].to_str().expect("via").to_owned();
+    via.split(',')
+        .map(str::trim)
+        .find_map(|hop| hop.strip_prefix("1.1 shield-"))
+        .map(|s| format!("shield-{s}"))
+        .unwrap_or_else(|| panic!("no shield in Via: {via}"))
+}
+
+#[tokio::test]
+async fn a_tier_fetches_each_object_from_origin_once_and_spreads_objects_over_shields() {
+    let origin = MockOrigin::start().await;
+    let a = shield(&origin, "shield-a").await;
+    let b = shield(&origin, "shield-b").await;
+    let list = shield_list(&[&a, &b]);
+    let mut edges = Vec::new();
+    for i in 0..3 {
+        edges.push(edge_behind(&origin, &format!("edge-{i}"), list.clone()).await);
+    }
+    let mut per_shield = std::collections::HashMap::<String, usize>::new();
+    for n in 0..40 {
+        let path = format!("/obj/{n}");
+        origin.route(&path, cacheable(&format!("object {n}")));
+        let mut served_by = Vec::new();
+        for edge in &edges {
+            // Every edge is reached under the site's name, as in production.
+            let resp = get_with(&edge.url(&path), &[("host", "cdn.test")]).await;
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.body(), format!("object {n}").as_str());
+            served_by.push(via_shield(&resp));
+        }
+        assert_eq!(
+            origin.hits(&path),
+            1,
+            "{path} left the origin more than once"
+        );
+        served_by.dedup();
+        assert_eq!(
+            served_by.len(),
+            1,
+            "{path}: every edge asks the same shield"
+        );
+        *per_shield.entry(served_by.remove(0)).or_default() += 1;
+    }
+    assert_eq!(per_shield.len(), 2, "{per_shield:?}");
+    assert!(per_shield.values().all(|&n| n >= 8), "{per_shield:?}");
+    // The request reached the origin through exactly one shield, marked.
+    let seen = origin.last_request("/obj/39").expect("request");
+    let cdn_loop = seen.headers["cdn-loop"].to_str().unwrap().to_owned();
+    assert!(
+        cdn_loop.contains("edge-") && cdn_loop.contains("shield-"),
+        "{cdn_loop}"
+    );
+}
+
+#[tokio::test]
+async fn when_a_shield_stops_only_its_keys_move_and_requests_keep_succeeding() {
+    let origin = MockOrigin::start().await;
+    let a = shield(&origin, "shield-a").await;
+    let b = shield(&origin, "shield-b").await;
+    let list = shield_list(&[&a, &b]);
+    let before = edge_behind(&origin, "edge-1", list.clone()).await;
+    let mut owner = Vec::new();
+    for n in 0..60 {
+        let path = format!("/k/{n}");
+        origin.route(&path, cacheable("x"));
+        owner.push(via_shield(&get(&before.url(&path)).await));
+    }
+    assert!(owner.iter().any(|o| o == "shield-b"));
+    b.stop().await;
+    // A new edge (nothing cached) with the same list: B's keys fall
+    // through to A; A's keys stay where they were.
+    let after = edge_behind(&origin, "edge-2", list).await;
+    for (n, was) in owner.iter().enumerate() {
+        let resp = get(&after.url(&format!("/k/{n}"))).await;
+        assert_eq!(resp.status(), 200, "key {n} after shield-b stopped");
+        assert_eq!(via_shield(&resp), "shield-a", "key {n} (was on {was})");
+    }
+}
+
+#[tokio::test]
+async fn a_loop_between_two_misconfigured_shields_is_cut() {
+    let origin = MockOrigin::start().await;
+    origin.route("/loop", cacheable("no loop"));
+    // Each names only the other as its shield.
+    let (port_a, port_b) = (closed_port(), closed_port());
+    let peer = |port: u16| ShieldPeer {
+        peer: format!("http://127.0.0.1:{port}").parse().expect("peer"),
+        name: None,
+    };
+    let start = |name: &'static str, port: u16, other: u16| {
+        let url = origin.url();
+        async move {
+            TestEdge::start_with(&url, move |c| {
+                c.node_name = name.to_owned();
+                c.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+                c.shields = vec![peer(other)];
+            })
+            .await
+        }
+    };
+    let a = start("shield-a", port_a, port_b).await;
+    let _b = start("shield-b", port_b, port_a).await;
+    let resp = tokio::time::timeout(Duration::from_secs(10), get(&a.url("/loop")))
+        .await
+        .expect("no endless loop");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.body(), "no loop");
+    assert_eq!(origin.hits("/loop"), 1);
+    // A request that claims too many hops already is refused.
+    let looped = get_with(&a.url("/other"), &[("cdn-loop", "x1, x2, x3, x4")]).await;
+    assert_eq!(looped.status(), 508);
+}
+
+#[tokio::test]
+async fn a_dead_origin_is_ejected_then_probed_back_into_the_pool() {
+    let live = MockOrigin::start().await;
+    let dead_port = closed_port();
+    let dead_url = format!("http://127.0.0.1:{dead_port}");
+    let edge = TestEdge::start_with(&live.url(), |c| {
+        c.origins.push(dead_url.parse().expect("peer"));
+        c.upstream.max_fails = 2;
+        c.upstream.fail_timeout = Duration::from_secs(60);
+        c.upstream.health.path = Some("/health".into());
+        c.upstream.health.interval = Duration::from_millis(100);
+        c.upstream.health.timeout = Duration::from_millis(500);
+        c.upstream.health.rise = 2;
+        c.upstream.health.fall = 2;
+    })
+    .await;
+    // Uncacheable, so every request needs an origin.
+    live.route(
+        "/api",
+        Reply::ok("live").header("cache-control", "no-store"),
+    );
+    for _ in 0..20 {
+        let resp = get(&edge.url("/api")).await;
+        assert_eq!(resp.status(), 200, "the dead origin never costs a client");
+    }
+    let peers: serde_json::Value =
+        serde_json::from_slice(get(&edge.admin_url("/peers")).await.body()).expect("json");
+    let dead = peers
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["peer"] == dead_url.as_str())
+        .expect("dead peer listed");
+    assert_eq!(dead["up"], false);
+    assert!(
+        dead["failures_total"].as_u64().unwrap() <= 3,
+        "after ejection the dead origin is skipped: {dead}"
+    );
+    let metrics = get(&edge.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    assert!(
+        text.contains(&format!(
+            "edge_peer_up{{peer=\"{dead_url}\",role=\"origin\"}} 0"
+        )),
+        "{text}"
+    );
+
+    // It comes back: probes see it answer, and it gets traffic again.
+    let revived = MockOrigin::start_on(format!("127.0.0.1:{dead_port}").parse().unwrap()).await;
+    revived.route(
+        "/api",
+        Reply::ok("revived").header("cache-control", "no-store"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while revived.hits("/api") == 0 {
+        assert!(std::time::Instant::now() < deadline, "never taken back");
+        let resp = get(&edge.url("/api")).await;
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(revived.hits("/health") >= 2, "brought back by probes");
+}
+
+#[tokio::test]
+async fn least_connections_steers_new_requests_away_from_a_busy_origin() {
+    let slow = MockOrigin::start().await;
+    let fast = MockOrigin::start().await;
+    let reply = |body: &str| Reply::ok(body.to_owned()).header("cache-control", "no-store");
+    slow.route("/work", reply("slow").delay(Duration::from_millis(1500)));
+    fast.route("/work", reply("fast"));
+    let fast_url = fast.url();
+    let edge = TestEdge::start_with(&slow.url(), move |c| {
+        c.origins.push(fast_url.parse().expect("peer"));
+        c.upstream.balance = origin_shield::balance::Policy::LeastConn;
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        // Distinct URLs: none waits for another's fetch.
+        let url = edge.url(&format!("/work?i={i}"));
+        tasks.push(tokio::spawn(async move { get(&url).await }));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("client").status(), 200);
+    }
+    // While the slow origin held a request, every new one went elsewhere.
+    assert!(
+        slow.hits("/work") <= 2,
+        "slow origin got {}",
+        slow.hits("/work")
+    );
+    assert!(fast.hits("/work") >= 18);
+}
