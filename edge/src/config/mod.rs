@@ -695,6 +695,35 @@ host_header = "origin.internal"
     }
 
     #[test]
+    fn peers_take_weights_names_and_a_policy() {
+        let c = parse(
+            r#"
+origins = ["http://10.0.0.1:8000", { url = "http://10.0.0.2", weight = 3 }]
+shields = [{ url = "http://10.1.0.1:8080", name = "shield-a" }, "http://10.1.0.2:8080"]
+[upstream]
+balance = "weighted"
+max_fails = 5
+[upstream.health]
+path = "/healthz"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.origins[1].weight(), 3);
+        assert_eq!(c.shields[0].name.as_deref(), Some("shield-a"));
+        assert_eq!(c.shields[1].peer.role(), Role::Shield);
+        assert_eq!(c.upstream.balance, Policy::Weighted);
+        assert_eq!(c.upstream.health.path.as_deref(), Some("/healthz"));
+        let err = parse("origins = [\"http://a\"]\n[upstream]\nbalance = \"random\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":3:") && err.contains("least_conn"), "{err}");
+        let err = parse("origins = [{ url = \"http://a\", weight = 0 }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weight"), "{err}");
+    }
+
+    #[test]
     fn bad_value_names_line_and_key() {
         let err = parse("listen = \"127.0.0.1:1\"\n\n[server]\nidle_timeout = \"soon\"\n")
             .unwrap_err()
