@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use cache::CacheKey;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use origin_shield::balance::{Member, Pick, Policy, Pool};
 use origin_shield::health::RetryBudget;
-use origin_shield::ring;
+use origin_shield::{Peer, ring};
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -34,8 +35,8 @@ pub struct Routing {
     pub origins: Pool,
     /// Shield peers on a consistent-hash ring, if this node has a tier.
     pub shields: Option<Pool>,
-    /// This node's own place among the shields, if it is one.
-    own_shield: Option<usize>,
+    /// This node's own address among the shields, if it is one.
+    own_shield: Option<Authority>,
     pub budget: RetryBudget,
     node_name: String,
     max_hops: usize,
@@ -50,10 +51,14 @@ impl Routing {
         let (shields, own_shield) = if config.shields.is_empty() {
             (None, None)
         } else {
-            let own = config.shields.iter().position(|s| {
-                s.name.as_deref() == Some(config.node_name.as_str())
-                    || s.peer.authority().as_str() == listen.to_string()
-            });
+            let own = config
+                .shields
+                .iter()
+                .find(|s| {
+                    s.name.as_deref() == Some(config.node_name.as_str())
+                        || s.peer.authority().as_str() == listen.to_string()
+                })
+                .map(|s| s.peer.authority().clone());
             let peers = config.shields.iter().map(|s| s.peer.clone()).collect();
             (Some(Pool::new(peers, Policy::HashKey, &health)), own)
         };
@@ -94,19 +99,15 @@ impl Routing {
             && matches!(*method, Method::GET | Method::HEAD)
         {
             let order = shields.order(&pick);
-            let own = self
-                .own_shield
-                .and_then(|i| shields.members().get(i))
-                .map(|m| m.peer.authority().clone());
+            let own = self.own_shield.as_ref();
             // A node that owns the key itself fetches it from the origins.
-            let owns_key = own
-                .as_ref()
-                .is_some_and(|own| order.first().is_some_and(|m| m.peer.authority() == own));
+            let owns_key =
+                own.is_some_and(|own| order.first().is_some_and(|m| m.peer.authority() == own));
             if !owns_key {
                 targets.extend(
                     order
                         .into_iter()
-                        .filter(|m| Some(m.peer.authority()) != own.as_ref()),
+                        .filter(|m| Some(m.peer.authority()) != own),
                 );
             }
         }
@@ -136,7 +137,7 @@ impl Routing {
     /// Sets the peer gauges (called when metrics are scraped).
     pub fn export(&self, metrics: &Metrics) {
         for (role, pool) in self.pools() {
-            for member in pool.members() {
+            for member in pool.members().iter() {
                 let peer = member.peer.to_string();
                 let health = member.health.snapshot();
                 metrics
@@ -153,27 +154,28 @@ impl Routing {
 
     /// What `/peers` shows.
     pub fn snapshot(&self) -> Vec<PeerView> {
-        self.pools()
-            .flat_map(|(role, pool)| {
-                pool.members().iter().enumerate().map(move |(i, m)| {
-                    let h = m.health.snapshot();
-                    PeerView {
-                        peer: m.peer.to_string(),
-                        role,
-                        weight: m.peer.weight(),
-                        policy: pool.policy().as_str(),
-                        this_node: role == "shield" && self.own_shield == Some(i),
-                        up: h.up,
-                        probed_up: h.probed_up,
-                        ejected_for_ms: h.ejected_for.map(|d| d.as_millis() as u64),
-                        active: h.active,
-                        failures_in_row: h.failures_in_row,
-                        failures_total: h.failures_total,
-                        ejections_total: h.ejections_total,
-                    }
-                })
-            })
-            .collect()
+        let mut views = Vec::new();
+        for (role, pool) in self.pools() {
+            for m in pool.members().iter() {
+                let h = m.health.snapshot();
+                views.push(PeerView {
+                    peer: m.peer.to_string(),
+                    role,
+                    weight: m.peer.weight(),
+                    policy: pool.policy().as_str(),
+                    this_node: role == "shield"
+                        && self.own_shield.as_ref() == Some(m.peer.authority()),
+                    up: h.up,
+                    probed_up: h.probed_up,
+                    ejected_for_ms: h.ejected_for.map(|d| d.as_millis() as u64),
+                    active: h.active,
+                    failures_in_row: h.failures_in_row,
+                    failures_total: h.failures_total,
+                    ejections_total: h.ejections_total,
+                });
+            }
+        }
+        views
     }
 }
 
@@ -206,6 +208,66 @@ fn cdn_loop_entries(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Re-resolves origins given by host name every `upstream.resolve_interval`
+/// until the routing is dropped: each address becomes a pool member of its
+/// own (balanced, health-checked and ejected on its own), with the name's
+/// weight. A lookup that fails keeps the addresses from the last one.
+pub fn spawn_resolver(routing: &Arc<Routing>, config: &Config) {
+    let configured = config.origins.clone();
+    let interval = config.upstream.resolve_interval;
+    let named = configured.iter().any(|p| p.host_is_name());
+    if !named || interval.is_zero() {
+        return;
+    }
+    let weak = Arc::downgrade(routing);
+    tokio::spawn(async move {
+        let mut last: std::collections::HashMap<String, Vec<Peer>> = Default::default();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mut members = Vec::new();
+            for peer in &configured {
+                if !peer.host_is_name() {
+                    members.push(peer.clone());
+                    continue;
+                }
+                let name = peer.authority().to_string();
+                let looked_up = tokio::net::lookup_host(name.clone()).await;
+                match looked_up {
+                    Ok(addrs) => {
+                        let mut resolved: Vec<Peer> =
+                            addrs.filter_map(|addr| peer.at_address(addr)).collect();
+                        resolved.sort_by_key(ToString::to_string);
+                        resolved.dedup();
+                        last.insert(name, resolved.clone());
+                        members.extend(resolved);
+                    }
+                    Err(err) => {
+                        warn!(origin = %peer, error = %err, "cannot resolve origin; keeping its last addresses");
+                        match last.get(&name) {
+                            Some(known) => members.extend(known.iter().cloned()),
+                            None => members.push(peer.clone()),
+                        }
+                    }
+                }
+            }
+            let Some(routing) = weak.upgrade() else {
+                return;
+            };
+            if routing.origins.replace(members) {
+                let now: Vec<String> = routing
+                    .origins
+                    .members()
+                    .iter()
+                    .map(|m| m.peer.to_string())
+                    .collect();
+                info!(members = ?now, "origin pool updated from DNS");
+            }
+        }
+    });
+}
+
 /// Probes every peer of every pool each `interval` until the routing is
 /// dropped: a GET of the configured path, healthy when it answers the
 /// expected status within the timeout.
@@ -225,10 +287,10 @@ pub fn spawn_probes(routing: &Arc<Routing>, upstream: &Arc<Upstream>, config: &C
             let Some(routing) = weak.upgrade() else {
                 return;
             };
-            let members: Vec<(&'static str, Arc<Member>)> = routing
-                .pools()
-                .flat_map(|(role, pool)| pool.members().iter().map(move |m| (role, m.clone())))
-                .collect();
+            let mut members: Vec<(&'static str, Arc<Member>)> = Vec::new();
+            for (role, pool) in routing.pools() {
+                members.extend(pool.members().iter().map(|m| (role, m.clone())));
+            }
             drop(routing);
             let mut probes = tokio::task::JoinSet::new();
             for (role, member) in members {

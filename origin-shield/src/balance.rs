@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::Peer;
 use crate::health::{HealthPolicy, PeerHealth};
@@ -87,43 +87,103 @@ pub struct Pick {
 /// Equivalent peers and a policy.
 #[derive(Debug)]
 pub struct Pool {
-    members: Vec<Arc<Member>>,
+    /// Swapped whole when DNS brings new addresses; read on every request
+    /// (a read lock held only to clone the `Arc`, never across an await).
+    membership: RwLock<Arc<Membership>>,
     policy: Policy,
+    health: HealthPolicy,
     next: AtomicUsize,
     /// Smooth weighted round robin's current weights. A short critical
     /// section with no await inside.
     current: Mutex<Vec<i64>>,
+}
+
+/// The members of a pool at one moment, with their ring.
+#[derive(Debug)]
+struct Membership {
+    members: Arc<Vec<Arc<Member>>>,
     ring: Ring,
+}
+
+impl Membership {
+    fn new(members: Vec<Arc<Member>>) -> Self {
+        let identities: Vec<String> = members
+            .iter()
+            .map(|m| m.peer.authority().to_string())
+            .collect();
+        let ring = Ring::new(
+            identities
+                .iter()
+                .zip(&members)
+                .map(|(id, m)| (id.as_str(), m.peer.weight())),
+        );
+        Membership {
+            members: Arc::new(members),
+            ring,
+        }
+    }
 }
 
 impl Pool {
     pub fn new(peers: Vec<Peer>, policy: Policy, health: &HealthPolicy) -> Self {
-        let identities: Vec<String> = peers.iter().map(|p| p.authority().to_string()).collect();
-        let ring = Ring::new(
-            identities
-                .iter()
-                .zip(&peers)
-                .map(|(id, p)| (id.as_str(), p.weight())),
-        );
-        Pool {
-            current: Mutex::new(vec![0; peers.len()]),
-            members: peers
-                .into_iter()
-                .map(|peer| {
-                    Arc::new(Member {
-                        peer,
-                        health: Arc::new(PeerHealth::new(health.clone())),
-                    })
+        let members = peers
+            .into_iter()
+            .map(|peer| {
+                Arc::new(Member {
+                    peer,
+                    health: Arc::new(PeerHealth::new(health.clone())),
                 })
-                .collect(),
+            })
+            .collect::<Vec<_>>();
+        Pool {
+            current: Mutex::new(vec![0; members.len()]),
+            membership: RwLock::new(Arc::new(Membership::new(members))),
             policy,
+            health: health.clone(),
             next: AtomicUsize::new(0),
-            ring,
         }
     }
 
-    pub fn members(&self) -> &[Arc<Member>] {
-        &self.members
+    /// The members now.
+    pub fn members(&self) -> Arc<Vec<Arc<Member>>> {
+        self.membership().members.clone()
+    }
+
+    fn membership(&self) -> Arc<Membership> {
+        self.membership
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets the members to `peers`: those already members keep their
+    /// health and counters, new ones start healthy, the others leave.
+    /// Returns whether anything changed.
+    pub fn replace(&self, peers: Vec<Peer>) -> bool {
+        let old = self.membership();
+        let same = old.members.len() == peers.len()
+            && old.members.iter().zip(&peers).all(|(m, p)| &m.peer == p);
+        if same || peers.is_empty() {
+            return false;
+        }
+        let members = peers
+            .into_iter()
+            .map(|peer| {
+                old.members
+                    .iter()
+                    .find(|m| m.peer == peer)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Member {
+                            peer,
+                            health: Arc::new(PeerHealth::new(self.health.clone())),
+                        })
+                    })
+            })
+            .collect();
+        let membership = Arc::new(Membership::new(members));
+        *self.membership.write().unwrap_or_else(|p| p.into_inner()) = membership;
+        true
     }
 
     pub fn policy(&self) -> Policy {
@@ -131,36 +191,38 @@ impl Pool {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.membership().members.is_empty()
     }
 
     /// The members in the order a request should try them.
     pub fn order(&self, pick: &Pick) -> Vec<Arc<Member>> {
-        let n = self.members.len();
+        let membership = self.membership();
+        let members = &membership.members;
+        let n = members.len();
         if n == 0 {
             return Vec::new();
         }
         let indices: Vec<usize> = match self.policy {
-            Policy::RoundRobin => self.rotation(),
+            Policy::RoundRobin => self.rotation(n),
             Policy::Weighted => {
-                let first = self.smooth_weighted();
+                let first = self.smooth_weighted(members);
                 let mut order = vec![first];
-                order.extend(self.rotation().into_iter().filter(|&i| i != first));
+                order.extend(self.rotation(n).into_iter().filter(|&i| i != first));
                 order
             }
             Policy::LeastConn => {
-                let mut order = self.rotation();
+                let mut order = self.rotation(n);
                 // Stable: ties keep the rotation, which spreads them.
-                order.sort_by_key(|&i| self.load(i));
+                order.sort_by_key(|&i| load(members, i));
                 order
             }
             Policy::PowerOfTwo => {
-                let mut order = self.rotation();
+                let mut order = self.rotation(n);
                 if n > 1 {
                     let r = splitmix(self.next.fetch_add(1, Ordering::Relaxed) as u64);
                     let a = (r % n as u64) as usize;
                     let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
-                    let (first, second) = if self.load(b) < self.load(a) {
+                    let (first, second) = if load(members, b) < load(members, a) {
                         (b, a)
                     } else {
                         (a, b)
@@ -171,42 +233,36 @@ impl Pool {
                 }
                 order
             }
-            Policy::HashKey => self
+            Policy::HashKey => membership
                 .ring
                 .order(pick.key_hash.unwrap_or(pick.client_hash))
                 .collect(),
-            Policy::HashClientIp => self.ring.order(pick.client_hash).collect(),
+            Policy::HashClientIp => membership.ring.order(pick.client_hash).collect(),
         };
         let (mut up, down): (Vec<_>, Vec<_>) = indices
             .into_iter()
-            .filter_map(|i| self.members.get(i).cloned())
+            .filter_map(|i| members.get(i).cloned())
             .partition(|m| m.health.is_up());
         up.extend(down);
         up
     }
 
-    /// All members, starting at the next in turn.
-    fn rotation(&self) -> Vec<usize> {
-        let n = self.members.len();
+    /// All `n` members, starting at the next in turn.
+    fn rotation(&self, n: usize) -> Vec<usize> {
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         (0..n).map(|i| (start + i) % n).collect()
     }
 
-    /// Requests in flight per unit of weight, scaled to stay an integer.
-    fn load(&self, i: usize) -> u64 {
-        self.members.get(i).map_or(u64::MAX, |m| {
-            u64::from(m.health.active()) * 1000 / u64::from(m.peer.weight().max(1))
-        })
-    }
-
     /// nginx's smooth weighted round robin over the live members (all of
     /// them if none is up).
-    fn smooth_weighted(&self) -> usize {
+    fn smooth_weighted(&self, members: &[Arc<Member>]) -> usize {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let any_up = self.members.iter().any(|m| m.health.is_up());
+        // Membership changed (DNS): start the weights over.
+        current.resize(members.len(), 0);
+        let any_up = members.iter().any(|m| m.health.is_up());
         let mut total = 0i64;
         let mut best: Option<usize> = None;
-        for (i, member) in self.members.iter().enumerate() {
+        for (i, member) in members.iter().enumerate() {
             if any_up && !member.health.is_up() {
                 continue;
             }
@@ -221,6 +277,13 @@ impl Pool {
         current[best] -= total;
         best
     }
+}
+
+/// Requests in flight per unit of weight, scaled to stay an integer.
+fn load(members: &[Arc<Member>], i: usize) -> u64 {
+    members.get(i).map_or(u64::MAX, |m| {
+        u64::from(m.health.active()) * 1000 / u64::from(m.peer.weight().max(1))
+    })
 }
 
 /// A cheap, well-mixed hash of a counter: randomness for power-of-two
@@ -337,6 +400,23 @@ mod tests {
             assert_eq!(order.len(), 3);
             assert_eq!(order[2].peer.authority().port_u16(), Some(8001));
         }
+    }
+
+    #[test]
+    fn replacing_members_keeps_the_health_of_those_that_stay() {
+        let p = pool(&[1, 1], Policy::RoundRobin);
+        for _ in 0..3 {
+            p.members()[1].health.record_failure();
+        }
+        let kept = p.members()[1].peer.clone();
+        let new: Peer = "http://127.0.0.1:9999".parse().unwrap();
+        assert!(p.replace(vec![kept.clone(), new.clone()]));
+        let members = p.members();
+        assert_eq!(members[0].peer, kept);
+        assert!(!members[0].health.is_up(), "its ejection survives");
+        assert!(members[1].health.is_up());
+        assert!(!p.replace(vec![kept, new]), "no change, no swap");
+        assert!(!p.replace(Vec::new()), "never emptied by a failed lookup");
     }
 
     #[test]

@@ -81,6 +81,23 @@ impl Peer {
         self
     }
 
+    /// Whether the host is a name to resolve rather than an IP address.
+    pub fn host_is_name(&self) -> bool {
+        let host = self.authority.host();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<std::net::IpAddr>().is_err()
+    }
+
+    /// This peer at one of its resolved addresses (same scheme, port,
+    /// weight and role).
+    pub fn at_address(&self, addr: std::net::SocketAddr) -> Option<Peer> {
+        let authority: Authority = addr.to_string().parse().ok()?;
+        Some(Peer {
+            authority,
+            ..self.clone()
+        })
+    }
+
     /// The absolute URI of `path_and_query` on this peer.
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
         let pq = path_and_query
@@ -165,6 +182,25 @@ impl FromStr for Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_resolve_into_peers_at_addresses() {
+        let named: Peer = "http://origin.example:8080".parse().unwrap();
+        assert!(named.host_is_name());
+        let ip: Peer = "http://[::1]:8080".parse().unwrap();
+        assert!(!ip.host_is_name());
+        let at = named
+            .clone()
+            .with_weight(3)
+            .at_address("10.0.0.7:8080".parse().unwrap())
+            .unwrap();
+        assert_eq!(at.to_string(), "http://10.0.0.7:8080");
+        assert_eq!(at.weight(), 3);
+        let v6 = named
+            .at_address("[2001:db8::1]:8080".parse().unwrap())
+            .unwrap();
+        assert_eq!(v6.authority().as_str(), "[2001:db8::1]:8080");
+    }
 
     #[test]
     fn parses_with_and_without_port() {

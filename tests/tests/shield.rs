@@ -249,3 +249,46 @@ async fn least_connections_steers_new_requests_away_from_a_busy_origin() {
     );
     assert!(fast.hits("/work") >= 18);
 }
+
+#[tokio::test]
+async fn an_origin_named_by_host_name_becomes_its_addresses() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/dns",
+        Reply::ok("resolved").header("cache-control", "no-store"),
+    );
+    let named = format!("http://localhost:{}", origin.addr().port());
+    let edge = TestEdge::start_with(&named, |c| {
+        c.upstream.resolve_interval = Duration::from_millis(100);
+    })
+    .await;
+    let ip_member = format!("http://127.0.0.1:{}", origin.addr().port());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let peers: serde_json::Value =
+            serde_json::from_slice(get(&edge.admin_url("/peers")).await.body()).expect("json");
+        let names: Vec<String> = peers
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|p| p["peer"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if names.contains(&ip_member) {
+            assert!(
+                !names.contains(&named),
+                "the name itself is no member: {names:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never resolved: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..5 {
+        let resp = get(&edge.url("/dns")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.body(), "resolved");
+    }
+}

@@ -217,6 +217,11 @@ pub struct UpstreamConfig {
     /// refused with 508; a request that already passed this node skips the
     /// shields. Default: `4`.
     pub max_hops: u32,
+    /// How often origins given by host name are resolved again; each
+    /// address becomes a pool member. `0s` resolves per connection only.
+    /// Default: `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub resolve_interval: Duration,
     /// Active health checks of every origin and shield.
     pub health: HealthCheckConfig,
 }
@@ -319,6 +324,7 @@ impl Default for UpstreamConfig {
             max_conns: 0,
             retry_budget: 0.2,
             max_hops: 4,
+            resolve_interval: Duration::from_secs(30),
             health: HealthCheckConfig::default(),
         }
     }

@@ -155,6 +155,7 @@ impl<H: EdgeHooks> Server<H> {
             "edge serving"
         );
         crate::routing::spawn_probes(proxy.routing(), proxy.upstream(), &config);
+        crate::routing::spawn_resolver(proxy.routing(), &config);
         let admin_state = Arc::new(AdminState::new(
             registry,
             proxy.routing().clone(),
