@@ -292,3 +292,25 @@ async fn an_origin_named_by_host_name_becomes_its_addresses() {
         assert_eq!(resp.body(), "resolved");
     }
 }
+
+#[tokio::test]
+async fn age_accumulates_across_the_tier() {
+    let origin = MockOrigin::start().await;
+    origin.route("/aged", cacheable("old news"));
+    let a = shield(&origin, "shield-a").await;
+    let edge = edge_behind(&origin, "edge-1", shield_list(&[&a])).await;
+    let host = [("host", "cdn.test")];
+    // Warm the shield only.
+    let warm = get_with(&a.url("/aged"), &host).await;
+    assert_eq!(warm.headers()["x-cache"], "MISS");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let first = get_with(&edge.url("/aged"), &host).await;
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let age: u64 = first.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!(age >= 2, "the shield's age is carried: {age}");
+    let hit = get_with(&edge.url("/aged"), &host).await;
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    let hit_age: u64 = hit.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!(hit_age >= age, "{hit_age} < {age}");
+    assert_eq!(origin.hits("/aged"), 1);
+}
