@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` and `/metrics` for load balancers and
-//! Prometheus, `/peers` for operators (each peer's health as JSON). Bound to loopback by default; never expose it publicly.
+//! Prometheus, `/peers` for operators (each peer's health as JSON), and the
+//! purge API (`/purge`, handled by the `purge-api` crate). Bound to loopback by default; never expose it publicly.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,12 +19,15 @@ use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 use crate::routing::Routing;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use purge_api::Purger;
 
 /// What admin handlers read.
 #[derive(Debug)]
 pub struct AdminState {
     registry: Registry,
     routing: Arc<Routing>,
+    purger: Arc<Purger>,
     metrics: Metrics,
     /// Set once shutdown begins, so `/healthz` tells load balancers to stop
     /// sending new traffic.
@@ -31,10 +35,16 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    pub fn new(registry: Registry, routing: Arc<Routing>, metrics: Metrics) -> Self {
+    pub fn new(
+        registry: Registry,
+        routing: Arc<Routing>,
+        purger: Arc<Purger>,
+        metrics: Metrics,
+    ) -> Self {
         AdminState {
             registry,
             routing,
+            purger,
             metrics,
             draining: AtomicBool::new(false),
         }
@@ -57,9 +67,14 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, &req)) }
+                async move {
+                    if req.uri().path().starts_with("/purge") {
+                        return Ok::<_, Infallible>(purge(&state, req).await);
+                    }
+                    Ok(handle(&state, &req))
+                }
             });
             let result = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -71,6 +86,34 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
             }
         });
     }
+}
+
+/// Largest purge request body read.
+const MAX_PURGE_BODY: usize = 1 << 20;
+
+/// `/purge…`: read the body (bounded), hand it to the purge API.
+async fn purge(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_PURGE_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(err) => {
+            let too_large = err.downcast_ref::<LengthLimitError>().is_some();
+            let error = if too_large {
+                purge_api::ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("purge request body over {MAX_PURGE_BODY} bytes"),
+                )
+            } else {
+                purge_api::ApiError::bad("purge request body incomplete")
+            };
+            return error.to_response().map(Full::new);
+        }
+    };
+    state
+        .purger
+        .handle(&parts.method, parts.uri.path(), &parts.headers, body)
+        .await
+        .map(Full::new)
 }
 
 fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -118,7 +161,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /metrics or /peers\n",
+            "not found: try /healthz, /metrics, /peers or /purge\n",
         ),
     }
 }

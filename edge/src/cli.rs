@@ -8,7 +8,7 @@ use clap::Parser;
 use origin_shield::balance::Policy;
 use origin_shield::{Peer, Role};
 
-use crate::config::{ByteSize, Config, LogFormat, ShieldPeer};
+use crate::config::{ByteSize, Config, LogFormat, Secret, ShieldPeer};
 
 /// A CDN edge caching node.
 ///
@@ -46,6 +46,26 @@ pub struct Cli {
     /// least_conn, p2c, hash_key, hash_ip [default: round_robin]
     #[arg(long, value_name = "POLICY", env = "EDGE_BALANCE")]
     pub balance: Option<Policy>,
+
+    /// Bearer token for the purge API and the PURGE method (at least 8
+    /// characters); prefer EDGE_PURGE_TOKEN, which stays out of `ps`
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "EDGE_PURGE_TOKEN",
+        hide_env_values = true
+    )]
+    pub purge_token: Option<String>,
+
+    /// Admin URL of another node of the cluster, `http://HOST:PORT`; purges
+    /// received here are forwarded to it. Repeat for several.
+    #[arg(
+        long = "peer",
+        value_name = "URL",
+        env = "EDGE_PEER",
+        value_delimiter = ','
+    )]
+    pub peers: Vec<String>,
 
     /// Client-facing listen address [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR", env = "EDGE_LISTEN")]
@@ -92,6 +112,8 @@ impl Cli {
             "origins" => "--origin",
             "shields" => "--shield",
             "upstream.balance" => "--balance",
+            "purge.token" => "--purge-token",
+            "purge.peers" => "--peer",
             "listen" => "--listen",
             "admin" => "--admin",
             "data_dir" => "--data-dir",
@@ -109,6 +131,8 @@ impl Cli {
             "origins" => !self.origins.is_empty(),
             "shields" => !self.shields.is_empty(),
             "upstream.balance" => self.balance.is_some(),
+            "purge.token" => self.purge_token.is_some(),
+            "purge.peers" => !self.peers.is_empty(),
             "listen" => self.listen.is_some(),
             "admin" => self.admin.is_some(),
             "data_dir" => self.data_dir.is_some(),
@@ -137,6 +161,12 @@ impl Cli {
         }
         if let Some(v) = self.balance {
             config.upstream.balance = v;
+        }
+        if let Some(token) = &self.purge_token {
+            config.purge.token = Some(Secret(token.clone()));
+        }
+        if !self.peers.is_empty() {
+            config.purge.peers = self.peers.clone();
         }
         if let Some(v) = self.listen {
             config.listen = v;

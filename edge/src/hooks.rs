@@ -64,19 +64,25 @@ impl Session {
     /// port counts unless it is the scheme's default: the origin may build
     /// links and redirects from it.
     pub fn key_for(&self, method: &http::Method, path_and_query: &str) -> Option<CacheKey> {
-        let authority = self.authority();
-        let default_port = if self.downstream_scheme == "https" {
-            ":443"
-        } else {
-            ":80"
-        };
-        let host = authority.strip_suffix(default_port).unwrap_or(authority);
+        let host = self.authority_for_key();
         CacheKey::for_request(
             method,
             self.downstream_scheme,
             host,
             &self.key_rules.normalize(path_and_query),
         )
+    }
+
+    /// The authority as it enters the default key: the port only when it
+    /// is not the scheme's default.
+    pub fn authority_for_key(&self) -> &str {
+        let authority = self.authority();
+        let default_port = if self.downstream_scheme == "https" {
+            ":443"
+        } else {
+            ":80"
+        };
+        authority.strip_suffix(default_port).unwrap_or(authority)
     }
 
     /// The authority the client asked for, port included if it sent one.

@@ -1,6 +1,482 @@
-//! Invalidation: the purge HTTP API and durable purge rules.
+//! Invalidation: purges by URL, prefix, host and tag, hard or soft, durable
+//! in RocksDB and forwarded to the other nodes of a cluster.
 //!
-//! Not built yet: the purge issue fills this crate with `PurgeRule`s stored in
-//! RocksDB, the admin API and fan-out to peers. Until then `edge` offers no
-//! purge, and says so rather than pretending. The RocksDB dependency is linked
-//! from the first commit so the build set-up (Debian's librocksdb) is proven.
+//! - [`rules`]: purges as rules applied lazily at lookup ([`Verdict`]);
+//! - [`db`]: RocksDB under `DATA_DIR/purge`, every write synced before the
+//!   API answers;
+//! - [`api`]: the JSON API's parsing, validation and bearer-token check;
+//! - [`fanout`]: the durable outbox that delivers purges to peers.
+//!
+//! [`Purger`] ties them together. It knows no sockets: `edge` mounts
+//! [`Purger::handle`] on its admin listener and asks [`Purger::verdict`]
+//! about every object it finds.
+
+pub mod api;
+pub mod db;
+pub mod fanout;
+pub mod rules;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use cache::store::Store;
+use cache::{CacheKey, KeyRules};
+use http::{HeaderMap, Method, Response, StatusCode};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+pub use api::{ApiError, Auth};
+use api::{check_token, json_response, parse_request};
+use db::Db;
+use fanout::{Attempts, Fanout, REPLICATE_PATH};
+pub use rules::{PurgeRecord, RuleSet, Verdict};
+
+/// Why the purge store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("cannot open the purge database at {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("purge database: {0}")]
+    Db(#[source] rocksdb::Error),
+    #[error("cannot encode a purge: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("cannot decode a stored purge: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("purge task failed: {0}")]
+    Task(String),
+}
+
+/// Settings of the purge machinery.
+#[derive(Debug, Clone)]
+pub struct PurgeConfig {
+    /// Bearer token for the API; `None` turns the API off.
+    pub token: Option<String>,
+    /// Admin URLs of the other nodes (`http://host:port`).
+    pub peers: Vec<String>,
+    /// How long rules are kept; objects older than this are refetched.
+    pub rule_ttl: Duration,
+    /// Most items per list in one request.
+    pub max_items: usize,
+    /// First and longest wait between deliveries to a peer.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for PurgeConfig {
+    fn default() -> Self {
+        PurgeConfig {
+            token: None,
+            peers: Vec::new(),
+            rule_ttl: Duration::from_secs(7 * 86_400),
+            max_items: 1000,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The purge machinery of one node.
+#[derive(Debug)]
+pub struct Purger {
+    db: Arc<Db>,
+    rules: RuleSet,
+    store: Store,
+    key_rules: KeyRules,
+    config: PurgeConfig,
+    fanout: Fanout,
+    /// Wakes the courier when a purge is accepted.
+    wake: Arc<Notify>,
+    /// Purges accepted since start, by kind, for metrics.
+    pub counts: PurgeCounts,
+}
+
+/// Purges accepted since start.
+#[derive(Debug, Default)]
+pub struct PurgeCounts {
+    pub urls: AtomicU64,
+    pub prefixes: AtomicU64,
+    pub hosts: AtomicU64,
+    pub tags: AtomicU64,
+    pub replicated: AtomicU64,
+}
+
+/// One peer's delivery state, in `GET /purge/{id}`.
+#[derive(Debug, Serialize)]
+struct PeerDelivery {
+    peer: String,
+    state: &'static str,
+    #[serde(flatten)]
+    attempts: Attempts,
+}
+
+impl Purger {
+    /// Opens the purge database under `dir` and loads the rules in force.
+    pub fn open(
+        dir: &Path,
+        config: PurgeConfig,
+        store: Store,
+        key_rules: KeyRules,
+    ) -> Result<Arc<Purger>, PurgeError> {
+        let db = Db::open(dir)?;
+        let rules = RuleSet::new(config.rule_ttl);
+        let (records, broken) = db.records()?;
+        if !broken.is_empty() {
+            // A purge we cannot read might cover anything: refusing to
+            // start would keep the node down for a metadata glitch, so the
+            // safe choice is to forget every object stored before now.
+            warn!(ids = ?broken, "unreadable purge records; treating the whole cache as purged");
+            rules.insert(&PurgeRecord {
+                id: "recovery".into(),
+                at: rules::millis(SystemTime::now()),
+                soft: false,
+                url_keys: Vec::new(),
+                urls: Vec::new(),
+                prefixes: vec![],
+                hosts: Vec::new(),
+                tags: Vec::new(),
+            });
+        }
+        let now = SystemTime::now();
+        let (live, expired): (Vec<_>, Vec<_>) =
+            records.into_iter().partition(|r| !rules.expired(r, now));
+        for record in &live {
+            rules.insert(record);
+        }
+        db.delete(&expired.iter().map(|r| r.id.clone()).collect::<Vec<_>>())?;
+        info!(
+            rules = live.len(),
+            expired = expired.len(),
+            "purge rules loaded"
+        );
+        Ok(Arc::new(Purger {
+            db: Arc::new(db),
+            rules,
+            store,
+            key_rules,
+            config,
+            fanout: Fanout::new(),
+            wake: Arc::new(Notify::new()),
+            counts: PurgeCounts::default(),
+        }))
+    }
+
+    pub fn config(&self) -> &PurgeConfig {
+        &self.config
+    }
+
+    /// Rules in force.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// The rules' verdict on an object (see [`RuleSet::verdict`]).
+    pub fn verdict(
+        &self,
+        key: &CacheKey,
+        host: &str,
+        path: &str,
+        tags: &[String],
+        stored_at: SystemTime,
+    ) -> Verdict {
+        self.rules.verdict(key, host, path, tags, stored_at)
+    }
+
+    /// Checks a request's bearer token.
+    pub fn auth(&self, headers: &HeaderMap) -> Auth {
+        check_token(headers, self.config.token.as_deref())
+    }
+
+    /// Serves the admin routes under `/purge`: `POST /purge`,
+    /// `POST /purge/replicate` (from peers) and `GET /purge/{id}`.
+    pub async fn handle(
+        self: &Arc<Self>,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Bytes> {
+        match self.auth(headers) {
+            Auth::Granted => {}
+            Auth::Missing => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "purge needs Authorization: Bearer <token>",
+                )
+                .to_response();
+            }
+            Auth::Wrong => {
+                return ApiError::new(StatusCode::FORBIDDEN, "wrong purge token").to_response();
+            }
+            Auth::Disabled => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the purge API is off: start edge with --purge-token",
+                )
+                .to_response();
+            }
+        }
+        let result = match (method, path) {
+            (&Method::POST, "/purge") => self.api_purge(&body).await,
+            (&Method::POST, REPLICATE_PATH) => self.api_replicate(&body).await,
+            (&Method::GET, p) if p.starts_with("/purge/") => self.api_status(&p[7..]).await,
+            (_, "/purge") | (_, REPLICATE_PATH) => {
+                Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use POST"))
+            }
+            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such purge route")),
+        };
+        result.unwrap_or_else(|err| err.to_response())
+    }
+
+    async fn api_purge(self: &Arc<Self>, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+        let record = parse_request(body, &self.key_rules, self.config.max_items)?;
+        let record = self.accept(record).await?;
+        Ok(json_response(StatusCode::OK, &self.summary(&record)))
+    }
+
+    /// Purges one URL (the `PURGE` method of the main listener).
+    pub async fn purge_url(self: &Arc<Self>, url: &str) -> Result<Response<Bytes>, ApiError> {
+        let body = serde_json::json!({ "urls": [url] }).to_string();
+        self.api_purge(body.as_bytes()).await
+    }
+
+    async fn api_replicate(self: &Arc<Self>, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+        let mut record: PurgeRecord = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad(format!("invalid forwarded purge: {e}")))?;
+        if record.id.is_empty() || record.id.len() > 64 {
+            return Err(ApiError::bad("invalid forwarded purge: bad id"));
+        }
+        if self.record(&record.id).await.is_some() {
+            // Delivered before: acknowledged, nothing changes.
+            return Ok(json_response(StatusCode::OK, &self.summary(&record)));
+        }
+        // Objects this node stored before the purge reached it are covered
+        // too, whatever the sender's clock said.
+        record.at = record.at.max(rules::millis(SystemTime::now()));
+        self.store_record(record.clone(), false).await?;
+        self.counts.replicated.fetch_add(1, Ordering::Relaxed);
+        Ok(json_response(StatusCode::OK, &self.summary(&record)))
+    }
+
+    async fn api_status(&self, id: &str) -> Result<Response<Bytes>, ApiError> {
+        let record = self
+            .record(id)
+            .await
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no purge {id:?}")))?;
+        let owed = self.outbox().await.map_err(|e| internal(&e))?;
+        let fanout: Vec<PeerDelivery> = self
+            .config
+            .peers
+            .iter()
+            .map(|peer| {
+                let pending = owed.iter().any(|(p, i)| p == peer && i == id);
+                PeerDelivery {
+                    peer: peer.clone(),
+                    state: if pending { "pending" } else { "delivered" },
+                    attempts: self.fanout.attempts(peer, id),
+                }
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "id": record.id,
+                "at_ms": record.at,
+                "soft": record.soft,
+                "urls": record.urls,
+                "prefixes": record.prefixes.iter().map(|(h, p)| format!("{h}{p}")).collect::<Vec<_>>(),
+                "hosts": record.hosts,
+                "tags": record.tags,
+                "fanout": fanout,
+            }),
+        ))
+    }
+
+    /// Gives a new purge its id and time, stores it (synced) with its
+    /// outbox entries, then applies it.
+    async fn accept(self: &Arc<Self>, mut record: PurgeRecord) -> Result<PurgeRecord, ApiError> {
+        record.id = new_id();
+        record.at = rules::millis(SystemTime::now());
+        self.store_record(record.clone(), true).await?;
+        let add = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
+        add(&self.counts.urls, record.urls.len());
+        add(&self.counts.prefixes, record.prefixes.len());
+        add(&self.counts.hosts, record.hosts.len());
+        add(&self.counts.tags, record.tags.len());
+        Ok(record)
+    }
+
+    async fn store_record(
+        self: &Arc<Self>,
+        record: PurgeRecord,
+        forward: bool,
+    ) -> Result<(), ApiError> {
+        let peers = if forward {
+            self.config.peers.clone()
+        } else {
+            Vec::new()
+        };
+        let db = self.db.clone();
+        let stored = record.clone();
+        // A synced RocksDB write blocks for an fsync: off the async threads.
+        tokio::task::spawn_blocking(move || db.put(&stored, &peers))
+            .await
+            .map_err(|e| internal(&PurgeError::Task(e.to_string())))?
+            .map_err(|e| internal(&e))?;
+        // Durable first, then in force: a crash in between leaves a rule
+        // that is loaded at start.
+        self.rules.insert(&record);
+        // A soft purge keeps the object: it is served stale and revalidated.
+        let evict = if record.soft {
+            &[][..]
+        } else {
+            &record.url_keys[..]
+        };
+        for hex in evict {
+            if let Ok(hash) = blake3::Hash::from_hex(hex) {
+                // Eager eviction of the exact URL (its Vary record too;
+                // variants become unreachable, and the rule keeps them out).
+                self.store.remove(&CacheKey::from_bytes(*hash.as_bytes()));
+            }
+        }
+        if forward && !self.config.peers.is_empty() {
+            self.wake.notify_one();
+        }
+        info!(id = %record.id, soft = record.soft, urls = record.urls.len(), prefixes = record.prefixes.len(), hosts = record.hosts.len(), tags = record.tags.len(), "purge accepted");
+        Ok(())
+    }
+
+    fn summary(&self, record: &PurgeRecord) -> serde_json::Value {
+        serde_json::json!({
+            "id": record.id,
+            "soft": record.soft,
+            "accepted": {
+                "urls": record.urls.len(),
+                "prefixes": record.prefixes.len(),
+                "hosts": record.hosts.len(),
+                "tags": record.tags.len(),
+            },
+            "evicted": if record.soft { 0 } else { record.url_keys.len() },
+            "peers": self.config.peers.len(),
+        })
+    }
+
+    pub(crate) async fn record(&self, id: &str) -> Option<PurgeRecord> {
+        let db = self.db.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || db.get(&id).ok().flatten())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub(crate) async fn outbox(&self) -> Result<Vec<(String, String)>, PurgeError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.outbox())
+            .await
+            .map_err(|e| PurgeError::Task(e.to_string()))?
+    }
+
+    pub(crate) async fn delivered(&self, peer: &str, id: &str) -> Result<(), PurgeError> {
+        let db = self.db.clone();
+        let (peer, id) = (peer.to_owned(), id.to_owned());
+        tokio::task::spawn_blocking(move || db.delivered(&peer, &id))
+            .await
+            .map_err(|e| PurgeError::Task(e.to_string()))?
+    }
+
+    /// Purges still owed to peers.
+    pub async fn backlog(&self) -> usize {
+        self.outbox().await.map_or(0, |o| o.len())
+    }
+
+    /// Runs the courier (fan-out) and the expiry sweep until the purger is
+    /// dropped.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(purger) = weak.upgrade() else {
+                    return;
+                };
+                let wait = if purger.config.peers.is_empty() {
+                    None
+                } else {
+                    purger.fanout.deliver_due(&purger).await
+                };
+                let wait = wait
+                    .unwrap_or(Duration::from_secs(60))
+                    .min(Duration::from_secs(60));
+                // Only a weak reference while idle: the database closes as
+                // soon as the server lets the purger go.
+                let wake = purger.wake.clone();
+                drop(purger);
+                let _ = tokio::time::timeout(wait, wake.notified()).await;
+            }
+        });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(purger) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(err) = purger.sweep().await {
+                    warn!(error = %err, "purge rule sweep failed");
+                }
+            }
+        });
+    }
+
+    /// Forgets expired rules.
+    async fn sweep(&self) -> Result<(), PurgeError> {
+        let db = self.db.clone();
+        let ttl = self.config.rule_ttl;
+        let live = tokio::task::spawn_blocking(move || -> Result<Vec<PurgeRecord>, PurgeError> {
+            let (records, _) = db.records()?;
+            let probe = RuleSet::new(ttl);
+            let now = SystemTime::now();
+            let (live, expired): (Vec<_>, Vec<_>) =
+                records.into_iter().partition(|r| !probe.expired(r, now));
+            db.delete(&expired.iter().map(|r| r.id.clone()).collect::<Vec<_>>())?;
+            Ok(live)
+        })
+        .await
+        .map_err(|e| PurgeError::Task(e.to_string()))??;
+        if live.len() != self.rules.len() {
+            self.rules.rebuild(&live);
+        }
+        Ok(())
+    }
+}
+
+fn internal(err: &PurgeError) -> ApiError {
+    warn!(error = %err, "purge failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "purge could not be stored; nothing was applied",
+    )
+}
+
+/// A fresh purge id: 16 hex digits from the time and a counter (unique
+/// per node; peers keep the sender's id).
+fn new_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = blake3::Hasher::new();
+    h.update(&rules::millis(SystemTime::now()).to_le_bytes());
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    h.update(&nanos.to_le_bytes());
+    h.finalize().to_hex()[..16].to_owned()
+}

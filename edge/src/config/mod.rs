@@ -52,6 +52,119 @@ pub struct Config {
     pub cache: CacheConfig,
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
+    pub purge: PurgeSettings,
+}
+
+/// The purge API (on the admin listener) and the `PURGE` method.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurgeSettings {
+    /// Bearer token the purge API and the `PURGE` method accept.
+    /// Default: unset (the API answers 403 until one is set).
+    pub token: Option<Secret>,
+    /// Admin URLs of the other nodes of the cluster (`http://host:port`):
+    /// every purge received here is forwarded to them until each has
+    /// acknowledged it. Default: none.
+    pub peers: Vec<String>,
+    /// Client networks allowed to send `PURGE` on the main listener without
+    /// the token. Default: `["127.0.0.1/32", "::1/128"]`.
+    pub allow_from: Vec<String>,
+    /// How long purge rules are kept; an object stored longer ago than this
+    /// is refetched, since a rule that covered it may be forgotten.
+    /// Default: `7d`.
+    #[serde(deserialize_with = "de_duration")]
+    pub rule_ttl: Duration,
+    /// Most items per list in one purge request. Default: `1000`.
+    pub max_items: usize,
+    /// Remove `Surrogate-Key` from responses to clients (it is an origin's
+    /// note to its CDN). Default: `true`.
+    pub strip_surrogate_key: bool,
+    /// Longest wait between two attempts to deliver a purge to a peer that
+    /// is down (the wait doubles from 200ms up to this). Default: `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_max: Duration,
+}
+
+impl Default for PurgeSettings {
+    fn default() -> Self {
+        PurgeSettings {
+            token: None,
+            peers: Vec::new(),
+            allow_from: vec!["127.0.0.1/32".into(), "::1/128".into()],
+            rule_ttl: Duration::from_secs(7 * 86_400),
+            max_items: 1000,
+            strip_surrogate_key: true,
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A value never printed: `Debug` and logs show `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A network in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0 to {max}"))?
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -264,6 +377,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             origins: Vec::new(),
             shields: Vec::new(),
+            purge: PurgeSettings::default(),
             cache: CacheConfig::default(),
             server: ServerConfig::default(),
             upstream: UpstreamConfig::default(),
@@ -539,6 +653,20 @@ impl Config {
         if http::StatusCode::from_u16(self.upstream.health.expect_status).is_err() {
             return Err(("upstream.health.expect_status", "not an HTTP status".into()));
         }
+        for net in &self.purge.allow_from {
+            if let Err(why) = net.parse::<IpNet>() {
+                return Err(("purge.allow_from", why));
+            }
+        }
+        if let Some(peer) = self.purge.peers.iter().find(|p| p.parse::<Peer>().is_err()) {
+            return Err((
+                "purge.peers",
+                format!("{peer:?} is not an http://HOST:PORT admin URL"),
+            ));
+        }
+        if self.purge.token.as_ref().is_some_and(|t| t.0.len() < 8) {
+            return Err(("purge.token", "must be at least 8 characters".into()));
+        }
         let slice = self.cache.slice_size;
         if slice.as_u64() != 0 && (slice < ByteSize::kib(64) || slice > ByteSize::mib(64)) {
             return Err((
@@ -564,6 +692,8 @@ impl Config {
             ("upstream.header_timeout", self.upstream.header_timeout),
             ("upstream.read_timeout", self.upstream.read_timeout),
             ("upstream.fail_timeout", self.upstream.fail_timeout),
+            ("purge.rule_ttl", self.purge.rule_ttl),
+            ("purge.retry_max", self.purge.retry_max),
             ("upstream.health.interval", self.upstream.health.interval),
             ("upstream.health.timeout", self.upstream.health.timeout),
         ];
@@ -727,6 +857,30 @@ path = "/healthz"
             .unwrap_err()
             .to_string();
         assert!(err.contains("weight"), "{err}");
+    }
+
+    #[test]
+    fn networks_contain_their_addresses() {
+        let net: IpNet = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:10.1.0.1".parse().unwrap()),
+            "v4-mapped"
+        );
+        let one: IpNet = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<IpNet>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        let c = parse("origins = [\"http://a\"]\n[purge]\nallow_from = [\"nope\"]\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "purge.allow_from");
+        let c = parse("origins = [\"http://a\"]\n[purge]\ntoken = \"0123456789\"\n").unwrap();
+        assert_eq!(format!("{:?}", c.purge.token), "Some(***)");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use purge_api::Verdict;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -245,6 +246,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 None
             }
         };
+        let found = found.and_then(|found| self.apply_purges(session, key, found));
         let client_body = self.request_body(body);
         // Whatever happens next involves the origin unless the cache answers;
         // a failure on the way still counts as a miss, not a pass.
@@ -331,6 +333,35 @@ impl<H: EdgeHooks> Proxy<H> {
             return Err(ProxyError::OnlyIfCached);
         }
         self.fill(session, key, client_body, ctx).await
+    }
+
+    /// What the purge rules make of a stored object: gone (hard purge), or
+    /// expired as of the purge (soft: stale windows count from then, and
+    /// the next use revalidates), or untouched.
+    fn apply_purges(&self, session: &Session, key: CacheKey, found: Found) -> Option<Found> {
+        let verdict = self.purger.verdict(
+            &key,
+            session.host(),
+            session.req.uri.path(),
+            &found.meta.tags,
+            found.meta.response_time,
+        );
+        match verdict {
+            Verdict::Valid => Some(found),
+            Verdict::Invalid => {
+                debug!("stored object purged");
+                None
+            }
+            Verdict::Stale(at) => {
+                let mut meta = (*found.meta).clone();
+                let age_then = policy::current_age(&meta.policy, meta.response_time, at);
+                meta.policy.lifetime = meta.policy.lifetime.min(age_then);
+                Some(Found {
+                    meta: Arc::new(meta),
+                    ..found
+                })
+            }
+        }
     }
 
     /// Waits (as long as a miss waits for a fill) for another request's

@@ -31,6 +31,7 @@ use tracing::{Instrument, Span, info, warn};
 
 use crate::body::{self, BodyEnd, ProxyBody, ReadTimeout};
 use crate::config::Config;
+use crate::config::IpNet;
 use crate::error::{BoxError, ErrorSource, ProxyError};
 use crate::headers;
 use crate::hooks::{EdgeHooks, RequestSummary, Session};
@@ -38,6 +39,7 @@ use crate::metrics::{Metrics, status_class};
 use crate::routing::Routing;
 use crate::server::{ConnActivity, RequestActivity};
 use crate::upstream::{ClientBodyError, Upstream};
+use purge_api::Purger;
 
 /// What the server tells the proxy about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -60,6 +62,10 @@ pub struct Proxy<H> {
     client_body_timeout: std::time::Duration,
     cache: Arc<cached::CacheLayer>,
     key_rules: Arc<cache::KeyRules>,
+    purger: Arc<Purger>,
+    /// Networks that may send `PURGE` without the token.
+    purge_from: Vec<IpNet>,
+    strip_surrogate_key: bool,
 }
 
 /// A response head and body as received from a peer, hop-by-hop fields
@@ -81,6 +87,7 @@ impl<H: EdgeHooks> Proxy<H> {
         hooks: H,
         metrics: Metrics,
         store: Store,
+        purger: Arc<Purger>,
         listen: SocketAddr,
     ) -> Self {
         Proxy {
@@ -100,7 +107,20 @@ impl<H: EdgeHooks> Proxy<H> {
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok()),
             client_body_timeout: config.server.client_body_timeout,
+            purger,
+            purge_from: config
+                .purge
+                .allow_from
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+            strip_surrogate_key: config.purge.strip_surrogate_key,
         }
+    }
+
+    /// The purge machinery, for the admin listener.
+    pub fn purger(&self) -> &Arc<Purger> {
+        &self.purger
     }
 
     /// Where misses go, for the admin listener and the health probes.
@@ -212,6 +232,9 @@ impl<H: EdgeHooks> Proxy<H> {
         if let Some(early) = self.hooks.request_filter(session, ctx).await {
             return Ok((early.map(body::full), None));
         }
+        if session.req.method.as_str() == "PURGE" {
+            return Ok((self.purge_method(session).await.map(body::full), None));
+        }
 
         session.cache_key = self.hooks.cache_key(session, ctx);
         let cacheable_method = matches!(session.req.method, Method::GET | Method::HEAD);
@@ -234,8 +257,38 @@ impl<H: EdgeHooks> Proxy<H> {
         };
         headers::append_via(&mut parts.headers, parts.version, &self.node_name);
         parts.version = Version::HTTP_11;
+        if self.strip_surrogate_key {
+            parts.headers.remove("surrogate-key");
+        }
         self.hooks.response_filter(session, &mut parts, ctx).await;
         Ok((Response::from_parts(parts, body), upstream_status))
+    }
+
+    /// `PURGE /path` (the Varnish and nginx habit): purges this URL, for
+    /// clients in `purge.allow_from` or bearing the purge token.
+    async fn purge_method(&self, session: &Session) -> Response<bytes::Bytes> {
+        let allowed = self
+            .purge_from
+            .iter()
+            .any(|net| net.contains(session.client_addr.ip()))
+            || self.purger.auth(&session.req.headers) == purge_api::Auth::Granted;
+        if !allowed {
+            return purge_api::ApiError::new(
+                StatusCode::FORBIDDEN,
+                "PURGE is allowed from purge.allow_from or with the purge token",
+            )
+            .to_response();
+        }
+        let url = format!(
+            "{}://{}{}",
+            session.downstream_scheme,
+            session.authority_for_key(),
+            session.path_and_query()
+        );
+        self.purger
+            .purge_url(&url)
+            .await
+            .unwrap_or_else(|err| err.to_response())
     }
 
     /// Phases 6–7a: picks the peer, sends the request (body streamed) and

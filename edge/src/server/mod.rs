@@ -30,7 +30,9 @@ use crate::config::{Config, ServerConfig};
 use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
+use cache::KeyRules;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
+use purge_api::{PurgeConfig, Purger};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +59,24 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Cache(#[from] cache::store::StoreError),
+    #[error(transparent)]
+    Purge(#[from] purge_api::PurgeError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// The purge machinery's settings from the config.
+fn purge_config(config: &Config) -> PurgeConfig {
+    PurgeConfig {
+        token: config.purge.token.as_ref().map(|t| t.0.clone()),
+        peers: config.purge.peers.clone(),
+        rule_ttl: config.purge.rule_ttl,
+        max_items: config.purge.max_items,
+        retry_max: config.purge.retry_max,
+        ..PurgeConfig::default()
+    }
 }
 
 /// A bound, not yet running, edge node.
@@ -106,8 +122,24 @@ impl<H: EdgeHooks> Server<H> {
             config.cache.disk.as_usize(),
         );
         let store = Store::open(&store_config, Some(registry.clone())).await?;
+        let purger = Purger::open(
+            &config.data_dir.join("purge"),
+            purge_config(&config),
+            store.clone(),
+            KeyRules {
+                ignore_query_params: config.cache.key_ignore_query_params.clone(),
+                sort_query: config.cache.key_sort_query,
+            },
+        )?;
         let listen = listener.local_addr().unwrap_or(config.listen);
-        let proxy = Arc::new(Proxy::new(&config, hooks, metrics.clone(), store, listen));
+        let proxy = Arc::new(Proxy::new(
+            &config,
+            hooks,
+            metrics.clone(),
+            store,
+            purger,
+            listen,
+        ));
         Ok(Server {
             config,
             _data_lock: data_lock,
@@ -156,9 +188,11 @@ impl<H: EdgeHooks> Server<H> {
         );
         crate::routing::spawn_probes(proxy.routing(), proxy.upstream(), &config);
         crate::routing::spawn_resolver(proxy.routing(), &config);
+        proxy.purger().spawn_background();
         let admin_state = Arc::new(AdminState::new(
             registry,
             proxy.routing().clone(),
+            proxy.purger().clone(),
             metrics.clone(),
         ));
         let (stop_admin, admin_stopped) = watch::channel(false);

@@ -1,0 +1,314 @@
+//! Purges as rules applied lazily at lookup: an object stored before a
+//! matching rule is invalid (hard) or stale (soft). Purging a tag that
+//! covers a million objects costs one map entry; checking an object costs
+//! one lookup per kind, per tag and per path segment.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cache::CacheKey;
+use serde::{Deserialize, Serialize};
+
+/// One accepted purge: what it covers and when it happened. Stored in
+/// RocksDB and forwarded to peers as it is (same id everywhere, so a
+/// repeated delivery changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeRecord {
+    pub id: String,
+    /// Milliseconds since the Unix epoch: objects stored before are hit.
+    pub at: u64,
+    pub soft: bool,
+    /// Cache keys (hex) of the exact URLs, next to the URLs for display.
+    pub url_keys: Vec<String>,
+    pub urls: Vec<String>,
+    /// `(host, path prefix)`, host lower-case without port, path without a
+    /// trailing slash (`/` for the whole host).
+    pub prefixes: Vec<(String, String)>,
+    pub hosts: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// What the rules say about a stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    /// Soft-purged at this time: serve only as stale, revalidate.
+    Stale(SystemTime),
+    /// Hard-purged (or older than any rule remembers): a miss.
+    Invalid,
+}
+
+/// The latest hard and soft purge times of one selector.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    hard: u64,
+    soft: u64,
+}
+
+impl Mark {
+    fn add(&mut self, at: u64, soft: bool) {
+        let slot = if soft { &mut self.soft } else { &mut self.hard };
+        *slot = (*slot).max(at);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    urls: HashMap<CacheKey, Mark>,
+    hosts: HashMap<String, Mark>,
+    prefixes: HashMap<(String, String), Mark>,
+    tags: HashMap<String, Mark>,
+}
+
+/// Every rule in force, indexed for the lookup path.
+#[derive(Debug)]
+pub struct RuleSet {
+    index: RwLock<Index>,
+    /// Records indexed; 0 lets the lookup path skip the lock entirely.
+    count: AtomicUsize,
+    /// Objects older than this are treated as absent: rules are forgotten
+    /// after it, so nothing they covered may outlive them.
+    ttl: Duration,
+}
+
+pub(crate) fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl RuleSet {
+    pub fn new(ttl: Duration) -> Self {
+        RuleSet {
+            index: RwLock::new(Index::default()),
+            count: AtomicUsize::new(0),
+            ttl,
+        }
+    }
+
+    /// Whether a record is past the point where it could still match.
+    pub fn expired(&self, record: &PurgeRecord, now: SystemTime) -> bool {
+        record
+            .at
+            .saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX))
+            < millis(now)
+    }
+
+    /// Adds a record's rules.
+    pub fn insert(&self, record: &PurgeRecord) {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        for hex in &record.url_keys {
+            if let Some(key) = key_from_hex(hex) {
+                index
+                    .urls
+                    .entry(key)
+                    .or_default()
+                    .add(record.at, record.soft);
+            }
+        }
+        for host in &record.hosts {
+            index
+                .hosts
+                .entry(host.clone())
+                .or_default()
+                .add(record.at, record.soft);
+        }
+        for prefix in &record.prefixes {
+            index
+                .prefixes
+                .entry(prefix.clone())
+                .or_default()
+                .add(record.at, record.soft);
+        }
+        for tag in &record.tags {
+            index
+                .tags
+                .entry(tag.clone())
+                .or_default()
+                .add(record.at, record.soft);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replaces every rule with those of `records` (after expiry).
+    pub fn rebuild<'a>(&self, records: impl IntoIterator<Item = &'a PurgeRecord>) {
+        let fresh = RuleSet::new(self.ttl);
+        for record in records {
+            fresh.insert(record);
+        }
+        let index = fresh.index.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+        self.count
+            .store(fresh.count.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Records in force.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The verdict on an object stored at `stored_at` under the primary key
+    /// `key`, for a request to `host` (without port) and `path` (without
+    /// query), carrying `tags`.
+    pub fn verdict(
+        &self,
+        key: &CacheKey,
+        host: &str,
+        path: &str,
+        tags: &[String],
+        stored_at: SystemTime,
+    ) -> Verdict {
+        let stored = millis(stored_at);
+        let now = millis(SystemTime::now());
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        if stored.saturating_add(ttl) < now {
+            return Verdict::Invalid;
+        }
+        if self.is_empty() {
+            return Verdict::Valid;
+        }
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let mut latest = Mark::default();
+        let mut seen = |mark: Option<&Mark>| {
+            if let Some(mark) = mark {
+                latest.hard = latest.hard.max(mark.hard);
+                latest.soft = latest.soft.max(mark.soft);
+            }
+        };
+        seen(index.urls.get(key));
+        if !index.hosts.is_empty() || !index.prefixes.is_empty() {
+            let host = host.to_ascii_lowercase();
+            seen(index.hosts.get(&host));
+            if !index.prefixes.is_empty() {
+                for prefix in path_prefixes(path) {
+                    seen(index.prefixes.get(&(host.clone(), prefix.to_owned())));
+                }
+            }
+        }
+        if !index.tags.is_empty() {
+            for tag in tags {
+                seen(index.tags.get(tag));
+            }
+        }
+        drop(index);
+        if latest.hard > stored {
+            Verdict::Invalid
+        } else if latest.soft > stored {
+            Verdict::Stale(UNIX_EPOCH + Duration::from_millis(latest.soft))
+        } else {
+            Verdict::Valid
+        }
+    }
+}
+
+/// `/a/b/c` → `/`, `/a`, `/a/b`, `/a/b/c`: the prefixes a prefix purge can
+/// name (segment boundaries only, so `/img` never matches `/imgs`).
+pub fn path_prefixes(path: &str) -> impl Iterator<Item = &str> {
+    let path = path.split('?').next().unwrap_or("/");
+    let trimmed = path.trim_end_matches('/');
+    std::iter::once("/").chain(
+        trimmed
+            .match_indices('/')
+            .skip(1)
+            .map(move |(i, _)| &trimmed[..i])
+            .chain((!trimmed.is_empty()).then_some(trimmed)),
+    )
+}
+
+fn key_from_hex(hex: &str) -> Option<CacheKey> {
+    let hash = blake3::Hash::from_hex(hex).ok()?;
+    Some(CacheKey::from_bytes(*hash.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn key(path: &str) -> CacheKey {
+        CacheKey::for_request(&Method::GET, "https", "example.com", path).unwrap()
+    }
+
+    fn record(at: SystemTime, soft: bool) -> PurgeRecord {
+        PurgeRecord {
+            id: "p1".into(),
+            at: millis(at),
+            soft,
+            url_keys: Vec::new(),
+            urls: Vec::new(),
+            prefixes: Vec::new(),
+            hosts: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+
+    fn ask(rules: &RuleSet, path: &str, tags: &[&str], stored: SystemTime) -> Verdict {
+        let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+        rules.verdict(&key(path), "Example.com", path, &tags, stored)
+    }
+
+    #[test]
+    fn prefixes_stop_at_segment_boundaries() {
+        let all: Vec<_> = path_prefixes("/a/b/c.js?x=1").collect();
+        assert_eq!(all, ["/", "/a", "/a/b", "/a/b/c.js"]);
+        assert_eq!(path_prefixes("/").collect::<Vec<_>>(), ["/"]);
+        assert_eq!(path_prefixes("/img/").collect::<Vec<_>>(), ["/", "/img"]);
+    }
+
+    #[test]
+    fn each_kind_of_rule_hits_only_what_it_names_and_only_older_objects() {
+        let rules = RuleSet::new(Duration::from_secs(3600));
+        let before = SystemTime::now() - Duration::from_secs(10);
+        let after = SystemTime::now() + Duration::from_secs(10);
+        let mut r = record(SystemTime::now(), false);
+        r.url_keys = vec![key("/exact").to_hex()];
+        r.prefixes = vec![("example.com".into(), "/img".into())];
+        r.tags = vec!["product-7".into()];
+        rules.insert(&r);
+        assert_eq!(ask(&rules, "/exact", &[], before), Verdict::Invalid);
+        assert_eq!(ask(&rules, "/exact", &[], after), Verdict::Valid);
+        assert_eq!(ask(&rules, "/img/a.png", &[], before), Verdict::Invalid);
+        assert_eq!(ask(&rules, "/img", &[], before), Verdict::Invalid);
+        assert_eq!(ask(&rules, "/imgs/a.png", &[], before), Verdict::Valid);
+        assert_eq!(
+            ask(&rules, "/other", &["product-7"], before),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            ask(&rules, "/other", &["product-8"], before),
+            Verdict::Valid
+        );
+    }
+
+    #[test]
+    fn soft_rules_make_objects_stale_and_hard_rules_win() {
+        let rules = RuleSet::new(Duration::from_secs(3600));
+        let stored = SystemTime::now() - Duration::from_secs(10);
+        let mut soft = record(SystemTime::now(), true);
+        soft.hosts = vec!["example.com".into()];
+        rules.insert(&soft);
+        assert!(matches!(ask(&rules, "/x", &[], stored), Verdict::Stale(_)));
+        let mut hard = record(SystemTime::now(), false);
+        hard.tags = vec!["t".into()];
+        rules.insert(&hard);
+        assert_eq!(ask(&rules, "/x", &["t"], stored), Verdict::Invalid);
+    }
+
+    #[test]
+    fn objects_older_than_any_rule_remembers_are_invalid_and_records_expire() {
+        let rules = RuleSet::new(Duration::from_secs(60));
+        let ancient = SystemTime::now() - Duration::from_secs(120);
+        assert_eq!(ask(&rules, "/x", &[], ancient), Verdict::Invalid);
+        let old = record(ancient, false);
+        assert!(rules.expired(&old, SystemTime::now()));
+        assert!(!rules.expired(&record(SystemTime::now(), false), SystemTime::now()));
+        rules.insert(&old);
+        rules.rebuild(std::iter::empty());
+        assert!(rules.is_empty());
+    }
+}
