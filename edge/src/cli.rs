@@ -32,15 +32,16 @@ pub struct Cli {
     )]
     pub origins: Vec<Peer>,
 
-    /// Shield node URL (another edge), `http://HOST:PORT`; repeat for several.
-    /// Give every node of a tier the same list.
+    /// Shield node (another edge), `http://HOST:PORT` or `NAME=http://HOST:PORT`
+    /// (NAME is its --node-name, so a node recognises itself); repeat for
+    /// several. Give every node of a tier the same list.
     #[arg(
         long = "shield",
-        value_name = "URL",
+        value_name = "[NAME=]URL",
         env = "EDGE_SHIELD",
         value_delimiter = ','
     )]
-    pub shields: Vec<Peer>,
+    pub shields: Vec<ShieldArg>,
 
     /// How requests are spread over the origins: round_robin, weighted,
     /// least_conn, p2c, hash_key, hash_ip [default: round_robin]
@@ -105,6 +106,26 @@ pub struct Cli {
     pub log_format: Option<LogFormat>,
 }
 
+/// `--shield [NAME=]URL`.
+#[derive(Debug, Clone)]
+pub struct ShieldArg {
+    pub name: Option<String>,
+    pub peer: Peer,
+}
+
+impl std::str::FromStr for ShieldArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, url) = match s.split_once('=') {
+            Some((name, url)) if !name.contains("://") => (Some(name.trim().to_owned()), url),
+            _ => (None, s),
+        };
+        let peer = url.trim().parse::<Peer>().map_err(|e| e.to_string())?;
+        Ok(ShieldArg { name, peer })
+    }
+}
+
 impl Cli {
     /// The flag that sets a config key, for error messages.
     pub fn flag_for(key: &str) -> Option<&'static str> {
@@ -153,9 +174,9 @@ impl Cli {
             config.shields = self
                 .shields
                 .iter()
-                .map(|peer| ShieldPeer {
-                    peer: peer.clone().with_role(Role::Shield),
-                    name: None,
+                .map(|arg| ShieldPeer {
+                    peer: arg.peer.clone().with_role(Role::Shield),
+                    name: arg.name.clone(),
                 })
                 .collect();
         }

@@ -88,6 +88,8 @@ impl Routing {
             return Err(ProxyError::LoopDetected(hops.len()));
         }
         let passed_here = hops.iter().any(|h| h == &self.node_name);
+        // (A client can claim to have passed here and so skip the shields;
+        // it gains nothing a cache-busting query string would not give it.)
         let pick = Pick {
             key_hash: key.map(|k| ring::first_u64(k.as_bytes())),
             client_hash: ring::hash_bytes(client.to_string().as_bytes()),
@@ -100,9 +102,11 @@ impl Routing {
         {
             let order = shields.order(&pick);
             let own = self.own_shield.as_ref();
-            // A node that owns the key itself fetches it from the origins.
-            let owns_key =
-                own.is_some_and(|own| order.first().is_some_and(|m| m.peer.authority() == own));
+            // A node that owns the key itself fetches it from the origins
+            // (ownership by the ring alone: a node never sends its own keys
+            // elsewhere because a probe of itself failed).
+            let owner = pick.key_hash.and_then(|h| shields.owner(h));
+            let owns_key = own.is_some_and(|own| owner.is_some_and(|m| m.peer.authority() == own));
             if !owns_key {
                 targets.extend(
                     order
@@ -113,6 +117,15 @@ impl Routing {
         }
         targets.extend(self.origins.order(&pick));
         Ok(targets)
+    }
+
+    /// Whether the request already passed through this node: it must not
+    /// wait on this node's own fetch of the same key (that fetch is what
+    /// brought it back here).
+    pub fn passed_here(&self, headers: &HeaderMap) -> bool {
+        cdn_loop_entries(headers)
+            .iter()
+            .any(|h| h == &self.node_name)
     }
 
     /// Appends this node to the request's `CDN-Loop`.
@@ -136,6 +149,9 @@ impl Routing {
 
     /// Sets the peer gauges (called when metrics are scraped).
     pub fn export(&self, metrics: &Metrics) {
+        // Members that left (DNS) must not linger with their last value.
+        metrics.peer_up.reset();
+        metrics.peer_active.reset();
         for (role, pool) in self.pools() {
             for member in pool.members().iter() {
                 let peer = member.peer.to_string();
@@ -275,6 +291,8 @@ pub fn spawn_probes(routing: &Arc<Routing>, upstream: &Arc<Upstream>, config: &C
     let Some(path) = config.upstream.health.path.clone() else {
         return;
     };
+    // Virtual-hosted origins answer the name they serve, not an address.
+    let host = config.upstream.host_header.clone();
     let check = config.upstream.health.clone();
     let expect = StatusCode::from_u16(check.expect_status).unwrap_or(StatusCode::OK);
     let weak = Arc::downgrade(routing);
@@ -296,8 +314,17 @@ pub fn spawn_probes(routing: &Arc<Routing>, upstream: &Arc<Upstream>, config: &C
             for (role, member) in members {
                 let upstream = upstream.clone();
                 let path = path.clone();
+                let host = host.clone();
                 probes.spawn(async move {
-                    let ok = probe(&upstream, &member, &path, check.timeout, expect).await;
+                    let ok = probe(
+                        &upstream,
+                        &member,
+                        &path,
+                        host.as_deref(),
+                        check.timeout,
+                        expect,
+                    )
+                    .await;
                     if let Some(up) = member.health.probe(ok) {
                         let state = if up { "up" } else { "down" };
                         info!(peer = %member.peer, role, state, "health check changed state");
@@ -313,12 +340,14 @@ async fn probe(
     upstream: &Upstream,
     member: &Member,
     path: &str,
+    host: Option<&str>,
     timeout: Duration,
     expect: StatusCode,
 ) -> bool {
     let uri = member.peer.uri_for(path.parse().ok().as_ref());
+    let host = host.unwrap_or(member.peer.authority().as_str());
     let req = match Request::get(uri)
-        .header(http::header::HOST, member.peer.authority().as_str())
+        .header(http::header::HOST, host)
         .header(http::header::USER_AGENT, "edge-health-check")
         .body(body::empty())
     {

@@ -194,6 +194,14 @@ impl Pool {
         self.membership().members.is_empty()
     }
 
+    /// The member the ring gives `hash` to, whatever its health (to know
+    /// whose key it is, not where to send it).
+    pub fn owner(&self, hash: u64) -> Option<Arc<Member>> {
+        let membership = self.membership();
+        let i = membership.ring.primary(hash)?;
+        membership.members.get(i).cloned()
+    }
+
     /// The members in the order a request should try them.
     pub fn order(&self, pick: &Pick) -> Vec<Arc<Member>> {
         let membership = self.membership();

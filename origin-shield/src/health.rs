@@ -138,17 +138,31 @@ impl PeerHealth {
     pub fn record_failure(&self) -> bool {
         self.failures_total.fetch_add(1, Ordering::Relaxed);
         let in_row = self.failures_in_row.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.policy.max_fails == 0 || in_row < self.policy.max_fails || self.is_ejected() {
+        if self.policy.max_fails == 0 || in_row < self.policy.max_fails {
             return false;
         }
-        let ejections = self.ejections_in_row.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let current = self.ejected_until.load(Ordering::Relaxed);
+        if current > now {
+            return false;
+        }
+        let ejections = self.ejections_in_row.load(Ordering::Relaxed);
         let backoff = self
             .policy
             .fail_timeout
             .saturating_mul(1u32 << ejections.min(16))
             .min(self.policy.max_ejection);
-        let until = now_ms().saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
-        self.ejected_until.store(until, Ordering::Relaxed);
+        let until = now.saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
+        // One ejection per streak even when failures arrive together: only
+        // the failure that moves `ejected_until` counts.
+        if self
+            .ejected_until
+            .compare_exchange(current, until, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.ejections_in_row.fetch_add(1, Ordering::Relaxed);
         // Once the ejection ends, one more failure in a row re-ejects the
         // peer with a longer backoff; a success resets everything.
         self.failures_in_row

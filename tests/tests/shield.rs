@@ -101,24 +101,77 @@ async fn when_a_shield_stops_only_its_keys_move_and_requests_keep_succeeding() {
     let origin = MockOrigin::start().await;
     let a = shield(&origin, "shield-a").await;
     let b = shield(&origin, "shield-b").await;
-    let list = shield_list(&[&a, &b]);
+    let c = shield(&origin, "shield-c").await;
+    let list = shield_list(&[&a, &b, &c]);
     let before = edge_behind(&origin, "edge-1", list.clone()).await;
     let mut owner = Vec::new();
-    for n in 0..60 {
+    for n in 0..90 {
         let path = format!("/k/{n}");
         origin.route(&path, cacheable("x"));
-        owner.push(via_shield(&get(&before.url(&path)).await));
+        let resp = get_with(&before.url(&path), &[("host", "cdn.test")]).await;
+        owner.push(via_shield(&resp));
     }
-    assert!(owner.iter().any(|o| o == "shield-b"));
+    for name in ["shield-a", "shield-b", "shield-c"] {
+        assert!(owner.iter().any(|o| o == name), "{name} owns nothing");
+    }
     b.stop().await;
     // A new edge (nothing cached) with the same list: B's keys fall
-    // through to A; A's keys stay where they were.
+    // through down the ring; A's and C's keys stay where they were.
     let after = edge_behind(&origin, "edge-2", list).await;
+    let mut moved_to = std::collections::HashSet::new();
     for (n, was) in owner.iter().enumerate() {
-        let resp = get(&after.url(&format!("/k/{n}"))).await;
+        let resp = get_with(&after.url(&format!("/k/{n}")), &[("host", "cdn.test")]).await;
         assert_eq!(resp.status(), 200, "key {n} after shield-b stopped");
-        assert_eq!(via_shield(&resp), "shield-a", "key {n} (was on {was})");
+        let now = via_shield(&resp);
+        if was == "shield-b" {
+            assert_ne!(now, "shield-b");
+            moved_to.insert(now);
+        } else {
+            assert_eq!(&now, was, "key {n} moved though its shield is up");
+        }
     }
+    assert_eq!(moved_to.len(), 2, "B's keys spread over both others");
+}
+
+#[tokio::test]
+async fn shields_that_share_one_list_fetch_their_own_keys_without_a_detour() {
+    let origin = MockOrigin::start().await;
+    let ports = [closed_port(), closed_port()];
+    let list: Vec<ShieldPeer> = ports
+        .iter()
+        .map(|p| ShieldPeer {
+            peer: format!("http://127.0.0.1:{p}").parse().expect("peer"),
+            name: None,
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let list = list.clone();
+        let port = *port;
+        nodes.push(
+            TestEdge::start_with(&origin.url(), move |c| {
+                c.node_name = format!("shield-{i}");
+                c.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+                c.shields = list;
+            })
+            .await,
+        );
+    }
+    let started = std::time::Instant::now();
+    for n in 0..30 {
+        let path = format!("/flat/{n}");
+        origin.route(&path, cacheable("flat"));
+        for node in &nodes {
+            let resp = get_with(&node.url(&path), &[("host", "cdn.test")]).await;
+            assert_eq!(resp.status(), 200);
+        }
+        assert_eq!(origin.hits(&path), 1, "{path}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no request waited on itself: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -144,9 +197,15 @@ async fn a_loop_between_two_misconfigured_shields_is_cut() {
     };
     let a = start("shield-a", port_a, port_b).await;
     let _b = start("shield-b", port_b, port_a).await;
+    let started = std::time::Instant::now();
     let resp = tokio::time::timeout(Duration::from_secs(10), get(&a.url("/loop")))
         .await
         .expect("no endless loop");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the loop was cut at once, not after a fill timeout: {:?}",
+        started.elapsed()
+    );
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.body(), "no loop");
     assert_eq!(origin.hits("/loop"), 1);
@@ -313,4 +372,29 @@ async fn age_accumulates_across_the_tier() {
     let hit_age: u64 = hit.headers()["age"].to_str().unwrap().parse().unwrap();
     assert!(hit_age >= age, "{hit_age} < {age}");
     assert_eq!(origin.hits("/aged"), 1);
+}
+
+#[tokio::test]
+async fn the_concurrency_cap_turns_excess_requests_away_with_503() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/slow",
+        Reply::ok("slow")
+            .header("cache-control", "no-store")
+            .delay(Duration::from_millis(800)),
+    );
+    let edge = TestEdge::start_with(&origin.url(), |c| c.upstream.max_conns = 1).await;
+    let first = tokio::spawn({
+        let url = edge.url("/slow?a");
+        async move { get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = get(&edge.url("/slow?b")).await;
+    assert_eq!(second.status(), 503, "the only origin is full");
+    assert_eq!(first.await.expect("first").status(), 200);
+    // The slot is free again once the first response is done.
+    assert_eq!(get(&edge.url("/slow?c")).await.status(), 200);
+    let metrics = get(&edge.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    assert!(text.contains("kind=\"circuit_open\""), "{text}");
 }

@@ -755,8 +755,8 @@ impl PeerEntry {
             PeerEntry::Url(url) => (url, None, None),
             PeerEntry::Table { url, weight, name } => (url, weight, name),
         };
-        if weight == Some(0) {
-            return Err(E::custom(format!("{url}: weight must be at least 1")));
+        if weight.is_some_and(|w| w == 0 || w > 100) {
+            return Err(E::custom(format!("{url}: weight must be 1 to 100")));
         }
         let peer = url
             .parse::<Peer>()

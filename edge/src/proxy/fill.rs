@@ -90,6 +90,12 @@ impl<H: EdgeHooks> Proxy<H> {
         ctx: &mut H::Ctx,
     ) -> Result<Served, ProxyError> {
         session.cache_tier = None;
+        if self.routing.passed_here(&session.req.headers) {
+            // Back at this node through a shield loop: this node's own fetch
+            // of the key is what sent it round, so waiting on it would wait
+            // on ourselves.
+            return self.bypass(session, key, client_body, ctx).await;
+        }
         if self.cache.slice_size > 0
             && session.req.method == Method::GET
             && session.req.headers.contains_key(header::RANGE)

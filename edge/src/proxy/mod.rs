@@ -346,8 +346,15 @@ impl<H: EdgeHooks> Proxy<H> {
         let mut may_retry = idempotent;
         let mut last_err = ProxyError::NoPeer;
         let mut at = 0;
+        let mut busy_seen = false;
         while let Some((peer, member)) = targets.get(at) {
             let more = at + 1 < targets.len();
+            if busy_seen && member.as_ref().is_some_and(|m| !m.health.is_up()) {
+                // Live peers are full: overflow must not land on the ones
+                // that are down.
+                at += 1;
+                continue;
+            }
             let in_flight = match member {
                 Some(member) => match member.health.try_acquire() {
                     Some(guard) => Some(guard),
@@ -355,6 +362,7 @@ impl<H: EdgeHooks> Proxy<H> {
                         // At its concurrency cap: the next peer, or 503.
                         self.peer_failed(member, "circuit_open", false);
                         last_err = ProxyError::PeersBusy;
+                        busy_seen = true;
                         at += 1;
                         continue;
                     }
@@ -370,7 +378,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 Ok(resp) => {
                     let (mut parts, body) = resp.into_parts();
                     if let Some(member) = member {
-                        if parts.status.is_server_error() {
+                        if unhealthy_status(member, parts.status) {
                             self.peer_failed(member, "status", true);
                         } else {
                             member.health.record_success();
@@ -393,7 +401,10 @@ impl<H: EdgeHooks> Proxy<H> {
             if let Some(member) = member
                 && err.source_side() == ErrorSource::Upstream
             {
-                self.peer_failed(member, err.as_str(), true);
+                // A stalled upload may be the client's doing as much as the
+                // peer's: counted, but never held against the peer.
+                let counts = !matches!(err, ProxyError::SendTimeout { .. });
+                self.peer_failed(member, err.as_str(), counts);
             }
             let retry = match &err {
                 // Nothing reached the peer: the next one, at no cost to the
@@ -403,9 +414,12 @@ impl<H: EdgeHooks> Proxy<H> {
                 {
                     Some(("connect", 1))
                 }
+                // Most often a pooled connection the peer had just closed:
+                // the next peer in order, or this one again on a fresh
+                // connection if it is the only one.
                 ProxyError::Upstream { .. } if may_retry && self.routing.budget.try_spend() => {
                     may_retry = false;
-                    Some(("broken", 0))
+                    Some(("broken", usize::from(more)))
                 }
                 ProxyError::HeaderTimeout { .. }
                     if idempotent && more && self.routing.budget.try_spend() =>
@@ -591,6 +605,18 @@ impl<H: EdgeHooks> Drop for Finisher<H> {
             self.record(status, BodyEnd::Aborted, 0);
         }
     }
+}
+
+/// Whether a response status says the peer itself is unwell. Only an
+/// origin's 502/503/504 count: a 500 is usually one broken page, a 508 or a
+/// 4xx the request's own doing, and a shield's 5xx is mostly the origin's
+/// failure relayed (ejecting the shield would only move its keys).
+fn unhealthy_status(member: &Member, status: StatusCode) -> bool {
+    member.peer.role() == Role::Origin
+        && matches!(
+            status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        )
 }
 
 /// Refuses requests no origin should see (RFC 9112 §3.2: an HTTP/1.1
