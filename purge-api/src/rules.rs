@@ -58,7 +58,9 @@ impl Mark {
 struct Index {
     urls: HashMap<CacheKey, Mark>,
     hosts: HashMap<String, Mark>,
-    prefixes: HashMap<(String, String), Mark>,
+    /// Keyed `host` + `\0` + `path prefix`, so a lookup can probe with one
+    /// reused buffer instead of allocating a key per path segment.
+    prefixes: HashMap<String, Mark>,
     tags: HashMap<String, Mark>,
 }
 
@@ -114,10 +116,10 @@ impl RuleSet {
                 .or_default()
                 .add(record.at, record.soft);
         }
-        for prefix in &record.prefixes {
+        for (host, path) in &record.prefixes {
             index
                 .prefixes
-                .entry(prefix.clone())
+                .entry(format!("{host}\0{path}"))
                 .or_default()
                 .add(record.at, record.soft);
         }
@@ -182,11 +184,21 @@ impl RuleSet {
         };
         seen(index.urls.get(key));
         if !index.hosts.is_empty() || !index.prefixes.is_empty() {
-            let host = host.to_ascii_lowercase();
-            seen(index.hosts.get(&host));
+            let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                host.to_ascii_lowercase().into()
+            } else {
+                host.into()
+            };
+            seen(index.hosts.get(host.as_ref()));
             if !index.prefixes.is_empty() {
+                let mut probe = String::with_capacity(host.len() + 1 + path.len());
+                probe.push_str(&host);
+                probe.push('\0');
+                let base = probe.len();
                 for prefix in path_prefixes(path) {
-                    seen(index.prefixes.get(&(host.clone(), prefix.to_owned())));
+                    probe.truncate(base);
+                    probe.push_str(prefix);
+                    seen(index.prefixes.get(probe.as_str()));
                 }
             }
         }
