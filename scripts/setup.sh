@@ -5,10 +5,17 @@
 # - libclang-dev: the rocksdb crate always generates its bindings with bindgen.
 # - librocksdb-dev: linking Debian's RocksDB (see .cargo/config.toml) instead of
 #   compiling it from source cuts a cold build from ~35 min to ~1 min.
+# With --test (from scripts/test), also what the tests drive:
+# - chromium: the /dashboard page is checked in headless Chromium.
 set -euo pipefail
 
+packages=(libclang-dev librocksdb-dev)
+if [ "${1:-}" = "--test" ]; then
+  packages+=(chromium)
+fi
+
 missing=()
-for pkg in libclang-dev librocksdb-dev; do
+for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$pkg")
   fi

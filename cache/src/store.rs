@@ -231,6 +231,17 @@ pub struct Store {
     cache: HybridCache<StoreKey, StoreValue>,
     chunk_size: usize,
     inline_max: usize,
+    disk_bytes: usize,
+}
+
+/// How full the memory tier is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Bytes held, as weighed (see `ObjectMeta::memory_size`).
+    pub bytes: usize,
+    pub capacity: usize,
+    /// Entries: object heads, Vary records and body chunks.
+    pub entries: usize,
 }
 
 impl Store {
@@ -281,6 +292,7 @@ impl Store {
             cache,
             chunk_size: config.chunk_size,
             inline_max: config.inline_max,
+            disk_bytes: config.disk_bytes,
         })
     }
 
@@ -290,6 +302,21 @@ impl Store {
 
     pub fn inline_max(&self) -> usize {
         self.inline_max
+    }
+
+    /// The memory tier's fill; cheap (a few atomic reads).
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let memory = self.cache.memory();
+        MemoryUsage {
+            bytes: memory.usage(),
+            capacity: memory.capacity(),
+            entries: memory.entries(),
+        }
+    }
+
+    /// The disk tier's size.
+    pub fn disk_capacity(&self) -> usize {
+        self.disk_bytes
     }
 
     /// What `key` names, and which tier had it; `None` when absent.

@@ -1,6 +1,7 @@
 //! The admin listener: `/healthz` and `/metrics` for load balancers and
 //! Prometheus, `/peers` for operators (each peer's health as JSON), and the
-//! purge API (`/purge`, handled by the `purge-api` crate). Bound to loopback by default; never expose it publicly.
+//! purge API (`/purge`, handled by the `purge-api` crate); `/stats.json`
+//! and the live `/dashboard` page that polls it. Bound to loopback by default; never expose it publicly.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,10 +18,28 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::metrics::Metrics;
 use crate::routing::Routing;
+use crate::stats;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use purge_api::Purger;
+
+/// Live state behind the metrics that are read at scrape time.
+pub trait Live: Send + Sync {
+    /// Sets the gauges read from live state.
+    fn export_gauges(&self);
+}
+
+impl std::fmt::Debug for dyn Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+impl<H: crate::EdgeHooks> Live for crate::proxy::Proxy<H> {
+    fn export_gauges(&self) {
+        crate::proxy::Proxy::export_gauges(self);
+    }
+}
 
 /// What admin handlers read.
 #[derive(Debug)]
@@ -28,7 +47,9 @@ pub struct AdminState {
     registry: Registry,
     routing: Arc<Routing>,
     purger: Arc<Purger>,
-    metrics: Metrics,
+    live: Arc<dyn Live>,
+    node: String,
+    started: std::time::Instant,
     /// Set once shutdown begins, so `/healthz` tells load balancers to stop
     /// sending new traffic.
     pub draining: AtomicBool,
@@ -39,13 +60,16 @@ impl AdminState {
         registry: Registry,
         routing: Arc<Routing>,
         purger: Arc<Purger>,
-        metrics: Metrics,
+        live: Arc<dyn Live>,
+        node: String,
     ) -> Self {
         AdminState {
             registry,
             routing,
             purger,
-            metrics,
+            live,
+            node,
+            started: std::time::Instant::now(),
             draining: AtomicBool::new(false),
         }
     }
@@ -87,6 +111,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
         });
     }
 }
+
+/// The live page: HTML, CSS and JS in one file, no external assets.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Largest purge request body read.
 const MAX_PURGE_BODY: usize = 1 << 20;
@@ -140,8 +167,40 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode peers\n")
             }
         },
+        "/stats.json" => {
+            state.live.export_gauges();
+            let stats = stats::snapshot(&state.registry, &state.node, state.started);
+            match serde_json::to_vec(&stats) {
+                Ok(json) => {
+                    let mut resp = text(StatusCode::OK, "");
+                    *resp.body_mut() = Full::new(Bytes::from(json));
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("application/json"),
+                    );
+                    resp.headers_mut().insert(
+                        header::CACHE_CONTROL,
+                        header::HeaderValue::from_static("no-store"),
+                    );
+                    resp
+                }
+                Err(err) => {
+                    warn!(error = %err, "cannot encode stats");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode stats\n")
+                }
+            }
+        }
+        "/dashboard" => {
+            let mut resp = text(StatusCode::OK, "");
+            *resp.body_mut() = Full::new(Bytes::from_static(DASHBOARD.as_bytes()));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            resp
+        }
         "/metrics" => {
-            state.routing.export(&state.metrics);
+            state.live.export_gauges();
             let mut out = String::new();
             match TextEncoder::new().encode_utf8(&state.registry.gather(), &mut out) {
                 Ok(()) => {
@@ -161,7 +220,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /metrics, /peers or /purge\n",
+            "not found: try /healthz, /metrics, /stats.json, /dashboard, /peers or /purge\n",
         ),
     }
 }

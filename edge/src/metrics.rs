@@ -3,8 +3,7 @@
 //! live in [`names`] so dashboards and code agree.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric name `edge` exports, in one place.
@@ -19,6 +18,15 @@ pub mod names {
     pub const ORIGIN_REQUESTS_TOTAL: &str = "edge_origin_requests_total";
     pub const ORIGIN_ERRORS_TOTAL: &str = "edge_origin_errors_total";
     pub const ORIGIN_DURATION_SECONDS: &str = "edge_origin_response_header_seconds";
+    pub const TIME_TO_FIRST_BYTE_SECONDS: &str = "edge_time_to_first_byte_seconds";
+    pub const FILLS_IN_FLIGHT: &str = "edge_fills_in_flight";
+    pub const FILL_WINDOW_BYTES: &str = "edge_fill_window_bytes";
+    pub const CACHE_BYTES: &str = "edge_cache_bytes";
+    pub const CACHE_CAPACITY_BYTES: &str = "edge_cache_capacity_bytes";
+    pub const CACHE_ENTRIES: &str = "edge_cache_entries";
+    pub const PURGES_TOTAL: &str = "edge_purges_total";
+    pub const PURGE_RULES: &str = "edge_purge_rules";
+    pub const PURGE_BACKLOG: &str = "edge_purge_backlog";
     pub const PEER_UP: &str = "edge_peer_up";
     pub const PEER_ACTIVE: &str = "edge_peer_active_requests";
     pub const PEER_FAILURES_TOTAL: &str = "edge_peer_failures_total";
@@ -38,8 +46,11 @@ pub struct Metrics {
     /// Requests by status class (`2xx` …), how the body ended and cache
     /// status (`HIT`, `MISS` …): request hit ratio.
     pub requests: IntCounterVec,
-    /// Request duration, head received to body end, by status class.
+    /// Request duration, head received to body end, by status class and
+    /// cache status.
     pub request_duration: HistogramVec,
+    /// Request head received to response head ready, by cache status.
+    pub time_to_first_byte: HistogramVec,
     /// Body bytes sent to clients by cache status and source (memory,
     /// disk, origin, edge): byte hit ratio and tier share.
     pub response_bytes: IntCounterVec,
@@ -49,12 +60,27 @@ pub struct Metrics {
     pub cache_collapsed: IntCounter,
     pub open_connections: IntGauge,
     pub connections: IntCounter,
-    /// Upstream responses by status class.
+    /// Upstream responses by peer and status class.
     pub origin_requests: IntCounterVec,
     /// Upstream failures by kind (`connect`, `header_timeout` …).
     pub origin_errors: IntCounterVec,
-    /// Time from sending a request upstream to its response head.
-    pub origin_duration: Histogram,
+    /// Time from sending a request upstream to its response head, by peer.
+    pub origin_duration: HistogramVec,
+    /// Fills (origin fetches shared by readers) in flight; set at scrape.
+    pub fills_in_flight: IntGauge,
+    /// Body bytes fills hold in memory for their readers; set at scrape.
+    pub fill_window_bytes: IntGauge,
+    /// Bytes and entries held per tier, and each tier's size; set at
+    /// scrape (the disk tier's fill is in foyer's `foyer_storage_*`).
+    pub cache_bytes: IntGaugeVec,
+    pub cache_capacity_bytes: IntGaugeVec,
+    pub cache_entries: IntGaugeVec,
+    /// Purge items accepted, by kind (`url`, `prefix`, `host`, `tag`, and
+    /// `replicated` for whole purges received from peers).
+    pub purges: IntCounterVec,
+    /// Purges in force, and purges still owed to peers; set at scrape.
+    pub purge_rules: IntGauge,
+    pub purge_backlog: IntGauge,
     /// 1 while a peer gets traffic (probes say up, not ejected), by peer
     /// and role (`origin`, `shield`); set when metrics are scraped.
     pub peer_up: IntGaugeVec,
@@ -83,7 +109,15 @@ impl Metrics {
                     "Client request duration, head received to body end",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
-                &["status_class"],
+                &["status_class", "cache_status"],
+            )?,
+            time_to_first_byte: HistogramVec::new(
+                HistogramOpts::new(
+                    names::TIME_TO_FIRST_BYTE_SECONDS,
+                    "Request head received to response head ready, by cache status",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["cache_status"],
             )?,
             response_bytes: IntCounterVec::new(
                 Opts::new(
@@ -108,18 +142,51 @@ impl Metrics {
             connections: IntCounter::new(names::CONNECTIONS_TOTAL, "Client connections accepted")?,
             origin_requests: IntCounterVec::new(
                 Opts::new(names::ORIGIN_REQUESTS_TOTAL, "Upstream responses received"),
-                &["status_class"],
+                &["peer", "status_class"],
             )?,
             origin_errors: IntCounterVec::new(
                 Opts::new(names::ORIGIN_ERRORS_TOTAL, "Upstream requests that failed"),
                 &["kind"],
             )?,
-            origin_duration: Histogram::with_opts(
+            origin_duration: HistogramVec::new(
                 HistogramOpts::new(
                     names::ORIGIN_DURATION_SECONDS,
                     "Upstream time to response head",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
+                &["peer"],
+            )?,
+            fills_in_flight: IntGauge::new(
+                names::FILLS_IN_FLIGHT,
+                "Origin fetches in flight that readers share",
+            )?,
+            fill_window_bytes: IntGauge::new(
+                names::FILL_WINDOW_BYTES,
+                "Body bytes in-flight fills hold in memory for their readers",
+            )?,
+            cache_bytes: IntGaugeVec::new(
+                Opts::new(names::CACHE_BYTES, "Bytes held by a cache tier"),
+                &["tier"],
+            )?,
+            cache_capacity_bytes: IntGaugeVec::new(
+                Opts::new(names::CACHE_CAPACITY_BYTES, "Size of a cache tier"),
+                &["tier"],
+            )?,
+            cache_entries: IntGaugeVec::new(
+                Opts::new(
+                    names::CACHE_ENTRIES,
+                    "Entries held by a cache tier (heads, Vary records, body chunks)",
+                ),
+                &["tier"],
+            )?,
+            purges: IntCounterVec::new(
+                Opts::new(names::PURGES_TOTAL, "Purge items accepted, by kind"),
+                &["kind"],
+            )?,
+            purge_rules: IntGauge::new(names::PURGE_RULES, "Purges in force")?,
+            purge_backlog: IntGauge::new(
+                names::PURGE_BACKLOG,
+                "Purge deliveries still owed to cluster peers",
             )?,
             peer_up: IntGaugeVec::new(
                 Opts::new(
@@ -154,6 +221,14 @@ impl Metrics {
                 &["reason"],
             )?,
         };
+        // Known label sets start at 0, so dashboards see them before the
+        // first event (and a rate over them is 0, not "no data").
+        for kind in ["url", "prefix", "host", "tag", "replicated"] {
+            m.purges.with_label_values(&[kind]);
+        }
+        for reason in ["connect", "broken", "timeout"] {
+            m.upstream_retries.with_label_values(&[reason]);
+        }
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.response_bytes.clone()))?;
@@ -164,6 +239,15 @@ impl Metrics {
         registry.register(Box::new(m.origin_requests.clone()))?;
         registry.register(Box::new(m.origin_errors.clone()))?;
         registry.register(Box::new(m.origin_duration.clone()))?;
+        registry.register(Box::new(m.time_to_first_byte.clone()))?;
+        registry.register(Box::new(m.fills_in_flight.clone()))?;
+        registry.register(Box::new(m.fill_window_bytes.clone()))?;
+        registry.register(Box::new(m.cache_bytes.clone()))?;
+        registry.register(Box::new(m.cache_capacity_bytes.clone()))?;
+        registry.register(Box::new(m.cache_entries.clone()))?;
+        registry.register(Box::new(m.purges.clone()))?;
+        registry.register(Box::new(m.purge_rules.clone()))?;
+        registry.register(Box::new(m.purge_backlog.clone()))?;
         registry.register(Box::new(m.peer_up.clone()))?;
         registry.register(Box::new(m.peer_active.clone()))?;
         registry.register(Box::new(m.peer_failures.clone()))?;

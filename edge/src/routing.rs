@@ -164,6 +164,11 @@ impl Routing {
                     .peer_active
                     .with_label_values(&[&peer, role])
                     .set(i64::from(health.active));
+                // Failure series exist (at 0) for every peer.
+                metrics
+                    .peer_failures
+                    .with_label_values(&[&peer, role, "connect"]);
+                metrics.peer_ejections.with_label_values(&[&peer, role]);
             }
         }
     }

@@ -129,12 +129,14 @@ impl Upstream {
     ) -> Result<UpstreamResponse, ProxyError> {
         match &result {
             Ok(resp) => {
+                let peer = peer.to_string();
                 self.metrics
                     .origin_duration
+                    .with_label_values(&[&peer])
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics
                     .origin_requests
-                    .with_label_values(&[status_class(resp.status())])
+                    .with_label_values(&[&peer, status_class(resp.status())])
                     .inc();
             }
             Err(err) if err.source_side() == crate::error::ErrorSource::Upstream => {

@@ -104,6 +104,7 @@ pub fn parse_request(
         prefixes: Vec::new(),
         hosts: Vec::new(),
         tags: Vec::new(),
+        all: false,
     };
     for url in &request.urls {
         let key =
@@ -132,6 +133,61 @@ pub fn parse_request(
             )));
         }
         record.tags.push(tag.clone());
+    }
+    Ok(record)
+}
+
+/// Checks a purge forwarded by a peer as strictly as a client's, and
+/// rebuilds what depends on this node's own settings (URL keys under its
+/// key rules). The time is set by the caller.
+pub fn check_forwarded(
+    mut record: PurgeRecord,
+    rules: &KeyRules,
+    max_items: usize,
+) -> Result<PurgeRecord, ApiError> {
+    if record.id.is_empty()
+        || record.id.len() > 64
+        || !record
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(ApiError::bad("forwarded purge: bad id"));
+    }
+    if record.all {
+        return Err(ApiError::bad(
+            "forwarded purge: purges of everything stay local",
+        ));
+    }
+    let lists = [
+        record.urls.len(),
+        record.prefixes.len(),
+        record.hosts.len(),
+        record.tags.len(),
+    ];
+    if lists.iter().any(|n| *n > max_items) {
+        return Err(ApiError::bad("forwarded purge: too many items"));
+    }
+    record.url_keys = record
+        .urls
+        .iter()
+        .map(|url| url_key(url, rules).map(|k| k.to_hex()))
+        .collect::<Result<_, _>>()
+        .map_err(|why| ApiError::bad(format!("forwarded purge: {why}")))?;
+    record.prefixes = record
+        .prefixes
+        .iter()
+        .map(|(host, path)| parse_prefix(&format!("{host}{path}")))
+        .collect::<Result<_, _>>()
+        .map_err(|why| ApiError::bad(format!("forwarded purge: {why}")))?;
+    record.hosts = record
+        .hosts
+        .iter()
+        .map(|h| parse_host(h))
+        .collect::<Result<_, _>>()
+        .map_err(|why| ApiError::bad(format!("forwarded purge: {why}")))?;
+    if record.tags.iter().any(|t| t.is_empty() || t.len() > 1024) {
+        return Err(ApiError::bad("forwarded purge: bad tag"));
     }
     Ok(record)
 }
@@ -211,7 +267,10 @@ pub fn check_token(headers: &HeaderMap, token: Option<&str>) -> Auth {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
     else {
         return Auth::Missing;
     };

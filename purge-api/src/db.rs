@@ -4,7 +4,8 @@
 //! nothing.
 //!
 //! Layout: `p/{id}` → a [`PurgeRecord`] as JSON; `o/{peer}\0{id}` → an
-//! outbox entry (the purge still owed to that peer).
+//! outbox entry (the purge still owed to that peer); `w` → the newest time
+//! of forgotten (expired) rules.
 
 use std::path::Path;
 
@@ -109,6 +110,26 @@ impl Db {
         self.db.write_opt(batch, &synced()).map_err(PurgeError::Db)
     }
 
+    /// The newest purge time of rules that were forgotten (0 if none).
+    pub fn watermark(&self) -> Result<u64, PurgeError> {
+        Ok(self
+            .db
+            .get(b"w")
+            .map_err(PurgeError::Db)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+
+    /// Raises the watermark to `at` (synced).
+    pub fn raise_watermark(&self, at: u64) -> Result<(), PurgeError> {
+        if at <= self.watermark()? {
+            return Ok(());
+        }
+        self.db
+            .put_opt(b"w", at.to_le_bytes(), &synced())
+            .map_err(PurgeError::Db)
+    }
+
     /// `(peer, purge id)` pairs still to deliver.
     pub fn outbox(&self) -> Result<Vec<(String, String)>, PurgeError> {
         let mut owed = Vec::new();
@@ -152,6 +173,7 @@ mod tests {
             prefixes: vec![],
             hosts: vec!["example.com".into()],
             tags: vec![],
+            all: false,
         }
     }
 

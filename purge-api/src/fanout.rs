@@ -21,11 +21,23 @@ use crate::rules::PurgeRecord;
 /// The path peers accept forwarded purges on.
 pub const REPLICATE_PATH: &str = "/purge/replicate";
 
+/// Why a delivery failed.
+#[derive(Debug)]
+enum Failure {
+    /// Worth trying again later (peer down, timeout, 5xx).
+    Retry(String),
+    /// The peer will never take it (4xx): given up.
+    Refused(String),
+}
+
 /// Delivery attempts so far, for backoff and for `GET /purge/{id}`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Attempts {
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// The peer refused it for good.
+    #[serde(skip)]
+    pub refused: bool,
     #[serde(skip)]
     next: Option<Instant>,
 }
@@ -71,6 +83,7 @@ impl Fanout {
                 return Some(Duration::from_secs(1));
             }
         };
+        purger.set_backlog(owed.len());
         let now = Instant::now();
         let mut next_due: Option<Duration> = None;
         for (peer, id) in owed {
@@ -92,17 +105,31 @@ impl Fanout {
                 continue;
             };
             match self.send(purger, &peer, &record).await {
+                Err(Failure::Refused(why)) => {
+                    warn!(peer, id, error = %why, "purge refused by peer; not retried");
+                    {
+                        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+                        let entry = attempts.entry((peer.clone(), id.clone())).or_default();
+                        entry.attempts += 1;
+                        entry.refused = true;
+                        entry.last_error = Some(why);
+                    }
+                    if purger.delivered(&peer, &id).await.is_ok() {
+                        purger.delivered_one();
+                    }
+                }
                 Ok(()) => {
                     debug!(peer, id, "purge delivered");
                     self.attempts
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&(peer.clone(), id.clone()));
-                    if let Err(err) = purger.delivered(&peer, &id).await {
-                        warn!(error = %err, "cannot update the purge outbox");
+                    match purger.delivered(&peer, &id).await {
+                        Ok(()) => purger.delivered_one(),
+                        Err(err) => warn!(error = %err, "cannot update the purge outbox"),
                     }
                 }
-                Err(why) => {
+                Err(Failure::Retry(why)) => {
                     let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
                     let entry = attempts.entry((peer.clone(), id.clone())).or_default();
                     entry.attempts += 1;
@@ -123,8 +150,13 @@ impl Fanout {
         next_due
     }
 
-    async fn send(&self, purger: &Purger, peer: &str, record: &PurgeRecord) -> Result<(), String> {
-        let body = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+    async fn send(&self, purger: &Purger, peer: &str, record: &PurgeRecord) -> Result<(), Failure> {
+        // The peer derives URL keys under its own key rules.
+        let forwarded = PurgeRecord {
+            url_keys: Vec::new(),
+            ..record.clone()
+        };
+        let body = serde_json::to_vec(&forwarded).map_err(|e| Failure::Retry(e.to_string()))?;
         let mut req = Request::post(format!("{}{REPLICATE_PATH}", peer.trim_end_matches('/')))
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(token) = &purger.config().token {
@@ -132,20 +164,33 @@ impl Fanout {
         }
         let req = req
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Retry(e.to_string()))?;
         let resp = tokio::time::timeout(Duration::from_secs(5), self.client.request(req))
             .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| Failure::Retry("timed out".to_owned()))?
+            .map_err(|e| Failure::Retry(e.to_string()))?;
         let status = resp.status();
-        let _ = resp.into_body().collect().await;
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+        let detail = body.map_or_else(
+            |_| String::new(),
+            |b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned(),
+        );
         if status.is_success() {
             if status != http::StatusCode::OK {
                 info!(peer, status = status.as_u16(), "peer accepted purge");
             }
             Ok(())
+        } else if status.is_client_error()
+            && status != http::StatusCode::REQUEST_TIMEOUT
+            && status != http::StatusCode::TOO_MANY_REQUESTS
+        {
+            // Sending it again cannot change the answer (wrong token,
+            // refused content): reported, not retried for ever.
+            Err(Failure::Refused(format!(
+                "peer refused it: {status} {detail}"
+            )))
         } else {
-            Err(format!("peer answered {status}"))
+            Err(Failure::Retry(format!("peer answered {status}")))
         }
     }
 }

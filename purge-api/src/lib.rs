@@ -55,7 +55,7 @@ pub enum PurgeError {
 }
 
 /// Settings of the purge machinery.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PurgeConfig {
     /// Bearer token for the API; `None` turns the API off.
     pub token: Option<String>,
@@ -68,6 +68,18 @@ pub struct PurgeConfig {
     /// First and longest wait between deliveries to a peer.
     pub retry_base: Duration,
     pub retry_max: Duration,
+}
+
+impl std::fmt::Debug for PurgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never reaches a log.
+        f.debug_struct("PurgeConfig")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("peers", &self.peers)
+            .field("rule_ttl", &self.rule_ttl)
+            .field("max_items", &self.max_items)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for PurgeConfig {
@@ -96,6 +108,11 @@ pub struct Purger {
     wake: Arc<Notify>,
     /// Purges accepted since start, by kind, for metrics.
     pub counts: PurgeCounts,
+    /// Outbox entries at the courier's last pass.
+    backlog: AtomicU64,
+    /// Orders writes that change the rules (new purges, the expiry sweep),
+    /// so a sweep never rebuilds the index from a read older than a purge.
+    apply: tokio::sync::Mutex<()>,
 }
 
 /// Purges accepted since start.
@@ -106,6 +123,29 @@ pub struct PurgeCounts {
     pub hosts: AtomicU64,
     pub tags: AtomicU64,
     pub replicated: AtomicU64,
+    /// What [`export`](PurgeCounts::export) has reported so far.
+    exported: [AtomicU64; 5],
+}
+
+impl PurgeCounts {
+    /// Calls `add(kind, n)` with what was counted since the last call, for
+    /// a metrics counter.
+    pub fn export(&self, mut add: impl FnMut(&'static str, u64)) {
+        let kinds = [
+            ("url", &self.urls),
+            ("prefix", &self.prefixes),
+            ("host", &self.hosts),
+            ("tag", &self.tags),
+            ("replicated", &self.replicated),
+        ];
+        for ((kind, count), exported) in kinds.into_iter().zip(&self.exported) {
+            let now = count.load(Ordering::Relaxed);
+            let before = exported.swap(now, Ordering::Relaxed);
+            if now > before {
+                add(kind, now - before);
+            }
+        }
+    }
 }
 
 /// One peer's delivery state, in `GET /purge/{id}`.
@@ -129,28 +169,32 @@ impl Purger {
         let rules = RuleSet::new(config.rule_ttl);
         let (records, broken) = db.records()?;
         if !broken.is_empty() {
-            // A purge we cannot read might cover anything: refusing to
-            // start would keep the node down for a metadata glitch, so the
-            // safe choice is to forget every object stored before now.
+            // A purge we cannot read might cover anything. Refusing to
+            // start would keep the node down for a metadata glitch; the safe
+            // choice is a durable purge of everything stored before now.
             warn!(ids = ?broken, "unreadable purge records; treating the whole cache as purged");
-            rules.insert(&PurgeRecord {
-                id: "recovery".into(),
+            let recovery = PurgeRecord {
+                id: format!("recovery-{}", new_id()),
                 at: rules::millis(SystemTime::now()),
                 soft: false,
                 url_keys: Vec::new(),
                 urls: Vec::new(),
-                prefixes: vec![],
+                prefixes: Vec::new(),
                 hosts: Vec::new(),
                 tags: Vec::new(),
-            });
+                all: true,
+            };
+            db.put(&recovery, &[])?;
+            rules.insert(&recovery);
         }
         let now = SystemTime::now();
         let (live, expired): (Vec<_>, Vec<_>) =
             records.into_iter().partition(|r| !rules.expired(r, now));
+        forget(&db, &expired)?;
+        rules.forget_before(db.watermark()?);
         for record in &live {
             rules.insert(record);
         }
-        db.delete(&expired.iter().map(|r| r.id.clone()).collect::<Vec<_>>())?;
         info!(
             rules = live.len(),
             expired = expired.len(),
@@ -165,6 +209,8 @@ impl Purger {
             fanout: Fanout::new(),
             wake: Arc::new(Notify::new()),
             counts: PurgeCounts::default(),
+            backlog: AtomicU64::new(0),
+            apply: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -248,18 +294,16 @@ impl Purger {
     }
 
     async fn api_replicate(self: &Arc<Self>, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
-        let mut record: PurgeRecord = serde_json::from_slice(body)
+        let record: PurgeRecord = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad(format!("invalid forwarded purge: {e}")))?;
-        if record.id.is_empty() || record.id.len() > 64 {
-            return Err(ApiError::bad("invalid forwarded purge: bad id"));
-        }
+        let mut record = api::check_forwarded(record, &self.key_rules, self.config.max_items)?;
         if self.record(&record.id).await.is_some() {
             // Delivered before: acknowledged, nothing changes.
             return Ok(json_response(StatusCode::OK, &self.summary(&record)));
         }
-        // Objects this node stored before the purge reached it are covered
-        // too, whatever the sender's clock said.
-        record.at = record.at.max(rules::millis(SystemTime::now()));
+        // This node's clock: everything it stored before the purge reached
+        // it is covered, whatever the sender's clock said.
+        record.at = rules::millis(SystemTime::now());
         self.store_record(record.clone(), false).await?;
         self.counts.replicated.fetch_add(1, Ordering::Relaxed);
         Ok(json_response(StatusCode::OK, &self.summary(&record)))
@@ -277,10 +321,18 @@ impl Purger {
             .iter()
             .map(|peer| {
                 let pending = owed.iter().any(|(p, i)| p == peer && i == id);
+                let attempts = self.fanout.attempts(peer, id);
+                let state = if pending {
+                    "pending"
+                } else if attempts.refused {
+                    "refused"
+                } else {
+                    "delivered"
+                };
                 PeerDelivery {
                     peer: peer.clone(),
-                    state: if pending { "pending" } else { "delivered" },
-                    attempts: self.fanout.attempts(peer, id),
+                    state,
+                    attempts,
                 }
             })
             .collect();
@@ -313,11 +365,22 @@ impl Purger {
         Ok(record)
     }
 
+    /// Stores a purge (synced) and puts it in force. Runs on a task of its
+    /// own: once started it completes even if the client leaves or the
+    /// server stops, so a purge on disk is always a purge in force.
     async fn store_record(
         self: &Arc<Self>,
         record: PurgeRecord,
         forward: bool,
     ) -> Result<(), ApiError> {
+        let purger = self.clone();
+        tokio::spawn(async move { purger.apply(record, forward).await })
+            .await
+            .map_err(|e| internal(&PurgeError::Task(e.to_string())))?
+    }
+
+    async fn apply(self: Arc<Self>, record: PurgeRecord, forward: bool) -> Result<(), ApiError> {
+        let _order = self.apply.lock().await;
         let peers = if forward {
             self.config.peers.clone()
         } else {
@@ -347,6 +410,8 @@ impl Purger {
             }
         }
         if forward && !self.config.peers.is_empty() {
+            self.backlog
+                .fetch_add(self.config.peers.len() as u64, Ordering::Relaxed);
             self.wake.notify_one();
         }
         info!(id = %record.id, soft = record.soft, urls = record.urls.len(), prefixes = record.prefixes.len(), hosts = record.hosts.len(), tags = record.tags.len(), "purge accepted");
@@ -397,6 +462,21 @@ impl Purger {
         self.outbox().await.map_or(0, |o| o.len())
     }
 
+    pub(crate) fn set_backlog(&self, n: usize) {
+        self.backlog.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn delivered_one(&self) {
+        let _ = self
+            .backlog
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Deliveries owed to peers as of the courier's last pass (no I/O).
+    pub fn backlog_now(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed) as usize
+    }
+
     /// Runs the courier (fan-out) and the expiry sweep until the purger is
     /// dropped.
     pub fn spawn_background(self: &Arc<Self>) {
@@ -436,26 +516,39 @@ impl Purger {
         });
     }
 
-    /// Forgets expired rules.
+    /// Forgets expired rules, leaving their time as the watermark below
+    /// which every object counts as purged.
     async fn sweep(&self) -> Result<(), PurgeError> {
+        let _order = self.apply.lock().await;
         let db = self.db.clone();
         let ttl = self.config.rule_ttl;
-        let live = tokio::task::spawn_blocking(move || -> Result<Vec<PurgeRecord>, PurgeError> {
-            let (records, _) = db.records()?;
-            let probe = RuleSet::new(ttl);
-            let now = SystemTime::now();
-            let (live, expired): (Vec<_>, Vec<_>) =
-                records.into_iter().partition(|r| !probe.expired(r, now));
-            db.delete(&expired.iter().map(|r| r.id.clone()).collect::<Vec<_>>())?;
-            Ok(live)
-        })
-        .await
-        .map_err(|e| PurgeError::Task(e.to_string()))??;
+        let (live, watermark) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<PurgeRecord>, u64), PurgeError> {
+                let (records, _) = db.records()?;
+                let probe = RuleSet::new(ttl);
+                let now = SystemTime::now();
+                let (live, expired): (Vec<_>, Vec<_>) =
+                    records.into_iter().partition(|r| !probe.expired(r, now));
+                forget(&db, &expired)?;
+                Ok((live, db.watermark()?))
+            })
+            .await
+            .map_err(|e| PurgeError::Task(e.to_string()))??;
         if live.len() != self.rules.len() {
-            self.rules.rebuild(&live);
+            self.rules.rebuild(&live, watermark);
         }
         Ok(())
     }
+}
+
+/// Deletes expired records, raising the watermark to the newest of them
+/// first (a crash in between forgets nothing it should not).
+fn forget(db: &Db, expired: &[PurgeRecord]) -> Result<(), PurgeError> {
+    let Some(newest) = expired.iter().map(|r| r.at).max() else {
+        return Ok(());
+    };
+    db.raise_watermark(newest)?;
+    db.delete(&expired.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
 }
 
 fn internal(err: &PurgeError) -> ApiError {

@@ -28,6 +28,10 @@ pub struct PurgeRecord {
     pub prefixes: Vec<(String, String)>,
     pub hosts: Vec<String>,
     pub tags: Vec<String>,
+    /// Covers every object (written when stored purges could not be read:
+    /// whatever they covered must be assumed gone).
+    #[serde(default)]
+    pub all: bool,
 }
 
 /// What the rules say about a stored object.
@@ -56,6 +60,9 @@ impl Mark {
 
 #[derive(Debug, Default)]
 struct Index {
+    /// Purges of everything, and the newest forgotten rule: objects older
+    /// than that may have been covered by a rule no longer kept.
+    all: Mark,
     urls: HashMap<CacheKey, Mark>,
     hosts: HashMap<String, Mark>,
     /// Keyed `host` + `\0` + `path prefix`, so a lookup can probe with one
@@ -100,6 +107,9 @@ impl RuleSet {
     /// Adds a record's rules.
     pub fn insert(&self, record: &PurgeRecord) {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        if record.all {
+            index.all.add(record.at, record.soft);
+        }
         for hex in &record.url_keys {
             if let Some(key) = key_from_hex(hex) {
                 index
@@ -133,9 +143,12 @@ impl RuleSet {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Replaces every rule with those of `records` (after expiry).
-    pub fn rebuild<'a>(&self, records: impl IntoIterator<Item = &'a PurgeRecord>) {
+    /// Replaces every rule with those of `records` (after expiry);
+    /// objects older than `forgotten` (the newest expired rule) stay
+    /// invalid.
+    pub fn rebuild<'a>(&self, records: impl IntoIterator<Item = &'a PurgeRecord>, forgotten: u64) {
         let fresh = RuleSet::new(self.ttl);
+        fresh.forget_before(forgotten);
         for record in records {
             fresh.insert(record);
         }
@@ -143,6 +156,20 @@ impl RuleSet {
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
         self.count
             .store(fresh.count.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Objects stored before `at` (ms) are invalid: rules that may have
+    /// covered them were forgotten.
+    pub fn forget_before(&self, at: u64) {
+        if at == 0 {
+            return;
+        }
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .all
+            .add(at, false);
+        self.count.fetch_max(1, Ordering::Relaxed);
     }
 
     /// Records in force.
@@ -154,7 +181,8 @@ impl RuleSet {
         self.len() == 0
     }
 
-    /// The verdict on an object stored at `stored_at` under the primary key
+    /// The verdict on an object whose content dates from `stored_at` (its
+    /// response time less the age it arrived with) under the primary key
     /// `key`, for a request to `host` (without port) and `path` (without
     /// query), carrying `tags`.
     pub fn verdict(
@@ -165,17 +193,12 @@ impl RuleSet {
         tags: &[String],
         stored_at: SystemTime,
     ) -> Verdict {
-        let stored = millis(stored_at);
-        let now = millis(SystemTime::now());
-        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        if stored.saturating_add(ttl) < now {
-            return Verdict::Invalid;
-        }
         if self.is_empty() {
             return Verdict::Valid;
         }
+        let stored = millis(stored_at);
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        let mut latest = Mark::default();
+        let mut latest = index.all;
         let mut seen = |mark: Option<&Mark>| {
             if let Some(mark) = mark {
                 latest.hard = latest.hard.max(mark.hard);
@@ -256,6 +279,7 @@ mod tests {
             prefixes: Vec::new(),
             hosts: Vec::new(),
             tags: Vec::new(),
+            all: false,
         }
     }
 
@@ -312,15 +336,33 @@ mod tests {
     }
 
     #[test]
-    fn objects_older_than_any_rule_remembers_are_invalid_and_records_expire() {
+    fn forgotten_rules_leave_a_watermark_and_purges_of_everything_cover_all() {
         let rules = RuleSet::new(Duration::from_secs(60));
         let ancient = SystemTime::now() - Duration::from_secs(120);
-        assert_eq!(ask(&rules, "/x", &[], ancient), Verdict::Invalid);
+        assert_eq!(
+            ask(&rules, "/x", &[], ancient),
+            Verdict::Valid,
+            "no rules, no cap"
+        );
         let old = record(ancient, false);
         assert!(rules.expired(&old, SystemTime::now()));
         assert!(!rules.expired(&record(SystemTime::now(), false), SystemTime::now()));
         rules.insert(&old);
-        rules.rebuild(std::iter::empty());
-        assert!(rules.is_empty());
+        rules.rebuild(std::iter::empty(), old.at);
+        let older = ancient - Duration::from_secs(1);
+        assert_eq!(ask(&rules, "/x", &[], older), Verdict::Invalid);
+        assert_eq!(ask(&rules, "/x", &[], SystemTime::now()), Verdict::Valid);
+        let mut everything = record(SystemTime::now(), false);
+        everything.all = true;
+        rules.insert(&everything);
+        assert_eq!(
+            ask(
+                &rules,
+                "/y",
+                &[],
+                SystemTime::now() - Duration::from_secs(1)
+            ),
+            Verdict::Invalid
+        );
     }
 }

@@ -213,7 +213,11 @@ async fn admin_serves_health_and_metrics() {
         let text = String::from_utf8_lossy(metrics.body()).into_owned();
         if text.contains("edge_requests_total{body_end=\"complete\",cache_status=\"MISS\",status_class=\"2xx\"} 1") {
             assert!(text.contains("edge_request_duration_seconds_bucket"));
-            assert!(text.contains("edge_origin_requests_total{status_class=\"2xx\"} 1"));
+            let origin_line = format!(
+                "edge_origin_requests_total{{peer=\"{}\",status_class=\"2xx\"}} 1",
+                origin.url()
+            );
+            assert!(text.contains(&origin_line), "{text}");
             break;
         }
         assert!(Instant::now() < deadline, "request never counted:\n{text}");

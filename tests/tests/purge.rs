@@ -286,10 +286,20 @@ async fn the_purge_method_works_from_allowed_networks_or_with_the_token() {
         }
         req.body(Full::default()).expect("request")
     };
+    status(&strict, "/m", &[]).await;
+    assert_eq!(status(&strict, "/m", &[]).await, "HIT");
     let refused = client::fetch(&client::http1(), purge_m(None)).await;
     assert_eq!(refused.status(), 403);
+    let wrong = client::fetch(&client::http1(), purge_m(Some("not-the-token"))).await;
+    assert_eq!(wrong.status(), 403);
+    assert_eq!(
+        status(&strict, "/m", &[]).await,
+        "HIT",
+        "refused purges change nothing"
+    );
     let allowed = client::fetch(&client::http1(), purge_m(Some(TOKEN))).await;
     assert_eq!(allowed.status(), 200);
+    assert_eq!(status(&strict, "/m", &[]).await, "MISS");
 }
 
 #[tokio::test]
@@ -355,6 +365,20 @@ async fn purges_reach_every_peer_even_one_that_was_down() {
 
     // C comes back on the same data dir and is purged by the outbox.
     let c = start(2).await;
+    let on_c = c.admin_url(&format!("/purge/{id}"));
+    let bearer = format!("Bearer {TOKEN}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while get_with(&on_c, &[("authorization", &bearer)])
+        .await
+        .status()
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "C never received purge {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let cache = status(&c, "/shared", &[("host", "cdn.test")]).await;

@@ -217,6 +217,23 @@ pub(super) fn background_session(session: &Session, key: CacheKey) -> Session {
     }
 }
 
+/// When a stored response's content was made, for purge rules: when the
+/// request for it was sent (a fetch sent before a purge but answered after
+/// it is older than the purge), less the `Age` it arrived with (a shield's
+/// copy is as old as the shield says). Not the apparent age from `Date`:
+/// its one-second resolution would make fetches just after a purge look
+/// older than it.
+fn content_time(meta: &ObjectMeta) -> SystemTime {
+    let age = meta
+        .headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    meta.request_time
+        .checked_sub(age)
+        .unwrap_or(meta.request_time)
+}
+
 /// A declared `Content-Length`.
 pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -338,13 +355,18 @@ impl<H: EdgeHooks> Proxy<H> {
     /// What the purge rules make of a stored object: gone (hard purge), or
     /// expired as of the purge (soft: stale windows count from then, and
     /// the next use revalidates), or untouched.
-    fn apply_purges(&self, session: &Session, key: CacheKey, found: Found) -> Option<Found> {
+    pub(super) fn apply_purges(
+        &self,
+        session: &Session,
+        key: CacheKey,
+        found: Found,
+    ) -> Option<Found> {
         let verdict = self.purger.verdict(
             &key,
             session.host(),
             session.req.uri.path(),
             &found.meta.tags,
-            found.meta.response_time,
+            content_time(&found.meta),
         );
         match verdict {
             Verdict::Valid => Some(found),
@@ -379,6 +401,7 @@ impl<H: EdgeHooks> Proxy<H> {
         let found = object::lookup(&self.cache.store, &key, &session.req.headers)
             .await
             .ok()??;
+        let found = self.apply_purges(session, key, found)?;
         let req_cc = policy::request_directives(&session.req.headers);
         let reuse = policy::evaluate(
             &found.meta.policy,

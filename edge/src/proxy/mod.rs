@@ -76,6 +76,10 @@ pub(crate) struct Fetched {
     pub exchange: cache::policy::Exchange,
 }
 
+fn gauge<T: TryInto<i64>>(n: T) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 /// nginx's "client closed request": the client left before a response head.
 const CLIENT_CLOSED: u16 = 499;
 
@@ -116,6 +120,34 @@ impl<H: EdgeHooks> Proxy<H> {
                 .collect(),
             strip_surrogate_key: config.purge.strip_surrogate_key,
         }
+    }
+
+    /// Sets the gauges that are read from live state (at each scrape).
+    pub fn export_gauges(&self) {
+        let m = &self.metrics;
+        self.routing.export(m);
+        let fills = &self.cache.fills;
+        m.fills_in_flight.set(gauge(fills.in_flight()));
+        m.fill_window_bytes.set(gauge(fills.window_bytes()));
+        let store = &self.cache.store;
+        let memory = store.memory_usage();
+        m.cache_bytes
+            .with_label_values(&["memory"])
+            .set(gauge(memory.bytes));
+        m.cache_entries
+            .with_label_values(&["memory"])
+            .set(gauge(memory.entries));
+        m.cache_capacity_bytes
+            .with_label_values(&["memory"])
+            .set(gauge(memory.capacity));
+        m.cache_capacity_bytes
+            .with_label_values(&["disk"])
+            .set(gauge(store.disk_capacity()));
+        m.purge_rules.set(gauge(self.purger.rules().len()));
+        m.purge_backlog.set(gauge(self.purger.backlog_now()));
+        self.purger.counts.export(|kind, delta| {
+            m.purges.with_label_values(&[kind]).inc_by(delta);
+        });
     }
 
     /// The purge machinery, for the admin listener.
@@ -217,6 +249,10 @@ impl<H: EdgeHooks> Proxy<H> {
             }
         };
         pending.answered = true;
+        self.metrics
+            .time_to_first_byte
+            .with_label_values(&[pending.session.cache_status.as_str()])
+            .observe(pending.session.started.elapsed().as_secs_f64());
         Ok(pending.observe(response))
     }
 
@@ -257,7 +293,10 @@ impl<H: EdgeHooks> Proxy<H> {
         };
         headers::append_via(&mut parts.headers, parts.version, &self.node_name);
         parts.version = Version::HTTP_11;
-        if self.strip_surrogate_key {
+        // Kept for another edge (a child of this shield): it needs the
+        // tags to honour tag purges.
+        if self.strip_surrogate_key && !session.req.headers.contains_key(&crate::routing::CDN_LOOP)
+        {
             parts.headers.remove("surrogate-key");
         }
         self.hooks.response_filter(session, &mut parts, ctx).await;
@@ -580,7 +619,7 @@ impl<H: EdgeHooks> Finisher<H> {
         }
         self.metrics
             .request_duration
-            .with_label_values(&[class])
+            .with_label_values(&[class, cache_status])
             .observe(summary.duration.as_secs_f64());
         let source = match self.session.cache_tier {
             Some(tier) if self.session.cache_status.from_cache() => tier.as_str(),

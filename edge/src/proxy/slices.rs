@@ -249,6 +249,7 @@ impl<H: EdgeHooks> Proxy<H> {
         let found = object::lookup(&self.cache.store, &key, &session.req.headers)
             .await
             .ok()??;
+        let found = self.apply_purges(session, key, found)?;
         let req_cc = policy::request_directives(&session.req.headers);
         let now = std::time::SystemTime::now();
         let reuse = policy::evaluate(&found.meta.policy, found.meta.response_time, &req_cc, now);

@@ -193,7 +193,8 @@ impl<H: EdgeHooks> Server<H> {
             registry,
             proxy.routing().clone(),
             proxy.purger().clone(),
-            metrics.clone(),
+            proxy.clone(),
+            config.node_name.clone(),
         ));
         let (stop_admin, admin_stopped) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve(

@@ -1,0 +1,179 @@
+//! The numbers behind `/stats.json`, the `/dashboard` page and `edge
+//! stats`: totals read from the metrics registry (one source of truth with
+//! `/metrics`) plus live state, as one JSON document.
+//!
+//! Hit ratios count responses whose body came out of the cache (`HIT`,
+//! `STALE`, `REVALIDATED`) among all that could have (everything but
+//! `PASS`), like Varnish's `cache_hit / (cache_hit + cache_miss)`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use prometheus::Registry;
+use prometheus::proto::{Metric, MetricFamily, MetricType};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::names;
+
+/// Cache statuses whose body came from the cache.
+const FROM_CACHE: [&str; 3] = ["HIT", "STALE", "REVALIDATED"];
+
+/// One snapshot of a node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub node: String,
+    pub uptime_seconds: f64,
+    /// Requests answered, by cache status.
+    pub requests: BTreeMap<String, u64>,
+    /// Response body bytes sent, by cache status.
+    pub bytes: BTreeMap<String, u64>,
+    /// Responses by status class (`2xx` …).
+    pub status_classes: BTreeMap<String, u64>,
+    pub hit_ratio: Option<f64>,
+    pub byte_hit_ratio: Option<f64>,
+    pub memory: TierStats,
+    pub disk: TierStats,
+    pub open_connections: i64,
+    pub fills_in_flight: i64,
+    pub purge_rules: i64,
+    pub purge_backlog: i64,
+    pub peers: Vec<PeerStats>,
+}
+
+/// A cache tier's fill.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TierStats {
+    /// Bytes held (memory), or written since start (disk).
+    pub bytes: u64,
+    pub capacity: u64,
+    pub entries: u64,
+}
+
+/// A peer's state, as in `/peers`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerStats {
+    pub peer: String,
+    pub role: String,
+    pub up: bool,
+    pub active: u32,
+}
+
+/// Ratio of `from_cache` among `counts` without `PASS`; `None` before any
+/// cacheable request.
+fn ratio(counts: &BTreeMap<String, u64>) -> Option<f64> {
+    let cacheable: u64 = counts
+        .iter()
+        .filter(|(status, _)| *status != "PASS")
+        .map(|(_, n)| *n)
+        .sum();
+    let hits: u64 = FROM_CACHE
+        .iter()
+        .map(|s| counts.get(*s).copied().unwrap_or(0))
+        .sum();
+    (cacheable > 0).then(|| hits as f64 / cacheable as f64)
+}
+
+/// A counter's or gauge's value.
+fn value(family: &MetricFamily, metric: &Metric) -> f64 {
+    if family.get_field_type() == MetricType::COUNTER {
+        metric.get_counter().get_value()
+    } else {
+        metric.get_gauge().get_value()
+    }
+}
+
+fn label<'a>(metric: &'a Metric, name: &str) -> &'a str {
+    metric
+        .get_label()
+        .iter()
+        .find(|l| l.name() == name)
+        .map_or("", |l| l.value())
+}
+
+/// Sums a family's values by one label.
+fn sum_by(families: &[MetricFamily], name: &str, by: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for family in families.iter().filter(|f| f.name() == name) {
+        for metric in family.get_metric() {
+            let v = value(family, metric).max(0.0) as u64;
+            *out.entry(label(metric, by).to_owned()).or_default() += v;
+        }
+    }
+    out
+}
+
+fn single(families: &[MetricFamily], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for family in families.iter().filter(|f| f.name() == name) {
+        for metric in family.get_metric() {
+            if labels.iter().all(|(k, v)| label(metric, k) == *v) {
+                sum += value(family, metric);
+            }
+        }
+    }
+    sum
+}
+
+/// Builds the snapshot from the registry (gauges refreshed by the caller).
+pub fn snapshot(registry: &Registry, node: &str, started: Instant) -> Stats {
+    let families = registry.gather();
+    let requests = sum_by(&families, names::REQUESTS_TOTAL, "cache_status");
+    let bytes = sum_by(&families, names::RESPONSE_BYTES_TOTAL, "cache_status");
+    let mut peers = Vec::new();
+    for family in families.iter().filter(|f| f.name() == names::PEER_UP) {
+        for metric in family.get_metric() {
+            let (peer, role) = (label(metric, "peer"), label(metric, "role"));
+            let active = single(
+                &families,
+                names::PEER_ACTIVE,
+                &[("peer", peer), ("role", role)],
+            );
+            peers.push(PeerStats {
+                up: metric.get_gauge().get_value() > 0.0,
+                active: active as u32,
+                peer: peer.to_owned(),
+                role: role.to_owned(),
+            });
+        }
+    }
+    let g = |name: &str, labels: &[(&str, &str)]| single(&families, name, labels);
+    Stats {
+        node: node.to_owned(),
+        uptime_seconds: started.elapsed().as_secs_f64(),
+        hit_ratio: ratio(&requests),
+        byte_hit_ratio: ratio(&bytes),
+        status_classes: sum_by(&families, names::REQUESTS_TOTAL, "status_class"),
+        requests,
+        bytes,
+        memory: TierStats {
+            bytes: g(names::CACHE_BYTES, &[("tier", "memory")]) as u64,
+            capacity: g(names::CACHE_CAPACITY_BYTES, &[("tier", "memory")]) as u64,
+            entries: g(names::CACHE_ENTRIES, &[("tier", "memory")]) as u64,
+        },
+        disk: TierStats {
+            bytes: g("foyer_storage_disk_io_bytes_total", &[("op", "write")]) as u64,
+            capacity: g(names::CACHE_CAPACITY_BYTES, &[("tier", "disk")]) as u64,
+            entries: 0,
+        },
+        open_connections: g(names::OPEN_CONNECTIONS, &[]) as i64,
+        fills_in_flight: g(names::FILLS_IN_FLIGHT, &[]) as i64,
+        purge_rules: g(names::PURGE_RULES, &[]) as i64,
+        purge_backlog: g(names::PURGE_BACKLOG, &[]) as i64,
+        peers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_leave_out_passes() {
+        let counts: BTreeMap<String, u64> = [("HIT", 6), ("STALE", 1), ("MISS", 3), ("PASS", 90)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(ratio(&counts), Some(0.7));
+        assert_eq!(ratio(&BTreeMap::new()), None);
+    }
+}

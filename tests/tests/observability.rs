@@ -1,0 +1,280 @@
+//! What operators watch: every metric moves under traffic, `/stats.json`
+//! counts what was sent, the `/dashboard` page shows it in a real headless
+//! Chromium, and the Grafana dashboard only queries metrics that exist.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge::config::Secret;
+use edge_tests::client::{self, get, get_with};
+use edge_tests::{MockOrigin, Reply, TestEdge};
+use http::Request;
+use http_body_util::Full;
+
+/// 4 objects fetched once and hit three times each: 4 MISS, 12 HIT (75%),
+/// plus uncacheable POSTs that must not count.
+async fn known_traffic(edge: &TestEdge, origin: &MockOrigin) {
+    for i in 0..4 {
+        let path = format!("/obj/{i}");
+        origin.route(
+            &path,
+            Reply::ok(vec![b'x'; 1000]).header("cache-control", "max-age=600"),
+        );
+        for _ in 0..4 {
+            assert_eq!(get(&edge.url(&path)).await.status(), 200);
+        }
+    }
+    origin.route("/form", Reply::echo());
+    for _ in 0..3 {
+        let req = Request::post(edge.url("/form"))
+            .body(Full::new(Bytes::from_static(b"data")))
+            .expect("request");
+        assert_eq!(client::fetch(&client::http1(), req).await.status(), 200);
+    }
+}
+
+async fn metrics(edge: &TestEdge) -> String {
+    String::from_utf8_lossy(get(&edge.admin_url("/metrics")).await.body()).into_owned()
+}
+
+/// The value of the first metric line starting with `prefix`.
+fn value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric line {prefix}"))
+}
+
+#[tokio::test]
+async fn every_metric_moves_under_traffic() {
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.purge.token = Some(Secret("observability-token".into()));
+    })
+    .await;
+    known_traffic(&edge, &origin).await;
+    let req = Request::post(edge.admin_url("/purge"))
+        .header("authorization", "Bearer observability-token")
+        .body(Full::new(Bytes::from(format!(
+            r#"{{"urls": ["{}"], "tags": ["t"]}}"#,
+            edge.url("/obj/0")
+        ))))
+        .expect("request");
+    assert_eq!(client::fetch(&client::http1(), req).await.status(), 200);
+    let text = metrics(&edge).await;
+    let peer = origin.url();
+    let moved = [
+        "edge_requests_total{body_end=\"complete\",cache_status=\"HIT\",status_class=\"2xx\"} 12",
+        "edge_requests_total{body_end=\"complete\",cache_status=\"MISS\",status_class=\"2xx\"} 4",
+        "edge_requests_total{body_end=\"complete\",cache_status=\"PASS\",status_class=\"2xx\"} 3",
+        "edge_response_bytes_total{cache_status=\"HIT\",source=\"memory\"} 12000",
+        "edge_request_duration_seconds_count{cache_status=\"HIT\",status_class=\"2xx\"} 12",
+        "edge_time_to_first_byte_seconds_count{cache_status=\"MISS\"} 4",
+        "edge_cache_tier_hits_total{tier=\"memory\"} 12",
+        "edge_purges_total{kind=\"url\"} 1",
+        "edge_purges_total{kind=\"tag\"} 1",
+        "edge_purge_rules 1",
+        "edge_fills_in_flight 0",
+        "edge_purge_backlog 0",
+    ];
+    for line in moved {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    let origin_line =
+        format!("edge_origin_requests_total{{peer=\"{peer}\",status_class=\"2xx\"}} 7");
+    assert!(text.contains(&origin_line), "{origin_line}\n{text}");
+    assert!(
+        value(
+            &text,
+            &format!("edge_origin_response_header_seconds_count{{peer=\"{peer}\"}}")
+        ) >= 7.0
+    );
+    assert!(
+        value(
+            &text,
+            &format!("edge_peer_up{{peer=\"{peer}\",role=\"origin\"}}")
+        ) == 1.0
+    );
+    assert!(value(&text, "edge_cache_bytes{tier=\"memory\"}") > 4000.0);
+    assert!(value(&text, "edge_cache_entries{tier=\"memory\"}") >= 4.0);
+    assert!(value(&text, "edge_cache_capacity_bytes{tier=\"disk\"}") > 0.0);
+    // Each request above came on its own connection, closed since.
+    assert_eq!(value(&text, "edge_open_connections"), 0.0);
+    assert!(value(&text, "edge_connections_total") >= 19.0);
+    assert!(
+        value(
+            &text,
+            "foyer_memory_op_total{name=\"edge_cache\",op=\"insert\"}"
+        ) >= 4.0
+    );
+}
+
+#[tokio::test]
+async fn stats_json_counts_what_was_sent() {
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    known_traffic(&edge, &origin).await;
+    let stats: edge::stats::Stats =
+        serde_json::from_slice(get(&edge.admin_url("/stats.json")).await.body()).expect("json");
+    assert_eq!(stats.requests["HIT"], 12);
+    assert_eq!(stats.requests["MISS"], 4);
+    assert_eq!(stats.requests["PASS"], 3);
+    assert_eq!(stats.hit_ratio, Some(0.75));
+    assert_eq!(stats.byte_hit_ratio, Some(0.75));
+    assert!(stats.memory.bytes > 0 && stats.memory.capacity > 0);
+    assert_eq!(stats.peers.len(), 1);
+    assert!(stats.peers[0].up);
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_hit_ratio_in_headless_chromium() {
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    known_traffic(&edge, &origin).await;
+    let page = get(&edge.admin_url("/dashboard")).await;
+    assert_eq!(page.status(), 200);
+    let html = String::from_utf8_lossy(page.body()).into_owned();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
+    );
+
+    let url = edge.admin_url("/dashboard");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let run = move |extra: &[&str]| {
+        let mut cmd = Command::new("chromium");
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1280,1100",
+            "--virtual-time-budget=4000",
+        ])
+        .args(extra)
+        .arg(&url);
+        cmd
+    };
+    let run_dom = run.clone();
+    let dom = tokio::task::spawn_blocking(move || run_dom(&["--dump-dom"]).output())
+        .await
+        .expect("join")
+        .unwrap_or_else(|e| panic!("cannot run chromium ({e}): run scripts/setup.sh --test"));
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let shown = |id: &str| {
+        let start = dom
+            .find(&format!("id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("no #{id} in the rendered page:\n{dom}"));
+        let rest = &dom[start + id.len() + 6..];
+        rest[..rest.find('<').unwrap_or(0)].to_owned()
+    };
+    assert_eq!(shown("hit-ratio"), "75.0%", "request hit ratio as rendered");
+    assert_eq!(shown("byte-hit-ratio"), "75.0%");
+    assert_eq!(shown("hits"), "12");
+    assert_eq!(shown("cacheable"), "16");
+
+    let target = shot.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        run(&[&format!("--screenshot={}", target.display())]).output()
+    })
+    .await
+    .expect("join")
+    .expect("chromium");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+    println!("dashboard screenshot: {}", shot.display());
+}
+
+/// Metric names an expression uses (`edge_…`, `foyer_…`).
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &expr[i..];
+        let at_word_start =
+            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if at_word_start && (rest.starts_with("edge_") || rest.starts_with("foyer_")) {
+            let len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            names.insert(rest[..len].to_owned());
+            i += len;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+fn exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                if k == "expr" {
+                    if let Some(e) = v.as_str() {
+                        out.push(e.to_owned());
+                    }
+                } else {
+                    exprs(v, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dashboards/edge-grafana.json"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).expect("dashboard file"))
+            .expect("valid JSON");
+    assert!(json["panels"].as_array().is_some_and(|p| p.len() >= 6));
+    let datasource = json["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .any(|v| v["type"] == "datasource" && v["query"] == "prometheus");
+    assert!(datasource, "a Prometheus datasource variable");
+    let mut all = Vec::new();
+    exprs(&json, &mut all);
+    assert!(all.len() >= 8, "{all:?}");
+
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start(&origin.url()).await;
+    known_traffic(&edge, &origin).await;
+    let _ = get_with(&edge.url("/obj/0"), &[("cache-control", "no-cache")]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = metrics(&edge).await;
+    let exported: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for expr in &all {
+        for name in metric_names(expr) {
+            assert!(
+                exported.contains(name.as_str()),
+                "the dashboard queries {name}, which edge does not export ({expr})"
+            );
+        }
+    }
+}
