@@ -104,6 +104,27 @@ pub struct Cli {
     /// Log format [default: text]
     #[arg(long, value_name = "FORMAT", env = "EDGE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands other than serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Live view of a running node (like varnishstat): hit ratios, req/s,
+    /// bytes, tiers, peers. Reads ADMIN/stats.json.
+    Stats {
+        /// The node's admin address
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        admin: String,
+        /// Print one snapshot and exit
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes
+        #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+        interval: f64,
+    },
 }
 
 /// `--shield [NAME=]URL`.

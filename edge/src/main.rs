@@ -6,12 +6,26 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use edge::Server;
-use edge::cli::Cli;
+use edge::cli::{Cli, Command};
 use edge::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Stats {
+        admin,
+        once,
+        interval,
+    }) = &cli.command
+    {
+        return match stats(admin, *once, *interval) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("edge stats: {}", error_chain(&err));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(err) => {
@@ -47,6 +61,52 @@ fn run(config: Config) -> anyhow::Result<()> {
         let server = Server::bind(config).await?;
         server.run(shutdown_signal()).await?;
         Ok(())
+    })
+}
+
+/// `edge stats`: polls ADMIN/stats.json and redraws the view.
+fn stats(admin: &str, once: bool, interval: f64) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let url = format!("http://{}/stats.json", admin.trim_start_matches("http://"));
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("bad admin address {admin:?}"))?;
+    runtime.block_on(async {
+        use http_body_util::BodyExt as _;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let fetch = || async {
+            let resp =
+                tokio::time::timeout(std::time::Duration::from_secs(5), client.get(uri.clone()))
+                    .await
+                    .context("the node did not answer within 5s")?
+                    .with_context(|| format!("cannot reach {url}"))?;
+            anyhow::ensure!(
+                resp.status().is_success(),
+                "{url} answered {}",
+                resp.status()
+            );
+            let body = resp.into_body().collect().await?.to_bytes();
+            serde_json::from_slice::<edge::stats::Stats>(&body)
+                .with_context(|| format!("{url} is not edge's stats"))
+        };
+        let mut before = None;
+        loop {
+            let now = fetch().await?;
+            let view = edge::stats::render(&now, before.as_ref(), admin);
+            if once {
+                print!("{view}");
+                return Ok(());
+            }
+            // Clear the screen and redraw, like varnishstat.
+            print!("\x1b[2J\x1b[H{view}\n(ctrl-c to quit)\n");
+            before = Some(now);
+            tokio::time::sleep(std::time::Duration::from_secs_f64(interval.max(0.1))).await;
+        }
     })
 }
 

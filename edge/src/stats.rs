@@ -163,6 +163,112 @@ pub fn snapshot(registry: &Registry, node: &str, started: Instant) -> Stats {
     }
 }
 
+fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut n = n;
+    let mut unit = 0;
+    while n >= 1024.0 && unit < UNITS.len() - 1 {
+        n /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n:.0} {}", UNITS[unit])
+    } else {
+        format!("{n:.1} {}", UNITS[unit])
+    }
+}
+
+fn percent(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "—".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// The `edge stats` text view of `now`; rates come from `before` (an
+/// earlier snapshot), or are averages since start without one.
+pub fn render(now: &Stats, before: Option<&Stats>, admin: &str) -> String {
+    use std::fmt::Write as _;
+    let elapsed = before.map_or(now.uptime_seconds, |b| {
+        now.uptime_seconds - b.uptime_seconds
+    });
+    let rate = |now: u64, then: u64| {
+        if elapsed > 0.0 {
+            now.saturating_sub(then) as f64 / elapsed
+        } else {
+            0.0
+        }
+    };
+    let then = |map: fn(&Stats) -> &BTreeMap<String, u64>, key: &str| {
+        before.map_or(0, |b| map(b).get(key).copied().unwrap_or(0))
+    };
+    let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+    let per = if before.is_some() { "/s" } else { "/s avg" };
+    let mut out = String::new();
+    let up = now.uptime_seconds as u64;
+    let _ = writeln!(
+        out,
+        "edge {} at {admin}, up {}h {:02}m {:02}s",
+        now.node,
+        up / 3600,
+        up % 3600 / 60,
+        up % 60
+    );
+    let _ = writeln!(
+        out,
+        "hit ratio     {} of requests, {} of bytes (since start)",
+        percent(now.hit_ratio),
+        percent(now.byte_hit_ratio)
+    );
+    let requests_then = before.map_or(0, |b| total(&b.requests));
+    let _ = writeln!(
+        out,
+        "requests      {:>10}  {:>10.1}{per}",
+        total(&now.requests),
+        rate(total(&now.requests), requests_then)
+    );
+    for (status, n) in &now.requests {
+        let _ = writeln!(
+            out,
+            "  {status:<11} {n:>10}  {:>10.1}{per}",
+            rate(*n, then(|s| &s.requests, status))
+        );
+    }
+    let bytes_then = before.map_or(0, |b| total(&b.bytes));
+    let _ = writeln!(
+        out,
+        "bytes out     {:>10}  {:>10}{per}",
+        human_bytes(total(&now.bytes) as f64),
+        human_bytes(rate(total(&now.bytes), bytes_then))
+    );
+    let _ = writeln!(
+        out,
+        "memory        {} / {} ({} entries)",
+        human_bytes(now.memory.bytes as f64),
+        human_bytes(now.memory.capacity as f64),
+        now.memory.entries
+    );
+    let _ = writeln!(
+        out,
+        "disk          {} written / {}",
+        human_bytes(now.disk.bytes as f64),
+        human_bytes(now.disk.capacity as f64)
+    );
+    let _ = writeln!(
+        out,
+        "connections   {}   misses in flight {}   purge rules {}   owed to peers {}",
+        now.open_connections, now.fills_in_flight, now.purge_rules, now.purge_backlog
+    );
+    for peer in &now.peers {
+        let _ = writeln!(
+            out,
+            "peer          {} {} {} ({} in flight)",
+            peer.peer,
+            peer.role,
+            if peer.up { "up" } else { "DOWN" },
+            peer.active
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +281,28 @@ mod tests {
             .collect();
         assert_eq!(ratio(&counts), Some(0.7));
         assert_eq!(ratio(&BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn the_text_view_shows_ratios_and_rates() {
+        let mut before = Stats {
+            node: "n1".into(),
+            uptime_seconds: 10.0,
+            ..Stats::default()
+        };
+        before.requests.insert("HIT".into(), 10);
+        let mut now = before.clone();
+        now.uptime_seconds = 12.0;
+        now.requests.insert("HIT".into(), 30);
+        now.requests.insert("MISS".into(), 10);
+        now.hit_ratio = ratio(&now.requests);
+        let text = render(&now, Some(&before), "127.0.0.1:9090");
+        assert!(text.contains("75.0% of requests"), "{text}");
+        assert!(
+            text.contains("HIT                 30        10.0/s"),
+            "{text}"
+        );
+        let once = render(&now, None, "127.0.0.1:9090");
+        assert!(once.contains("/s avg"), "{once}");
     }
 }
