@@ -105,6 +105,10 @@ pub struct Cli {
     #[arg(long, value_name = "FORMAT", env = "EDGE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 
+    /// Append access lines to FILE instead of stdout [default: stdout]
+    #[arg(long, value_name = "FILE", env = "EDGE_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -163,6 +167,7 @@ impl Cli {
             "cache.disk" => "--disk",
             "node_name" => "--node-name",
             "log_format" => "--log-format",
+            "access_log" => "--access-log",
             _ => return None,
         })
     }
@@ -182,6 +187,7 @@ impl Cli {
             "cache.disk" => self.disk.is_some(),
             "node_name" => self.node_name.is_some(),
             "log_format" => self.log_format.is_some(),
+            "access_log" => self.access_log.is_some(),
             _ => false,
         }
     }
@@ -227,6 +233,9 @@ impl Cli {
         }
         if let Some(v) = &self.node_name {
             config.node_name = v.clone();
+        }
+        if let Some(v) = &self.access_log {
+            config.access_log = Some(v.clone());
         }
         if let Some(v) = self.log_format {
             config.log_format = v;

@@ -37,7 +37,10 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
     }
-    init_logging(config.log_format);
+    if let Err(err) = init_logging(&config) {
+        eprintln!("edge: {}", error_chain(&err));
+        return ExitCode::FAILURE;
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -142,21 +145,63 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stdout (text or JSON); access lines to `access_log` if set.
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_from_env("EDGE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         // foyer reports its start-up choices at info; they are noise here.
         .unwrap_or_else(|_| EnvFilter::new("info,foyer=warn,foyer_storage=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let json = config.log_format == LogFormat::Json;
+    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let layer = |writer: tracing_subscriber::fmt::writer::BoxMakeWriter, ansi: bool| -> Boxed {
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer);
+        if json {
+            fmt.json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .boxed()
+        } else {
+            fmt.boxed()
+        }
+    };
+    let stdout = tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout);
+    let mut layers: Vec<Boxed> = Vec::new();
+    match &config.access_log {
+        None => layers.push(layer(stdout, ansi)),
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the access log {}", path.display()))?;
+            // One write per line, unbuffered: nothing is lost in a crash, and
+            // the page cache keeps it from waiting on the disk.
+            let file =
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file));
+            layers.push(
+                layer(stdout, ansi)
+                    .with_filter(filter_fn(|m| m.target() != "access"))
+                    .boxed(),
+            );
+            layers.push(
+                layer(file, false)
+                    .with_filter(filter_fn(|m| m.target() == "access"))
+                    .boxed(),
+            );
+        }
     }
+    tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .init();
+    Ok(())
 }

@@ -34,6 +34,9 @@ pub struct Config {
     pub node_name: String,
     /// `text` or `json`. Default: `text`.
     pub log_format: LogFormat,
+    /// Write access lines (target `access`) to this file, appending, instead
+    /// of stdout; other logs stay on stdout. Default: unset (stdout).
+    pub access_log: Option<PathBuf>,
     /// Origin servers, `http://host[:port]` or `{ url = "...", weight = N }`;
     /// requests are spread over them by `upstream.balance`, falling through
     /// to the next on connect failure. Default: none (at least one is
@@ -375,6 +378,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./edge-data"),
             node_name: "edge".to_owned(),
             log_format: LogFormat::Text,
+            access_log: None,
             origins: Vec::new(),
             shields: Vec::new(),
             purge: PurgeSettings::default(),
