@@ -278,3 +278,57 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
         }
     }
 }
+
+#[tokio::test]
+async fn evictions_and_the_disk_tier_show_in_the_metrics() {
+    let origin = MockOrigin::start().await;
+    // A 1 MiB memory tier in front of the disk: 40 objects of 100 KB must
+    // evict from memory and come back from disk.
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.cache.memory = "1MiB".parse().expect("size");
+    })
+    .await;
+    for i in 0..40 {
+        let path = format!("/big/{i}");
+        origin.route(
+            &path,
+            Reply::ok(vec![b'd'; 100_000]).header("cache-control", "max-age=600"),
+        );
+        assert_eq!(get(&edge.url(&path)).await.status(), 200);
+    }
+    // Let the disk tier write, then read the first objects back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut from_disk = 0;
+    for i in 0..10 {
+        let resp = get(&edge.url(&format!("/big/{i}"))).await;
+        if resp.headers()["x-cache"] == "HIT" {
+            from_disk += 1;
+        }
+    }
+    assert!(from_disk > 0, "nothing came back from the disk tier");
+    let text = metrics(&edge).await;
+    assert!(
+        value(
+            &text,
+            "foyer_memory_op_total{name=\"edge_cache\",op=\"evict\"}"
+        ) > 0.0
+    );
+    assert!(
+        value(
+            &text,
+            "foyer_storage_disk_io_bytes_total{name=\"edge_cache\",op=\"write\"}"
+        ) > 0.0
+    );
+    assert!(
+        value(&text, "edge_cache_tier_hits_total{tier=\"disk\"}") > 0.0,
+        "{text}"
+    );
+    let disk_reads = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("foyer_storage_disk_io_duration_count") && l.contains("op=\"read\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(disk_reads > 0.0, "disk read latency recorded");
+}
