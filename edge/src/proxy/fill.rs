@@ -62,6 +62,20 @@ impl Forwarded {
     };
 }
 
+/// What joining a fill came to.
+pub(super) enum Joined {
+    /// Fetch for everyone.
+    Lead(FillLeader),
+    /// Answered from the fill (or from what it stored).
+    Served(Served),
+    /// The origin just failed for the leader: answer this status.
+    Failed(StatusCode),
+    /// Fetch on your own.
+    Alone,
+    /// Recently uncacheable (or not shareable): fetch on your own at once.
+    Bypass,
+}
+
 /// How many times a waiter joins a fill again after its leader went away,
 /// before it fetches alone (each round waits at most `fill_wait_timeout`).
 pub(super) const MAX_REJOINS: u32 = 3;
@@ -102,38 +116,23 @@ impl<H: EdgeHooks> Proxy<H> {
         {
             return self.sliced_miss(session, key, client_body, ctx).await;
         }
-        let mut rejoins = 0;
-        let leader = loop {
-            let join = if session.req.method == Method::HEAD {
-                // A HEAD brings no body to share.
-                Join::Bypass
-            } else {
-                self.cache.fills.join(key)
-            };
-            match join {
-                Join::Leader(leader) => break leader,
-                Join::Waiter(waiter) => match waiter.wait(&session.req.headers).await {
-                    Waited::Reader(reader) => {
-                        self.metrics.cache_collapsed.inc();
-                        return Ok(self.serve_fill(
-                            session,
-                            reader,
-                            Forwarded::MISS,
-                            "; collapsed",
-                        ));
-                    }
-                    // The leader's client left before the head: one of us
-                    // takes over the fetch, the others wait for it.
-                    Waited::Rejoin if rejoins < MAX_REJOINS && !request_unshareable(session) => {
-                        rejoins += 1;
-                    }
-                    Waited::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
-                    Waited::Alone | Waited::Rejoin => {
-                        return self.fetch_alone(session, key, client_body, ctx).await;
-                    }
-                },
-                Join::Bypass => return self.bypass(session, key, client_body, ctx).await,
+        // A HEAD brings no body to share.
+        let shareable = session.req.method != Method::HEAD;
+        let leader = match self.join_fill(session, key, shareable).await {
+            Joined::Lead(leader) => leader,
+            Joined::Served(served) => return Ok(served),
+            Joined::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
+            Joined::Alone => {
+                let fetched = self.forward(session, client_body, ctx, &[]).await?;
+                return Ok(self.store_or_pass(
+                    session,
+                    key,
+                    fetched,
+                    CacheStatus::Miss,
+                    "fwd=uri-miss",
+                ));
             }
+            Joined::Bypass => return self.bypass(session, key, client_body, ctx).await,
         };
         match self.forward(session, client_body, ctx, &[]).await {
             Ok(fetched) => Ok(self.lead(session, key, leader, fetched, Forwarded::MISS)),
@@ -148,25 +147,56 @@ impl<H: EdgeHooks> Proxy<H> {
         }
     }
 
-    /// A waiter released without a fill to share: the leader may have
-    /// stored the object another way (in slices) before letting go; if
-    /// not, fetch and store on our own.
-    async fn fetch_alone(
+    /// Joins the fill of `key` (or skips it, if not `shareable`): lead it,
+    /// or be served by it, or by what its leader stored another way (in
+    /// slices), or go alone. A leader that leaves before the head hands
+    /// over to a waiter, at most `MAX_REJOINS` times.
+    pub(super) async fn join_fill(
         self: &Arc<Self>,
         session: &mut Session,
         key: CacheKey,
-        client_body: ProxyBody,
-        ctx: &mut H::Ctx,
-    ) -> Result<Served, ProxyError> {
-        if let Some(served) = self
-            .serve_fresh(session, key, CacheStatus::Miss, "fwd=uri-miss; collapsed")
-            .await
-        {
-            self.metrics.cache_collapsed.inc();
-            return Ok(served);
+        shareable: bool,
+    ) -> Joined {
+        let mut rejoins = 0;
+        loop {
+            let join = if shareable {
+                self.cache.fills.join(key)
+            } else {
+                Join::Bypass
+            };
+            let waiter = match join {
+                Join::Leader(leader) => return Joined::Lead(leader),
+                Join::Bypass => return Joined::Bypass,
+                Join::Waiter(waiter) => waiter,
+            };
+            match waiter.wait(&session.req.headers).await {
+                Waited::Reader(reader) => {
+                    self.metrics.cache_collapsed.inc();
+                    let served = self.serve_fill(session, reader, Forwarded::MISS, "; collapsed");
+                    return Joined::Served(served);
+                }
+                // The leader's client left before the head: one of us
+                // takes over the fetch, the others wait for it.
+                Waited::Rejoin if rejoins < MAX_REJOINS && !request_unshareable(session) => {
+                    rejoins += 1;
+                }
+                Waited::Failed(status) => return Joined::Failed(status),
+                Waited::Alone | Waited::Rejoin => {
+                    // The leader may have stored the object in slices.
+                    let detail = "fwd=uri-miss; collapsed";
+                    return match self
+                        .serve_fresh(session, key, CacheStatus::Miss, detail)
+                        .await
+                    {
+                        Some(served) => {
+                            self.metrics.cache_collapsed.inc();
+                            Joined::Served(served)
+                        }
+                        None => Joined::Alone,
+                    };
+                }
+            }
         }
-        let fetched = self.forward(session, client_body, ctx, &[]).await?;
-        Ok(self.store_or_pass(session, key, fetched, CacheStatus::Miss, "fwd=uri-miss"))
     }
 
     /// A key recently found uncacheable (or a HEAD): straight to the origin,

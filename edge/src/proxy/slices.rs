@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::bodies::{FillBody, Ranged};
 use super::cached::{Served, background_session};
-use super::fill::{Forwarded, MAX_REJOINS, REQUEST_REASONS, feed, request_unshareable};
+use super::fill::{Forwarded, Joined, REQUEST_REASONS, feed};
 use super::{Fetched, Proxy};
 use crate::body::{self, BodyEnd, ProxyBody, Tap};
 use crate::error::{BoxError, ErrorSource, ProxyError};
@@ -62,40 +62,16 @@ impl<H: EdgeHooks> Proxy<H> {
         // that range misses at different offsets and plain GETs arriving
         // together cost one request even when the origin ignores ranges.
         // Only whole responses are ever published under `key`.
-        let mut rejoins = 0;
-        let leader = loop {
-            match self.cache.fills.join(key) {
-                Join::Leader(leader) => break leader,
-                Join::Waiter(waiter) => match waiter.wait(&session.req.headers).await {
-                    Waited::Reader(reader) => {
-                        self.metrics.cache_collapsed.inc();
-                        return Ok(self.serve_fill(
-                            session,
-                            reader,
-                            Forwarded::MISS,
-                            "; collapsed",
-                        ));
-                    }
-                    Waited::Rejoin if rejoins < MAX_REJOINS && !request_unshareable(session) => {
-                        rejoins += 1;
-                    }
-                    Waited::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
-                    Waited::Alone | Waited::Rejoin => {
-                        // The leader may have stored the object in slices.
-                        if let Some(served) = self
-                            .serve_fresh(session, key, CacheStatus::Miss, "fwd=uri-miss; collapsed")
-                            .await
-                        {
-                            self.metrics.cache_collapsed.inc();
-                            return Ok(served);
-                        }
-                        return self
-                            .range_pass(session, client_body, ctx, "fill-wait")
-                            .await;
-                    }
-                },
-                Join::Bypass => return self.range_pass(session, client_body, ctx, "pass").await,
+        let leader = match self.join_fill(session, key, true).await {
+            Joined::Lead(leader) => leader,
+            Joined::Served(served) => return Ok(served),
+            Joined::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
+            Joined::Alone => {
+                return self
+                    .range_pass(session, client_body, ctx, "fill-wait")
+                    .await;
             }
+            Joined::Bypass => return self.range_pass(session, client_body, ctx, "pass").await,
         };
         let ask = [(header::RANGE, slice::range_request(index, size))];
         let fetched = match self.forward(session, client_body, ctx, &ask).await {
