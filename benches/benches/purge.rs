@@ -62,7 +62,7 @@ fn lookups_per_second(rt: &tokio::runtime::Runtime, store: &Store, purger: &Purg
             let k = key(i);
             let found = object::lookup(store, &k, &req).await.expect("lookup");
             if let Some(found) = found {
-                std::hint::black_box(purger.verdict(
+                std::hint::black_box(purger.rules().verdict(
                     &k,
                     "bench",
                     &path(i),

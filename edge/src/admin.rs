@@ -152,43 +152,14 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/peers" => match serde_json::to_vec_pretty(&state.routing.snapshot()) {
-            Ok(json) => {
-                let mut resp = text(StatusCode::OK, "");
-                *resp.body_mut() = Full::new(Bytes::from(json));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/json"),
-                );
-                resp
-            }
-            Err(err) => {
-                warn!(error = %err, "cannot encode peers");
-                text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode peers\n")
-            }
-        },
+        "/peers" => json(&state.routing.snapshot()),
         "/stats.json" => {
             state.live.export_gauges();
-            let stats = stats::snapshot(&state.registry, &state.node, state.started);
-            match serde_json::to_vec(&stats) {
-                Ok(json) => {
-                    let mut resp = text(StatusCode::OK, "");
-                    *resp.body_mut() = Full::new(Bytes::from(json));
-                    resp.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        header::HeaderValue::from_static("application/json"),
-                    );
-                    resp.headers_mut().insert(
-                        header::CACHE_CONTROL,
-                        header::HeaderValue::from_static("no-store"),
-                    );
-                    resp
-                }
-                Err(err) => {
-                    warn!(error = %err, "cannot encode stats");
-                    text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode stats\n")
-                }
-            }
+            json(&stats::snapshot(
+                &state.registry,
+                &state.node,
+                state.started,
+            ))
         }
         "/dashboard" => {
             let mut resp = text(StatusCode::OK, "");
@@ -222,6 +193,33 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             StatusCode::NOT_FOUND,
             "not found: try /healthz, /metrics, /stats.json, /dashboard, /peers or /purge\n",
         ),
+    }
+}
+
+/// A JSON answer (never cached: it is a live view).
+fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => {
+            let mut resp = text(StatusCode::OK, "");
+            *resp.body_mut() = Full::new(Bytes::from(body));
+            let headers = resp.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+        Err(err) => {
+            warn!(error = %err, "cannot encode a JSON answer");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the answer\n",
+            )
+        }
     }
 }
 

@@ -223,18 +223,6 @@ impl Purger {
         &self.rules
     }
 
-    /// The rules' verdict on an object (see [`RuleSet::verdict`]).
-    pub fn verdict(
-        &self,
-        key: &CacheKey,
-        host: &str,
-        path: &str,
-        tags: &[String],
-        stored_at: SystemTime,
-    ) -> Verdict {
-        self.rules.verdict(key, host, path, tags, stored_at)
-    }
-
     /// Checks a request's bearer token.
     pub fn auth(&self, headers: &HeaderMap) -> Auth {
         check_token(headers, self.config.token.as_deref())

@@ -361,7 +361,7 @@ impl<H: EdgeHooks> Proxy<H> {
         key: CacheKey,
         found: Found,
     ) -> Option<Found> {
-        let verdict = self.purger.verdict(
+        let verdict = self.purger.rules().verdict(
             &key,
             session.host(),
             session.req.uri.path(),
