@@ -416,7 +416,6 @@ impl Purger {
                 "hosts": record.hosts.len(),
                 "tags": record.tags.len(),
             },
-            "evicted": if record.soft { 0 } else { record.url_keys.len() },
             "peers": self.config.peers.len(),
         })
     }

@@ -273,6 +273,18 @@ async fn the_purge_method_works_from_allowed_networks_or_with_the_token() {
     let resp = client::fetch(&client::http1(), req).await;
     assert_eq!(resp.status(), 200, "127.0.0.1 may purge by default");
     assert_eq!(status(&edge, "/m", &[]).await, "MISS");
+    let wrong = Request::builder()
+        .method("PURGE")
+        .uri(edge.url("/m"))
+        .header("authorization", "Bearer not-the-token")
+        .body(Full::default())
+        .expect("request");
+    let resp = client::fetch(&client::http1(), wrong).await;
+    assert_eq!(
+        resp.status(),
+        403,
+        "a wrong token is refused even from 127.0.0.1"
+    );
 
     let strict = TestEdge::start_with(&origin.url(), |c| {
         c.purge.token = Some(Secret(TOKEN.into()));

@@ -581,6 +581,16 @@ impl Config {
 
     /// Checks what serde cannot: required values and cross-field limits.
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        // (Port 0 asks for any free port: two of those never clash.)
+        if self.listen == self.admin && self.listen.port() != 0 {
+            return Err((
+                "admin",
+                format!(
+                    "{} is also the listen address: give the admin listener its own",
+                    self.admin
+                ),
+            ));
+        }
         if self.origins.is_empty() {
             return Err((
                 "origins",

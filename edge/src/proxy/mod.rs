@@ -306,11 +306,15 @@ impl<H: EdgeHooks> Proxy<H> {
     /// `PURGE /path` (the Varnish and nginx habit): purges this URL, for
     /// clients in `purge.allow_from` or bearing the purge token.
     async fn purge_method(&self, session: &Session) -> Response<bytes::Bytes> {
-        let allowed = self
-            .purge_from
-            .iter()
-            .any(|net| net.contains(session.client_addr.ip()))
-            || self.purger.auth(&session.req.headers) == purge_api::Auth::Granted;
+        let allowed = match self.purger.auth(&session.req.headers) {
+            purge_api::Auth::Granted => true,
+            // A wrong token is refused even from an allowed network.
+            purge_api::Auth::Wrong => false,
+            purge_api::Auth::Missing | purge_api::Auth::Disabled => self
+                .purge_from
+                .iter()
+                .any(|net| net.contains(session.client_addr.ip())),
+        };
         if !allowed {
             return purge_api::ApiError::new(
                 StatusCode::FORBIDDEN,
