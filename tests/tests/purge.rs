@@ -374,6 +374,14 @@ async fn purges_reach_every_peer_even_one_that_was_down() {
         .map(|p| p["state"].as_str().unwrap_or(""))
         .collect();
     assert!(states.contains(&"pending"), "C is owed the purge: {shown}");
+    let metrics = get(&a.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    let backlog: f64 = text
+        .lines()
+        .find(|l| l.starts_with("edge_purge_backlog "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("backlog metric");
+    assert!(backlog >= 1.0, "the metric shows what C is owed: {backlog}");
 
     // C comes back on the same data dir and is purged by the outbox.
     let c = start(2).await;
