@@ -44,6 +44,10 @@ pub struct Session {
     pub cache_tier: Option<Tier>,
     /// The configured query rules of the default key.
     pub(crate) key_rules: Arc<KeyRules>,
+    /// Set when a response that began as a hit had to fetch part of its
+    /// body from the origin (slices not yet stored): it is counted as a
+    /// miss, so hit ratios are not overstated.
+    pub(crate) origin_fetched: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Session {

@@ -102,6 +102,17 @@ async fn a_range_of_a_large_object_fetches_only_its_slices() {
     let tail = get_with(&url, &[("range", "bytes=-100")]).await;
     assert_eq!(tail.body(), &body[body.len() - 100..]);
     assert_eq!(origin.body_bytes_sent(), body.len() as u64);
+
+    // Responses that had to fetch slices count as misses, whatever their
+    // head said: the hit ratio is not overstated.
+    let metrics = get(&edge.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    for (status, n) in [("MISS", 3), ("HIT", 2)] {
+        let line = format!(
+            "edge_requests_total{{body_end=\"complete\",cache_status=\"{status}\",status_class=\"2xx\"}} {n}"
+        );
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
 }
 
 #[tokio::test]

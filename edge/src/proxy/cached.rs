@@ -214,6 +214,8 @@ pub(super) fn background_session(session: &Session, key: CacheKey) -> Session {
         cache_status: CacheStatus::Pass,
         cache_tier: None,
         key_rules: session.key_rules.clone(),
+        // Shared: what the copy fetches counts against the request.
+        origin_fetched: session.origin_fetched.clone(),
     }
 }
 

@@ -201,6 +201,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 cache_status: CacheStatus::Pass,
                 cache_tier: None,
                 key_rules: self.key_rules.clone(),
+                origin_fetched: Default::default(),
             },
             ctx: self.hooks.new_ctx(),
             _activity: conn.activity.request_started(),
@@ -608,6 +609,16 @@ impl<H: EdgeHooks> Finisher<H> {
             upstream_status: self.upstream_status,
         };
         let class = status_class(status);
+        if self.session.cache_status.from_cache()
+            && self
+                .session
+                .origin_fetched
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // Part of the body came from the origin after all.
+            self.session.cache_status = CacheStatus::Miss;
+            self.session.cache_tier = None;
+        }
         let cache_status = self.session.cache_status.as_str();
         self.metrics
             .requests

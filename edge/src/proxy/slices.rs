@@ -324,6 +324,10 @@ impl<H: EdgeHooks> SliceSource<H> {
                 Join::Waiter(waiter) => waiter,
                 Join::Bypass => break,
             };
+            // Not in the store: these bytes come from the origin now.
+            self.session
+                .origin_fetched
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             match waiter.wait(&self.session.req.headers).await {
                 Waited::Reader(reader) => {
                     let head = reader.head();
@@ -424,6 +428,9 @@ impl<H: EdgeHooks> SliceSource<H> {
     /// same version means the object changed: its head is dropped so that
     /// the next request fetches it anew.
     async fn fetch(&mut self, range: ByteRange) -> Result<Fetched, SliceError> {
+        self.session
+            .origin_fetched
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let index = range.start / self.slice_size;
         let ask = [(header::RANGE, slice::range_request(index, self.slice_size))];
         let fetched = self
