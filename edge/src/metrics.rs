@@ -226,7 +226,7 @@ impl Metrics {
         for kind in ["url", "prefix", "host", "tag", "replicated"] {
             m.purges.with_label_values(&[kind]);
         }
-        for reason in ["connect", "broken", "timeout"] {
+        for reason in ["connect", "broken", "timeout", "status"] {
             m.upstream_retries.with_label_values(&[reason]);
         }
         registry.register(Box::new(m.requests.clone()))?;

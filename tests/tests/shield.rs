@@ -398,3 +398,60 @@ async fn the_concurrency_cap_turns_excess_requests_away_with_503() {
     let text = String::from_utf8_lossy(metrics.body()).into_owned();
     assert!(text.contains("kind=\"circuit_open\""), "{text}");
 }
+
+#[tokio::test]
+async fn an_origin_answering_503_is_passed_over_for_the_next() {
+    let sick = MockOrigin::start().await;
+    let well = MockOrigin::start().await;
+    sick.route("/page", Reply::ok("busy").status(503));
+    well.route(
+        "/page",
+        Reply::ok("fine").header("cache-control", "no-store"),
+    );
+    let well_url = well.url();
+    let edge = TestEdge::start_with(&sick.url(), move |c| {
+        c.origins.push(well_url.parse().expect("peer"));
+        c.upstream.max_fails = 0;
+    })
+    .await;
+    for _ in 0..6 {
+        let resp = get(&edge.url("/page")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.body(), "fine");
+    }
+    assert!(
+        sick.hits("/page") >= 1,
+        "round robin tried the sick one too"
+    );
+    // A POST is never sent twice: it gets the 503 when it lands there.
+    sick.route("/form", Reply::ok("busy").status(503));
+    well.route("/form", Reply::echo());
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let req = http::Request::post(edge.url("/form"))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"once",
+            )))
+            .expect("request");
+        statuses.push(
+            edge_tests::client::fetch(&edge_tests::client::http1(), req)
+                .await
+                .status(),
+        );
+    }
+    assert!(
+        statuses.contains(&http::StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        sick.hits("/form") + well.hits("/form"),
+        4,
+        "each POST sent once"
+    );
+    let metrics = get(&edge.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    assert!(
+        !text.contains("edge_upstream_retries_total{reason=\"status\"} 0"),
+        "{text}"
+    );
+}

@@ -424,6 +424,17 @@ impl<H: EdgeHooks> Proxy<H> {
                     if let Some(member) = member {
                         if unhealthy_status(member, parts.status) {
                             self.peer_failed(member, "status", true);
+                            // An origin that says it cannot serve: the next
+                            // one may (idempotent, bodiless, budgeted).
+                            if idempotent && more && self.routing.budget.try_spend() {
+                                warn!(peer = %peer, status = parts.status.as_u16(), "origin unavailable; trying the next");
+                                self.metrics
+                                    .upstream_retries
+                                    .with_label_values(&["status"])
+                                    .inc();
+                                at += 1;
+                                continue;
+                            }
                         } else {
                             member.health.record_success();
                         }
