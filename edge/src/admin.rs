@@ -121,7 +121,19 @@ const MAX_PURGE_BODY: usize = 1 << 20;
 /// `/purge…`: read the body (bounded), hand it to the purge API.
 async fn purge(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_PURGE_BODY).collect().await {
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        Limited::new(body, MAX_PURGE_BODY).collect(),
+    );
+    let Ok(read) = read.await else {
+        return purge_api::ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "purge request body not received within 10s",
+        )
+        .to_response()
+        .map(Full::new);
+    };
+    let body = match read {
         Ok(body) => body.to_bytes(),
         Err(err) => {
             let too_large = err.downcast_ref::<LengthLimitError>().is_some();
