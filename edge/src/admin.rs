@@ -50,6 +50,8 @@ pub struct AdminState {
     live: Arc<dyn Live>,
     node: String,
     started: std::time::Instant,
+    /// How long a purge request body may take (`server.client_body_timeout`).
+    body_timeout: std::time::Duration,
     /// Set once shutdown begins, so `/healthz` tells load balancers to stop
     /// sending new traffic.
     pub draining: AtomicBool,
@@ -62,6 +64,7 @@ impl AdminState {
         purger: Arc<Purger>,
         live: Arc<dyn Live>,
         node: String,
+        body_timeout: std::time::Duration,
     ) -> Self {
         AdminState {
             registry,
@@ -70,6 +73,7 @@ impl AdminState {
             live,
             node,
             started: std::time::Instant::now(),
+            body_timeout,
             draining: AtomicBool::new(false),
         }
     }
@@ -122,13 +126,16 @@ const MAX_PURGE_BODY: usize = 1 << 20;
 async fn purge(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let read = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
+        state.body_timeout,
         Limited::new(body, MAX_PURGE_BODY).collect(),
     );
     let Ok(read) = read.await else {
         return purge_api::ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "purge request body not received within 10s",
+            format!(
+                "purge request body not received within {:?}",
+                state.body_timeout
+            ),
         )
         .to_response()
         .map(Full::new);

@@ -415,3 +415,21 @@ async fn purges_reach_every_peer_even_one_that_was_down() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_purge_body_that_trickles_is_cut_off() {
+    let origin = MockOrigin::start().await;
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.purge.token = Some(Secret(TOKEN.into()));
+        c.server.client_body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let head = format!(
+        "POST /purge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 100\r\n\r\n{{\"urls\": ["
+    );
+    let answer = client::raw(edge.admin_addr(), head.as_bytes(), Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // The admin listener still serves.
+    assert_eq!(get(&edge.admin_url("/healthz")).await.status(), 200);
+}

@@ -195,6 +195,7 @@ impl<H: EdgeHooks> Server<H> {
             proxy.purger().clone(),
             proxy.clone(),
             config.node_name.clone(),
+            config.server.client_body_timeout,
         ));
         let (stop_admin, admin_stopped) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve(
