@@ -68,6 +68,18 @@ pub struct Cli {
     )]
     pub peers: Vec<String>,
 
+    /// Also serve HTTPS on this address (needs --tls-cert and --tls-key)
+    #[arg(long, value_name = "ADDR", env = "EDGE_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for the TLS listener
+    #[arg(long, value_name = "FILE", env = "EDGE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for the TLS listener
+    #[arg(long, value_name = "FILE", env = "EDGE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Client-facing listen address [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR", env = "EDGE_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -159,6 +171,9 @@ impl Cli {
             "shields" => "--shield",
             "upstream.balance" => "--balance",
             "purge.token" => "--purge-token",
+            "tls.listen" => "--tls-listen",
+            "tls.cert" => "--tls-cert",
+            "tls.key" => "--tls-key",
             "purge.peers" => "--peer",
             "listen" => "--listen",
             "admin" => "--admin",
@@ -179,6 +194,9 @@ impl Cli {
             "shields" => !self.shields.is_empty(),
             "upstream.balance" => self.balance.is_some(),
             "purge.token" => self.purge_token.is_some(),
+            "tls.listen" => self.tls_listen.is_some(),
+            "tls.cert" => self.tls_cert.is_some(),
+            "tls.key" => self.tls_key.is_some(),
             "purge.peers" => !self.peers.is_empty(),
             "listen" => self.listen.is_some(),
             "admin" => self.admin.is_some(),
@@ -209,6 +227,15 @@ impl Cli {
         }
         if let Some(v) = self.balance {
             config.upstream.balance = v;
+        }
+        if let Some(v) = self.tls_listen {
+            config.tls.listen = Some(v);
+        }
+        if let Some(v) = &self.tls_cert {
+            config.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            config.tls.key = Some(v.clone());
         }
         if let Some(token) = &self.purge_token {
             config.purge.token = Some(Secret(token.clone()));

@@ -11,6 +11,7 @@ pub struct TestEdge {
     handle: Option<ServerHandle>,
     addr: SocketAddr,
     admin_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     /// Removed when the edge is dropped, unless the test supplied its own.
     _data_dir: Option<TempDir>,
 }
@@ -57,6 +58,7 @@ impl TestEdge {
         TestEdge {
             addr: handle.addr(),
             admin_addr: handle.admin_addr(),
+            tls_addr: handle.tls_addr(),
             handle: Some(handle),
             _data_dir: data_dir,
         }
@@ -68,6 +70,11 @@ impl TestEdge {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The HTTPS listener, if the config asked for one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// `http://127.0.0.1:PORT{path}` on the client-facing listener.

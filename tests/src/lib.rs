@@ -6,7 +6,7 @@ pub mod client;
 mod edge;
 mod origin;
 
-pub use edge::TestEdge;
+pub use edge::{TestEdge, test_config};
 pub use origin::{MockOrigin, RecordedRequest, Reply};
 
 /// A `127.0.0.1` port on which nothing listens (bound, then released).

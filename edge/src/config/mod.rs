@@ -56,6 +56,20 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub purge: PurgeSettings,
+    pub tls: TlsSettings,
+}
+
+/// HTTPS for clients: a second listener that terminates TLS (1.2 and 1.3,
+/// ALPN `h2` and `http/1.1`) and serves the same pipeline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Where to listen for TLS. Default: unset (no TLS listener).
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
 }
 
 /// The purge API (on the admin listener) and the `PURGE` method.
@@ -382,6 +396,7 @@ impl Default for Config {
             origins: Vec::new(),
             shields: Vec::new(),
             purge: PurgeSettings::default(),
+            tls: TlsSettings::default(),
             cache: CacheConfig::default(),
             server: ServerConfig::default(),
             upstream: UpstreamConfig::default(),
@@ -589,6 +604,12 @@ impl Config {
                     "{} is also the listen address: give the admin listener its own",
                     self.admin
                 ),
+            ));
+        }
+        if self.tls.listen.is_some() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err((
+                "tls.listen",
+                "a TLS listener needs tls.cert and tls.key (--tls-cert, --tls-key)".into(),
             ));
         }
         if self.origins.is_empty() {

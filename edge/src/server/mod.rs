@@ -6,6 +6,7 @@
 //! shutdown can let in-flight requests finish.
 
 mod idle;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use crate::proxy::{ConnInfo, Proxy};
 use cache::KeyRules;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use purge_api::{PurgeConfig, Purger};
+use tls::TlsListener;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +63,22 @@ pub enum ServerError {
     Cache(#[from] cache::store::StoreError),
     #[error(transparent)]
     Purge(#[from] purge_api::PurgeError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// The next TLS connection, or never when there is no TLS listener.
+async fn accept_tls(
+    tls: &Option<TlsListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match tls {
+        Some(tls) => tls.listener.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The purge machinery's settings from the config.
@@ -87,6 +101,8 @@ pub struct Server<H = DefaultHooks> {
     _data_lock: std::fs::File,
     listener: TcpListener,
     admin_listener: TcpListener,
+    /// The HTTPS listener and its certificates, if configured.
+    tls: Option<TlsListener>,
     proxy: Arc<Proxy<H>>,
     metrics: Metrics,
     registry: Registry,
@@ -114,6 +130,16 @@ impl<H: EdgeHooks> Server<H> {
         };
         let listener = bind(config.listen, "listen").await?;
         let admin_listener = bind(config.admin, "admin").await?;
+        let tls = match (&config.tls.listen, &config.tls.cert, &config.tls.key) {
+            (Some(addr), Some(cert), Some(key)) => {
+                let acceptor = tls::acceptor(cert, key)?;
+                Some(TlsListener {
+                    listener: bind(*addr, "tls.listen").await?,
+                    acceptor,
+                })
+            }
+            _ => None,
+        };
         let registry = Registry::new();
         let metrics = Metrics::register(&registry)?;
         let store_config = StoreConfig::new(
@@ -145,10 +171,16 @@ impl<H: EdgeHooks> Server<H> {
             _data_lock: data_lock,
             listener,
             admin_listener,
+            tls,
             proxy,
             metrics,
             registry,
         })
+    }
+
+    /// The HTTPS address actually bound, if there is a TLS listener.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|t| t.listener.local_addr().ok())
     }
 
     /// The client-facing address actually bound (useful with port 0).
@@ -176,6 +208,7 @@ impl<H: EdgeHooks> Server<H> {
             _data_lock,
             listener,
             admin_listener,
+            tls,
             proxy,
             metrics,
             registry,
@@ -222,11 +255,11 @@ impl<H: EdgeHooks> Server<H> {
                     Err(_) => break,
                 },
             };
-            let (stream, client_addr) = tokio::select! {
+            let (stream, client_addr, secure) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
+                    Ok((stream, addr)) => (stream, addr, false),
                     Err(err) => {
                         // Out of file descriptors and the like: back off
                         // instead of spinning, keep serving who we have.
@@ -235,23 +268,61 @@ impl<H: EdgeHooks> Server<H> {
                         continue;
                     }
                 },
+                accepted = accept_tls(&tls) => match accepted {
+                    Ok((stream, addr)) => (stream, addr, true),
+                    Err(err) => {
+                        warn!(error = %err, "TLS accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
             };
             let _ = stream.set_nodelay(true);
             let activity = ConnActivity::new();
-            let io = TokioIo::new(IdleIo::new(stream, timeouts, activity.clone()));
             let conn_info = ConnInfo {
                 client_addr,
-                scheme: "http",
-                activity,
+                scheme: if secure { "https" } else { "http" },
+                activity: activity.clone(),
             };
             let proxy = proxy.clone();
             let service = service_fn(move |req| proxy.clone().handle(req, conn_info.clone()));
-            let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
             metrics.connections.inc();
             metrics.open_connections.inc();
             let open = metrics.open_connections.clone();
+            let watcher = graceful.watcher();
+            let builder = builder.clone();
+            let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+            let handshake_timeout = config.server.header_read_timeout;
             tokio::spawn(async move {
-                if let Err(err) = conn.await {
+                let result = match acceptor.filter(|_| secure) {
+                    None => {
+                        let io = TokioIo::new(IdleIo::new(stream, timeouts, activity));
+                        watcher
+                            .watch(builder.serve_connection(io, service).into_owned())
+                            .await
+                    }
+                    Some(acceptor) => {
+                        // The handshake shares the first request's deadline.
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls)) => {
+                                let io = TokioIo::new(IdleIo::new(tls, timeouts, activity));
+                                watcher
+                                    .watch(builder.serve_connection(io, service).into_owned())
+                                    .await
+                            }
+                            Ok(Err(err)) => {
+                                debug!(client = %client_addr, error = %err, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                debug!(client = %client_addr, "TLS handshake timed out");
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                if let Err(err) = result {
                     debug!(client = %client_addr, error = %err, "connection ended with error");
                 }
                 open.dec();
@@ -260,6 +331,7 @@ impl<H: EdgeHooks> Server<H> {
         }
 
         drop(listener);
+        drop(tls);
         admin_state.draining.store(true, Ordering::Relaxed);
         let grace = config.server.shutdown_grace;
         info!(open = graceful.count(), grace = ?grace, "shutting down: no longer accepting");
@@ -278,6 +350,7 @@ impl<H: EdgeHooks> Server<H> {
     pub fn spawn(self) -> ServerHandle {
         let addr = self.local_addr();
         let admin_addr = self.admin_addr();
+        let tls_addr = self.tls_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async move {
             let _ = rx.await;
@@ -285,6 +358,7 @@ impl<H: EdgeHooks> Server<H> {
         ServerHandle {
             addr,
             admin_addr,
+            tls_addr,
             stop: Some(tx),
             task,
         }
@@ -343,6 +417,7 @@ fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
 pub struct ServerHandle {
     addr: SocketAddr,
     admin_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -354,6 +429,11 @@ impl ServerHandle {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The HTTPS address, if there is a TLS listener.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Starts a graceful shutdown without waiting for it.

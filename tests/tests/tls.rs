@@ -1,0 +1,148 @@
+//! HTTPS for clients: a certificate generated here, HTTP/1.1 and h2 chosen
+//! by ALPN, the same cache behind both, `X-Forwarded-Proto: https`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use edge_tests::{MockOrigin, Reply, TestEdge};
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+struct Cert {
+    der: CertificateDer<'static>,
+    _dir: tempfile::TempDir,
+    cert_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+}
+
+fn cert_for(name: &str) -> Cert {
+    let signed = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("certificate");
+    let dir = tempfile::tempdir().expect("dir");
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, signed.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, signed.signing_key.serialize_pem()).expect("write key");
+    Cert {
+        der: signed.cert.der().clone(),
+        _dir: dir,
+        cert_path,
+        key_path,
+    }
+}
+
+fn connector(cert: &Cert, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// One GET over a fresh TLS connection; returns the negotiated ALPN
+/// protocol, the status, `X-Cache` and the body.
+async fn get_tls(
+    edge: &TestEdge,
+    cert: &Cert,
+    alpn: &[&[u8]],
+    path: &str,
+) -> (Option<Vec<u8>>, u16, String, Bytes) {
+    let addr = edge.tls_addr().expect("a TLS listener");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tls = connector(cert, alpn)
+        .connect(ServerName::try_from("edge.test").expect("name"), tcp)
+        .await
+        .expect("TLS handshake with the generated certificate");
+    let protocol = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let io = TokioIo::new(tls);
+    let req = Request::get(format!("https://edge.test{path}"))
+        .header("host", "edge.test")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = if protocol.as_deref() == Some(b"h2") {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("h2 response")
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("h1 response")
+    };
+    let status = resp.status().as_u16();
+    let cache = resp
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (protocol, status, cache, body)
+}
+
+#[tokio::test]
+async fn https_clients_get_cached_responses_over_http1_and_h2() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/secure",
+        Reply::ok("over tls").header("cache-control", "max-age=600"),
+    );
+    let cert = cert_for("edge.test");
+    let (cert_path, key_path) = (cert.cert_path.clone(), cert.key_path.clone());
+    let edge = TestEdge::start_with(&origin.url(), move |c| {
+        c.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
+        c.tls.cert = Some(cert_path);
+        c.tls.key = Some(key_path);
+    })
+    .await;
+
+    let (proto, status, cache, body) = get_tls(&edge, &cert, &[b"http/1.1"], "/secure").await;
+    assert_eq!(proto.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        (status, cache.as_str(), &body[..]),
+        (200, "MISS", &b"over tls"[..])
+    );
+    let seen = origin.last_request("/secure").expect("request");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+
+    let (proto, status, cache, body) =
+        get_tls(&edge, &cert, &[b"h2", b"http/1.1"], "/secure").await;
+    assert_eq!(proto.as_deref(), Some(&b"h2"[..]), "ALPN prefers h2");
+    assert_eq!(
+        (status, cache.as_str(), &body[..]),
+        (200, "HIT", &b"over tls"[..])
+    );
+    assert_eq!(origin.hits("/secure"), 1);
+
+    // The plain listener keeps serving, and https is its own cache key.
+    let plain = edge_tests::client::get_with(&edge.url("/secure"), &[("host", "edge.test")]).await;
+    assert_eq!(plain.headers()["x-cache"], "MISS");
+}
+
+#[tokio::test]
+async fn a_bad_certificate_file_is_an_error_naming_it() {
+    let origin = MockOrigin::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let bogus = dir.path().join("cert.pem");
+    std::fs::write(&bogus, "not a certificate").expect("write");
+    let (mut config, _data) = edge_tests::test_config(&origin.url());
+    config.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.tls.cert = Some(bogus.clone());
+    config.tls.key = Some(bogus.clone());
+    let err = edge::Server::bind(config)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains(&bogus.display().to_string()), "{err}");
+}
