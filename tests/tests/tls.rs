@@ -20,7 +20,12 @@ struct Cert {
 }
 
 fn cert_for(name: &str) -> Cert {
-    let signed = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("certificate");
+    cert_for_names(&[name])
+}
+
+fn cert_for_names(names: &[&str]) -> Cert {
+    let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let signed = rcgen::generate_simple_self_signed(names).expect("certificate");
     let dir = tempfile::tempdir().expect("dir");
     let cert_path = dir.path().join("cert.pem");
     let key_path = dir.path().join("key.pem");
@@ -145,4 +150,66 @@ async fn a_bad_certificate_file_is_an_error_naming_it() {
         .expect_err("refused")
         .to_string();
     assert!(err.contains(&bogus.display().to_string()), "{err}");
+}
+
+/// The leaf certificate the edge presents for SNI `name`.
+async fn presented(edge: &TestEdge, trusted: &[&Cert], name: &str) -> CertificateDer<'static> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in trusted {
+        roots.add(cert.der.clone()).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(edge.tls_addr().expect("tls"))
+        .await
+        .expect("connect");
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(name.to_owned()).expect("name"), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("handshake for {name}: {e}"));
+    tls.get_ref().1.peer_certificates().expect("certificates")[0].clone()
+}
+
+#[tokio::test]
+async fn certificates_are_chosen_by_sni_with_wildcards_and_a_default() {
+    let origin = MockOrigin::start().await;
+    let default = cert_for_names(&["default.test", "unknown.test"]);
+    let a = cert_for("a.test");
+    let b = cert_for("*.b.test");
+    let (d_cert, d_key) = (default.cert_path.clone(), default.key_path.clone());
+    let by_name = vec![
+        edge::config::SniCert {
+            names: vec!["a.test".into()],
+            cert: a.cert_path.clone(),
+            key: a.key_path.clone(),
+        },
+        edge::config::SniCert {
+            names: vec!["*.b.test".into()],
+            cert: b.cert_path.clone(),
+            key: b.key_path.clone(),
+        },
+    ];
+    let edge = TestEdge::start_with(&origin.url(), move |c| {
+        c.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
+        c.tls.cert = Some(d_cert);
+        c.tls.key = Some(d_key);
+        c.tls.certs = by_name;
+    })
+    .await;
+    let all = [&default, &a, &b];
+    assert_eq!(presented(&edge, &all, "a.test").await, a.der);
+    assert_eq!(
+        presented(&edge, &all, "www.b.test").await,
+        b.der,
+        "wildcard"
+    );
+    assert_eq!(
+        presented(&edge, &all, "unknown.test").await,
+        default.der,
+        "default"
+    );
 }

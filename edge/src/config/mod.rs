@@ -70,6 +70,20 @@ pub struct TlsSettings {
     pub cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: Option<PathBuf>,
+    /// More certificates, chosen by the SNI name a client asks for (exact
+    /// names first, then `*.example.com` wildcards); `cert`/`key` above is
+    /// the default for names none of them covers. Default: none.
+    pub certs: Vec<SniCert>,
+}
+
+/// A certificate for some server names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCert {
+    /// Names it serves: `www.example.com`, or `*.example.com`.
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The purge API (on the admin listener) and the `PURGE` method.

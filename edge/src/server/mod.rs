@@ -132,7 +132,13 @@ impl<H: EdgeHooks> Server<H> {
         let admin_listener = bind(config.admin, "admin").await?;
         let tls = match (&config.tls.listen, &config.tls.cert, &config.tls.key) {
             (Some(addr), Some(cert), Some(key)) => {
-                let acceptor = tls::acceptor(cert, key)?;
+                let by_name: Vec<_> = config
+                    .tls
+                    .certs
+                    .iter()
+                    .map(|c| (c.names.clone(), c.cert.clone(), c.key.clone()))
+                    .collect();
+                let acceptor = tls::acceptor(cert, key, &by_name)?;
                 Some(TlsListener {
                     listener: bind(*addr, "tls.listen").await?,
                     acceptor,
