@@ -213,3 +213,63 @@ async fn certificates_are_chosen_by_sni_with_wildcards_and_a_default() {
         "default"
     );
 }
+
+#[tokio::test]
+async fn a_certificate_changed_on_disk_is_served_without_a_restart() {
+    let origin = MockOrigin::start().await;
+    origin.route("/r", Reply::ok("still here"));
+    let first = cert_for("edge.test");
+    let (cert_path, key_path) = (first.cert_path.clone(), first.key_path.clone());
+    let (c, k) = (cert_path.clone(), key_path.clone());
+    let edge = TestEdge::start_with(&origin.url(), move |cfg| {
+        cfg.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
+        cfg.tls.cert = Some(c);
+        cfg.tls.key = Some(k);
+        cfg.tls.reload_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let second = cert_for("edge.test");
+    let both = [&first, &second];
+    assert_eq!(presented(&edge, &both, "edge.test").await, first.der);
+
+    // A connection open across the swap keeps working.
+    let tcp = TcpStream::connect(edge.tls_addr().expect("tls"))
+        .await
+        .expect("connect");
+    let tls = connector(&first, &[b"http/1.1"])
+        .connect(ServerName::try_from("edge.test").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    let (mut open, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+
+    // Swap the files (the mtime moves forward).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    std::fs::copy(&second.cert_path, &cert_path).expect("swap cert");
+    std::fs::copy(&second.key_path, &key_path).expect("swap key");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while presented(&edge, &both, "edge.test").await != second.der {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new certificate never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let req = Request::get("https://edge.test/r")
+        .header("host", "edge.test")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = open
+        .send_request(req)
+        .await
+        .expect("the old connection still serves");
+    assert_eq!(resp.status(), 200);
+
+    // A broken certificate keeps the last good one.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    std::fs::write(&cert_path, "garbage").expect("break cert");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(presented(&edge, &both, "edge.test").await, second.der);
+}

@@ -61,7 +61,7 @@ pub struct Config {
 
 /// HTTPS for clients: a second listener that terminates TLS (1.2 and 1.3,
 /// ALPN `h2` and `http/1.1`) and serves the same pipeline.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
     /// Where to listen for TLS. Default: unset (no TLS listener).
@@ -74,6 +74,22 @@ pub struct TlsSettings {
     /// names first, then `*.example.com` wildcards); `cert`/`key` above is
     /// the default for names none of them covers. Default: none.
     pub certs: Vec<SniCert>,
+    /// How often the certificate files are checked for changes (they are
+    /// also reloaded on SIGHUP). Default: `10s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            listen: None,
+            cert: None,
+            key: None,
+            certs: Vec::new(),
+            reload_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A certificate for some server names.
@@ -743,6 +759,7 @@ impl Config {
             ("upstream.fail_timeout", self.upstream.fail_timeout),
             ("purge.rule_ttl", self.purge.rule_ttl),
             ("purge.retry_max", self.purge.retry_max),
+            ("tls.reload_interval", self.tls.reload_interval),
             ("upstream.health.interval", self.upstream.health.interval),
             ("upstream.health.timeout", self.upstream.health.timeout),
         ];

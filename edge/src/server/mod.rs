@@ -132,16 +132,21 @@ impl<H: EdgeHooks> Server<H> {
         let admin_listener = bind(config.admin, "admin").await?;
         let tls = match (&config.tls.listen, &config.tls.cert, &config.tls.key) {
             (Some(addr), Some(cert), Some(key)) => {
-                let by_name: Vec<_> = config
-                    .tls
-                    .certs
-                    .iter()
-                    .map(|c| (c.names.clone(), c.cert.clone(), c.key.clone()))
-                    .collect();
-                let acceptor = tls::acceptor(cert, key, &by_name)?;
+                let files = tls::CertFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    by_name: config
+                        .tls
+                        .certs
+                        .iter()
+                        .map(|c| (c.names.clone(), c.cert.clone(), c.key.clone()))
+                        .collect(),
+                };
+                let (acceptor, certs) = tls::acceptor(files)?;
                 Some(TlsListener {
                     listener: bind(*addr, "tls.listen").await?,
                     acceptor,
+                    certs,
                 })
             }
             _ => None,
@@ -226,6 +231,9 @@ impl<H: EdgeHooks> Server<H> {
             "edge serving"
         );
         crate::routing::spawn_probes(proxy.routing(), proxy.upstream(), &config);
+        if let Some(tls) = &tls {
+            tls::spawn_reloader(&tls.certs, config.tls.reload_interval);
+        }
         crate::routing::spawn_resolver(proxy.routing(), &config);
         proxy.purger().spawn_background();
         let admin_state = Arc::new(AdminState::new(

@@ -81,41 +81,133 @@ impl ResolvesServerCert for SniCerts {
     }
 }
 
-/// The acceptor for the default `cert` (chain, leaf first) and `key`, and
-/// `(names, cert, key)` chosen by SNI.
-pub fn acceptor(
-    cert: &Path,
-    key: &Path,
-    by_name: &[(Vec<String>, std::path::PathBuf, std::path::PathBuf)],
-) -> Result<TlsAcceptor, TlsError> {
-    let mut certs = SniCerts {
-        exact: HashMap::new(),
-        wildcard: HashMap::new(),
-        default: load(cert, key)?,
-    };
-    for (names, cert, key) in by_name {
-        let loaded = load(cert, key)?;
-        for name in names {
-            let name = name.to_ascii_lowercase();
-            match name.strip_prefix("*.") {
-                Some(domain) => certs.wildcard.insert(domain.to_owned(), loaded.clone()),
-                None => certs.exact.insert(name, loaded.clone()),
-            };
+/// Where the certificates come from: the default pair, and pairs by name.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub by_name: Vec<(Vec<String>, std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl CertFiles {
+    fn load(&self) -> Result<SniCerts, TlsError> {
+        let mut certs = SniCerts {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default: load(&self.cert, &self.key)?,
+        };
+        for (names, cert, key) in &self.by_name {
+            let loaded = load(cert, key)?;
+            for name in names {
+                let name = name.to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(domain) => certs.wildcard.insert(domain.to_owned(), loaded.clone()),
+                    None => certs.exact.insert(name, loaded.clone()),
+                };
+            }
         }
+        Ok(certs)
     }
+
+    /// The newest modification time among the files (to notice changes).
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        let paths = [&self.cert, &self.key]
+            .into_iter()
+            .chain(self.by_name.iter().flat_map(|(_, c, k)| [c, k]));
+        paths
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .max()
+    }
+}
+
+/// The certificates in use, swapped whole on reload. Handshakes read them
+/// under a short read lock (no await); connections already established
+/// keep the certificate they started with.
+#[derive(Debug)]
+pub struct Certs {
+    files: CertFiles,
+    current: std::sync::RwLock<Arc<SniCerts>>,
+}
+
+impl Certs {
+    /// Loads the files again; a bad set keeps the old certificates.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Arc::new(self.files.load()?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        current.resolve(hello)
+    }
+}
+
+/// The acceptor for `files`, and the certificates it uses (to reload).
+pub fn acceptor(files: CertFiles) -> Result<(TlsAcceptor, Arc<Certs>), TlsError> {
+    let certs = Arc::new(Certs {
+        current: std::sync::RwLock::new(Arc::new(files.load()?)),
+        files,
+    });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(certs));
+        .with_cert_resolver(certs.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), certs))
+}
+
+/// Reloads the certificates on SIGHUP and when their files change (checked
+/// every `interval`), until the certificates are dropped. A set that does
+/// not load is logged and the old one kept.
+pub fn spawn_reloader(certs: &Arc<Certs>, interval: std::time::Duration) {
+    let weak = Arc::downgrade(certs);
+    let mut seen = certs.files.modified();
+    tokio::spawn(async move {
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let signalled = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            let Some(certs) = weak.upgrade() else {
+                return;
+            };
+            let modified = certs.files.modified();
+            if !signalled && modified == seen {
+                continue;
+            }
+            seen = modified;
+            match certs.reload() {
+                Ok(()) => tracing::info!(signalled, "TLS certificates reloaded"),
+                Err(err) => {
+                    tracing::error!(error = %err, "TLS certificates not reloaded; keeping the old ones");
+                }
+            }
+        }
+    });
 }
 
 /// The HTTPS listener and its certificates.
 pub struct TlsListener {
     pub listener: tokio::net::TcpListener,
     pub acceptor: TlsAcceptor,
+    pub certs: Arc<Certs>,
 }
 
 impl std::fmt::Debug for TlsListener {
