@@ -444,11 +444,6 @@ impl Purger {
             .map_err(|e| PurgeError::Task(e.to_string()))?
     }
 
-    /// Purges still owed to peers.
-    pub async fn backlog(&self) -> usize {
-        self.outbox().await.map_or(0, |o| o.len())
-    }
-
     pub(crate) fn set_backlog(&self, n: usize) {
         self.backlog.store(n as u64, Ordering::Relaxed);
     }

@@ -305,10 +305,11 @@ impl<H: EdgeHooks> Server<H> {
             let open = metrics.open_connections.clone();
             let watcher = graceful.watcher();
             let builder = builder.clone();
-            let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+            // Only TLS connections need the acceptor.
+            let acceptor = tls.as_ref().filter(|_| secure).map(|t| t.acceptor.clone());
             let handshake_timeout = config.server.header_read_timeout;
             tokio::spawn(async move {
-                let result = match acceptor.filter(|_| secure) {
+                let result = match acceptor {
                     None => {
                         let io = TokioIo::new(IdleIo::new(stream, timeouts, activity));
                         watcher
