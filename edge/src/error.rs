@@ -42,6 +42,14 @@ pub enum ProxyError {
         #[source]
         source: BoxError,
     },
+    /// The peer's certificate was refused (wrong name, unknown CA,
+    /// expired) or the handshake failed: nothing was sent.
+    #[error("TLS with {peer} failed: {source}")]
+    Tls {
+        peer: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("connecting to {peer} timed out")]
     ConnectTimeout { peer: String },
     #[error("{peer} sent no response head within {timeout:?}")]
@@ -80,6 +88,7 @@ impl ProxyError {
             | ProxyError::LoopDetected(_)
             | ProxyError::PeersBusy => ErrorSource::Internal,
             ProxyError::Connect { .. }
+            | ProxyError::Tls { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::HeaderTimeout { .. }
             | ProxyError::SendTimeout { .. }
@@ -93,9 +102,10 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) | ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::NoPeer | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::NoPeer
+            | ProxyError::Connect { .. }
+            | ProxyError::Tls { .. }
+            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. }
             | ProxyError::HeaderTimeout { .. }
             | ProxyError::SendTimeout { .. }
@@ -117,6 +127,7 @@ impl ProxyError {
             ProxyError::OnlyIfCached => "only_if_cached",
             ProxyError::NoPeer => "no_peer",
             ProxyError::Connect { .. } => "connect",
+            ProxyError::Tls { .. } => "tls",
             ProxyError::ConnectTimeout { .. } => "connect_timeout",
             ProxyError::HeaderTimeout { .. } => "header_timeout",
             ProxyError::SendTimeout { .. } => "send_timeout",

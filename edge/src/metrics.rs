@@ -3,7 +3,8 @@
 //! live in [`names`] so dashboards and code agree.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Every metric name `edge` exports, in one place.
@@ -32,6 +33,10 @@ pub mod names {
     pub const PEER_FAILURES_TOTAL: &str = "edge_peer_failures_total";
     pub const PEER_EJECTIONS_TOTAL: &str = "edge_peer_ejections_total";
     pub const UPSTREAM_RETRIES_TOTAL: &str = "edge_upstream_retries_total";
+    pub const UPSTREAM_CONNECTIONS_TOTAL: &str = "edge_upstream_connections_total";
+    pub const UPSTREAM_OPEN_CONNECTIONS: &str = "edge_upstream_open_connections";
+    pub const UPSTREAM_EXCHANGES_TOTAL: &str = "edge_upstream_exchanges_total";
+    pub const UPSTREAM_REUSE_RATIO: &str = "edge_upstream_connection_reuse_ratio";
 }
 
 /// Latency buckets from 0.5 ms to 30 s: a hit on loopback is sub-millisecond,
@@ -93,6 +98,16 @@ pub struct Metrics {
     pub peer_ejections: IntCounterVec,
     /// Requests sent again to another peer, by why.
     pub upstream_retries: IntCounterVec,
+    /// Connections opened to peers, by peer and protocol (`h1`, `h2`).
+    pub upstream_connections: IntCounterVec,
+    /// Connections to peers open now.
+    pub upstream_open_connections: IntGauge,
+    /// Exchanges with peers by whether their connection was `new` or
+    /// `reused` (an idle HTTP/1.1 one, or a stream on an HTTP/2 one).
+    pub upstream_exchanges: IntCounterVec,
+    /// Share of exchanges since start that reused a connection; set at
+    /// scrape. For a window, divide the rates of `upstream_exchanges`.
+    pub upstream_reuse_ratio: Gauge,
 }
 
 impl Metrics {
@@ -220,6 +235,28 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            upstream_connections: IntCounterVec::new(
+                Opts::new(
+                    names::UPSTREAM_CONNECTIONS_TOTAL,
+                    "Connections opened to peers, by protocol",
+                ),
+                &["peer", "protocol"],
+            )?,
+            upstream_open_connections: IntGauge::new(
+                names::UPSTREAM_OPEN_CONNECTIONS,
+                "Connections to peers open now",
+            )?,
+            upstream_exchanges: IntCounterVec::new(
+                Opts::new(
+                    names::UPSTREAM_EXCHANGES_TOTAL,
+                    "Requests sent to peers, by whether the connection was new or reused",
+                ),
+                &["connection"],
+            )?,
+            upstream_reuse_ratio: Gauge::new(
+                names::UPSTREAM_REUSE_RATIO,
+                "Share of upstream requests since start sent on a reused connection",
+            )?,
         };
         // Known label sets start at 0, so dashboards see them before the
         // first event (and a rate over them is 0, not "no data").
@@ -228,6 +265,9 @@ impl Metrics {
         }
         for reason in ["connect", "broken", "timeout", "status"] {
             m.upstream_retries.with_label_values(&[reason]);
+        }
+        for connection in ["new", "reused"] {
+            m.upstream_exchanges.with_label_values(&[connection]);
         }
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -253,6 +293,10 @@ impl Metrics {
         registry.register(Box::new(m.peer_failures.clone()))?;
         registry.register(Box::new(m.peer_ejections.clone()))?;
         registry.register(Box::new(m.upstream_retries.clone()))?;
+        registry.register(Box::new(m.upstream_connections.clone()))?;
+        registry.register(Box::new(m.upstream_open_connections.clone()))?;
+        registry.register(Box::new(m.upstream_exchanges.clone()))?;
+        registry.register(Box::new(m.upstream_reuse_ratio.clone()))?;
         Ok(m)
     }
 }

@@ -360,7 +360,7 @@ async fn probe(
         Err(_) => return false,
     };
     let answer = tokio::time::timeout(timeout, async {
-        let resp = upstream.probe(req).await?;
+        let resp = upstream.probe(&member.peer, req).await?;
         let status = resp.status();
         // Read the body so the connection can be reused.
         let _ = resp.into_body().collect().await;

@@ -32,4 +32,4 @@ mod peer;
 pub mod ring;
 
 pub use error::{Error, Result};
-pub use peer::{Peer, Role, Scheme};
+pub use peer::{Peer, Role, Scheme, Transport};

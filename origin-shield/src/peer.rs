@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use http::uri::{Authority, PathAndQuery, Uri};
 
@@ -39,6 +40,20 @@ pub enum Role {
     Shield,
 }
 
+/// How the connection to a peer is made, beyond its scheme.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Transport {
+    /// Speak HTTP/2: offered in ALPN over TLS (HTTP/1.1 if the peer
+    /// declines), by prior knowledge in cleartext.
+    pub http2: bool,
+    /// Accept any certificate. Only for labs with self-signed certificates:
+    /// it gives up knowing who the peer is.
+    pub insecure_skip_verify: bool,
+    /// The name sent in SNI and checked against the certificate, when it is
+    /// not the host in the URL (nginx's `proxy_ssl_name`).
+    pub tls_name: Option<Arc<str>>,
+}
+
 /// One upstream server, named by `scheme://host[:port]`.
 ///
 /// The authority always carries an explicit port so that connection pools and
@@ -49,6 +64,7 @@ pub struct Peer {
     authority: Authority,
     weight: u32,
     role: Role,
+    transport: Transport,
 }
 
 impl Peer {
@@ -69,6 +85,31 @@ impl Peer {
         self.role
     }
 
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The name TLS verifies: `tls_name` if set, else the host (for a peer
+    /// resolved from a name, the name it was resolved from).
+    pub fn tls_name(&self) -> &str {
+        match &self.transport.tls_name {
+            Some(name) => name,
+            None => self.host(),
+        }
+    }
+
+    /// The host without IPv6 brackets.
+    fn host(&self) -> &str {
+        let host = self.authority.host();
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// Returns this peer with other connection settings.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// Returns this peer with a different weight (at least 1).
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight.max(1);
@@ -83,17 +124,20 @@ impl Peer {
 
     /// Whether the host is a name to resolve rather than an IP address.
     pub fn host_is_name(&self) -> bool {
-        let host = self.authority.host();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.parse::<std::net::IpAddr>().is_err()
+        self.host().parse::<std::net::IpAddr>().is_err()
     }
 
     /// This peer at one of its resolved addresses (same scheme, port,
-    /// weight and role).
+    /// weight, role and transport). TLS keeps verifying the name.
     pub fn at_address(&self, addr: std::net::SocketAddr) -> Option<Peer> {
         let authority: Authority = addr.to_string().parse().ok()?;
+        let mut transport = self.transport.clone();
+        if transport.tls_name.is_none() && self.host_is_name() {
+            transport.tls_name = Some(self.host().into());
+        }
         Some(Peer {
             authority,
+            transport,
             ..self.clone()
         })
     }
@@ -175,6 +219,7 @@ impl FromStr for Peer {
             authority,
             weight: 1,
             role: Role::Origin,
+            transport: Transport::default(),
         })
     }
 }
@@ -196,6 +241,7 @@ mod tests {
             .unwrap();
         assert_eq!(at.to_string(), "http://10.0.0.7:8080");
         assert_eq!(at.weight(), 3);
+        assert_eq!(at.tls_name(), "origin.example", "TLS still checks the name");
         let v6 = named
             .at_address("[2001:db8::1]:8080".parse().unwrap())
             .unwrap();

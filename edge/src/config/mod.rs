@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use origin_shield::balance::Policy;
 use origin_shield::health::HealthPolicy;
-use origin_shield::{Peer, Role, Scheme};
+use origin_shield::{Peer, Role, Scheme, Transport};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::Cli;
@@ -37,7 +37,8 @@ pub struct Config {
     /// Write access lines (target `access`) to this file, appending, instead
     /// of stdout; other logs stay on stdout. Default: unset (stdout).
     pub access_log: Option<PathBuf>,
-    /// Origin servers, `http://host[:port]` or `{ url = "...", weight = N }`;
+    /// Origin servers, `http(s)://host[:port]` or `{ url = "...", weight = N,
+    /// http2 = bool, tls_name = "...", tls_verify = bool }`;
     /// requests are spread over them by `upstream.balance`, falling through
     /// to the next on connect failure. Default: none (at least one is
     /// required).
@@ -348,8 +349,12 @@ pub struct UpstreamConfig {
     /// Idle pooled connections are closed after this. Default: `60s`.
     #[serde(deserialize_with = "de_duration")]
     pub pool_idle_timeout: Duration,
-    /// Idle keep-alive connections kept per origin. Default: `256`.
+    /// Idle keep-alive connections kept per origin (HTTP/1.1; an HTTP/2
+    /// peer gets one multiplexed connection). Default: `256`.
     pub pool_max_idle_per_host: usize,
+    /// PEM bundle of the CAs that https peers must chain to, instead of the
+    /// system roots. Default: unset (system roots).
+    pub tls_ca: Option<PathBuf>,
     /// Replace the client's `Host` with this value towards the origin.
     /// Default: unset (the client's `Host` is kept).
     pub host_header: Option<String>,
@@ -480,6 +485,7 @@ impl Default for UpstreamConfig {
             read_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_host: 256,
+            tls_ca: None,
             host_header: None,
             balance: Policy::RoundRobin,
             max_fails: 3,
@@ -648,18 +654,6 @@ impl Config {
                 "no origin configured: pass --origin http://HOST:PORT or set `origins`".into(),
             ));
         }
-        let shields = self.shields.iter().map(|s| &s.peer);
-        if let Some(peer) = self
-            .origins
-            .iter()
-            .chain(shields)
-            .find(|p| p.scheme() == Scheme::Https)
-        {
-            return Err((
-                "origins",
-                format!("{peer}: https origins are not supported yet (TLS upstream is planned)"),
-            ));
-        }
         if http::HeaderValue::from_str(&format!("1.1 {}", self.node_name)).is_err()
             || self.node_name.is_empty()
             || self.node_name.contains([' ', ','])
@@ -801,35 +795,105 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// A peer in the config: a URL, or a table with a weight (and a name).
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A peer in the config: a URL, or a table with a weight, a name and how
+/// to connect.
 enum PeerEntry {
     Url(String),
-    Table {
-        url: String,
-        #[serde(default)]
-        weight: Option<u32>,
-        #[serde(default)]
-        name: Option<String>,
-    },
+    Table(PeerTable),
+}
+
+/// By hand rather than `untagged`, so that a bad key in a table is named
+/// instead of "did not match any variant".
+impl<'de> Deserialize<'de> for PeerEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PeerEntry;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL or a table with `url`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<PeerEntry, E> {
+                Ok(PeerEntry::Url(url.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PeerEntry, A::Error> {
+                PeerTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(PeerEntry::Table)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerTable {
+    url: String,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    name: Option<String>,
+    /// HTTP/2: ALPN over TLS, prior knowledge in cleartext.
+    #[serde(default)]
+    http2: bool,
+    /// `false` accepts any certificate (self-signed labs only).
+    #[serde(default = "yes")]
+    tls_verify: bool,
+    /// SNI and certificate name, when not the URL's host.
+    #[serde(default)]
+    tls_name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl PeerEntry {
     fn parse<E: serde::de::Error>(self, role: Role) -> Result<(Peer, Option<String>), E> {
-        let (url, weight, name) = match self {
-            PeerEntry::Url(url) => (url, None, None),
-            PeerEntry::Table { url, weight, name } => (url, weight, name),
+        let table = match self {
+            PeerEntry::Url(url) => PeerTable {
+                url,
+                weight: None,
+                name: None,
+                http2: false,
+                tls_verify: true,
+                tls_name: None,
+            },
+            PeerEntry::Table(table) => table,
         };
-        if weight.is_some_and(|w| w == 0 || w > 100) {
+        let url = table.url;
+        if table.weight.is_some_and(|w| w == 0 || w > 100) {
             return Err(E::custom(format!("{url}: weight must be 1 to 100")));
         }
         let peer = url
             .parse::<Peer>()
             .map_err(E::custom)?
-            .with_weight(weight.unwrap_or(1))
+            .with_weight(table.weight.unwrap_or(1))
             .with_role(role);
-        Ok((peer, name))
+        let tls_settings = !table.tls_verify || table.tls_name.is_some();
+        if tls_settings && peer.scheme() != Scheme::Https {
+            return Err(E::custom(format!(
+                "{url}: tls_verify and tls_name apply to https:// peers only"
+            )));
+        }
+        if let Some(name) = &table.tls_name
+            && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            return Err(E::custom(format!(
+                "{url}: tls_name {name:?} is not a DNS name or IP address"
+            )));
+        }
+        let peer = peer.with_transport(Transport {
+            http2: table.http2,
+            insecure_skip_verify: !table.tls_verify,
+            tls_name: table.tls_name.map(Into::into),
+        });
+        Ok((peer, table.name))
     }
 }
 

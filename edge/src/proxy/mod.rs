@@ -92,6 +92,7 @@ impl<H: EdgeHooks> Proxy<H> {
         metrics: Metrics,
         store: Store,
         purger: Arc<Purger>,
+        upstream: Upstream,
         listen: SocketAddr,
     ) -> Self {
         Proxy {
@@ -102,7 +103,7 @@ impl<H: EdgeHooks> Proxy<H> {
             }),
             hooks: Arc::new(hooks),
             routing: Arc::new(Routing::new(config, listen)),
-            upstream: Arc::new(Upstream::new(config.upstream.clone(), metrics.clone())),
+            upstream: Arc::new(upstream),
             metrics,
             node_name: config.node_name.clone(),
             host_header: config
@@ -126,6 +127,7 @@ impl<H: EdgeHooks> Proxy<H> {
     pub fn export_gauges(&self) {
         let m = &self.metrics;
         self.routing.export(m);
+        m.upstream_reuse_ratio.set(self.upstream.reuse_ratio());
         let fills = &self.cache.fills;
         m.fills_in_flight.set(gauge(fills.in_flight()));
         m.fill_window_bytes.set(gauge(fills.window_bytes()));
@@ -464,7 +466,9 @@ impl<H: EdgeHooks> Proxy<H> {
             let retry = match &err {
                 // Nothing reached the peer: the next one, at no cost to the
                 // retry budget.
-                ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. }
+                ProxyError::Connect { .. }
+                | ProxyError::Tls { .. }
+                | ProxyError::ConnectTimeout { .. }
                     if replayable && more =>
                 {
                     Some(("connect", 1))

@@ -31,6 +31,7 @@ use crate::config::{Config, ServerConfig};
 use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
+use crate::upstream::Upstream;
 use cache::KeyRules;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use purge_api::{PurgeConfig, Purger};
@@ -65,6 +66,8 @@ pub enum ServerError {
     Purge(#[from] purge_api::PurgeError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    UpstreamCa(#[from] crate::upstream::CaError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server task failed: {0}")]
@@ -169,12 +172,18 @@ impl<H: EdgeHooks> Server<H> {
             },
         )?;
         let listen = listener.local_addr().unwrap_or(config.listen);
+        let upstream = Upstream::new(
+            config.upstream.clone(),
+            config.server.max_header_bytes.as_usize(),
+            metrics.clone(),
+        )?;
         let proxy = Arc::new(Proxy::new(
             &config,
             hooks,
             metrics.clone(),
             store,
             purger,
+            upstream,
             listen,
         ));
         Ok(Server {

@@ -1,19 +1,23 @@
-//! The pooled HTTP client to peers: keep-alive connections shared by all
-//! worker threads, with connect, send, response-head and body-read timeouts,
-//! and errors classified for the status mapping in `error.rs`.
+//! The client to peers: pooled HTTP/1.1 and HTTP/2 connections, in
+//! cleartext or TLS, shared by all worker threads ([`pool`], [`connect`]);
+//! connect, send, response-head and body-read timeouts; and errors
+//! classified for the status mapping in `error.rs`.
+
+mod connect;
+mod pool;
+
+pub use connect::{CaError, ConnectError};
 
 use std::error::Error as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use origin_shield::Peer;
 use tokio::sync::Notify;
 
@@ -34,30 +38,39 @@ pub struct ClientBodyError(#[source] pub BoxError);
 /// Connection pool and timeouts towards every peer.
 #[derive(Debug)]
 pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
+    pool: pool::Pool,
     config: UpstreamConfig,
     metrics: Metrics,
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig, metrics: Metrics) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            // The request already carries the Host the origin should see.
-            .set_host(false)
-            .build(connector);
-        Upstream {
-            client,
+    /// Fails only on an unusable `upstream.tls_ca`.
+    pub fn new(
+        config: UpstreamConfig,
+        max_header_bytes: usize,
+        metrics: Metrics,
+    ) -> Result<Self, CaError> {
+        let connector = connect::Connector::new(
+            config.connect_timeout,
+            max_header_bytes,
+            config.tls_ca.as_deref(),
+        )?;
+        let pool = pool::Pool::new(
+            connector,
+            config.pool_idle_timeout,
+            config.pool_max_idle_per_host,
+            metrics.clone(),
+        );
+        Ok(Upstream {
+            pool,
             config,
             metrics,
-        }
+        })
+    }
+
+    /// Share of requests since start sent on a reused connection.
+    pub fn reuse_ratio(&self) -> f64 {
+        self.pool.reuse_ratio()
     }
 
     /// Sends `req` (whose URI must be absolute, naming `peer`) and waits for
@@ -76,7 +89,7 @@ impl Upstream {
         let progress = Arc::new(SendState::default());
         let body_pending = !req.body().is_end_stream();
         let req = req.map(|b| body::boxed(Tapped::new(b, SendProgress(progress.clone()))));
-        let response = self.client.request(req);
+        let response = self.pool.send(peer, req);
         tokio::pin!(response);
 
         let mut sent_bytes = 0;
@@ -107,18 +120,15 @@ impl Upstream {
 
     /// Sends a health probe: no metrics of client traffic, no timeouts of
     /// its own (the caller bounds it).
-    pub async fn probe(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
-        let peer = req
-            .uri()
-            .authority()
-            .map_or_else(String::new, ToString::to_string);
-        self.client
-            .request(req)
+    pub async fn probe(
+        &self,
+        peer: &Peer,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        self.pool
+            .send(peer, req)
             .await
-            .map_err(|source| ProxyError::Upstream {
-                peer,
-                source: Box::new(source),
-            })
+            .map_err(|e| classify(peer, e))
     }
 
     fn finish(
@@ -140,7 +150,12 @@ impl Upstream {
                     .inc();
             }
             Err(err) if err.source_side() == crate::error::ErrorSource::Upstream => {
-                tracing::debug!(peer = %peer, error = %err, "upstream request failed");
+                if let ProxyError::Tls { .. } = err {
+                    // A refused certificate is a setup problem, not a blip.
+                    tracing::warn!(peer = %peer, tls_name = peer.tls_name(), error = %err, "TLS to peer refused");
+                } else {
+                    tracing::debug!(peer = %peer, error = %err, "upstream request failed");
+                }
                 self.metrics
                     .origin_errors
                     .with_label_values(&[err.as_str()])
@@ -176,11 +191,30 @@ impl Tap for SendProgress {
     }
 }
 
-/// Sorts a client error: the client's own body failing, connect failure or
-/// timeout, or a failure after connecting.
-fn classify(peer: &Peer, err: hyper_util::client::legacy::Error) -> ProxyError {
+/// Sorts a failure: the client's own body failing, a connection that could
+/// not be had (refused, timed out, TLS refused), or a failure after
+/// connecting.
+fn classify(peer: &Peer, err: pool::SendError) -> ProxyError {
+    let peer_name = peer.to_string();
+    let err = match err {
+        pool::SendError::Connect(err) if err.is_timeout() => {
+            return ProxyError::ConnectTimeout { peer: peer_name };
+        }
+        pool::SendError::Connect(err) if err.is_tls() => {
+            return ProxyError::Tls {
+                peer: peer_name,
+                source: Box::new(SharedError(err)),
+            };
+        }
+        pool::SendError::Connect(err) => {
+            return ProxyError::Connect {
+                peer: peer_name,
+                source: Box::new(SharedError(err)),
+            };
+        }
+        pool::SendError::Http(err) => err,
+    };
     let mut cause = err.source();
-    let mut timed_out = false;
     while let Some(e) = cause {
         if let Some(client_body) = e.downcast_ref::<ClientBodyError>() {
             return match client_body.0.downcast_ref::<BodyReadTimeout>() {
@@ -190,23 +224,26 @@ fn classify(peer: &Peer, err: hyper_util::client::legacy::Error) -> ProxyError {
                 },
             };
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-        }
         cause = e.source();
     }
-    let peer = peer.to_string();
-    if err.is_connect() {
-        if timed_out {
-            return ProxyError::ConnectTimeout { peer };
-        }
-        return ProxyError::Connect {
-            peer,
-            source: Box::new(err),
-        };
-    }
     ProxyError::Upstream {
-        peer,
+        peer: peer_name,
         source: Box::new(err) as BoxError,
+    }
+}
+
+/// A connect failure shared by the requests that waited on one attempt.
+#[derive(Debug)]
+struct SharedError(Arc<ConnectError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
