@@ -2,6 +2,7 @@
 //! in-process edge on ephemeral ports ([`TestEdge`]) and small HTTP clients
 //! ([`client`]). Every test owns its own origin and edge on 127.0.0.1.
 
+pub mod certs;
 pub mod client;
 mod edge;
 mod origin;

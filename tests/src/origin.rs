@@ -174,6 +174,8 @@ struct State {
     body_bytes: AtomicU64,
     /// Response body bytes handed to the connection so far.
     sent_bytes: Arc<AtomicU64>,
+    /// Connections accepted so far, and the HTTP versions of requests.
+    connections: AtomicU64,
 }
 
 /// A real HTTP/1.1 + h2c server on `127.0.0.1:0`; stops when dropped.
@@ -191,11 +193,27 @@ impl MockOrigin {
 
     /// An origin on a given address (to bring a "dead" peer back to life).
     pub async fn start_on(addr: SocketAddr) -> MockOrigin {
+        MockOrigin::listen(addr, None).await
+    }
+
+    /// An HTTPS origin (HTTP/1.1 and h2 by ALPN) presenting `tls`'s
+    /// certificate.
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> MockOrigin {
+        let addr = "127.0.0.1:0".parse().expect("addr");
+        MockOrigin::listen(addr, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn listen(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> MockOrigin {
         let listener = TcpListener::bind(addr).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let state = Arc::new(State::default());
-        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        let task = tokio::spawn(accept_loop(listener, state.clone(), tls));
         MockOrigin { addr, state, task }
+    }
+
+    /// Connections accepted so far (TLS ones once their handshake is done).
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -205,6 +223,11 @@ impl MockOrigin {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Scripts the reply for requests whose path (without query) is `path`.
@@ -255,15 +278,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut conns = tokio::task::JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
         let state = state.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
-            let service = service_fn(move |req| respond(state.clone(), req));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let service = {
+                let state = state.clone();
+                service_fn(move |req| respond(state.clone(), req))
+            };
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            match tls {
+                None => {
+                    state.connections.fetch_add(1, Ordering::Relaxed);
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(tls) => {
+                    // A refused handshake is the client's choice (a test
+                    // of a wrong name); nothing to serve.
+                    let Ok(stream) = tls.accept(stream).await else {
+                        return;
+                    };
+                    state.connections.fetch_add(1, Ordering::Relaxed);
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
         });
     }
 }

@@ -1,9 +1,8 @@
 //! HTTPS for clients: a certificate generated here, HTTP/1.1 and h2 chosen
 //! by ALPN, the same cache behind both, `X-Forwarded-Proto: https`.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
+use edge_tests::certs::{self, Cert};
 use edge_tests::{MockOrigin, Reply, TestEdge};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
@@ -12,44 +11,12 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-struct Cert {
-    der: CertificateDer<'static>,
-    _dir: tempfile::TempDir,
-    cert_path: std::path::PathBuf,
-    key_path: std::path::PathBuf,
-}
-
 fn cert_for(name: &str) -> Cert {
-    cert_for_names(&[name])
-}
-
-fn cert_for_names(names: &[&str]) -> Cert {
-    let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
-    let signed = rcgen::generate_simple_self_signed(names).expect("certificate");
-    let dir = tempfile::tempdir().expect("dir");
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, signed.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, signed.signing_key.serialize_pem()).expect("write key");
-    Cert {
-        der: signed.cert.der().clone(),
-        _dir: dir,
-        cert_path,
-        key_path,
-    }
+    certs::self_signed(&[name])
 }
 
 fn connector(cert: &Cert, alpn: &[&[u8]]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der.clone()).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(certs::client_config(&[cert], alpn))
 }
 
 /// One GET over a fresh TLS connection; returns the negotiated ALPN
@@ -154,20 +121,11 @@ async fn a_bad_certificate_file_is_an_error_naming_it() {
 
 /// The leaf certificate the edge presents for SNI `name`.
 async fn presented(edge: &TestEdge, trusted: &[&Cert], name: &str) -> CertificateDer<'static> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in trusted {
-        roots.add(cert.der.clone()).expect("root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = certs::client_config(trusted, &[]);
     let tcp = TcpStream::connect(edge.tls_addr().expect("tls"))
         .await
         .expect("connect");
-    let tls = TlsConnector::from(Arc::new(config))
+    let tls = TlsConnector::from(config)
         .connect(ServerName::try_from(name.to_owned()).expect("name"), tcp)
         .await
         .unwrap_or_else(|e| panic!("handshake for {name}: {e}"));
@@ -177,7 +135,7 @@ async fn presented(edge: &TestEdge, trusted: &[&Cert], name: &str) -> Certificat
 #[tokio::test]
 async fn certificates_are_chosen_by_sni_with_wildcards_and_a_default() {
     let origin = MockOrigin::start().await;
-    let default = cert_for_names(&["default.test", "unknown.test"]);
+    let default = certs::self_signed(&["default.test", "unknown.test"]);
     let a = cert_for("a.test");
     let b = cert_for("*.b.test");
     let (d_cert, d_key) = (default.cert_path.clone(), default.key_path.clone());
