@@ -430,6 +430,14 @@ fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): streams a client opens and cancels
+        // before they are served cost work without counting against the
+        // concurrency limit. Past 20 of them waiting, or 1024 streams this
+        // side had to reset for protocol errors, the connection gets
+        // GOAWAY (ENHANCE_YOUR_CALM). Spelled out so a dependency update
+        // cannot quietly change them.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
         // PINGs find dead peers; they do not count as activity (see IdleIo).
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
