@@ -20,6 +20,7 @@ fn keys(c: &mut Criterion) {
     let rules = KeyRules {
         ignore_query_params: vec!["utm_source".into(), "utm_medium".into()],
         sort_query: true,
+        ignore_scheme: false,
     };
     c.bench_function("key/normalize_query", |b| {
         b.iter(|| {

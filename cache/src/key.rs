@@ -14,9 +14,17 @@ pub struct KeyRules {
     pub ignore_query_params: Vec<String>,
     /// Sort query parameters so that `?a=1&b=2` and `?b=2&a=1` share a key.
     pub sort_query: bool,
+    /// Leave the scheme out, so `http://` and `https://` share objects (for
+    /// sites that serve the same bytes on both).
+    pub ignore_scheme: bool,
 }
 
 impl KeyRules {
+    /// The scheme as it enters the key.
+    pub fn scheme<'a>(&self, scheme: &'a str) -> &'a str {
+        if self.ignore_scheme { "http" } else { scheme }
+    }
+
     /// `path?query` as it enters the key.
     pub fn normalize<'a>(&self, path_and_query: &'a str) -> Cow<'a, str> {
         let Some((path, query)) = path_and_query.split_once('?') else {
@@ -200,6 +208,7 @@ mod tests {
         let rules = KeyRules {
             ignore_query_params: vec!["utm_source".into(), "fbclid".into()],
             sort_query: true,
+            ..KeyRules::default()
         };
         assert_eq!(rules.normalize("/a?b=1&utm_source=x&a=2"), "/a?a=2&b=1");
         assert_eq!(rules.normalize("/a?utm_source=x&fbclid"), "/a");

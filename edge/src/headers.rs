@@ -51,15 +51,22 @@ pub fn append_via(headers: &mut HeaderMap, received: Version, node_name: &str) {
     append_list(headers, header::VIA, &entry);
 }
 
-/// Records the client's address in `X-Forwarded-For` (appended to any list
-/// the client or a previous proxy sent) and our scheme in
-/// `X-Forwarded-Proto` (replacing the client's claim).
+/// Records the client's address in `X-Forwarded-For` and in `Forwarded`
+/// (RFC 7239, with the scheme), each appended to any list the client or a
+/// previous proxy sent, and our scheme in `X-Forwarded-Proto` (replacing
+/// the client's claim).
 pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
     append_list(
         headers,
         HeaderName::from_static("x-forwarded-for"),
         &client.to_string(),
     );
+    // RFC 7239 §6: an IPv6 address is bracketed and quoted.
+    let element = match client {
+        IpAddr::V4(v4) => format!("for={v4};proto={scheme}"),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={scheme}"),
+    };
+    append_list(headers, header::FORWARDED, &element);
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(scheme),
@@ -120,5 +127,11 @@ mod tests {
         set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=http");
+        set_forwarded(&mut h, "::1".parse().unwrap(), "https");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=127.0.0.1;proto=http, for=\"[::1]\";proto=https"
+        );
     }
 }

@@ -71,7 +71,7 @@ impl Session {
         let host = self.authority_for_key();
         CacheKey::for_request(
             method,
-            self.downstream_scheme,
+            self.key_rules.scheme(self.downstream_scheme),
             host,
             &self.key_rules.normalize(path_and_query),
         )

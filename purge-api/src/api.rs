@@ -212,7 +212,13 @@ pub fn url_key(url: &str, rules: &KeyRules) -> Result<CacheKey, &'static str> {
         _ => authority.host().to_owned(),
     };
     let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    CacheKey::for_request(&Method::GET, scheme, &host, &rules.normalize(pq)).ok_or("no key")
+    CacheKey::for_request(
+        &Method::GET,
+        rules.scheme(scheme),
+        &host,
+        &rules.normalize(pq),
+    )
+    .ok_or("no key")
 }
 
 /// `example.com/images`, `https://example.com/images/` or `example.com` →

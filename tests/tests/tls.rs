@@ -87,6 +87,7 @@ async fn https_clients_get_cached_responses_over_http1_and_h2() {
     );
     let seen = origin.last_request("/secure").expect("request");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["forwarded"], "for=127.0.0.1;proto=https");
 
     let (proto, status, cache, body) =
         get_tls(&edge, &cert, &[b"h2", b"http/1.1"], "/secure").await;
@@ -100,6 +101,33 @@ async fn https_clients_get_cached_responses_over_http1_and_h2() {
     // The plain listener keeps serving, and https is its own cache key.
     let plain = edge_tests::client::get_with(&edge.url("/secure"), &[("host", "edge.test")]).await;
     assert_eq!(plain.headers()["x-cache"], "MISS");
+}
+
+#[tokio::test]
+async fn http_and_https_share_objects_when_the_key_ignores_the_scheme() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/shared",
+        Reply::ok("either way").header("cache-control", "max-age=600"),
+    );
+    let cert = cert_for("edge.test");
+    let (cert_path, key_path) = (cert.cert_path.clone(), cert.key_path.clone());
+    let edge = TestEdge::start_with(&origin.url(), move |c| {
+        c.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
+        c.tls.cert = Some(cert_path);
+        c.tls.key = Some(key_path);
+        c.cache.key_ignore_scheme = true;
+    })
+    .await;
+    // Same host and port in both keys: the default ports are left out.
+    let plain = edge_tests::client::get_with(&edge.url("/shared"), &[("host", "edge.test")]).await;
+    assert_eq!(plain.headers()["x-cache"], "MISS");
+    let (_, status, cache, body) = get_tls(&edge, &cert, &[b"h2"], "/shared").await;
+    assert_eq!(
+        (status, cache.as_str(), &body[..]),
+        (200, "HIT", &b"either way"[..])
+    );
+    assert_eq!(origin.hits("/shared"), 1);
 }
 
 #[tokio::test]

@@ -261,6 +261,10 @@ pub struct CacheConfig {
     pub key_ignore_query_params: Vec<String>,
     /// Sort query parameters in cache keys. Default: `false`.
     pub key_sort_query: bool,
+    /// Leave the scheme out of cache keys, so `http://` and `https://`
+    /// requests share objects. Default: `false` (nginx's default key has
+    /// `$scheme` too).
+    pub key_ignore_scheme: bool,
     /// Body bytes an in-flight fill keeps in memory for its readers;
     /// readers further behind read from the store. All fills together keep
     /// at most a quarter of `memory` this way. Default: `8MiB`.
@@ -273,6 +277,17 @@ pub struct CacheConfig {
     /// ("hit-for-pass"). Default: `10s`.
     #[serde(deserialize_with = "de_duration")]
     pub hit_for_pass: Duration,
+}
+
+impl CacheConfig {
+    /// How requests map to cache keys.
+    pub fn key_rules(&self) -> cache::KeyRules {
+        cache::KeyRules {
+            ignore_query_params: self.key_ignore_query_params.clone(),
+            sort_query: self.key_sort_query,
+            ignore_scheme: self.key_ignore_scheme,
+        }
+    }
 }
 
 impl CacheConfig {
@@ -453,6 +468,7 @@ impl Default for CacheConfig {
             honor_cdn_cache_control: true,
             key_ignore_query_params: Vec::new(),
             key_sort_query: false,
+            key_ignore_scheme: false,
             fill_window: ByteSize::mib(8),
             fill_wait_timeout: Duration::from_secs(5),
             hit_for_pass: Duration::from_secs(10),

@@ -97,10 +97,7 @@ impl<H: EdgeHooks> Proxy<H> {
     ) -> Self {
         Proxy {
             cache: Arc::new(cached::CacheLayer::new(store, &config.cache)),
-            key_rules: Arc::new(cache::KeyRules {
-                ignore_query_params: config.cache.key_ignore_query_params.clone(),
-                sort_query: config.cache.key_sort_query,
-            }),
+            key_rules: Arc::new(config.cache.key_rules()),
             hooks: Arc::new(hooks),
             routing: Arc::new(Routing::new(config, listen)),
             upstream: Arc::new(upstream),

@@ -32,7 +32,6 @@ use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::upstream::Upstream;
-use cache::KeyRules;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use purge_api::{PurgeConfig, Purger};
 use tls::TlsListener;
@@ -166,10 +165,7 @@ impl<H: EdgeHooks> Server<H> {
             &config.data_dir.join("purge"),
             purge_config(&config),
             store.clone(),
-            KeyRules {
-                ignore_query_params: config.cache.key_ignore_query_params.clone(),
-                sort_query: config.cache.key_sort_query,
-            },
+            config.cache.key_rules(),
         )?;
         let listen = listener.local_addr().unwrap_or(config.listen);
         let upstream = Upstream::new(
