@@ -891,6 +891,11 @@ impl PeerEntry {
             .map_err(E::custom)?
             .with_weight(table.weight.unwrap_or(1))
             .with_role(role);
+        if table.name.is_some() && role == Role::Origin {
+            return Err(E::custom(format!(
+                "{url}: `name` is for shields (to recognise this node); origins have none"
+            )));
+        }
         let tls_settings = !table.tls_verify || table.tls_name.is_some();
         if tls_settings && peer.scheme() != Scheme::Https {
             return Err(E::custom(format!(
@@ -1003,6 +1008,34 @@ path = "/healthz"
             .unwrap_err()
             .to_string();
         assert!(err.contains("weight"), "{err}");
+    }
+
+    #[test]
+    fn peer_tables_take_tls_settings_and_name_bad_keys() {
+        let c = parse(
+            "origins = [{ url = \"https://10.0.0.1\", tls_name = \"o.example\", http2 = true }]\n",
+        )
+        .unwrap();
+        let peer = &c.origins[0];
+        assert_eq!(peer.tls_name(), "o.example");
+        assert!(peer.transport().http2 && !peer.transport().insecure_skip_verify);
+        for (bad, says) in [
+            (
+                "{ url = \"http://a\", tls_verify = false }",
+                "https:// peers only",
+            ),
+            (
+                "{ url = \"https://a\", tls_name = \"not a name\" }",
+                "not a DNS name",
+            ),
+            ("{ url = \"http://a\", name = \"x\" }", "for shields"),
+            ("{ url = \"http://a\", wieght = 2 }", "wieght"),
+        ] {
+            let err = parse(&format!("origins = [{bad}]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says) && err.contains("edge.toml:1"), "{err}");
+        }
     }
 
     #[test]

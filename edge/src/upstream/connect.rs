@@ -113,32 +113,35 @@ impl Connector {
     }
 
     /// Opens a connection to `peer` and spawns its I/O task; `on_close`
-    /// runs when the connection is gone.
+    /// runs when the connection is gone. `h2` offers HTTP/2: in ALPN over
+    /// TLS (the peer may still choose HTTP/1.1), by prior knowledge in
+    /// cleartext. `connect_timeout` covers TCP, TLS and the HTTP handshake.
     pub async fn connect(
         &self,
         peer: &Peer,
+        h2: bool,
         on_close: impl FnOnce() + Send + 'static,
     ) -> Result<Sender, ConnectError> {
         let opened = tokio::time::timeout(self.connect_timeout, async {
             let tcp = self.tcp(peer).await?;
             match peer.scheme() {
-                Scheme::Http => {
-                    let h2 = peer.transport().http2;
-                    Ok::<_, ConnectError>((Io::Plain(tcp), h2))
-                }
+                Scheme::Http => self.handshake(TokioIo::new(tcp), h2).await,
                 Scheme::Https => {
-                    let tls = self.tls.handshake(peer, tcp).await?;
+                    let tls = self.tls.handshake(peer, h2, tcp).await?;
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    Ok((Io::Tls(Box::new(tls)), h2))
+                    self.handshake(TokioIo::new(tls), h2).await
                 }
             }
         })
         .await;
-        let (io, h2) = opened.map_err(|_| ConnectError::Timeout)??;
-        match io {
-            Io::Plain(tcp) => self.handshake(TokioIo::new(tcp), h2, on_close).await,
-            Io::Tls(tls) => self.handshake(TokioIo::new(*tls), h2, on_close).await,
-        }
+        let (sender, connection) = opened.map_err(|_| ConnectError::Timeout)??;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "upstream connection ended");
+            }
+            on_close();
+        });
+        Ok(sender)
     }
 
     async fn tcp(&self, peer: &Peer) -> Result<TcpStream, ConnectError> {
@@ -177,12 +180,13 @@ impl Connector {
         Err(ConnectError::Tcp(last))
     }
 
+    /// The HTTP handshake; returns the sender and the connection's I/O
+    /// future, to be spawned.
     async fn handshake<T>(
         &self,
         io: TokioIo<T>,
         h2: bool,
-        on_close: impl FnOnce() + Send + 'static,
-    ) -> Result<Sender, ConnectError>
+    ) -> Result<(Sender, Connection), ConnectError>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -198,34 +202,20 @@ impl Connector {
                 .handshake(io)
                 .await
                 .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
-                }
-                on_close();
-            });
-            Ok(Sender::H2(sender))
+            Ok((Sender::H2(sender), Box::pin(conn)))
         } else {
             let (sender, conn) = http1::Builder::new()
                 .max_buf_size(self.max_header_bytes.max(8192))
                 .handshake(io)
                 .await
                 .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(error = %err, "upstream connection ended");
-                }
-                on_close();
-            });
-            Ok(Sender::H1(sender))
+            Ok((Sender::H1(sender), Box::pin(conn)))
         }
     }
 }
 
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+/// A connection's I/O: runs until the connection closes.
+type Connection = std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<()>> + Send>>;
 
 /// The four client configurations (verified or not, with or without h2 in
 /// ALPN), built on first use: most nodes never speak TLS upstream, and the
@@ -234,7 +224,9 @@ enum Io {
 struct TlsClients {
     /// `upstream.tls_ca`, loaded at start so a bad file stops the start.
     ca: Option<Arc<RootCertStore>>,
-    configs: OnceLock<Result<Configs, String>>,
+    /// Set once built; a failure (no system roots) is tried again by the
+    /// next connection rather than kept until a restart.
+    configs: OnceLock<Arc<Configs>>,
 }
 
 #[derive(Debug)]
@@ -260,21 +252,30 @@ impl TlsClients {
     async fn handshake(
         &self,
         peer: &Peer,
+        h2: bool,
         tcp: TcpStream,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
         let name = peer.tls_name();
         let server_name = ServerName::try_from(name.to_owned())
             .map_err(|_| ConnectError::BadName(name.to_owned()))?;
-        let configs = self
-            .configs
-            .get_or_init(|| self.build())
-            .as_ref()
-            .map_err(|reason| ConnectError::NoRoots {
-                name: name.to_owned(),
-                reason: reason.clone(),
-            })?;
+        let configs = match self.configs.get() {
+            Some(configs) => configs.clone(),
+            None => {
+                // Reading the system store is blocking file I/O.
+                let ca = self.ca.clone();
+                let built = tokio::task::spawn_blocking(move || build(ca))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                    .map_err(|reason| ConnectError::NoRoots {
+                        name: name.to_owned(),
+                        reason,
+                    })?;
+                self.configs.get_or_init(|| Arc::new(built)).clone()
+            }
+        };
         let transport = peer.transport();
-        let config = match (transport.insecure_skip_verify, transport.http2) {
+        let config = match (transport.insecure_skip_verify, h2) {
             (false, false) => &configs.verified_h1,
             (false, true) => &configs.verified_h2,
             (true, false) => &configs.any_h1,
@@ -288,41 +289,42 @@ impl TlsClients {
                 source,
             })
     }
+}
 
-    fn build(&self) -> Result<Configs, String> {
-        let roots = match &self.ca {
-            Some(ca) => ca.clone(),
-            None => Arc::new(system_roots()?),
+/// The client configurations, trusting `ca` or else the system roots.
+fn build(ca: Option<Arc<RootCertStore>>) -> Result<Configs, String> {
+    let roots = match ca {
+        Some(ca) => ca,
+        None => Arc::new(system_roots()?),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let verified = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let any = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    let with_alpn = |config: &ClientConfig, h2: bool| {
+        let mut config = config.clone();
+        config.alpn_protocols = if h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
-        let verified = ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&versions)
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let any = ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&versions)
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth();
-        let with_alpn = |config: &ClientConfig, h2: bool| {
-            let mut config = config.clone();
-            config.alpn_protocols = if h2 {
-                vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-            } else {
-                vec![b"http/1.1".to_vec()]
-            };
-            Arc::new(config)
-        };
-        Ok(Configs {
-            verified_h1: with_alpn(&verified, false),
-            verified_h2: with_alpn(&verified, true),
-            any_h1: with_alpn(&any, false),
-            any_h2: with_alpn(&any, true),
-        })
-    }
+        Arc::new(config)
+    };
+    Ok(Configs {
+        verified_h1: with_alpn(&verified, false),
+        verified_h2: with_alpn(&verified, true),
+        any_h1: with_alpn(&any, false),
+        any_h2: with_alpn(&any, true),
+    })
 }
 
 fn load_ca(path: &Path) -> Result<RootCertStore, CaError> {

@@ -105,12 +105,19 @@ impl Pool {
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let inner = &self.inner;
+        // The site the peer is asked for, fixed before the first attempt:
+        // the HTTP/2 form moves it from `Host` into the URI.
+        let site = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+            .unwrap_or_else(|| peer.authority().clone());
         let mut fresh_only = false;
         loop {
             let (sender, reused) = inner.checkout(peer, fresh_only).await?;
             let result = match sender {
                 Sender::H1(mut conn) => {
-                    for_h1(&mut req);
+                    for_h1(&mut req, &site);
                     match conn.try_send_request(req).await {
                         Ok(resp) => {
                             inner.give_back_when_idle(peer.clone(), conn);
@@ -120,7 +127,7 @@ impl Pool {
                     }
                 }
                 Sender::H2(mut conn) => {
-                    for_h2(&mut req, peer);
+                    for_h2(&mut req, peer, &site);
                     conn.try_send_request(req).await
                 }
             };
@@ -160,22 +167,20 @@ impl Inner {
             .inc();
     }
 
-    /// A connection to `peer`, and whether it was already open.
+    /// A connection to `peer`, and whether it was already open. With
+    /// `fresh_only` (a retry), no idle HTTP/1.1 connection is taken; the
+    /// shared HTTP/2 one still is unless it has closed.
     async fn checkout(
         self: &Arc<Self>,
         peer: &Peer,
         fresh_only: bool,
     ) -> Result<(Sender, bool), SendError> {
-        let wants_h2 = peer.transport().http2;
-        if wants_h2 && let Some(found) = self.shared_h2(peer, fresh_only, None) {
-            return found;
+        let wants_h2 = peer.transport().http2 && !self.h2_declined(peer);
+        if !wants_h2 {
+            return self.checkout_h1(peer, fresh_only).await;
         }
-        if !wants_h2 || self.h2_declined(peer) {
-            if !fresh_only && let Some(conn) = self.idle_h1(peer) {
-                return Ok((Sender::H1(conn), true));
-            }
-            let sender = self.open(peer).await?;
-            return Ok((sender, false));
+        if let Some(found) = self.shared_h2(peer, None) {
+            return found;
         }
 
         // One request opens the HTTP/2 connection; the others wait here.
@@ -186,12 +191,16 @@ impl Inner {
             .or_default()
             .h2_gate
             .clone();
-        let _opening = gate.lock().await;
-        // Whatever is open now was opened after a stale one was dropped.
-        if let Some(found) = self.shared_h2(peer, false, Some(waited_since)) {
+        let opening = gate.lock().await;
+        if let Some(found) = self.shared_h2(peer, Some(waited_since)) {
             return found;
         }
-        match self.open(peer).await {
+        if self.h2_declined(peer) {
+            // The request ahead of us learnt that the peer speaks HTTP/1.1.
+            drop(opening);
+            return self.checkout_h1(peer, fresh_only).await;
+        }
+        match self.open(peer, true).await {
             Ok(Sender::H2(conn)) => {
                 let mut slots = self.slots();
                 let slot = slots.entry(peer.clone()).or_default();
@@ -214,18 +223,29 @@ impl Inner {
         }
     }
 
+    async fn checkout_h1(
+        self: &Arc<Self>,
+        peer: &Peer,
+        fresh_only: bool,
+    ) -> Result<(Sender, bool), SendError> {
+        if !fresh_only && let Some(conn) = self.idle_h1(peer) {
+            return Ok((Sender::H1(conn), true));
+        }
+        let sender = self.open(peer, false).await?;
+        Ok((sender, false))
+    }
+
     /// The open HTTP/2 connection, or the failure that a request ahead of
     /// us met opening it after `failed_after` (while we waited for it).
     fn shared_h2(
         &self,
         peer: &Peer,
-        fresh_only: bool,
         failed_after: Option<Instant>,
     ) -> Option<Result<(Sender, bool), SendError>> {
         let mut slots = self.slots();
         let slot = slots.get_mut(peer)?;
         if let Some((conn, used)) = &mut slot.h2 {
-            if !conn.is_closed() && !fresh_only {
+            if !conn.is_closed() {
                 *used = Instant::now();
                 return Some(Ok((Sender::H2(conn.clone()), true)));
             }
@@ -255,12 +275,14 @@ impl Inner {
         None
     }
 
-    async fn open(self: &Arc<Self>, peer: &Peer) -> Result<Sender, SendError> {
+    /// Opens a connection; `h2` offers HTTP/2 (ALPN, or prior knowledge in
+    /// cleartext).
+    async fn open(self: &Arc<Self>, peer: &Peer, h2: bool) -> Result<Sender, SendError> {
         let metrics = self.metrics.clone();
         let on_close = move || metrics.upstream_open_connections.dec();
         let sender = self
             .connector
-            .connect(peer, on_close)
+            .connect(peer, h2, on_close)
             .await
             .map_err(|err| SendError::Connect(Arc::new(err)))?;
         self.metrics.upstream_open_connections.inc();
@@ -313,18 +335,20 @@ async fn reap(pool: Weak<Inner>) {
                 // connection closes after the last of them.
                 slot.h2 = None;
             }
-            !slot.idle.is_empty() || slot.h2.is_some() || slot.h2_declined
+            // A slot whose gate is held is being connected to: dropping it
+            // would let the next request open a second connection.
+            let opening = Arc::strong_count(&slot.h2_gate) > 1;
+            !slot.idle.is_empty() || slot.h2.is_some() || slot.h2_declined || opening
         });
     }
 }
 
 /// HTTP/1.1 sends the path alone; `Host` names the site.
-fn for_h1(req: &mut Request<ProxyBody>) {
+fn for_h1(req: &mut Request<ProxyBody>, site: &Authority) {
     *req.version_mut() = Version::HTTP_11;
-    // A request given back unsent by HTTP/2 has its host in the URI.
+    // A request given back unsent by HTTP/2 has lost its `Host`.
     if !req.headers().contains_key(header::HOST)
-        && let Some(host) = req.uri().authority()
-        && let Ok(host) = HeaderValue::from_str(host.as_str())
+        && let Ok(host) = HeaderValue::from_str(site.as_str())
     {
         req.headers_mut().insert(header::HOST, host);
     }
@@ -337,13 +361,10 @@ fn for_h1(req: &mut Request<ProxyBody>) {
 
 /// HTTP/2 names the site in `:authority` (RFC 9113 §8.3.1), which hyper
 /// takes from the URI; `Host` goes, so the two cannot disagree.
-fn for_h2(req: &mut Request<ProxyBody>, peer: &Peer) {
+fn for_h2(req: &mut Request<ProxyBody>, peer: &Peer, site: &Authority) {
     *req.version_mut() = Version::HTTP_2;
-    let authority = req
-        .headers_mut()
-        .remove(header::HOST)
-        .and_then(|host| Authority::try_from(host.as_bytes()).ok())
-        .unwrap_or_else(|| peer.authority().clone());
+    req.headers_mut().remove(header::HOST);
+    let authority = site.clone();
     let scheme = match peer.scheme() {
         Scheme::Http => UriScheme::HTTP,
         Scheme::Https => UriScheme::HTTPS,
@@ -367,18 +388,19 @@ mod tests {
     #[test]
     fn request_forms() {
         let peer: Peer = "https://10.0.0.1:8443".parse().unwrap();
+        let site: Authority = "www.example.com".parse().unwrap();
         let mut req = Request::get(peer.uri_for(Some(&"/a?b=1".parse().unwrap())))
             .header("host", "www.example.com")
             .body(body::empty())
             .unwrap();
-        for_h2(&mut req, &peer);
+        for_h2(&mut req, &peer, &site);
         assert_eq!(req.uri().to_string(), "https://www.example.com/a?b=1");
         assert!(req.headers().get("host").is_none());
-
-        let mut req = Request::get(peer.uri_for(Some(&"/a?b=1".parse().unwrap())))
-            .body(body::empty())
-            .unwrap();
-        for_h1(&mut req);
+        // Handed back unsent and sent again: the same site, in either form.
+        for_h2(&mut req, &peer, &site);
+        assert_eq!(req.uri().to_string(), "https://www.example.com/a?b=1");
+        for_h1(&mut req, &site);
         assert_eq!(req.uri().to_string(), "/a?b=1");
+        assert_eq!(req.headers()["host"], "www.example.com");
     }
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# edge beside nginx proxy_cache and Varnish, in one run on this box, with
+# nginx serving the files itself as the ceiling. Not part of the test command.
+#
+#   benches/compare.sh [-d SEC] [-r ROUNDS] [-s SCENARIOS] [--cache-mb MB]
+#
+# Scenarios (the shared harness in ../shared/bench/perf runs them, each proxy
+# back to back, rounds rotated): hit1k, hit256k (keep-alive hits), missfill
+# (unique cacheable URLs: every request a miss that is stored), passuniq
+# (unique uncacheable URLs, against the origin itself), zipf (Zipf s=0.9 over
+# 100 000 URLs of 32 KiB = 3.1 GiB, against caches of --cache-mb, 320 MiB by
+# default: ~10 %); then, here, a cold burst (1000 connections at once for one
+# uncached 4 MiB object: origin fetches per proxy) and RSS idle and after load.
+#
+# Placement: every proxy on CPU 0 (edge with one worker thread, nginx with one
+# worker, Varnish's threads pinned), wrk and the origin on CPU 1. Memory
+# budget: the same for all; Varnish malloc and nginx max_size get --cache-mb,
+# edge gets 64 MiB of it as disk and the rest as memory.
+#
+# Output: target/bench/compare-<time>/ with summary.md (the harness's tables,
+# then the targets with their ratios), runs.jsonl and burst.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PERF=${PERF_DIR:-$ROOT/../shared/bench/perf}
+DURATION=10
+ROUNDS=3
+SCENARIOS=hit1k,hit256k,missfill,passuniq,zipf
+CACHE_MB=320
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -d) DURATION=$2; shift ;;
+    -r) ROUNDS=$2; shift ;;
+    -s) SCENARIOS=$2; shift ;;
+    --cache-mb) CACHE_MB=$2; shift ;;
+    *) echo "unknown arg $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+missing=""
+for tool in nginx varnishd wrk; do command -v "$tool" >/dev/null || missing=1; done
+if [ -n "$missing" ]; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx varnish wrk >/dev/null
+fi
+scripts/setup.sh
+cargo build --release --locked -p edge
+
+OUT=$ROOT/target/bench/compare-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+EDGE_DATA=$(mktemp -d)
+cleanup() {
+  [ -n "${EDGE_PID:-}" ] && kill "$EDGE_PID" 2>/dev/null || true
+  "$PERF/stop-refs.sh" --wipe >/dev/null 2>&1 || true
+  rm -rf "$EDGE_DATA"
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || true
+
+export CACHE_SIZE_MB=$CACHE_MB
+"$PERF/stop-refs.sh" --wipe >/dev/null 2>&1 || true
+"$PERF/start-refs.sh" --pinned --only origin,static,nginx,varnish
+cat > "$EDGE_DATA/edge.toml" <<TOML
+[server]
+worker_threads = 1
+max_connections = 20000
+TOML
+EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
+  --config "$EDGE_DATA/edge.toml" \
+  --origin http://127.0.0.1:28080 --listen 127.0.0.1:28100 --admin 127.0.0.1:28101 \
+  --memory "$((CACHE_MB - 64))MiB" --disk 64MiB \
+  --data-dir "$EDGE_DATA" > "$OUT/edge.log" 2>&1 &
+EDGE_PID=$!
+for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:28101/healthz && break; sleep 0.1; done
+
+# The harness reads edge's hit and miss counts from its metrics.
+export BENCH_STATS_EDGE="curl -s http://127.0.0.1:28101/metrics | awk '/^edge_requests_total/ && /cache_status=\"(HIT|STALE|REVALIDATED)\"/ {h+=\$2} /^edge_requests_total/ && /cache_status=\"(MISS|EXPIRED)\"/ {m+=\$2} END {print h+0, m+0}'"
+"$PERF/bench.sh" -s "$SCENARIOS" -d "$DURATION" -r "$ROUNDS" -o "$OUT" \
+  static=http://127.0.0.1:28081 nginx=http://127.0.0.1:28082 \
+  varnish=http://127.0.0.1:28083 edge=http://127.0.0.1:28100 \
+  | tee "$OUT/harness.md"
+
+# Cold burst: 1000 connections ask for one object nobody has cached yet.
+origin_count() { curl -s http://127.0.0.1:28080/status | awk '/^ *[0-9]+ +[0-9]+ +[0-9]+/ { print $3 }'; }
+echo "[" > "$OUT/burst.json"
+sep=""
+for target in nginx=28082 varnish=28083 edge=28100; do
+  name=${target%%=*}; port=${target#*=}
+  url="http://127.0.0.1:$port/obj/4m?burst=$RANDOM$RANDOM"
+  before=$(origin_count)
+  taskset -c 1 wrk -t1 -c1000 -d3s "$url" > "$OUT/burst-$name.txt" 2>&1 || true
+  after=$(origin_count)
+  # The status request itself counts once.
+  fetches=$((after - before - 1))
+  printf '%s{"target":"%s","origin_fetches":%d}\n' "$sep" "$name" "$fetches" >> "$OUT/burst.json"
+  sep=","
+done
+echo "]" >> "$OUT/burst.json"
+
+python3 "$ROOT/benches/compare_targets.py" "$OUT" | tee "$OUT/targets.md"
+cat "$OUT/harness.md" "$OUT/targets.md" > "$OUT/summary.md"
+echo "results: $OUT"
