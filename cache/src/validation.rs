@@ -91,6 +91,16 @@ pub fn evaluate_client_conditionals(
     if !stored_status.is_success() {
         return None;
     }
+    // Most requests carry none: skip parsing the stored validators.
+    let conditional = [
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+    ];
+    if !conditional.iter().any(|name| req.contains_key(name)) {
+        return None;
+    }
     let etag = stored.get(header::ETAG).and_then(|v| v.to_str().ok());
     let last_modified = date(stored.get(header::LAST_MODIFIED));
     if let Some(if_match) = req.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {

@@ -47,7 +47,18 @@ fn via_protocol(version: Version) -> &'static str {
 
 /// Appends `<version> <node>` to `Via`, keeping what earlier hops wrote.
 pub fn append_via(headers: &mut HeaderMap, received: Version, node_name: &str) {
-    let entry = format!("{} {node_name}", via_protocol(received));
+    let protocol = via_protocol(received);
+    let mut entry = String::with_capacity(protocol.len() + 1 + node_name.len());
+    entry.push_str(protocol);
+    entry.push(' ');
+    entry.push_str(node_name);
+    if !headers.contains_key(header::VIA) {
+        // The common case (an origin that sent none): no list to join.
+        if let Ok(v) = HeaderValue::from_str(&entry) {
+            headers.insert(header::VIA, v);
+        }
+        return;
+    }
     append_list(headers, header::VIA, &entry);
 }
 

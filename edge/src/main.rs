@@ -10,6 +10,11 @@ use edge::cli::{Cli, Command};
 use edge::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: fewer instructions per allocation than glibc's malloc on the
+/// hit path, and less fragmentation as cached objects come and go.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Stats {

@@ -56,7 +56,7 @@ pub struct Proxy<H> {
     hooks: Arc<H>,
     routing: Arc<Routing>,
     upstream: Arc<Upstream>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     node_name: String,
     host_header: Option<HeaderValue>,
     client_body_timeout: std::time::Duration,
@@ -101,7 +101,7 @@ impl<H: EdgeHooks> Proxy<H> {
             hooks: Arc::new(hooks),
             routing: Arc::new(Routing::new(config, listen)),
             upstream: Arc::new(upstream),
-            metrics,
+            metrics: Arc::new(metrics),
             node_name: config.node_name.clone(),
             host_header: config
                 .upstream
@@ -269,7 +269,10 @@ impl<H: EdgeHooks> Proxy<H> {
             return Ok((early.map(body::full), None));
         }
         if session.req.method.as_str() == "PURGE" {
-            return Ok((self.purge_method(session).await.map(body::full), None));
+            return Ok((
+                Box::pin(self.purge_method(session)).await.map(body::full),
+                None,
+            ));
         }
 
         session.cache_key = self.hooks.cache_key(session, ctx);
@@ -278,7 +281,10 @@ impl<H: EdgeHooks> Proxy<H> {
             Some(key) if cacheable_method => self.serve_cacheable(session, key, body, ctx).await?,
             _ => {
                 let body = self.request_body(body);
-                let fetched = self.forward(session, body, ctx, &[]).await?;
+                // Boxed: the miss and pass machinery would otherwise sit
+                // inline in every request's future, hits included, and be
+                // copied with it.
+                let fetched = Box::pin(self.forward(session, body, ctx, &[])).await?;
                 let status = fetched.parts.status;
                 self.cache.invalidate_after(session, &fetched.parts);
                 let mut parts = fetched.parts;
@@ -580,7 +586,7 @@ impl<H: EdgeHooks> Proxy<H> {
 /// response was produced, when the request is dropped.
 struct Finisher<H: EdgeHooks> {
     hooks: Arc<H>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     span: Span,
     session: Session,
     ctx: H::Ctx,

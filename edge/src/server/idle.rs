@@ -121,7 +121,10 @@ impl<T: AsyncRead> AsyncRead for IdleIo<T> {
         loop {
             let deadline = this.activity.deadline(t.idle, t.first_request);
             let target = deadline.unwrap_or_else(|| Instant::now() + t.idle);
-            if this.idle_timer.deadline() != target {
+            // Only ever brought forward: a later deadline is found when the
+            // timer fires early and the loop re-arms, so a busy keep-alive
+            // connection does not move the timer on every request.
+            if target < this.idle_timer.deadline() || this.idle_timer.is_elapsed() {
                 this.idle_timer.as_mut().reset(target);
             }
             if this.idle_timer.as_mut().poll(cx).is_pending() {
