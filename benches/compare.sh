@@ -13,9 +13,11 @@
 # uncached 4 MiB object: origin fetches per proxy) and RSS idle and after load.
 #
 # Placement: every proxy on CPU 0 (edge with one worker thread, nginx with one
-# worker, Varnish's threads pinned), wrk and the origin on CPU 1. Memory
-# budget: the same for all; Varnish malloc and nginx max_size get --cache-mb,
-# edge gets 64 MiB of it as disk and the rest as memory.
+# worker, Varnish's threads pinned), wrk and the origin on CPU 1. Budget:
+# --cache-mb of memory for objects and, where the proxy has a disk cache, the
+# same on disk. Varnish: malloc of --cache-mb. nginx: max_size of --cache-mb
+# on disk, with the kernel's page cache (not capped) as its memory. edge: a
+# memory tier of --cache-mb and a disk tier of --cache-mb.
 #
 # Output: target/bench/compare-<time>/ with summary.md (the harness's tables,
 # then the targets with their ratios), runs.jsonl and burst.json.
@@ -70,7 +72,7 @@ TOML
 EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
   --config "$EDGE_DATA/edge.toml" \
   --origin http://127.0.0.1:28080 --listen 127.0.0.1:28100 --admin 127.0.0.1:28101 \
-  --memory "$((CACHE_MB - 64))MiB" --disk 64MiB \
+  --memory "${CACHE_MB}MiB" --disk "${CACHE_MB}MiB" \
   --data-dir "$EDGE_DATA" > "$OUT/edge.log" 2>&1 &
 EDGE_PID=$!
 for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:28101/healthz && break; sleep 0.1; done
