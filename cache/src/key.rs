@@ -76,13 +76,21 @@ impl CacheKey {
         if method != Method::GET && method != Method::HEAD {
             return None;
         }
-        let mut h = blake3::Hasher::new();
-        h.update(&[KEY_VERSION]);
-        update_field(&mut h, b"GET");
-        update_field(&mut h, scheme.as_bytes());
-        update_field(&mut h, host.to_ascii_lowercase().as_bytes());
-        update_field(&mut h, path_and_query.as_bytes());
-        Some(CacheKey(*h.finalize().as_bytes()))
+        // The same bytes `update_field` would feed, gathered first: one
+        // hash call costs less than nine small updates (a hit computes
+        // this key on every request).
+        let mut bytes =
+            Vec::with_capacity(1 + 4 * 8 + 3 + scheme.len() + host.len() + path_and_query.len());
+        bytes.push(KEY_VERSION);
+        for field in [b"GET".as_slice(), scheme.as_bytes()] {
+            bytes.extend_from_slice(&(field.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(field);
+        }
+        bytes.extend_from_slice(&(host.len() as u64).to_le_bytes());
+        bytes.extend(host.bytes().map(|b| b.to_ascii_lowercase()));
+        bytes.extend_from_slice(&(path_and_query.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(path_and_query.as_bytes());
+        Some(CacheKey(*blake3::hash(&bytes).as_bytes()))
     }
 
     /// The key of one variant of a response that varies on `names`
@@ -159,6 +167,20 @@ impl fmt::Debug for CacheKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_keep_their_hashed_layout() {
+        // Objects on disk were stored under keys hashed field by field;
+        // the one-shot hash must give the same digest.
+        let mut h = blake3::Hasher::new();
+        h.update(&[KEY_VERSION]);
+        update_field(&mut h, b"GET");
+        update_field(&mut h, b"https");
+        update_field(&mut h, b"example.com");
+        update_field(&mut h, b"/a?b=1");
+        let key = CacheKey::for_request(&Method::GET, "https", "Example.COM", "/a?b=1").unwrap();
+        assert_eq!(key.0, *h.finalize().as_bytes());
+    }
 
     fn key(host: &str, pq: &str) -> CacheKey {
         CacheKey::for_request(&Method::GET, "http", host, pq).unwrap()

@@ -56,10 +56,19 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
-        builder.worker_threads(config.server.worker_threads);
-    }
+    // One worker: tokio's single-threaded scheduler does the same work
+    // without the work-stealing machinery (queues, wakeups across threads)
+    // that one thread never needs. Blocking work still goes to the
+    // blocking pool either way.
+    let mut builder = match config.server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
     let runtime = builder
         .enable_all()
         .thread_name("edge-worker")

@@ -342,7 +342,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// HTTP/2 streams per connection. Default: `128`.
     pub h2_max_concurrent_streams: u32,
-    /// Runtime worker threads; `0` means one per CPU. Default: `0`.
+    /// Runtime worker threads; `0` means one per CPU, `1` a single-threaded
+    /// scheduler (for a node pinned to one core). Default: `0`.
     pub worker_threads: usize,
 }
 
