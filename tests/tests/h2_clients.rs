@@ -36,6 +36,21 @@ async fn connect(edge: &TestEdge, config: Arc<rustls::ClientConfig>) -> TlsStrea
         .expect("handshake")
 }
 
+/// An HTTP/2 connection over TLS (ALPN h2) to the edge.
+async fn h2_connection(
+    edge: &TestEdge,
+    cert: &Cert,
+) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let tls = connect(edge, certs::client_config(&[cert], &[b"h2"])).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 fn get(path: &str) -> Request<Empty<Bytes>> {
     Request::get(format!("https://edge.test{path}"))
         .body(Empty::new())
@@ -57,13 +72,7 @@ async fn a_hundred_concurrent_streams_on_one_connection() {
     }
     let cert = certs::self_signed(&["edge.test"]);
     let edge = tls_edge(&origin, &cert).await;
-    let tls = connect(&edge, certs::client_config(&[&cert], &[b"h2"])).await;
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let sender = h2_connection(&edge, &cert).await;
 
     let started = Instant::now();
     let mut streams = tokio::task::JoinSet::new();
@@ -153,12 +162,7 @@ async fn a_rapid_reset_flood_is_cut_off_and_others_are_served() {
     let resp = client::get(&edge.url("/after")).await;
     assert_eq!(resp.status(), 200);
     assert!(probe.elapsed() < Duration::from_secs(2));
-    let tls = connect(&edge, certs::client_config(&[&cert], &[b"h2"])).await;
-    let (mut fresh, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut fresh = h2_connection(&edge, &cert).await;
     let resp = fresh.send_request(get("/after")).await.expect("response");
     assert_eq!(resp.status(), 200);
 }
@@ -213,12 +217,7 @@ async fn an_oversized_header_list_is_refused_and_the_server_keeps_serving() {
     let origin = MockOrigin::start().await;
     let cert = certs::self_signed(&["edge.test"]);
     let edge = tls_edge(&origin, &cert).await;
-    let tls = connect(&edge, certs::client_config(&[&cert], &[b"h2"])).await;
-    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_connection(&edge, &cert).await;
 
     let mut big = get("/big");
     let filler = "x".repeat(8 * 1024);
@@ -240,12 +239,7 @@ async fn an_oversized_header_list_is_refused_and_the_server_keeps_serving() {
         ),
     }
     assert_eq!(origin.hits("/big"), 0);
-    let tls = connect(&edge, certs::client_config(&[&cert], &[b"h2"])).await;
-    let (mut fresh, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut fresh = h2_connection(&edge, &cert).await;
     let resp = fresh.send_request(get("/small")).await.expect("response");
     assert_eq!(resp.status(), 200);
 }

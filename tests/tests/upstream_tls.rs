@@ -57,6 +57,22 @@ fn named(name: &str) -> Transport {
     }
 }
 
+/// An edge whose one origin is `origin` over HTTPS (name `origin.test`,
+/// trusted through `ca`) with HTTP/2.
+async fn edge_with_h2_origin(origin: &MockOrigin, ca: &TestCa) -> TestEdge {
+    let (url, ca_file) = (origin.https_url(), ca.cert.cert_path.clone());
+    let u = url.clone();
+    TestEdge::start_with(&u, move |c| {
+        let transport = Transport {
+            http2: true,
+            ..named("origin.test")
+        };
+        c.origins = vec![peer(&url, transport)];
+        c.upstream.tls_ca = Some(ca_file);
+    })
+    .await
+}
+
 async fn metric(edge: &TestEdge, line_start: &str) -> f64 {
     let text = client::get(&edge.admin_url("/metrics")).await;
     let text = String::from_utf8_lossy(text.body()).into_owned();
@@ -167,17 +183,7 @@ async fn http2_to_an_https_origin_carries_many_requests_on_one_connection() {
             Reply::ok(format!("object {i}")).delay(Duration::from_millis(200)),
         );
     }
-    let (url, ca_file) = (origin.https_url(), ca.cert.cert_path.clone());
-    let u = url.clone();
-    let edge = TestEdge::start_with(&u, move |c| {
-        let transport = Transport {
-            http2: true,
-            ..named("origin.test")
-        };
-        c.origins = vec![peer(&url, transport)];
-        c.upstream.tls_ca = Some(ca_file);
-    })
-    .await;
+    let edge = edge_with_h2_origin(&origin, &ca).await;
 
     // 50 misses at once, each held 200 ms by the origin: they overlap.
     let mut all = tokio::task::JoinSet::new();
@@ -272,17 +278,7 @@ async fn upstream_connections_are_reused_under_steady_load() {
 async fn https_h2_connections_are_reused_under_steady_load() {
     let ca = TestCa::new();
     let origin = MockOrigin::start_tls(ca.leaf(&["origin.test"]).server_config()).await;
-    let (url, ca_file) = (origin.https_url(), ca.cert.cert_path.clone());
-    let u = url.clone();
-    let edge = TestEdge::start_with(&u, move |c| {
-        let transport = Transport {
-            http2: true,
-            ..named("origin.test")
-        };
-        c.origins = vec![peer(&url, transport)];
-        c.upstream.tls_ca = Some(ca_file);
-    })
-    .await;
+    let edge = edge_with_h2_origin(&origin, &ca).await;
     steady_load(&edge).await;
     let ratio = metric(&edge, "edge_upstream_connection_reuse_ratio").await;
     assert!(ratio > 0.99, "reuse ratio {ratio}");
