@@ -22,6 +22,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop fields, including every field named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the fields is cheaper than a
+    // lookup for each of the eight names (this runs on every exchange).
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -52,13 +57,6 @@ pub fn append_via(headers: &mut HeaderMap, received: Version, node_name: &str) {
     entry.push_str(protocol);
     entry.push(' ');
     entry.push_str(node_name);
-    if !headers.contains_key(header::VIA) {
-        // The common case (an origin that sent none): no list to join.
-        if let Ok(v) = HeaderValue::from_str(&entry) {
-            headers.insert(header::VIA, v);
-        }
-        return;
-    }
     append_list(headers, header::VIA, &entry);
 }
 
@@ -67,16 +65,29 @@ pub fn append_via(headers: &mut HeaderMap, received: Version, node_name: &str) {
 /// previous proxy sent, and our scheme in `X-Forwarded-Proto` (replacing
 /// the client's claim).
 pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
+    use std::fmt::Write as _;
+    let mut address = String::with_capacity(48);
+    let _ = write!(address, "{client}");
     append_list(
         headers,
         HeaderName::from_static("x-forwarded-for"),
-        &client.to_string(),
+        &address,
     );
     // RFC 7239 §6: an IPv6 address is bracketed and quoted.
-    let element = match client {
-        IpAddr::V4(v4) => format!("for={v4};proto={scheme}"),
-        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={scheme}"),
-    };
+    let mut element = String::with_capacity(address.len() + 24);
+    match client {
+        IpAddr::V4(_) => {
+            element.push_str("for=");
+            element.push_str(&address);
+        }
+        IpAddr::V6(_) => {
+            element.push_str("for=\"[");
+            element.push_str(&address);
+            element.push_str("]\"");
+        }
+    }
+    element.push_str(";proto=");
+    element.push_str(scheme);
     append_list(headers, header::FORWARDED, &element);
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
@@ -87,6 +98,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static s
 /// Appends `item` to a comma-separated list field, folding existing lines
 /// into one so that every hop sees a single field.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    if !headers.contains_key(&name) {
+        if let Ok(v) = HeaderValue::from_str(item) {
+            headers.insert(name, v);
+        }
+        return;
+    }
     let mut joined = String::new();
     for v in headers.get_all(&name) {
         if let Ok(v) = v.to_str() {
