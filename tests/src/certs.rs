@@ -32,6 +32,14 @@ impl Cert {
         }
     }
 
+    /// Gives `config` an HTTPS listener on an ephemeral port with this
+    /// certificate as the default.
+    pub fn serve_on(&self, config: &mut edge::Config) {
+        config.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
+        config.tls.cert = Some(self.cert_path.clone());
+        config.tls.key = Some(self.key_path.clone());
+    }
+
     /// A server configuration presenting this certificate, with ALPN `h2`
     /// and `http/1.1`.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {

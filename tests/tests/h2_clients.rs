@@ -17,13 +17,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 async fn tls_edge(origin: &MockOrigin, cert: &Cert) -> TestEdge {
-    let (cert_path, key_path) = (cert.cert_path.clone(), cert.key_path.clone());
-    TestEdge::start_with(&origin.url(), move |c| {
-        c.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
-        c.tls.cert = Some(cert_path);
-        c.tls.key = Some(key_path);
-    })
-    .await
+    TestEdge::start_with(&origin.url(), |c| cert.serve_on(c)).await
 }
 
 async fn connect(edge: &TestEdge, config: Arc<rustls::ClientConfig>) -> TlsStream<TcpStream> {

@@ -71,13 +71,7 @@ async fn https_clients_get_cached_responses_over_http1_and_h2() {
         Reply::ok("over tls").header("cache-control", "max-age=600"),
     );
     let cert = cert_for("edge.test");
-    let (cert_path, key_path) = (cert.cert_path.clone(), cert.key_path.clone());
-    let edge = TestEdge::start_with(&origin.url(), move |c| {
-        c.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
-        c.tls.cert = Some(cert_path);
-        c.tls.key = Some(key_path);
-    })
-    .await;
+    let edge = TestEdge::start_with(&origin.url(), |c| cert.serve_on(c)).await;
 
     let (proto, status, cache, body) = get_tls(&edge, &cert, &[b"http/1.1"], "/secure").await;
     assert_eq!(proto.as_deref(), Some(&b"http/1.1"[..]));
@@ -111,11 +105,8 @@ async fn http_and_https_share_objects_when_the_key_ignores_the_scheme() {
         Reply::ok("either way").header("cache-control", "max-age=600"),
     );
     let cert = cert_for("edge.test");
-    let (cert_path, key_path) = (cert.cert_path.clone(), cert.key_path.clone());
-    let edge = TestEdge::start_with(&origin.url(), move |c| {
-        c.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
-        c.tls.cert = Some(cert_path);
-        c.tls.key = Some(key_path);
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        cert.serve_on(c);
         c.cache.key_ignore_scheme = true;
     })
     .await;
@@ -166,7 +157,6 @@ async fn certificates_are_chosen_by_sni_with_wildcards_and_a_default() {
     let default = certs::self_signed(&["default.test", "unknown.test"]);
     let a = cert_for("a.test");
     let b = cert_for("*.b.test");
-    let (d_cert, d_key) = (default.cert_path.clone(), default.key_path.clone());
     let by_name = vec![
         edge::config::SniCert {
             names: vec!["a.test".into()],
@@ -179,10 +169,8 @@ async fn certificates_are_chosen_by_sni_with_wildcards_and_a_default() {
             key: b.key_path.clone(),
         },
     ];
-    let edge = TestEdge::start_with(&origin.url(), move |c| {
-        c.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
-        c.tls.cert = Some(d_cert);
-        c.tls.key = Some(d_key);
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        default.serve_on(c);
         c.tls.certs = by_name;
     })
     .await;
@@ -206,11 +194,8 @@ async fn a_certificate_changed_on_disk_is_served_without_a_restart() {
     origin.route("/r", Reply::ok("still here"));
     let first = cert_for("edge.test");
     let (cert_path, key_path) = (first.cert_path.clone(), first.key_path.clone());
-    let (c, k) = (cert_path.clone(), key_path.clone());
-    let edge = TestEdge::start_with(&origin.url(), move |cfg| {
-        cfg.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
-        cfg.tls.cert = Some(c);
-        cfg.tls.key = Some(k);
+    let edge = TestEdge::start_with(&origin.url(), |cfg| {
+        first.serve_on(cfg);
         cfg.tls.reload_interval = std::time::Duration::from_millis(100);
     })
     .await;
