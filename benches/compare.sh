@@ -40,13 +40,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-missing=""
-for tool in nginx varnishd wrk; do command -v "$tool" >/dev/null || missing=1; done
-if [ -n "$missing" ]; then
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx varnish wrk >/dev/null
-fi
+. benches/lib.sh
+ensure_tools nginx varnishd=varnish wrk
 scripts/setup.sh
 cargo build --release --locked -p edge
 
@@ -75,7 +70,7 @@ EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
   --memory "${CACHE_MB}MiB" --disk "${CACHE_MB}MiB" \
   --data-dir "$EDGE_DATA" > "$OUT/edge.log" 2>&1 &
 EDGE_PID=$!
-for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:28101/healthz && break; sleep 0.1; done
+wait_healthy 127.0.0.1:28101
 
 # The harness reads edge's hit and miss counts from its metrics.
 export BENCH_STATS_EDGE="curl -s http://127.0.0.1:28101/metrics | awk '/^edge_requests_total/ && /cache_status=\"(HIT|STALE|REVALIDATED)\"/ {h+=\$2} /^edge_requests_total/ && /cache_status=\"(MISS|EXPIRED)\"/ {m+=\$2} END {print h+0, m+0}'"

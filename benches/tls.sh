@@ -24,11 +24,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v openssl >/dev/null; then
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx wrk openssl >/dev/null
-fi
+. benches/lib.sh
+ensure_tools nginx wrk openssl
 scripts/setup.sh
 cargo build --release --locked -p edge
 
@@ -58,7 +55,7 @@ EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
   --memory 256MiB --disk 1GiB \
   --data-dir "$EDGE_DATA" > "$OUT/edge.log" 2>&1 &
 EDGE_PID=$!
-for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:28101/healthz && break; sleep 0.1; done
+wait_healthy 127.0.0.1:28101
 for obj in 1k 256k; do
   curl -fs -o /dev/null "http://127.0.0.1:28100/obj/$obj"
   curl -fsk -o /dev/null "https://127.0.0.1:28102/obj/$obj"
