@@ -79,6 +79,10 @@ export BENCH_STATS_EDGE="curl -s http://127.0.0.1:28101/metrics | awk '/^edge_re
   varnish=http://127.0.0.1:28083 edge=http://127.0.0.1:28100 \
   | tee "$OUT/harness.md"
 
+# nginx trims its cache to max_size only now and then (its cache manager):
+# how far over the budget it was at the end says how fair the Zipf row is.
+du -sm "${EDGE_PERF_RUN:-/var/tmp/edge-perf}/nginx-cache" 2>/dev/null | awk '{print $1}' > "$OUT/nginx-cache-mb.txt" || true
+
 # Cold burst: 1000 connections ask for one object nobody has cached yet.
 origin_count() { curl -s http://127.0.0.1:28080/status | awk '/^ *[0-9]+ +[0-9]+ +[0-9]+/ { print $3 }'; }
 echo "[" > "$OUT/burst.json"

@@ -80,6 +80,15 @@ def main():
         lines.append(f"| Zipf req/s | {fmt(re)} | {fmt(rn)} | {fmt(rv)} | "
                      f"{re / rn:.2f}× nginx | (reported) | |" if re and rn else "| Zipf req/s | n/a | | | | | |")
 
+    nginx_cache = os.path.join(out, "nginx-cache-mb.txt")
+    if os.path.exists(nginx_cache):
+        with open(nginx_cache) as f:
+            size = f.read().strip()
+        budget = meta.get("cache_mb") or os.environ.get("CACHE_SIZE_MB", "?")
+        if size:
+            lines.append(f"| nginx cache on disk after the run (MB) | | {size} | | | "
+                         f"budget {budget} | (reported) |")
+
     fetches = {b["target"]: b["origin_fetches"] for b in burst}
     if fetches:
         lines.append(f"| cold burst, 1000 connections: origin fetches | {fetches.get('edge')} | "
