@@ -60,11 +60,35 @@ pub fn append_via(headers: &mut HeaderMap, received: Version, node_name: &str) {
     append_list(headers, header::VIA, &entry);
 }
 
+/// Fields some origin frameworks read in place of the request line or
+/// `Host` (Symfony, IIS rewrite, Werkzeug). They are not in the cache key,
+/// so a client could make the origin answer for another URL or host and
+/// have that cached for everyone: the edge drops them or sets them itself.
+const URL_OVERRIDES: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-forwarded-server"];
+
 /// Records the client's address in `X-Forwarded-For` and in `Forwarded`
 /// (RFC 7239, with the scheme), each appended to any list the client or a
-/// previous proxy sent, and our scheme in `X-Forwarded-Proto` (replacing
-/// the client's claim).
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
+/// previous proxy sent; our scheme in `X-Forwarded-Proto` and the host the
+/// client asked for in `X-Forwarded-Host` (both replacing the client's
+/// claims, which the cache key does not cover); and drops the URL override
+/// fields.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    for name in URL_OVERRIDES {
+        headers.remove(name);
+    }
+    match host {
+        Some(host) => {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        }
+        None => {
+            headers.remove("x-forwarded-host");
+        }
+    }
     use std::fmt::Write as _;
     let mut address = String::with_capacity(48);
     let _ = write!(address, "{client}");
@@ -152,11 +176,16 @@ mod tests {
 
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.insert("x-original-url", HeaderValue::from_static("/admin"));
+        let site = HeaderValue::from_static("www.example.com");
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some(&site));
+        assert_eq!(h["x-forwarded-host"], "www.example.com");
+        assert!(!h.contains_key("x-original-url"));
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=http");
-        set_forwarded(&mut h, "::1".parse().unwrap(), "https");
+        set_forwarded(&mut h, "::1".parse().unwrap(), "https", None);
         assert_eq!(
             h[header::FORWARDED],
             "for=127.0.0.1;proto=http, for=\"[::1]\";proto=https"

@@ -182,6 +182,38 @@ async fn via_and_forwarded_headers_are_added() {
 }
 
 #[tokio::test]
+async fn unkeyed_host_and_url_overrides_cannot_poison_the_cache() {
+    // An origin that builds links from X-Forwarded-Host, as many do.
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/page",
+        Reply::echo_header("x-forwarded-host").header("cache-control", "max-age=60"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let attack = client::get_with(
+        &edge.url("/page"),
+        &[
+            ("host", "site.test"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-original-url", "/admin"),
+        ],
+    )
+    .await;
+    assert_eq!(attack.headers()["x-cache"], "MISS");
+    assert_eq!(
+        &attack.body()[..],
+        b"site.test",
+        "the origin saw the real host"
+    );
+    let seen = origin.last_request("/page").expect("request");
+    assert!(seen.headers.get("x-original-url").is_none());
+
+    let victim = client::get_with(&edge.url("/page"), &[("host", "site.test")]).await;
+    assert_eq!(victim.headers()["x-cache"], "HIT");
+    assert_eq!(&victim.body()[..], b"site.test");
+}
+
+#[tokio::test]
 async fn host_header_can_be_rewritten_by_config() {
     let origin = MockOrigin::start().await;
     let edge = TestEdge::start_with(&origin.url(), |c| {

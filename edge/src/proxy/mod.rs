@@ -576,7 +576,16 @@ impl<H: EdgeHooks> Proxy<H> {
             h.insert(header::HOST, host);
         }
         headers::append_via(h, session.req.version, &self.node_name);
-        headers::set_forwarded(h, session.client_addr.ip(), session.downstream_scheme);
+        let asked_for = session.req.headers.get(header::HOST).cloned().or_else(|| {
+            let authority = session.req.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        headers::set_forwarded(
+            h,
+            session.client_addr.ip(),
+            session.downstream_scheme,
+            asked_for.as_ref(),
+        );
         self.routing.mark_hop(h);
         parts
     }
