@@ -34,6 +34,9 @@ pub enum ProxyError {
     ClientBodyTimeout(Duration),
     #[error("only-if-cached and nothing is cached")]
     OnlyIfCached,
+    /// A transfer coding other than chunked (RFC 9112 §6.1: 501).
+    #[error("transfer coding other than chunked")]
+    UnsupportedCoding,
     #[error("no origin is configured for this request")]
     NoPeer,
     #[error("cannot connect to {peer}: {source}")]
@@ -82,7 +85,8 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::ClientBody { .. }
             | ProxyError::ClientBodyTimeout(_)
-            | ProxyError::OnlyIfCached => ErrorSource::Downstream,
+            | ProxyError::OnlyIfCached
+            | ProxyError::UnsupportedCoding => ErrorSource::Downstream,
             ProxyError::NoPeer
             | ProxyError::Internal(_)
             | ProxyError::LoopDetected(_)
@@ -102,6 +106,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) | ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoPeer
             | ProxyError::Connect { .. }
             | ProxyError::Tls { .. }
@@ -125,6 +130,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => "client_body",
             ProxyError::ClientBodyTimeout(_) => "client_body_timeout",
             ProxyError::OnlyIfCached => "only_if_cached",
+            ProxyError::UnsupportedCoding => "unsupported_coding",
             ProxyError::NoPeer => "no_peer",
             ProxyError::Connect { .. } => "connect",
             ProxyError::Tls { .. } => "tls",

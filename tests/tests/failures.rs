@@ -93,6 +93,40 @@ async fn malformed_requests_get_400_and_the_server_keeps_serving() {
     let bad_host = raw(edge.addr(), b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", wait).await;
     assert!(bad_host.starts_with("HTTP/1.1 400"), "{bad_host:?}");
 
+    // Framed two ways: read as chunked (RFC 9112 §6.3), sent on framed one
+    // way only, and the connection closed after the response (read to EOF
+    // within the wait, not held open for a smuggled second request).
+    let both = raw(
+        edge.addr(),
+        b"POST /both HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(
+        both.to_ascii_lowercase().contains("connection: close"),
+        "{both:?}"
+    );
+    let seen = origin.last_request("/both").expect("forwarded");
+    assert!(
+        seen.headers.get("content-length").is_none(),
+        "{:?}",
+        seen.headers
+    );
+    assert!(seen.body.is_empty());
+    assert_eq!(
+        origin.hits("/smuggled"),
+        0,
+        "nothing after the close is read"
+    );
+    // Transfer codings other than chunked cannot be forwarded faithfully.
+    let gzip = raw(
+        edge.addr(),
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(gzip.starts_with("HTTP/1.1 501"), "{gzip:?}");
+
     assert_eq!(origin.hits("/"), 0, "nothing malformed reached the origin");
     assert_eq!(get(&edge.url("/after")).await.status(), 200);
 }

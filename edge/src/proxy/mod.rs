@@ -734,6 +734,22 @@ fn validate(req: &request::Parts) -> Result<(), ProxyError> {
     if req.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
+    // Request smuggling (RFC 9112 §6.1): the only transfer coding we can
+    // forward faithfully is chunked. (Content-Length beside it never gets
+    // here: hyper drops it, reads the body as chunked and closes the
+    // connection after the response, as §6.3 asks.)
+    if let Some(te) = req.headers.get(header::TRANSFER_ENCODING) {
+        let chunked_only = req
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .count()
+            == 1
+            && te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
+        if !chunked_only {
+            return Err(ProxyError::UnsupportedCoding);
+        }
+    }
     Ok(())
 }
 
