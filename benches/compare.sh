@@ -42,18 +42,7 @@ done
 
 . benches/lib.sh
 ensure_tools nginx varnishd=varnish wrk
-scripts/setup.sh
-cargo build --release --locked -p edge
-
-OUT=$ROOT/target/bench/compare-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$OUT"
-EDGE_DATA=$(mktemp -d)
-cleanup() {
-  [ -n "${EDGE_PID:-}" ] && kill "$EDGE_PID" 2>/dev/null || true
-  "$PERF/stop-refs.sh" --wipe >/dev/null 2>&1 || true
-  rm -rf "$EDGE_DATA"
-}
-trap cleanup EXIT
+bench_prepare compare --wipe
 ulimit -n 65536 2>/dev/null || true
 
 export CACHE_SIZE_MB=$CACHE_MB

@@ -23,3 +23,24 @@ wait_healthy() {
   echo "edge did not answer on $1" >&2
   return 1
 }
+
+# bench_prepare NAME [STOP_REFS_ARGS]: builds the release binary, sets OUT
+# (target/bench/NAME-<time>, created) and EDGE_DATA (a temporary directory),
+# and on exit stops the edge in $EDGE_PID and the reference servers (with
+# STOP_REFS_ARGS, e.g. --wipe) and removes EDGE_DATA. Needs ROOT and PERF.
+bench_prepare() {
+  scripts/setup.sh
+  cargo build --release --locked -p edge
+  OUT=$ROOT/target/bench/$1-$(date +%Y%m%d-%H%M%S)
+  mkdir -p "$OUT"
+  EDGE_DATA=$(mktemp -d)
+  STOP_REFS_ARGS=${2:-}
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  [ -n "${EDGE_PID:-}" ] && kill "$EDGE_PID" 2>/dev/null || true
+  # shellcheck disable=SC2086 # the arguments are words on purpose
+  "$PERF/stop-refs.sh" $STOP_REFS_ARGS >/dev/null 2>&1 || true
+  rm -rf "$EDGE_DATA"
+}

@@ -28,18 +28,7 @@ done
 
 . benches/lib.sh
 ensure_tools nginx wrk
-scripts/setup.sh
-cargo build --release --locked -p edge
-
-OUT=$ROOT/target/bench/proxy-overhead-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$OUT"
-EDGE_DATA=$(mktemp -d)
-cleanup() {
-  [ -n "${EDGE_PID:-}" ] && kill "$EDGE_PID" 2>/dev/null || true
-  "$PERF/stop-refs.sh" >/dev/null 2>&1 || true
-  rm -rf "$EDGE_DATA"
-}
-trap cleanup EXIT
+bench_prepare proxy-overhead
 
 "$PERF/start-refs.sh" --pinned --only origin,nginx
 cat > "$EDGE_DATA/edge.toml" <<TOML

@@ -26,18 +26,7 @@ done
 
 . benches/lib.sh
 ensure_tools nginx wrk openssl
-scripts/setup.sh
-cargo build --release --locked -p edge
-
-OUT=$ROOT/target/bench/tls-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$OUT"
-EDGE_DATA=$(mktemp -d)
-cleanup() {
-  [ -n "${EDGE_PID:-}" ] && kill "$EDGE_PID" 2>/dev/null || true
-  "$PERF/stop-refs.sh" >/dev/null 2>&1 || true
-  rm -rf "$EDGE_DATA"
-}
-trap cleanup EXIT
+bench_prepare tls
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=edge.bench -addext subjectAltName=DNS:edge.bench,IP:127.0.0.1 \

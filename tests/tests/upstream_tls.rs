@@ -57,20 +57,28 @@ fn named(name: &str) -> Transport {
     }
 }
 
-/// An edge whose one origin is `origin` over HTTPS (name `origin.test`,
-/// trusted through `ca`) with HTTP/2.
-async fn edge_with_h2_origin(origin: &MockOrigin, ca: &TestCa) -> TestEdge {
+/// An edge whose one origin is `origin` over HTTPS, spoken to as
+/// `transport` says and trusted through `ca`.
+async fn edge_with_https_origin(
+    origin: &MockOrigin,
+    ca: &TestCa,
+    transport: Transport,
+) -> TestEdge {
     let (url, ca_file) = (origin.https_url(), ca.cert.cert_path.clone());
     let u = url.clone();
     TestEdge::start_with(&u, move |c| {
-        let transport = Transport {
-            http2: true,
-            ..named("origin.test")
-        };
         c.origins = vec![peer(&url, transport)];
         c.upstream.tls_ca = Some(ca_file);
     })
     .await
+}
+
+/// HTTP/2 to a peer whose certificate names `origin.test`.
+fn h2_named() -> Transport {
+    Transport {
+        http2: true,
+        ..named("origin.test")
+    }
 }
 
 async fn metric(edge: &TestEdge, line_start: &str) -> f64 {
@@ -91,13 +99,7 @@ async fn an_https_origin_signed_by_a_test_ca_is_verified_and_cached() {
         "/tls",
         Reply::ok("from an https origin").header("cache-control", "max-age=600"),
     );
-    let (url, ca_file) = (origin.https_url(), ca.cert.cert_path.clone());
-    let u = url.clone();
-    let edge = TestEdge::start_with(&u, move |c| {
-        c.origins = vec![peer(&url, named("origin.test"))];
-        c.upstream.tls_ca = Some(ca_file);
-    })
-    .await;
+    let edge = edge_with_https_origin(&origin, &ca, named("origin.test")).await;
 
     let first = client::get(&edge.url("/tls")).await;
     assert_eq!(first.status(), 200);
@@ -115,13 +117,7 @@ async fn a_certificate_for_another_name_is_a_502_with_a_log_line() {
     capture_logs();
     let ca = TestCa::new();
     let origin = MockOrigin::start_tls(ca.leaf(&["origin.test"]).server_config()).await;
-    let (url, ca_file) = (origin.https_url(), ca.cert.cert_path.clone());
-    let u = url.clone();
-    let edge = TestEdge::start_with(&u, move |c| {
-        c.origins = vec![peer(&url, named("wrong.test"))];
-        c.upstream.tls_ca = Some(ca_file);
-    })
-    .await;
+    let edge = edge_with_https_origin(&origin, &ca, named("wrong.test")).await;
 
     let resp = client::get(&edge.url("/x")).await;
     assert_eq!(resp.status(), 502);
@@ -183,7 +179,7 @@ async fn http2_to_an_https_origin_carries_many_requests_on_one_connection() {
             Reply::ok(format!("object {i}")).delay(Duration::from_millis(200)),
         );
     }
-    let edge = edge_with_h2_origin(&origin, &ca).await;
+    let edge = edge_with_https_origin(&origin, &ca, h2_named()).await;
 
     // 50 misses at once, each held 200 ms by the origin: they overlap.
     let mut all = tokio::task::JoinSet::new();
@@ -278,7 +274,7 @@ async fn upstream_connections_are_reused_under_steady_load() {
 async fn https_h2_connections_are_reused_under_steady_load() {
     let ca = TestCa::new();
     let origin = MockOrigin::start_tls(ca.leaf(&["origin.test"]).server_config()).await;
-    let edge = edge_with_h2_origin(&origin, &ca).await;
+    let edge = edge_with_https_origin(&origin, &ca, h2_named()).await;
     steady_load(&edge).await;
     let ratio = metric(&edge, "edge_upstream_connection_reuse_ratio").await;
     assert!(ratio > 0.99, "reuse ratio {ratio}");
