@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client;
 mod edge;
+pub mod logs;
 mod origin;
 
 pub use edge::{TestEdge, test_config};

@@ -2,47 +2,12 @@
 //! name refused with a 502 and a log line, HTTP/2 to peers multiplexed on
 //! one connection, and connection reuse under steady load.
 
-use std::io::Write;
-use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use edge_tests::certs::TestCa;
-use edge_tests::{MockOrigin, Reply, TestEdge, client};
+use edge_tests::{MockOrigin, Reply, TestEdge, client, logs};
 use http::Version;
 use origin_shield::{Peer, Transport};
-
-/// Log lines of every edge in this test binary.
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        tracing_subscriber::fmt()
-            .with_writer(|| Capture)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .init();
-    });
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-}
 
 fn peer(url: &str, transport: Transport) -> Peer {
     url.parse::<Peer>()
@@ -114,7 +79,7 @@ async fn an_https_origin_signed_by_a_test_ca_is_verified_and_cached() {
 
 #[tokio::test]
 async fn a_certificate_for_another_name_is_a_502_with_a_log_line() {
-    capture_logs();
+    logs::capture(tracing::Level::INFO);
     let ca = TestCa::new();
     let origin = MockOrigin::start_tls(ca.leaf(&["origin.test"]).server_config()).await;
     let edge = edge_with_https_origin(&origin, &ca, named("wrong.test")).await;
@@ -126,11 +91,11 @@ async fn a_certificate_for_another_name_is_a_502_with_a_log_line() {
         0,
         "nothing is sent to an unverified peer"
     );
-    let line = logs()
+    let line = logs::text()
         .lines()
         .find(|l| l.contains("TLS to peer refused") && l.contains("wrong.test"))
         .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no log line for the refused certificate:\n{}", logs()));
+        .unwrap_or_else(|| panic!("no log line for the refused certificate:\n{}", logs::text()));
     assert!(line.contains("not valid for name"), "{line}");
     assert_eq!(
         metric(&edge, "edge_origin_errors_total{kind=\"tls\"}").await,

@@ -576,10 +576,14 @@ impl<H: EdgeHooks> Proxy<H> {
             h.insert(header::HOST, host);
         }
         headers::append_via(h, session.req.version, &self.node_name);
-        let asked_for = session.req.headers.get(header::HOST).cloned().or_else(|| {
-            let authority = session.req.uri.authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
-        });
+        // The host the key was made from (an absolute-form target or
+        // :authority wins over Host, RFC 9112 §3.2.2): an origin that
+        // builds links from X-Forwarded-Host must build them for the host
+        // its answer will be stored under.
+        let asked_for = session.req.uri.authority().map_or_else(
+            || session.req.headers.get(header::HOST).cloned(),
+            |authority| HeaderValue::from_str(authority.as_str()).ok(),
+        );
         headers::set_forwarded(
             h,
             session.client_addr.ip(),
