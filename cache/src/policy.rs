@@ -17,6 +17,12 @@ pub struct PolicyOptions {
     /// Store responses carrying `Set-Cookie`. Default: `false` (one user's
     /// cookie would be handed to everyone).
     pub allow_set_cookie: bool,
+    /// Store responses to requests carrying `Cookie` even when the response
+    /// does not say it may be shared. Default: `false`: a page an origin
+    /// built for a signed-in user, and forgot to mark `private`, would be
+    /// served to everyone. (Varnish passes every such request; nginx stores
+    /// them all.)
+    pub allow_cookie_requests: bool,
     /// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time
     /// since `Last-Modified`. Default: `Some(0.1)`; `None` disables it.
     pub heuristic_fraction: Option<f64>,
@@ -35,6 +41,7 @@ impl Default for PolicyOptions {
     fn default() -> Self {
         PolicyOptions {
             allow_set_cookie: false,
+            allow_cookie_requests: false,
             heuristic_fraction: Some(0.1),
             heuristic_max: Duration::from_secs(86_400),
             default_ttl: None,
@@ -61,6 +68,9 @@ pub enum NoCacheReason {
     Authorization,
     /// `Set-Cookie` and the operator did not allow it.
     SetCookie,
+    /// The request carried `Cookie`, the response did not say it may be
+    /// shared, and the operator did not allow it.
+    Cookie,
     /// `Vary: *`: no later request can be shown to match.
     VaryStar,
     /// No explicit freshness, no heuristic, no default TTL.
@@ -77,6 +87,7 @@ impl NoCacheReason {
             NoCacheReason::Private => "private",
             NoCacheReason::Authorization => "authorization",
             NoCacheReason::SetCookie => "set-cookie",
+            NoCacheReason::Cookie => "cookie",
             NoCacheReason::VaryStar => "vary-star",
             NoCacheReason::NoFreshness => "no-freshness",
         }
@@ -225,6 +236,12 @@ pub fn storable(
     {
         return Err(NoCacheReason::Authorization);
     }
+    if !opts.allow_cookie_requests
+        && req_headers.contains_key(header::COOKIE)
+        && !shared_despite_cookies(resp_headers, &cc, opts)
+    {
+        return Err(NoCacheReason::Cookie);
+    }
     if !opts.allow_set_cookie && resp_headers.contains_key(header::SET_COOKIE) {
         return Err(NoCacheReason::SetCookie);
     }
@@ -251,6 +268,26 @@ fn window(cc: &CacheControl, name: &str) -> Option<Duration> {
         Seconds::Valid(s) => Some(Duration::from_secs(s)),
         _ => None,
     }
+}
+
+/// Whether a response to a request with cookies says it may go to others:
+/// `public` or `s-maxage` (what RFC 9111 §3.5 accepts for `Authorization`,
+/// but `must-revalidate`, which says nothing about audience), a
+/// `CDN-Cache-Control` addressed to caches like us, or `Vary: Cookie`, which
+/// keys it by the cookies so only the same cookies get it.
+fn shared_despite_cookies(headers: &HeaderMap, cc: &CacheControl, opts: &PolicyOptions) -> bool {
+    cc.has("public")
+        || cc.seconds("s-maxage") != Seconds::Absent
+        || (opts.honor_cdn_cache_control
+            && ["cdn-cache-control", "surrogate-control"]
+                .iter()
+                .any(|name| headers.contains_key(*name)))
+        || headers
+            .get_all(header::VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|name| name.trim().eq_ignore_ascii_case("cookie"))
 }
 
 fn has_vary_star(headers: &HeaderMap) -> bool {

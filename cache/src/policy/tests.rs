@@ -150,6 +150,59 @@ fn authorization_needs_explicit_permission() {
 }
 
 #[test]
+fn cookie_requests_need_a_response_that_says_it_is_shared() {
+    let opts = PolicyOptions::default();
+    let cookie = [("cookie", "session=alice")];
+    let expires = date(T0 + 60);
+    for personal in [
+        &[("cache-control", "max-age=60")][..],
+        &[("cache-control", "max-age=60, must-revalidate")][..],
+        &[("expires", expires.as_str())][..],
+        &[("cache-control", "max-age=60"), ("vary", "accept-encoding")][..],
+    ] {
+        assert_eq!(
+            store_with(StatusCode::OK, &cookie, personal, &opts),
+            Err(NoCacheReason::Cookie),
+            "{personal:?}"
+        );
+    }
+    for shared in [
+        &[("cache-control", "public, max-age=60")][..],
+        &[("cache-control", "s-maxage=60")][..],
+        &[("cdn-cache-control", "max-age=60")][..],
+        &[("cache-control", "max-age=60"), ("vary", "Accept, Cookie")][..],
+    ] {
+        assert!(
+            store_with(StatusCode::OK, &cookie, shared, &opts).is_ok(),
+            "{shared:?}"
+        );
+    }
+    // Without cookies, or with the operator's consent, max-age is enough.
+    assert!(
+        store_with(
+            StatusCode::OK,
+            &[],
+            &[("cache-control", "max-age=60")],
+            &opts
+        )
+        .is_ok()
+    );
+    let allowed = PolicyOptions {
+        allow_cookie_requests: true,
+        ..PolicyOptions::default()
+    };
+    assert!(
+        store_with(
+            StatusCode::OK,
+            &cookie,
+            &[("cache-control", "max-age=60")],
+            &allowed
+        )
+        .is_ok()
+    );
+}
+
+#[test]
 fn no_freshness_information_means_not_stored() {
     assert_eq!(store(&[]), Err(NoCacheReason::NoFreshness));
     assert_eq!(

@@ -243,6 +243,11 @@ pub struct CacheConfig {
     pub slice_size: ByteSize,
     /// Store responses that set cookies. Default: `false`.
     pub allow_set_cookie: bool,
+    /// Store responses to requests with `Cookie` even when the response
+    /// does not say it may be shared (`public`, `s-maxage`,
+    /// `CDN-Cache-Control` or `Vary: Cookie`). Default: `false`, so a page
+    /// built for one signed-in user is never served to others.
+    pub allow_cookie_requests: bool,
     /// Heuristic freshness: this fraction of the time since
     /// `Last-Modified` (RFC 9111 §4.2.2); `0` disables it. Default: `0.1`.
     pub heuristic_fraction: f64,
@@ -295,6 +300,7 @@ impl CacheConfig {
     pub fn policy_options(&self) -> cache::policy::PolicyOptions {
         cache::policy::PolicyOptions {
             allow_set_cookie: self.allow_set_cookie,
+            allow_cookie_requests: self.allow_cookie_requests,
             heuristic_fraction: (self.heuristic_fraction > 0.0).then_some(self.heuristic_fraction),
             heuristic_max: self.heuristic_max,
             default_ttl: self.default_ttl,
@@ -463,6 +469,7 @@ impl Default for CacheConfig {
             max_object_size: ByteSize::mib(256),
             slice_size: ByteSize::mib(4),
             allow_set_cookie: false,
+            allow_cookie_requests: false,
             heuristic_fraction: 0.1,
             heuristic_max: Duration::from_secs(86_400),
             default_ttl: None,
@@ -956,6 +963,15 @@ mod tests {
         assert_eq!(c.listen, Config::default().listen);
         assert_eq!(c.server.max_headers, 100);
         assert_eq!(c.cache.memory, ByteSize::mib(256));
+    }
+
+    #[test]
+    fn the_admin_listener_is_loopback_unless_told_otherwise() {
+        // Metrics, stats and purge live there: never on the open internet
+        // by accident, whether from an empty file or the shipped example.
+        assert!(parse("").unwrap().admin.ip().is_loopback());
+        let example = include_str!("../../../examples/edge.toml");
+        assert!(parse(example).unwrap().admin.ip().is_loopback());
     }
 
     #[test]

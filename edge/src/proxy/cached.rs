@@ -39,7 +39,7 @@ pub(super) type Served = (response::Parts, ProxyBody, Option<StatusCode>);
 #[derive(Debug)]
 pub(crate) struct CacheLayer {
     pub store: Store,
-    opts: PolicyOptions,
+    pub opts: PolicyOptions,
     pub max_object_size: u64,
     /// Slice size for large objects; 0 when slicing is off.
     pub slice_size: u64,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cache::fill::{FillFeeder, FillLeader, FillReader, Join, Waited};
 use cache::object::ObjectWriter;
+use cache::policy::PolicyOptions;
 use cache::range::{self, RangeAnswer};
 use cache::slice;
 use cache::{CacheKey, CacheStatus};
@@ -82,14 +83,21 @@ pub(super) const MAX_REJOINS: u32 = 3;
 
 /// Reasons not to store that come from the leading request, not from the
 /// response: they must not mark the URL hit-for-pass for everyone.
-pub(super) const REQUEST_REASONS: [&str; 4] =
-    ["request-no-store", "authorization", "head", "method"];
+pub(super) const REQUEST_REASONS: [&str; 5] = [
+    "request-no-store",
+    "authorization",
+    "cookie",
+    "head",
+    "method",
+];
 
 /// Whether this request's own headers keep it from sharing a response
 /// (the `REQUEST_REASONS`): it may not take over a fill for the others.
-pub(super) fn request_unshareable(session: &Session) -> bool {
-    session.req.headers.contains_key(header::AUTHORIZATION)
-        || cache::policy::request_directives(&session.req.headers).has("no-store")
+pub(super) fn request_unshareable(session: &Session, opts: &PolicyOptions) -> bool {
+    let headers = &session.req.headers;
+    headers.contains_key(header::AUTHORIZATION)
+        || (!opts.allow_cookie_requests && headers.contains_key(header::COOKIE))
+        || cache::policy::request_directives(headers).has("no-store")
 }
 
 impl<H: EdgeHooks> Proxy<H> {
@@ -177,7 +185,9 @@ impl<H: EdgeHooks> Proxy<H> {
                 }
                 // The leader's client left before the head: one of us
                 // takes over the fetch, the others wait for it.
-                Waited::Rejoin if rejoins < MAX_REJOINS && !request_unshareable(session) => {
+                Waited::Rejoin
+                    if rejoins < MAX_REJOINS && !request_unshareable(session, &self.cache.opts) =>
+                {
                     rejoins += 1;
                 }
                 Waited::Failed(status) => return Joined::Failed(status),
