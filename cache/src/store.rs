@@ -95,6 +95,15 @@ pub enum StoreError {
         #[source]
         source: foyer::Error,
     },
+    #[error(
+        "the disk tier does not fit under {}: {source} (free space, or lower cache.disk)",
+        dir.display()
+    )]
+    NoSpace {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cache read failed: {0}")]
     Read(#[source] foyer::Error),
 }
@@ -225,6 +234,37 @@ impl Code for StoreValue {
     }
 }
 
+/// Gives every file of the disk tier its blocks now. foyer creates them
+/// sparse, so a disk filled by something else made its writes fail later,
+/// and foyer 0.22 panics on a failed write (its flusher and tombstone log
+/// unwrap the buffer the failed write did not hand back). Allocated up
+/// front, the tier's writes never need new blocks: a full disk no longer
+/// touches it. Blocks already allocated (a restart) cost nothing. File
+/// systems without `fallocate` keep sparse files.
+fn preallocate(dir: &std::path::Path) -> Result<(), StoreError> {
+    let no_space = |source| StoreError::NoSpace {
+        dir: dir.to_owned(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(no_space)? {
+        let path = entry.map_err(no_space)?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(no_space)?;
+        let len = file.metadata().map_err(no_space)?.len();
+        match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(()),
+            Err(errno) => return Err(no_space(errno.into())),
+        }
+    }
+    Ok(())
+}
+
 /// The two-tier object store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -288,6 +328,7 @@ impl Store {
             .build()
             .await
             .map_err(open_err)?;
+        preallocate(&config.dir)?;
         Ok(Store {
             cache,
             chunk_size: config.chunk_size,

@@ -7,7 +7,8 @@
 //! outbox entry (the purge still owed to that peer); `w` → the newest time
 //! of forgotten (expired) rules.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -15,14 +16,35 @@ use crate::PurgeError;
 use crate::rules::PurgeRecord;
 
 /// The purge database.
+///
+/// After a failed write (a full disk) the handle is closed and RocksDB is
+/// reopened before the next write: Debian's librocksdb is built with
+/// assertions, and writing again through a file writer that saw an error
+/// aborts the whole process (`WritableFileWriter::
+/// AssertFalseAndGetStatusForPrevError`). A fresh handle has fresh writers.
 pub struct Db {
-    db: DB,
+    dir: PathBuf,
+    /// `None` after a failed write until a reopen succeeds.
+    db: RwLock<Option<DB>>,
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("path", &self.db.path()).finish()
+        f.debug_struct("Db").field("path", &self.dir).finish()
     }
+}
+
+/// Free space a write needs on the database's file system: a purge record
+/// is a few KiB, but RocksDB may start a new WAL or memtable flush.
+const MIN_FREE: u64 = 64 << 20;
+
+fn open_rocksdb(dir: &Path) -> Result<DB, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    // Small metadata: keep the footprint small.
+    opts.set_max_open_files(64);
+    opts.set_keep_log_file_num(2);
+    DB::open(&opts, dir)
 }
 
 fn synced() -> WriteOptions {
@@ -41,18 +63,65 @@ fn outbox_key(peer: &str, id: &str) -> Vec<u8> {
 impl Db {
     /// Opens (or creates) the database in `dir`. A directory RocksDB
     /// cannot open is an error naming it, never silently replaced: it may
-    /// hold purges that must stay in force.
+    /// hold purges that must stay in force (the purger replaces it only
+    /// together with a purge of everything).
     pub fn open(dir: &Path) -> Result<Db, PurgeError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        // Small metadata: keep the footprint small.
-        opts.set_max_open_files(64);
-        opts.set_keep_log_file_num(2);
-        let db = DB::open(&opts, dir).map_err(|source| PurgeError::Open {
+        let db = open_rocksdb(dir).map_err(|source| PurgeError::Open {
             path: dir.to_owned(),
             source,
         })?;
-        Ok(Db { db })
+        Ok(Db {
+            dir: dir.to_owned(),
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    /// Runs a read on the open handle, reopening first if a write failed.
+    fn read<T>(&self, f: impl FnOnce(&DB) -> Result<T, PurgeError>) -> Result<T, PurgeError> {
+        self.reopen_if_closed()?;
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(PurgeError::Closed),
+        }
+    }
+
+    /// Runs a write; a failure closes the handle (see [`Db`]). Refused
+    /// while the file system has less than [`MIN_FREE`] left: the same
+    /// assertions abort the process when a write runs out of space.
+    fn write(&self, f: impl FnOnce(&DB) -> Result<(), rocksdb::Error>) -> Result<(), PurgeError> {
+        if let Ok(stat) = rustix::fs::statvfs(&self.dir) {
+            let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+            if free < MIN_FREE {
+                return Err(PurgeError::NoSpace { free });
+            }
+        }
+        self.reopen_if_closed()?;
+        let result = {
+            let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+            match guard.as_ref() {
+                Some(db) => f(db),
+                None => return Err(PurgeError::Closed),
+            }
+        };
+        result.map_err(|err| {
+            // Closed now, under the write lock: no other write can reach
+            // the failed writer in between.
+            let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+            *guard = None;
+            PurgeError::Db(err)
+        })
+    }
+
+    fn reopen_if_closed(&self) -> Result<(), PurgeError> {
+        if self.db.read().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Ok(());
+        }
+        let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(open_rocksdb(&self.dir).map_err(PurgeError::Db)?);
+        }
+        Ok(())
     }
 
     /// Stores `record` and, in the same synced batch, an outbox entry for
@@ -64,11 +133,11 @@ impl Db {
         for peer in peers {
             batch.put(outbox_key(peer, &record.id), b"");
         }
-        self.db.write_opt(batch, &synced()).map_err(PurgeError::Db)
+        self.write(|db| db.write_opt(batch, &synced()))
     }
 
     pub fn get(&self, id: &str) -> Result<Option<PurgeRecord>, PurgeError> {
-        let Some(value) = self.db.get(format!("p/{id}")).map_err(PurgeError::Db)? else {
+        let Some(value) = self.read(|db| db.get(format!("p/{id}")).map_err(PurgeError::Db))? else {
             return Ok(None);
         };
         serde_json::from_slice(&value)
@@ -78,19 +147,21 @@ impl Db {
 
     /// Every stored record; unreadable ones are skipped with their ids.
     pub fn records(&self) -> Result<(Vec<PurgeRecord>, Vec<String>), PurgeError> {
-        let mut records = Vec::new();
-        let mut broken = Vec::new();
-        for item in self.db.prefix_iterator(b"p/") {
-            let (key, value) = item.map_err(PurgeError::Db)?;
-            if !key.starts_with(b"p/") {
-                break;
+        self.read(|db| {
+            let mut records = Vec::new();
+            let mut broken = Vec::new();
+            for item in db.prefix_iterator(b"p/") {
+                let (key, value) = item.map_err(PurgeError::Db)?;
+                if !key.starts_with(b"p/") {
+                    break;
+                }
+                match serde_json::from_slice(&value) {
+                    Ok(record) => records.push(record),
+                    Err(_) => broken.push(String::from_utf8_lossy(&key[2..]).into_owned()),
+                }
             }
-            match serde_json::from_slice(&value) {
-                Ok(record) => records.push(record),
-                Err(_) => broken.push(String::from_utf8_lossy(&key[2..]).into_owned()),
-            }
-        }
-        Ok((records, broken))
+            Ok((records, broken))
+        })
     }
 
     /// Removes expired records (their outbox entries go with them).
@@ -107,15 +178,13 @@ impl Db {
                 batch.delete(outbox_key(&peer, &id));
             }
         }
-        self.db.write_opt(batch, &synced()).map_err(PurgeError::Db)
+        self.write(|db| db.write_opt(batch, &synced()))
     }
 
     /// The newest purge time of rules that were forgotten (0 if none).
     pub fn watermark(&self) -> Result<u64, PurgeError> {
         Ok(self
-            .db
-            .get(b"w")
-            .map_err(PurgeError::Db)?
+            .read(|db| db.get(b"w").map_err(PurgeError::Db))?
             .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map_or(0, u64::from_le_bytes))
     }
@@ -125,37 +194,32 @@ impl Db {
         if at <= self.watermark()? {
             return Ok(());
         }
-        self.db
-            .put_opt(b"w", at.to_le_bytes(), &synced())
-            .map_err(PurgeError::Db)
+        self.write(|db| db.put_opt(b"w", at.to_le_bytes(), &synced()))
     }
 
     /// `(peer, purge id)` pairs still to deliver.
     pub fn outbox(&self) -> Result<Vec<(String, String)>, PurgeError> {
-        let mut owed = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"o/", rocksdb::Direction::Forward))
-        {
-            let (key, _) = item.map_err(PurgeError::Db)?;
-            let Some(rest) = key.strip_prefix(b"o/") else {
-                break;
-            };
-            if let Some(split) = rest.iter().position(|b| *b == 0) {
-                owed.push((
-                    String::from_utf8_lossy(&rest[..split]).into_owned(),
-                    String::from_utf8_lossy(&rest[split + 1..]).into_owned(),
-                ));
+        self.read(|db| {
+            let mut owed = Vec::new();
+            for item in db.iterator(IteratorMode::From(b"o/", rocksdb::Direction::Forward)) {
+                let (key, _) = item.map_err(PurgeError::Db)?;
+                let Some(rest) = key.strip_prefix(b"o/") else {
+                    break;
+                };
+                if let Some(split) = rest.iter().position(|b| *b == 0) {
+                    owed.push((
+                        String::from_utf8_lossy(&rest[..split]).into_owned(),
+                        String::from_utf8_lossy(&rest[split + 1..]).into_owned(),
+                    ));
+                }
             }
-        }
-        Ok(owed)
+            Ok(owed)
+        })
     }
 
     /// `peer` acknowledged purge `id`.
     pub fn delivered(&self, peer: &str, id: &str) -> Result<(), PurgeError> {
-        self.db
-            .delete_opt(outbox_key(peer, id), &synced())
-            .map_err(PurgeError::Db)
+        self.write(|db| db.delete_opt(outbox_key(peer, id), &synced()))
     }
 }
 

@@ -27,7 +27,7 @@ use cache::{CacheKey, KeyRules};
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use api::{ApiError, Auth};
 use api::{check_token, json_response, parse_request};
@@ -46,6 +46,12 @@ pub enum PurgeError {
     },
     #[error("purge database: {0}")]
     Db(#[source] rocksdb::Error),
+    #[error("purge database closed after a failed write and not reopened yet")]
+    Closed,
+    #[error(
+        "purge database: only {free} bytes free on its disk; purges are refused until there is room"
+    )]
+    NoSpace { free: u64 },
     #[error("cannot encode a purge: {0}")]
     Encode(#[source] serde_json::Error),
     #[error("cannot decode a stored purge: {0}")]
@@ -157,6 +163,55 @@ struct PeerDelivery {
     attempts: Attempts,
 }
 
+/// What the purge database held at start.
+struct Loaded {
+    records: Vec<PurgeRecord>,
+    /// Ids of records that did not decode.
+    broken: Vec<String>,
+    watermark: u64,
+}
+
+/// Opens the purge database and reads it whole. A database RocksDB cannot
+/// open or read (a damaged file, a truncated manifest) is moved aside to
+/// `purge.unreadable-SECS` beside it and replaced by an empty one. The loss
+/// is reported as a broken record, so the caller treats the whole cache as
+/// purged: the lost records might have covered anything. Only when even
+/// the move fails does the node refuse to start.
+fn open_db(dir: &Path) -> Result<(Db, Loaded), PurgeError> {
+    let load = |db: &Db| -> Result<Loaded, PurgeError> {
+        let (records, broken) = db.records()?;
+        Ok(Loaded {
+            records,
+            broken,
+            watermark: db.watermark()?,
+        })
+    };
+    let err = match Db::open(dir).and_then(|db| load(&db).map(|loaded| (db, loaded))) {
+        Ok(opened) => return Ok(opened),
+        Err(err) => err,
+    };
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = dir.with_file_name(format!("purge.unreadable-{secs}"));
+    if std::fs::rename(dir, &aside).is_err() {
+        return Err(err);
+    }
+    error!(
+        error = %err,
+        moved_to = %aside.display(),
+        "purge database unreadable; starting a new one and treating the whole cache as purged \
+         (purges still owed to peers are lost)"
+    );
+    let db = Db::open(dir)?;
+    let loaded = Loaded {
+        records: Vec::new(),
+        broken: vec!["(the whole database)".to_owned()],
+        watermark: 0,
+    };
+    Ok((db, loaded))
+}
+
 impl Purger {
     /// Opens the purge database under `dir` and loads the rules in force.
     pub fn open(
@@ -165,9 +220,15 @@ impl Purger {
         store: Store,
         key_rules: KeyRules,
     ) -> Result<Arc<Purger>, PurgeError> {
-        let db = Db::open(dir)?;
+        let (
+            db,
+            Loaded {
+                records,
+                broken,
+                watermark,
+            },
+        ) = open_db(dir)?;
         let rules = RuleSet::new(config.rule_ttl);
-        let (records, broken) = db.records()?;
         if !broken.is_empty() {
             // A purge we cannot read might cover anything. Refusing to
             // start would keep the node down for a metadata glitch; the safe
@@ -191,7 +252,7 @@ impl Purger {
         let (live, expired): (Vec<_>, Vec<_>) =
             records.into_iter().partition(|r| !rules.expired(r, now));
         forget(&db, &expired)?;
-        rules.forget_before(db.watermark()?);
+        rules.forget_before(watermark);
         for record in &live {
             rules.insert(record);
         }
@@ -535,6 +596,12 @@ fn forget(db: &Db, expired: &[PurgeRecord]) -> Result<(), PurgeError> {
 
 fn internal(err: &PurgeError) -> ApiError {
     warn!(error = %err, "purge failed");
+    if let PurgeError::NoSpace { .. } = err {
+        return ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the disk of the purge database is full; nothing was applied",
+        );
+    }
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "purge could not be stored; nothing was applied",
