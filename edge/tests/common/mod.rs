@@ -1,5 +1,8 @@
 //! Helpers shared by the binary's integration tests.
 
+// Each test binary uses some of them.
+#![allow(dead_code)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
