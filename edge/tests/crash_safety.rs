@@ -6,23 +6,23 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Frame;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 mod common;
 
-use common::free_port;
+use common::Node;
+use common::{TOKEN, TestClient, free_port, send, wait_ready};
 
-const TOKEN: &str = "crash-safety-token";
+/// Tiers small enough that the load evicts, large enough to keep some.
+const DISK_FLAGS: [&str; 4] = ["--memory", "64MiB", "--disk", "256MiB"];
 /// Objects filled under load: sizes from 16 KiB to 4 MiB, so some live
 /// inline in their head and others in many chunks.
 const OBJECTS: usize = 24;
@@ -121,67 +121,12 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-struct Node {
-    child: Child,
-}
-
-impl Node {
-    fn spawn(origin: SocketAddr, dir: &std::path::Path, listen: u16, admin: u16) -> Node {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("EDGE_") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd
-            .arg("--origin")
-            .arg(format!("http://{origin}"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{listen}"))
-            .arg("--admin")
-            .arg(format!("127.0.0.1:{admin}"))
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--memory")
-            .arg("64MiB")
-            .arg("--disk")
-            .arg("256MiB")
-            .env("EDGE_PURGE_TOKEN", TOKEN)
-            .env("EDGE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("edge binary starts");
-        Node { child }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
 async fn get(client: &TestClient, node_port: u16, path: &str) -> Option<Response<Bytes>> {
     let req = Request::get(format!("http://127.0.0.1:{node_port}{path}"))
         .header("host", "cdn.test")
         .body(Full::default())
         .expect("test setup");
-    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
-        .await
-        .ok()?
-        .ok()?;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.ok()?.to_bytes();
-    Some(Response::from_parts(parts, body))
+    send(client, req, Duration::from_secs(20)).await
 }
 
 async fn purge(client: &TestClient, admin: u16, path: &str) -> Option<u16> {
@@ -190,28 +135,8 @@ async fn purge(client: &TestClient, admin: u16, path: &str) -> Option<u16> {
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Full::new(Bytes::from(body)))
         .expect("test setup");
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .ok()?
-        .ok()?;
+    let resp = send(client, req, Duration::from_secs(10)).await?;
     Some(resp.status().as_u16())
-}
-
-async fn wait_ready(client: &TestClient, admin: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let req = Request::get(format!("http://127.0.0.1:{admin}/healthz"))
-            .body(Full::default())
-            .expect("test setup");
-        if let Ok(Ok(resp)) =
-            tokio::time::timeout(Duration::from_secs(2), client.request(req)).await
-            && resp.status() == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "edge never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn x_cache(resp: &Response<Bytes>) -> String {
@@ -226,7 +151,7 @@ fn x_cache(resp: &Response<Bytes>) -> String {
 async fn kill_9_during_fills_and_purges_leaves_no_partial_or_purged_object() {
     let origin = slow_origin().await;
     let dir = tempfile::tempdir().expect("test setup");
-    let client: TestClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = common::client();
     let (listen, admin) = (free_port(), free_port());
     let objects: Vec<String> = (0..OBJECTS).map(|i| format!("/obj/{i}")).collect();
     // Purged paths of every round, with the round's distinct names so a
@@ -235,8 +160,8 @@ async fn kill_9_during_fills_and_purges_leaves_no_partial_or_purged_object() {
     let mut hits_after_restart = 0;
 
     for round in 0..3u64 {
-        let node = Node::spawn(origin, dir.path(), listen, admin);
-        wait_ready(&client, admin).await;
+        let node = Node::spawn(origin, dir.path(), listen, admin, &DISK_FLAGS);
+        wait_ready(&client, &node).await;
 
         // Everything served after a crash is whole and right, and nothing
         // purged before it is served from cache.
@@ -324,8 +249,8 @@ async fn kill_9_during_fills_and_purges_leaves_no_partial_or_purged_object() {
     }
 
     // The last restart, checked the same way.
-    let _node = Node::spawn(origin, dir.path(), listen, admin);
-    wait_ready(&client, admin).await;
+    let node = Node::spawn(origin, dir.path(), listen, admin, &DISK_FLAGS);
+    wait_ready(&client, &node).await;
     for path in &objects {
         let resp = get(&client, listen, path).await.expect("edge answers");
         assert!(resp.body() == &body_of(path), "{path} served damaged");
