@@ -178,7 +178,11 @@ impl ObjectMeta {
                 .map_err(|_| DecodeError::Invalid("header name"))?;
             let value = HeaderValue::from_bytes(get_bytes(r)?)
                 .map_err(|_| DecodeError::Invalid("header value"))?;
-            headers.append(name, value);
+            // More distinct names than a HeaderMap holds (24 576) only
+            // come from damaged bytes; `append` would panic on them.
+            headers
+                .try_append(name, value)
+                .map_err(|_| DecodeError::Invalid("header count"))?;
         }
         let mut vary = Vec::new();
         for _ in 0..get_u32(r)? {
@@ -380,6 +384,31 @@ mod tests {
             vary: vec![HeaderName::from_static("accept-encoding")],
             tags: vec!["product-7".into()],
         }
+    }
+
+    #[test]
+    fn more_header_names_than_a_header_map_holds_are_an_error_not_a_panic() {
+        // Found by fuzzing: HeaderMap::append panics past 24 576 names.
+        let mut meta = sample(BodyLayout::Inline(Bytes::from_static(b"x")));
+        meta.headers.clear();
+        meta.vary.clear();
+        meta.tags.clear();
+        let mut bytes = Vec::new();
+        meta.encode(&mut bytes);
+        // The encoding ends with three empty lists: headers, vary, tags.
+        bytes.truncate(bytes.len() - 12);
+        let names = 24_577u32;
+        put_u32(&mut bytes, names);
+        for i in 0..names {
+            put_bytes(&mut bytes, format!("h{i}").as_bytes());
+            put_bytes(&mut bytes, b"");
+        }
+        put_u32(&mut bytes, 0);
+        put_u32(&mut bytes, 0);
+        assert!(matches!(
+            ObjectMeta::decode(&bytes),
+            Err(DecodeError::Invalid("header count"))
+        ));
     }
 
     #[test]

@@ -247,10 +247,23 @@ pub fn parse_host(host: &str) -> Result<String, &'static str> {
         return Err("not a host name");
     }
     let authority: Authority = host.parse().map_err(|_| "not a host name")?;
-    if authority.host().is_empty() {
+    let name = authority.host();
+    // `Authority` is lenient about the host part (`a[:1]` gives `a[`):
+    // accept only what a request's Host can be, a bracketed IPv6 literal
+    // or letters, digits, `-`, `.`, `_` and `~`.
+    let valid = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(literal) => literal.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        }
+    };
+    if !valid {
         return Err("not a host name");
     }
-    Ok(authority.host().to_ascii_lowercase())
+    Ok(name.to_ascii_lowercase())
 }
 
 /// How a request to the purge API presents itself.
@@ -331,6 +344,13 @@ mod tests {
             Ok("cdn.example.com".into())
         );
         assert!(parse_host("a b").is_err());
+        // Found by fuzzing: `Authority` takes `a[:1]` with host `a[`.
+        for bad in ["a[:1]", "a[", "[nope]", "a]b", "a%2fb"] {
+            assert!(parse_host(bad).is_err(), "{bad}");
+            assert!(parse_prefix(&format!("{bad}/img")).is_err(), "{bad}");
+        }
+        assert_eq!(parse_host("[::1]:8080"), Ok("[::1]".into()));
+        assert_eq!(parse_host("cdn_1.example"), Ok("cdn_1.example".into()));
     }
 
     #[test]

@@ -190,27 +190,32 @@ impl std::str::FromStr for IpNet {
 }
 
 impl IpNet {
+    /// Whether `ip` is in the network. IPv4 clients and IPv4-mapped IPv6
+    /// clients (`::ffff:a.b.c.d`, from a dual-stack listener) are the same
+    /// client, whichever way the network is written.
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+        use std::net::IpAddr;
+        match self.addr {
+            IpAddr::V4(net) => {
+                let ip = match ip {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+                };
                 let mask = u32::MAX
                     .checked_shl(32 - u32::from(self.prefix))
                     .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
+                ip.is_some_and(|ip| u32::from(net) & mask == u32::from(ip) & mask)
             }
-            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+            IpAddr::V6(net) => {
+                let ip = match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => v6,
+                };
                 let mask = u128::MAX
                     .checked_shl(128 - u32::from(self.prefix))
                     .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
-            _ => false,
         }
     }
 }
@@ -972,6 +977,29 @@ mod tests {
         assert!(parse("").unwrap().admin.ip().is_loopback());
         let example = include_str!("../../../examples/edge.toml");
         assert!(parse(example).unwrap().admin.ip().is_loopback());
+    }
+
+    #[test]
+    fn networks_match_ipv4_clients_however_either_is_written() {
+        // Found by fuzzing: a network written IPv4-mapped never matched.
+        let v4: std::net::IpAddr = "10.1.0.1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:10.1.0.1".parse().unwrap();
+        let other: std::net::IpAddr = "10.1.0.2".parse().unwrap();
+        for net in [
+            "10.1.0.1",
+            "10.1.0.0/24",
+            "::ffff:10.1.0.1",
+            "::ffff:10.1.0.0/120",
+        ] {
+            let net: IpNet = net.parse().unwrap();
+            assert!(net.contains(v4), "{net:?}");
+            assert!(net.contains(mapped), "{net:?}");
+        }
+        let exact: IpNet = "::ffff:10.1.0.1".parse().unwrap();
+        assert!(!exact.contains(other));
+        let v6: IpNet = "2001:db8::/32".parse().unwrap();
+        assert!(!v6.contains(v4));
+        assert!(v6.contains("2001:db8::5".parse().unwrap()));
     }
 
     #[test]
