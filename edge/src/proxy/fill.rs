@@ -27,11 +27,21 @@ use crate::hooks::{EdgeHooks, Session};
 /// Pushes an origin body into a fill. Runs on its own task so the fill
 /// completes (and the object is stored) even if every client leaves; stops
 /// early only when nobody wants the bytes any more.
-pub(super) async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTimeout<Incoming>) {
+///
+/// `expected`: the length the body must have to be stored, when its framing
+/// does not say it (a chunked 206 is a slice only if it brings the whole
+/// range; hyper checks a `Content-Length` itself).
+pub(super) async fn feed(
+    mut feeder: FillFeeder,
+    mut body: crate::body::ReadTimeout<Incoming>,
+    expected: Option<u64>,
+) {
+    let mut got = 0u64;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
+                    got += data.len() as u64;
                     feeder.push(data);
                 }
             }
@@ -44,6 +54,14 @@ pub(super) async fn feed(mut feeder: FillFeeder, mut body: crate::body::ReadTime
             debug!("fill no longer wanted; stopped");
             return;
         }
+    }
+    if expected.is_some_and(|expected| expected != got) {
+        warn!(
+            got,
+            ?expected,
+            "origin body of the wrong length; fill abandoned"
+        );
+        return;
     }
     feeder.finish();
 }
@@ -267,7 +285,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 }
                 let feeder = leader.publish(writer);
                 let reader = feeder.reader();
-                tokio::spawn(feed(feeder, body));
+                tokio::spawn(feed(feeder, body, None));
                 self.serve_fill(session, reader, how, "")
             }
             Err("too-large") if self.sliceable(&parts) => {

@@ -176,7 +176,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 size,
             );
             let feeder = slice_leader.publish(writer);
-            tokio::spawn(feed(feeder, slice_body));
+            tokio::spawn(feed(feeder, slice_body, Some(got.len())));
         }
         leader.release();
         let found = Found {
@@ -420,7 +420,7 @@ impl<H: EdgeHooks> SliceSource<H> {
                 slice_meta(&source.whole, fetched.parts.headers),
                 source.slice_size,
             );
-            feed(leader.publish(writer), fetched.body).await;
+            feed(leader.publish(writer), fetched.body, Some(range.len())).await;
         });
     }
 
