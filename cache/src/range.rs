@@ -65,11 +65,13 @@ pub fn evaluate(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswe
         return RangeAnswer::Full;
     };
     let mut ranges = Vec::new();
+    let mut specs_seen = 0;
     for spec in specs.split(',') {
         let spec = spec.trim();
         if spec.is_empty() {
             continue;
         }
+        specs_seen += 1;
         let Some((first, last)) = spec.split_once('-') else {
             return RangeAnswer::Full;
         };
@@ -107,6 +109,10 @@ pub fn evaluate(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswe
             // Merging could not bring this back under the limit cheaply.
             return RangeAnswer::Full;
         }
+    }
+    if specs_seen == 0 {
+        // `bytes=` names no range at all: invalid, so ignored (§14.2).
+        return RangeAnswer::Full;
     }
     if ranges.is_empty() {
         return RangeAnswer::Unsatisfiable;
@@ -190,7 +196,17 @@ mod tests {
         assert_eq!(ask("bytes=1000-", 1000), RangeAnswer::Unsatisfiable);
         assert_eq!(ask("bytes=-0", 1000), RangeAnswer::Unsatisfiable);
         assert_eq!(ask("bytes=0-0", 0), RangeAnswer::Unsatisfiable);
-        for ignored in ["items=0-1", "bytes=5-1", "bytes=a-b", "bytes=-", "bytes=1"] {
+        // `bytes=` and `bytes=,` (found by fuzzing: they were 416) name
+        // no range: invalid syntax, ignored.
+        for ignored in [
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=1",
+            "bytes=",
+            "bytes= , ",
+        ] {
             assert_eq!(ask(ignored, 1000), RangeAnswer::Full, "{ignored}");
         }
     }
