@@ -25,6 +25,35 @@ async fn origin_down_gives_502() {
 }
 
 #[tokio::test]
+async fn an_error_before_the_upload_is_read_says_the_connection_closes() {
+    // Found by the soak test: the 502 to a POST whose body was never read
+    // came without `Connection: close`, the connection was then closed,
+    // and the client's next request on it got no answer at all.
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let edge = TestEdge::start(&dead).await;
+    let body = "x".repeat(200_000);
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw(edge.addr(), request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer:.200}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:.400}"
+    );
+    // Without a body nothing is left unread: the connection may stay.
+    let answer = raw(
+        edge.addr(),
+        b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer:.200}");
+    assert!(!answer.to_ascii_lowercase().contains("connection: close"));
+}
+
+#[tokio::test]
 async fn origin_too_slow_gives_504() {
     let origin = MockOrigin::start().await;
     origin.route("/slow", Reply::ok("late").delay(Duration::from_secs(5)));

@@ -227,6 +227,16 @@ impl<H: EdgeHooks> Proxy<H> {
                 }
                 pending.error = Some(err.as_str());
                 let (mut parts, body) = err.to_response().into_parts();
+                if request_has_body(&pending.session.req)
+                    && pending.session.req.version <= Version::HTTP_11
+                {
+                    // Part of its body may still be unread: hyper closes
+                    // the connection after this answer, and the client must
+                    // know before it sends another request on it.
+                    parts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 if err.source_side() != ErrorSource::Downstream
                     || pending.session.cache_key.is_some()
                 {
@@ -702,6 +712,16 @@ fn unhealthy_status(member: &Member, status: StatusCode) -> bool {
             status,
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
         )
+}
+
+/// Whether the request came with a body (framed by a non-zero length or
+/// by chunks).
+fn request_has_body(req: &request::Parts) -> bool {
+    req.headers.contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 /// Refuses requests no origin should see (RFC 9112 §3.2: an HTTP/1.1
