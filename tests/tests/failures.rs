@@ -42,6 +42,21 @@ async fn an_error_before_the_upload_is_read_says_the_connection_closes() {
         answer.to_ascii_lowercase().contains("connection: close"),
         "{answer:.400}"
     );
+    // The same for the origin's own error, passed on before it read the
+    // upload (the soak test's second find).
+    let origin = MockOrigin::start().await;
+    origin.route("/busy", Reply::ok("busy").status(503));
+    let proxied = TestEdge::start(&origin.url()).await;
+    let request = format!(
+        "POST /busy HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw(proxied.addr(), request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:.200}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:.400}"
+    );
     // Without a body nothing is left unread: the connection may stay.
     let answer = raw(
         edge.addr(),

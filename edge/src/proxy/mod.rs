@@ -227,16 +227,6 @@ impl<H: EdgeHooks> Proxy<H> {
                 }
                 pending.error = Some(err.as_str());
                 let (mut parts, body) = err.to_response().into_parts();
-                if request_has_body(&pending.session.req)
-                    && pending.session.req.version <= Version::HTTP_11
-                {
-                    // Part of its body may still be unread: hyper closes
-                    // the connection after this answer, and the client must
-                    // know before it sends another request on it.
-                    parts
-                        .headers
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
                 if err.source_side() != ErrorSource::Downstream
                     || pending.session.cache_key.is_some()
                 {
@@ -259,6 +249,19 @@ impl<H: EdgeHooks> Proxy<H> {
             }
         };
         pending.answered = true;
+        let mut response = response;
+        if response.status().as_u16() >= 400
+            && request_has_body(&pending.session.req)
+            && pending.session.req.version <= Version::HTTP_11
+        {
+            // An error to an upload (ours, or the origin's passed on) may
+            // come before its body was read: hyper then closes the
+            // connection, and the client must know before it sends another
+            // request on it.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         self.metrics
             .time_to_first_byte
             .with_label_values(&[pending.session.cache_status.as_str()])
