@@ -56,7 +56,6 @@ mod common;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
 
-const TOKEN: &str = "soak-purge-token";
 const HOST: &str = "soak.test";
 /// Objects `/hot/0..HOT`, read again and again (skewed to the low numbers).
 const HOT: u64 = 160;
@@ -837,24 +836,9 @@ impl EdgeProcess {
         let config = dir.join("edge.toml");
         std::fs::write(&config, edge_config()).expect("config written");
         let (stdout, stderr) = (dir.join("edge.stdout"), dir.join("edge.stderr"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("EDGE_") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd
-            .arg("--origin")
-            .arg(format!("http://{origin}"))
-            .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--admin")
-            .arg(admin.to_string())
-            .arg("--data-dir")
-            .arg(dir.join("data"))
+        let child = common::edge_command(origin, &dir.join("data"), listen.port(), admin.port())
             .arg("--config")
             .arg(&config)
-            .env("EDGE_PURGE_TOKEN", TOKEN)
             .env(
                 "EDGE_LOG",
                 std::env::var("SOAK_EDGE_LOG").unwrap_or_else(|_| "warn".into()),
@@ -1856,7 +1840,7 @@ async fn purge(load: &Load, rng: &mut Rng, path: &str, conn: &mut Conn) -> (Verd
     let make = || {
         Request::post("/purge")
             .header(header::HOST, &admin)
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", common::TOKEN))
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(body.clone()))
             .expect("purge request")

@@ -59,6 +59,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The `edge` binary for `origin` on `dir`, listening on `listen` and
+/// `admin` (127.0.0.1), with the purge token [`TOKEN`] and none of the
+/// caller's `EDGE_*` variables; logging and stdio are the caller's.
+pub fn edge_command(
+    origin: SocketAddr,
+    dir: &std::path::Path,
+    listen: u16,
+    admin: u16,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edge"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("EDGE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("--origin")
+        .arg(format!("http://{origin}"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{listen}"))
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{admin}"))
+        .arg("--data-dir")
+        .arg(dir)
+        .env("EDGE_PURGE_TOKEN", TOKEN);
+    cmd
+}
+
 /// The `edge` binary as a child process, killed (if still running) on drop.
 pub struct Node {
     child: std::process::Child,
@@ -76,23 +103,8 @@ impl Node {
         admin: u16,
         extra: &[&str],
     ) -> Node {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edge"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("EDGE_") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd
-            .arg("--origin")
-            .arg(format!("http://{origin}"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{listen}"))
-            .arg("--admin")
-            .arg(format!("127.0.0.1:{admin}"))
-            .arg("--data-dir")
-            .arg(dir)
+        let child = edge_command(origin, dir, listen, admin)
             .args(extra)
-            .env("EDGE_PURGE_TOKEN", TOKEN)
             .env("EDGE_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
