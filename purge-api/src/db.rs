@@ -96,14 +96,9 @@ impl Db {
                 return Err(PurgeError::NoSpace { free });
             }
         }
-        self.reopen_if_closed()?;
-        let result = {
-            let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
-            match guard.as_ref() {
-                Some(db) => f(db),
-                None => return Err(PurgeError::Closed),
-            }
-        };
+        // The read lock is released when `read` returns, before the
+        // failure path below takes the write lock.
+        let result = self.read(|db| Ok(f(db)))?;
         result.map_err(|err| {
             // Closed now, under the write lock: no other write can reach
             // the failed writer in between.
