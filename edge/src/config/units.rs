@@ -40,30 +40,53 @@ impl FromStr for ByteSize {
             .unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
         let invalid = || format!("invalid size {s:?}: expected e.g. 4096, 64KiB, 256MiB, 1.5GiB");
-        let n: f64 = number.parse().map_err(|_| invalid())?;
         // nginx writes 256m, others 256M or 256MiB: binary units, any case;
         // KB/MB/GB (with the B) are decimal.
-        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
-            "k" | "kib" => 1024.0,
-            "m" | "mib" => 1024.0 * 1024.0,
-            "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
-            "t" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-            "kb" => 1e3,
-            "mb" => 1e6,
-            "gb" => 1e9,
-            "tb" => 1e12,
+        let mult: u128 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "t" | "tib" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
             other => {
                 return Err(format!(
                     "invalid size unit {other:?} in {s:?}: use KiB, MiB, GiB, TiB (or k, m, g, t), or KB, MB, GB, TB"
                 ));
             }
         };
-        let bytes = (n * mult).round();
-        if !(0.0..=u64::MAX as f64).contains(&bytes) {
-            return Err(format!("size {s:?} is too large"));
+        // Integer arithmetic, not f64: every u64 is exact and `1.5GiB` is
+        // exactly 3 << 29.
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let digits_only = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+        if (whole.is_empty() && fraction.is_empty())
+            || !digits_only(whole)
+            || !digits_only(fraction)
+        {
+            return Err(invalid());
         }
-        Ok(ByteSize(bytes as u64))
+        let too_large = || format!("size {s:?} is too large");
+        let whole: u128 = match whole {
+            "" => 0,
+            w => w.parse().map_err(|_| too_large())?,
+        };
+        // Digits past the 18th cannot change the byte count by a whole byte
+        // (the largest unit is 2^40).
+        let fraction = &fraction[..fraction.len().min(18)];
+        let scale = 10u128.pow(fraction.len() as u32);
+        let fraction: u128 = match fraction {
+            "" => 0,
+            f => f.parse().map_err(|_| invalid())?,
+        };
+        let bytes = whole
+            .checked_mul(mult)
+            .and_then(|b| b.checked_add((fraction * mult + scale / 2) / scale))
+            .and_then(|b| u64::try_from(b).ok())
+            .ok_or_else(too_large)?;
+        Ok(ByteSize(bytes))
     }
 }
 
@@ -134,6 +157,35 @@ mod tests {
         assert!("99999999999TiB".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize::mib(256).to_string(), "256MiB");
         assert_eq!(ByteSize(1000).to_string(), "1000B");
+    }
+
+    /// Sizes went through f64 once: above 2^53 they were rounded.
+    #[test]
+    fn sizes_are_exact_integers() {
+        assert_eq!(
+            "9007199254740993".parse::<ByteSize>().unwrap(),
+            ByteSize(9_007_199_254_740_993)
+        );
+        assert_eq!(
+            "18446744073709551615".parse::<ByteSize>().unwrap(),
+            ByteSize(u64::MAX)
+        );
+        assert!("18446744073709551616".parse::<ByteSize>().is_err());
+        assert!("16777216TiB".parse::<ByteSize>().is_err());
+        assert_eq!("0.5KiB".parse::<ByteSize>().unwrap(), ByteSize(512));
+        assert_eq!(".5k".parse::<ByteSize>().unwrap(), ByteSize(512));
+        assert_eq!("2.KiB".parse::<ByteSize>().unwrap(), ByteSize::kib(2));
+        assert_eq!("0.0001KiB".parse::<ByteSize>().unwrap(), ByteSize(0));
+        assert_eq!(
+            "1.000000000000000000001TiB".parse::<ByteSize>().unwrap(),
+            ByteSize(1 << 40)
+        );
+        assert_eq!(
+            "0.1234567890123456789GB".parse::<ByteSize>().unwrap(),
+            ByteSize(123_456_789)
+        );
+        assert!(".".parse::<ByteSize>().is_err());
+        assert!("-1".parse::<ByteSize>().is_err());
     }
 
     #[test]
