@@ -345,4 +345,35 @@ mod tests {
             "{err}"
         );
     }
+
+    /// Both limits were once reported as `server`, which has no line of its
+    /// own, so the error named no line.
+    #[test]
+    fn a_zero_server_limit_names_its_own_key_and_line() {
+        for (key, line) in [("max_connections", 3), ("max_headers", 4)] {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            let other = if key == "max_connections" {
+                "max_headers"
+            } else {
+                "max_connections"
+            };
+            let (first, second) = if line == 3 {
+                (format!("{key} = 0"), format!("{other} = 5"))
+            } else {
+                (format!("{other} = 5"), format!("{key} = 0"))
+            };
+            writeln!(
+                file,
+                "origins = [\"http://127.0.0.1:1\"]\n[server]\n{first}\n{second}"
+            )
+            .unwrap();
+            let path = file.path().to_str().unwrap();
+            let cli = Cli::try_parse_from(["edge", "--config", path]).unwrap();
+            let err = Config::load(&cli).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("{path}:{line}: `server.{key}`")),
+                "{err}"
+            );
+        }
+    }
 }

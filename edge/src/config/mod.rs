@@ -706,11 +706,11 @@ impl Config {
         if self.server.max_header_bytes < ByteSize::kib(8) {
             return Err(("server.max_header_bytes", "must be at least 8KiB".into()));
         }
-        if self.server.max_connections == 0 || self.server.max_headers == 0 {
-            return Err((
-                "server",
-                "max_connections and max_headers must be at least 1".into(),
-            ));
+        if self.server.max_connections == 0 {
+            return Err(("server.max_connections", "must be at least 1".into()));
+        }
+        if self.server.max_headers == 0 {
+            return Err(("server.max_headers", "must be at least 1".into()));
         }
         if self.server.h2_max_concurrent_streams == 0 {
             return Err((
