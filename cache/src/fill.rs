@@ -155,6 +155,9 @@ struct State {
     received: u64,
     /// `Some` once the body has ended: `Ok` complete, `Err` failed.
     end: Option<Result<(), ()>>,
+    /// A purge covered the response mid-fill: it is streamed to the
+    /// readers already there but not stored.
+    detached: bool,
 }
 
 #[derive(Debug)]
@@ -231,6 +234,7 @@ impl Fills {
                 window_start: 0,
                 received: 0,
                 end: None,
+                detached: false,
             }),
             changed,
             held: self.held.clone(),
@@ -294,6 +298,16 @@ impl Fills {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+
+    /// Closes the fill `reader` streams to newcomers: a purge has since
+    /// covered its response, so the next request for `key` starts another
+    /// fill. Readers already there stream on.
+    /// It is not stored either: it would only replace a newer copy with
+    /// one the purge rules hide.
+    pub fn detach(&self, key: &CacheKey, reader: &FillReader) {
+        self.retire(key, &reader.shared);
+        reader.shared.lock().detached = true;
     }
 
     fn retire(&self, key: &CacheKey, shared: &Arc<Shared>) {
@@ -446,8 +460,12 @@ impl FillFeeder {
 
     /// The whole body arrived: commit the object, end every reader cleanly.
     pub fn finish(mut self) {
-        let received = self.shared.lock().received;
+        let (received, detached) = {
+            let state = self.shared.lock();
+            (state.received, state.detached)
+        };
         if let Some(writer) = self.writer.take()
+            && !detached
             && writer.finish()
             && received > self.fills.store.inline_max() as u64
         {

@@ -433,3 +433,50 @@ async fn a_purge_body_that_trickles_is_cut_off() {
     // The admin listener still serves.
     assert_eq!(get(&edge.admin_url("/healthz")).await.status(), 200);
 }
+
+/// A request that arrives after a purge's 200 never gets bytes fetched
+/// before it, even from a fill still streaming them. It used to join that
+/// fill and get the old body.
+#[tokio::test]
+async fn a_request_after_a_purge_does_not_join_a_fill_from_before_it() {
+    let origin = MockOrigin::start().await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    origin.route(
+        "/live",
+        Reply::gated(&["old ", "body"], gate.clone()).header("cache-control", "max-age=600"),
+    );
+    let edge = purging_edge(&origin).await;
+    // The first client's fill: head and first bytes, then held at the gate.
+    let url = edge.url("/live");
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while origin.hits("/live") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fill never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    origin.route("/live", cacheable("new body"));
+    purge(&edge, &format!(r#"{{"urls": ["{}"]}}"#, edge.url("/live"))).await;
+    let after = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.notify_one();
+    let after = after.await.expect("request after the purge");
+    assert_eq!(after.body(), "new body", "bytes from before the purge");
+    // The first client, which asked before the purge, gets the old bytes whole.
+    let first = first.await.expect("request before the purge");
+    assert_eq!(first.body(), "old body");
+    // What is kept is the new body.
+    let again = get(&edge.url("/live")).await;
+    assert_eq!(again.body(), "new body");
+    assert_eq!(again.headers()["x-cache"], "HIT");
+    assert_eq!(origin.hits("/live"), 2);
+}

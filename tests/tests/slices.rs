@@ -274,3 +274,45 @@ async fn an_origin_that_ignores_ranges_is_fetched_once_for_concurrent_ranges() {
     }
     assert_eq!(origin.hits("/plain"), 1);
 }
+
+/// `only-if-cached` is answered from stored slices or with a 504, never by
+/// fetching the missing slices (RFC 9111 §5.2.1.7). It used to fetch them.
+#[tokio::test]
+async fn only_if_cached_reads_stored_slices_and_never_fetches_missing_ones() {
+    let body = numbered(16 * MIB);
+    let origin = MockOrigin::start().await;
+    origin.route("/clip.mp4", file(body.clone(), "\"v1\""));
+    let edge = big_edge(&origin).await;
+    let url = edge.url("/clip.mp4");
+    // Slice 1 only (4..8 MiB) is stored.
+    let resp = get_with(&url, &[("range", &range(5 * MIB, 5 * MIB + 9))]).await;
+    assert_eq!(resp.status(), 206);
+    assert_eq!(origin.hits("/clip.mp4"), 1);
+
+    let cached_only = ("cache-control", "only-if-cached");
+    // The slice is stored as its body ends, just after the client has it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let inside = loop {
+        let resp = get_with(&url, &[cached_only, ("range", &range(4 * MIB, 6 * MIB))]).await;
+        if resp.status() != 504 || std::time::Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(inside.status(), 206, "a range inside the stored slice");
+    assert_eq!(inside.body(), &body[4 * MIB..=6 * MIB]);
+    let across = get_with(&url, &[cached_only, ("range", &range(7 * MIB, 9 * MIB))]).await;
+    assert_eq!(across.status(), 504, "a range reaching a missing slice");
+    let whole = get_with(&url, &[cached_only]).await;
+    assert_eq!(whole.status(), 504, "the whole object");
+    let head = edge_tests::client::fetch(
+        &http1(),
+        http::Request::head(&url)
+            .header("cache-control", "only-if-cached")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(head.status(), 200, "a HEAD needs no slice");
+    assert_eq!(origin.hits("/clip.mp4"), 1, "the origin was asked");
+}

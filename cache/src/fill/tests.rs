@@ -313,3 +313,31 @@ async fn a_fill_that_outgrows_the_size_limit_takes_no_new_readers() {
     feeder.finish();
     assert_eq!(read_all(early).await.unwrap(), b"0123456789");
 }
+
+#[tokio::test]
+async fn a_detached_fill_streams_to_its_readers_but_is_not_stored_or_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fills, store) = fills(dir.path(), 1 << 20).await;
+    let req = HeaderMap::new();
+    let mut feeder = leader(fills.join(key())).publish(writer(&store, vec![], &req));
+    let own = feeder.reader();
+    let late = waiter(fills.join(key()))
+        .reader(&req)
+        .await
+        .expect("shares");
+    fills.detach(&key(), &late);
+    let next = leader(fills.join(key()));
+    feeder.push(Bytes::from_static(b"old bytes"));
+    feeder.finish();
+    assert_eq!(read_all(own).await.unwrap(), b"old bytes");
+    assert_eq!(read_all(late).await.unwrap(), b"old bytes");
+    assert!(
+        crate::object::lookup(&store, &key(), &req)
+            .await
+            .unwrap()
+            .is_none(),
+        "the detached fill stored its body"
+    );
+    // The fill that replaced it is untouched by the old one's end.
+    drop(next);
+}

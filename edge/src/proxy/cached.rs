@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use cache::fill::{FillConfig, Fills, Join, Waited};
+use cache::fill::{FillConfig, FillReader, Fills, Join, Waited};
 use cache::meta::{BodyLayout, ObjectMeta};
 use cache::object::{self, Found, ObjectWriter};
 use cache::policy::{self, PolicyOptions, Reuse};
@@ -298,6 +298,9 @@ impl<H: EdgeHooks> Proxy<H> {
             }
             return Box::pin(self.fill(session, key, client_body, ctx)).await;
         };
+        if req_cc.has("only-if-cached") && !self.slices_cached(session, key, &found).await {
+            return Err(ProxyError::OnlyIfCached);
+        }
         session.cache_tier = Some(found.tier);
         let now = SystemTime::now();
         match policy::evaluate(&found.meta.policy, found.meta.response_time, &req_cc, now) {
@@ -351,6 +354,7 @@ impl<H: EdgeHooks> Proxy<H> {
                         if let Some(waiter) = self.cache.fills.waiter(key)
                             && let Waited::Reader(reader) =
                                 Box::pin(waiter.wait(&session.req.headers)).await
+                            && !self.fill_purged(session, key, &reader)
                         {
                             self.metrics.cache_collapsed.inc();
                             let how = Forwarded {
@@ -416,6 +420,26 @@ impl<H: EdgeHooks> Proxy<H> {
                 })
             }
         }
+    }
+
+    /// Whether a purge made since covers what a fill is fetching: its
+    /// request went to the origin before the purge. A request that arrives
+    /// after the purge's answer must not get those bytes.
+    pub(super) fn fill_purged(
+        &self,
+        session: &Session,
+        key: CacheKey,
+        reader: &FillReader,
+    ) -> bool {
+        let meta = &reader.head().meta;
+        let verdict = self.purger.rules().verdict(
+            &key,
+            session.host(),
+            session.req.uri.path(),
+            &meta.tags,
+            content_time(meta),
+        );
+        !matches!(verdict, Verdict::Valid)
     }
 
     /// Waits (as long as a miss waits for a fill) for another request's

@@ -196,6 +196,15 @@ impl<H: EdgeHooks> Proxy<H> {
                 Join::Waiter(waiter) => waiter,
             };
             match waiter.wait(&session.req.headers).await {
+                // Fetched before a purge: start a fill of our own, and let
+                // later requests join that one instead.
+                Waited::Reader(reader) if self.fill_purged(session, key, &reader) => {
+                    self.cache.fills.detach(&key, &reader);
+                    if rejoins >= MAX_REJOINS {
+                        return Joined::Alone;
+                    }
+                    rejoins += 1;
+                }
                 Waited::Reader(reader) => {
                     self.metrics.cache_collapsed.inc();
                     let served = self.serve_fill(session, reader, Forwarded::MISS, "; collapsed");

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use cache::fill::{FillLeader, Join, Waited};
 use cache::meta::ObjectMeta;
 use cache::object::{self, Found, ObjectWriter};
-use cache::range::ByteRange;
+use cache::range::{ByteRange, RangeAnswer};
 use cache::store::Tier;
 use cache::{CacheKey, CacheStatus, policy, slice};
 use http::StatusCode;
@@ -212,6 +212,62 @@ impl<H: EdgeHooks> Proxy<H> {
             .collect();
         let Fetched { parts, body, .. } = self.forward(session, client_body, ctx, &own).await?;
         Ok(self.pass_through(session, parts, body, "fwd=uri-miss", reason))
+    }
+
+    /// Whether the slices this request would read are all stored, so that
+    /// `only-if-cached` (RFC 9111 §5.2.1.7) can be answered without the
+    /// origin. Always true for objects not kept in slices and for HEAD.
+    /// (A conditional request that would get a 304 is counted as needing
+    /// its slices too: a 504 is always a correct answer to it.)
+    pub(super) async fn slices_cached(
+        &self,
+        session: &Session,
+        key: CacheKey,
+        found: &Found,
+    ) -> bool {
+        let cache::meta::BodyLayout::Sliced { len, slice_size } = found.meta.body else {
+            return true;
+        };
+        if session.req.method == http::Method::HEAD || len == 0 {
+            return true;
+        }
+        let ranges = match cache::range::evaluate(&session.req.headers, &found.meta.headers, len) {
+            RangeAnswer::Full => vec![ByteRange {
+                start: 0,
+                end: len - 1,
+            }],
+            RangeAnswer::Unsatisfiable => return true,
+            RangeAnswer::Partial(ranges) => ranges,
+        };
+        let slice_size = slice_size.max(1);
+        let store = &self.cache.store;
+        for wanted in ranges {
+            for index in wanted.start / slice_size..=wanted.end / slice_size {
+                let Some(range) = slice::slice_range(index, slice_size, len) else {
+                    return false;
+                };
+                let stored =
+                    object::lookup(store, &key.slice(slice_size, index), &session.req.headers)
+                        .await
+                        .ok()
+                        .flatten();
+                let Some(stored) = stored else {
+                    return false;
+                };
+                if stored.meta.body.len() != range.len()
+                    || !slice::is_slice_of(
+                        &found.meta.headers,
+                        len,
+                        stored.meta.status,
+                        &stored.meta.headers,
+                        range,
+                    )
+                {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Serves the stored object for `key` if it is fresh now.
