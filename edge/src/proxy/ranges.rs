@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use cache::meta::BodyLayout;
 use cache::object::Found;
 use cache::range::ByteRange;
@@ -63,7 +62,8 @@ impl<H: EdgeHooks> Proxy<H> {
             BodyLayout::Inline(bytes) => {
                 let from = usize::try_from(start).ok()?;
                 let to = usize::try_from(start + len).ok()?;
-                Some(body::full(bytes.get(from..to).map(Bytes::copy_from_slice)?))
+                // A shared view of the stored bytes, not a copy per hit.
+                (from <= to && to <= bytes.len()).then(|| body::full(bytes.slice(from..to)))
             }
             BodyLayout::Chunked {
                 object_id,
