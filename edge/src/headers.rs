@@ -50,6 +50,34 @@ fn via_protocol(version: Version) -> &'static str {
     }
 }
 
+/// This node's `Via` entry, made once: every response carries it, and a
+/// hit's response usually has no `Via` of its own to append to.
+#[derive(Debug, Clone)]
+pub struct Via {
+    node_name: String,
+    /// `1.1 <node>`, the entry for HTTP/1.1 messages.
+    one_one: Option<HeaderValue>,
+}
+
+impl Via {
+    pub fn new(node_name: &str) -> Self {
+        Via {
+            node_name: node_name.to_owned(),
+            one_one: HeaderValue::from_str(&format!("1.1 {node_name}")).ok(),
+        }
+    }
+
+    /// Appends `<version> <node>` to `Via`, keeping what earlier hops wrote.
+    pub fn append(&self, headers: &mut HeaderMap, received: Version) {
+        match &self.one_one {
+            Some(entry) if received == Version::HTTP_11 && !headers.contains_key(header::VIA) => {
+                headers.insert(header::VIA, entry.clone());
+            }
+            _ => append_via(headers, received, &self.node_name),
+        }
+    }
+}
+
 /// Appends `<version> <node>` to `Via`, keeping what earlier hops wrote.
 pub fn append_via(headers: &mut HeaderMap, received: Version, node_name: &str) {
     let protocol = via_protocol(received);
@@ -173,6 +201,16 @@ mod tests {
         h.append(header::VIA, HeaderValue::from_static("1.1 p.example.net"));
         append_via(&mut h, Version::HTTP_2, "edge-1");
         assert_eq!(h[header::VIA], "1.0 fred, 1.1 p.example.net, 2 edge-1");
+        let via = Via::new("edge-2");
+        via.append(&mut h, Version::HTTP_11);
+        assert_eq!(
+            h[header::VIA],
+            "1.0 fred, 1.1 p.example.net, 2 edge-1, 1.1 edge-2"
+        );
+        let mut fresh = HeaderMap::new();
+        via.append(&mut fresh, Version::HTTP_11);
+        via.append(&mut fresh, Version::HTTP_10);
+        assert_eq!(fresh[header::VIA], "1.1 edge-2, 1.0 edge-2");
 
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));

@@ -2,10 +2,16 @@
 //! the server and injected here (and, later, into the other crates); names
 //! live in [`names`] so dashboards and code agree.
 
+use std::sync::{Arc, OnceLock};
+
+use cache::CacheStatus;
+use cache::store::Tier;
 use prometheus::{
     Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+
+use crate::body::BodyEnd;
 
 /// Every metric name `edge` exports, in one place.
 pub mod names {
@@ -108,6 +114,8 @@ pub struct Metrics {
     /// Share of exchanges since start that reused a connection; set at
     /// scrape. For a window, divide the rates of `upstream_exchanges`.
     pub upstream_reuse_ratio: Gauge,
+    /// The per-request series above, resolved once per label set.
+    series: Arc<RequestSeries>,
 }
 
 impl Metrics {
@@ -257,6 +265,7 @@ impl Metrics {
                 names::UPSTREAM_REUSE_RATIO,
                 "Share of upstream requests since start sent on a reused connection",
             )?,
+            series: Arc::new(RequestSeries::new()),
         };
         // Known label sets start at 0, so dashboards see them before the
         // first event (and a rate over them is 0, not "no data").
@@ -301,6 +310,138 @@ impl Metrics {
     }
 }
 
+/// Where a response's body bytes came from, the `source` label of
+/// `edge_response_bytes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySource {
+    Memory,
+    Disk,
+    Origin,
+    /// Made by the edge itself (errors, purge answers, 304s).
+    Edge,
+}
+
+impl BodySource {
+    const ALL: [BodySource; 4] = [
+        BodySource::Memory,
+        BodySource::Disk,
+        BodySource::Origin,
+        BodySource::Edge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodySource::Memory => "memory",
+            BodySource::Disk => "disk",
+            BodySource::Origin => "origin",
+            BodySource::Edge => "edge",
+        }
+    }
+}
+
+const STATUS_CLASSES: usize = 5;
+const BODY_ENDS: usize = 3;
+const CACHE_STATUSES: usize = 6;
+const TIERS: usize = 2;
+
+/// The series every request updates, resolved once per label set:
+/// `with_label_values` hashes its labels and takes a lock on each call,
+/// and a hit made five of those calls.
+#[derive(Debug)]
+pub struct RequestSeries {
+    requests: Series<IntCounter>,
+    duration: Series<prometheus::Histogram>,
+    time_to_first_byte: Series<prometheus::Histogram>,
+    response_bytes: Series<IntCounter>,
+    tier_hits: Series<IntCounter>,
+}
+
+/// One metric's children by index, each made on first use (a label set
+/// never used is never exported, as with `with_label_values`).
+#[derive(Debug)]
+struct Series<M>(Box<[OnceLock<M>]>);
+
+impl<M> Series<M> {
+    fn new(len: usize) -> Self {
+        Series((0..len).map(|_| OnceLock::new()).collect())
+    }
+
+    fn get(&self, index: usize, make: impl FnOnce() -> M) -> &M {
+        self.0[index].get_or_init(make)
+    }
+}
+
+impl RequestSeries {
+    fn new() -> Self {
+        RequestSeries {
+            requests: Series::new(STATUS_CLASSES * BODY_ENDS * CACHE_STATUSES),
+            duration: Series::new(STATUS_CLASSES * CACHE_STATUSES),
+            time_to_first_byte: Series::new(CACHE_STATUSES),
+            response_bytes: Series::new(CACHE_STATUSES * BodySource::ALL.len()),
+            tier_hits: Series::new(TIERS),
+        }
+    }
+}
+
+impl Metrics {
+    /// `edge_requests_total{status_class, body_end, cache_status}`.
+    pub fn request(
+        &self,
+        status: http::StatusCode,
+        end: BodyEnd,
+        cache: CacheStatus,
+    ) -> &IntCounter {
+        let class = class_index(status);
+        let index = (class * BODY_ENDS + end as usize) * CACHE_STATUSES + cache as usize;
+        self.series.requests.get(index, || {
+            self.requests
+                .with_label_values(&[status_class(status), end.as_str(), cache.as_str()])
+        })
+    }
+
+    /// `edge_request_duration_seconds{status_class, cache_status}`.
+    pub fn duration(&self, status: http::StatusCode, cache: CacheStatus) -> &prometheus::Histogram {
+        let index = class_index(status) * CACHE_STATUSES + cache as usize;
+        self.series.duration.get(index, || {
+            self.request_duration
+                .with_label_values(&[status_class(status), cache.as_str()])
+        })
+    }
+
+    /// `edge_time_to_first_byte_seconds{cache_status}`.
+    pub fn first_byte(&self, cache: CacheStatus) -> &prometheus::Histogram {
+        self.series.time_to_first_byte.get(cache as usize, || {
+            self.time_to_first_byte.with_label_values(&[cache.as_str()])
+        })
+    }
+
+    /// `edge_response_bytes_total{cache_status, source}`.
+    pub fn body_bytes(&self, cache: CacheStatus, source: BodySource) -> &IntCounter {
+        let index = cache as usize * BodySource::ALL.len() + source as usize;
+        self.series.response_bytes.get(index, || {
+            self.response_bytes
+                .with_label_values(&[cache.as_str(), source.as_str()])
+        })
+    }
+
+    /// `edge_cache_tier_hits_total{tier}`.
+    pub fn tier_hit(&self, tier: Tier) -> &IntCounter {
+        self.series.tier_hits.get(tier as usize, || {
+            self.cache_tier_hits.with_label_values(&[tier.as_str()])
+        })
+    }
+}
+
+fn class_index(status: http::StatusCode) -> usize {
+    match status.as_u16() {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
 /// `2xx`, `4xx` …: a label with five values rather than sixty.
 pub fn status_class(status: http::StatusCode) -> &'static str {
     match status.as_u16() {
@@ -315,6 +456,46 @@ pub fn status_class(status: http::StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The series indexes assume these enums' sizes.
+    #[test]
+    fn series_cover_every_label_value() {
+        assert_eq!(CacheStatus::Pass as usize, CACHE_STATUSES - 1);
+        assert_eq!(BodyEnd::Aborted as usize, BODY_ENDS - 1);
+        assert_eq!(Tier::Disk as usize, TIERS - 1);
+        assert_eq!(
+            class_index(http::StatusCode::from_u16(599).unwrap()),
+            STATUS_CLASSES - 1
+        );
+        let registry = Registry::new();
+        let m = Metrics::register(&registry).unwrap();
+        m.request(http::StatusCode::OK, BodyEnd::Complete, CacheStatus::Hit)
+            .inc();
+        m.request(http::StatusCode::OK, BodyEnd::Complete, CacheStatus::Hit)
+            .inc();
+        m.request(
+            http::StatusCode::BAD_GATEWAY,
+            BodyEnd::Error,
+            CacheStatus::Miss,
+        )
+        .inc();
+        m.body_bytes(CacheStatus::Hit, BodySource::Disk).inc_by(7);
+        m.tier_hit(Tier::Disk).inc();
+        m.duration(http::StatusCode::NOT_FOUND, CacheStatus::Pass)
+            .observe(0.1);
+        m.first_byte(CacheStatus::Stale).observe(0.1);
+        let hits = m.requests.with_label_values(&["2xx", "complete", "HIT"]);
+        assert_eq!(hits.get(), 2);
+        let errors = m.requests.with_label_values(&["5xx", "error", "MISS"]);
+        assert_eq!(errors.get(), 1);
+        let bytes = m.response_bytes.with_label_values(&["HIT", "disk"]);
+        assert_eq!(bytes.get(), 7);
+        assert_eq!(m.cache_tier_hits.with_label_values(&["disk"]).get(), 1);
+        let duration = m.request_duration.with_label_values(&["4xx", "PASS"]);
+        assert_eq!(duration.get_sample_count(), 1);
+        let ttfb = m.time_to_first_byte.with_label_values(&["STALE"]);
+        assert_eq!(ttfb.get_sample_count(), 1);
+    }
 
     #[test]
     fn registers_once_and_encodes() {

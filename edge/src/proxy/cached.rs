@@ -147,15 +147,16 @@ pub(crate) fn mark_with_ttl(
     );
     let mut itoa = itoa::Buffer::new();
     let ttl = ttl.map(|t| itoa.format(t));
-    let mut value = String::with_capacity(node.len() + detail.len() + 16);
-    value.push_str(node);
-    value.push_str("; ");
-    value.push_str(detail);
+    let mut value = Vec::with_capacity(node.len() + detail.len() + 26);
+    value.extend_from_slice(node.as_bytes());
+    value.extend_from_slice(b"; ");
+    value.extend_from_slice(detail.as_bytes());
     if let Some(ttl) = ttl {
-        value.push_str("; ttl=");
-        value.push_str(ttl);
+        value.extend_from_slice(b"; ttl=");
+        value.extend_from_slice(ttl.as_bytes());
     }
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    // Handed over, not copied again as `from_str` would.
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         headers.insert(HeaderName::from_static("cache-status"), v);
     }
 }
@@ -397,7 +398,12 @@ impl<H: EdgeHooks> Proxy<H> {
         key: CacheKey,
         found: Found,
     ) -> Option<Found> {
-        let verdict = self.purger.rules().verdict(
+        let rules = self.purger.rules();
+        if rules.is_empty() {
+            // Most of the time: no need for the host or the content's age.
+            return Some(found);
+        }
+        let verdict = rules.verdict(
             &key,
             session.host(),
             session.req.uri.path(),
@@ -431,8 +437,12 @@ impl<H: EdgeHooks> Proxy<H> {
         key: CacheKey,
         reader: &FillReader,
     ) -> bool {
+        let rules = self.purger.rules();
+        if rules.is_empty() {
+            return false;
+        }
         let meta = &reader.head().meta;
-        let verdict = self.purger.rules().verdict(
+        let verdict = rules.verdict(
             &key,
             session.host(),
             session.req.uri.path(),

@@ -20,7 +20,7 @@ use std::time::Instant;
 use std::time::SystemTime;
 
 use cache::CacheStatus;
-use cache::store::Store;
+use cache::store::{Store, Tier};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version, request, response};
 use http_body_util::BodyExt;
@@ -35,7 +35,7 @@ use crate::config::IpNet;
 use crate::error::{BoxError, ErrorSource, ProxyError};
 use crate::headers;
 use crate::hooks::{EdgeHooks, RequestSummary, Session};
-use crate::metrics::{Metrics, status_class};
+use crate::metrics::{BodySource, Metrics};
 use crate::routing::Routing;
 use crate::server::{ConnActivity, RequestActivity};
 use crate::upstream::{ClientBodyError, Upstream};
@@ -58,6 +58,7 @@ pub struct Proxy<H> {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
     node_name: String,
+    via: headers::Via,
     host_header: Option<HeaderValue>,
     client_body_timeout: std::time::Duration,
     cache: Arc<cached::CacheLayer>,
@@ -103,6 +104,7 @@ impl<H: EdgeHooks> Proxy<H> {
             upstream: Arc::new(upstream),
             metrics: Arc::new(metrics),
             node_name: config.node_name.clone(),
+            via: headers::Via::new(&config.node_name),
             host_header: config
                 .upstream
                 .host_header
@@ -239,7 +241,7 @@ impl<H: EdgeHooks> Proxy<H> {
                     };
                     let detail = format!("fwd={fwd}; detail={}", err.as_str());
                     cached::mark(&mut parts.headers, &self.node_name, status, &detail);
-                    headers::append_via(&mut parts.headers, Version::HTTP_11, &self.node_name);
+                    self.via.append(&mut parts.headers, Version::HTTP_11);
                 }
                 self.hooks
                     .response_filter(&pending.session, &mut parts, &mut pending.ctx)
@@ -263,8 +265,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         self.metrics
-            .time_to_first_byte
-            .with_label_values(&[pending.session.cache_status.as_str()])
+            .first_byte(pending.session.cache_status)
             .observe(pending.session.started.elapsed().as_secs_f64());
         Ok(pending.observe(response))
     }
@@ -310,7 +311,7 @@ impl<H: EdgeHooks> Proxy<H> {
                 (parts, body::boxed(fetched.body), Some(status))
             }
         };
-        headers::append_via(&mut parts.headers, parts.version, &self.node_name);
+        self.via.append(&mut parts.headers, parts.version);
         parts.version = Version::HTTP_11;
         // Kept for another edge (a child of this shield): it needs the
         // tags to honour tag purges.
@@ -541,6 +542,10 @@ impl<H: EdgeHooks> Proxy<H> {
     /// The client's body as sent upstream: failing if the client stalls, and
     /// with its errors marked as the client's.
     pub(crate) fn request_body(&self, body: Incoming) -> ProxyBody {
+        if body.is_end_stream() {
+            // Every GET: nothing to time or to box.
+            return body::empty();
+        }
         ReadTimeout::new(body, self.client_body_timeout)
             .map_err(|e| BoxError::from(ClientBodyError(e)))
             .boxed_unsync()
@@ -588,7 +593,7 @@ impl<H: EdgeHooks> Proxy<H> {
         if let Some(host) = host {
             h.insert(header::HOST, host);
         }
-        headers::append_via(h, session.req.version, &self.node_name);
+        self.via.append(h, session.req.version);
         // The host the key was made from (an absolute-form target or
         // :authority wins over Host, RFC 9112 §3.2.2): an origin that
         // builds links from X-Forwarded-Host must build them for the host
@@ -652,7 +657,6 @@ impl<H: EdgeHooks> Finisher<H> {
             error: self.error,
             upstream_status: self.upstream_status,
         };
-        let class = status_class(status);
         if self.session.cache_status.from_cache()
             && self
                 .session
@@ -663,31 +667,24 @@ impl<H: EdgeHooks> Finisher<H> {
             self.session.cache_status = CacheStatus::Miss;
             self.session.cache_tier = None;
         }
-        let cache_status = self.session.cache_status.as_str();
-        self.metrics
-            .requests
-            .with_label_values(&[class, end.as_str(), cache_status])
-            .inc();
+        let cache_status = self.session.cache_status;
+        self.metrics.request(status, end, cache_status).inc();
         if let Some(tier) = self.session.cache_tier
-            && self.session.cache_status.from_cache()
+            && cache_status.from_cache()
         {
-            self.metrics
-                .cache_tier_hits
-                .with_label_values(&[tier.as_str()])
-                .inc();
+            self.metrics.tier_hit(tier).inc();
         }
         self.metrics
-            .request_duration
-            .with_label_values(&[class, cache_status])
+            .duration(status, cache_status)
             .observe(summary.duration.as_secs_f64());
         let source = match self.session.cache_tier {
-            Some(tier) if self.session.cache_status.from_cache() => tier.as_str(),
-            _ if self.upstream_status.is_some() => "origin",
-            _ => "edge",
+            Some(Tier::Memory) if cache_status.from_cache() => BodySource::Memory,
+            Some(Tier::Disk) if cache_status.from_cache() => BodySource::Disk,
+            _ if self.upstream_status.is_some() => BodySource::Origin,
+            _ => BodySource::Edge,
         };
         self.metrics
-            .response_bytes
-            .with_label_values(&[cache_status, source])
+            .body_bytes(cache_status, source)
             .inc_by(body_bytes);
         let _enter = self.span.enter();
         access_log(&self.session, &summary);
@@ -743,16 +740,10 @@ fn validate(req: &request::Parts) -> Result<(), ProxyError> {
         return Err(ProxyError::BadRequest("user info in the request target"));
     }
     match host {
-        Some(h) => {
-            let valid = h
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse::<http::uri::Authority>().ok())
-                .is_some_and(|a| !a.host().is_empty() && !a.as_str().contains('@'));
-            if !valid {
-                return Err(ProxyError::BadRequest("invalid Host header"));
-            }
+        Some(h) if !valid_host(h.as_bytes()) => {
+            return Err(ProxyError::BadRequest("invalid Host header"));
         }
+        Some(_) => {}
         None if req.version == Version::HTTP_11 && req.uri.authority().is_none() => {
             return Err(ProxyError::BadRequest("missing Host header"));
         }
@@ -778,6 +769,60 @@ fn validate(req: &request::Parts) -> Result<(), ProxyError> {
         }
     }
     Ok(())
+}
+
+/// Whether a `Host` value is `host [":" port]` (RFC 9110 §7.2, RFC 3986
+/// §3.2.2): a bracketed IPv6 literal, or a non-empty reg-name or IPv4
+/// address; never user info. Checked in place: parsing an `Authority`
+/// copied the value on every request.
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &rest[..close];
+        if literal.len() < 2
+            || !literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        (None, &rest[close + 1..])
+    } else {
+        let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        (Some(&value[..end]), &value[end..])
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    let host_ok = host.is_none_or(|name| !name.is_empty() && valid_reg_name(name));
+    port_ok && host_ok
+}
+
+/// RFC 3986 reg-name: unreserved, sub-delims and percent-encoded octets.
+fn valid_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                let escaped = name.get(i + 1..i + 3);
+                if !escaped.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() => {}
+            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+'
+            | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Conditional and range fields of a client, answered by the cache rather
@@ -859,5 +904,30 @@ mod tests {
         assert!(validate(&bad).is_err());
         let userinfo = parts(Request::get("/").header("host", "u@a"));
         assert!(validate(&userinfo).is_err());
+    }
+
+    #[test]
+    fn host_values() {
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "EXAMPLE.com.",
+            "127.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "[::ffff:10.0.0.1]",
+            "xn--bcher-kva.example",
+            "a_b.example",
+            "caf%C3%A9.example",
+            "host:",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "", ":80", "a b", "u@a", "u:p@a", "a:b:c", "a:8o", "[::1", "[]", "[::1]x", "[zz::1]",
+            "a/b", "a?b", "a#b", "a%2", "a%zz", "a\\b", "{a}",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
     }
 }
