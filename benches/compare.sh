@@ -9,7 +9,9 @@
 # (unique cacheable URLs: every request a miss that is stored), passuniq
 # (unique uncacheable URLs, against the origin itself), zipf (Zipf s=0.9 over
 # 100 000 URLs of 32 KiB = 3.1 GiB, against caches of --cache-mb, 320 MiB by
-# default: ~10 %); then, here, a cold burst (1000 connections at once for one
+# default: ~10 %; run last, after every proxy is restarted on an empty
+# cache, then once more for edge with the most bytes nginx's cache held);
+# then, here, a cold burst (1000 connections at once for one
 # uncached 4 MiB object: origin fetches per proxy) and RSS idle and after load.
 #
 # Placement: every proxy on CPU 0 (edge with one worker thread, nginx with one
@@ -53,52 +55,83 @@ cat > "$EDGE_DATA/edge.toml" <<TOML
 worker_threads = 1
 max_connections = 20000
 TOML
-EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
-  --config "$EDGE_DATA/edge.toml" \
-  --origin http://127.0.0.1:28080 --listen 127.0.0.1:28100 --admin 127.0.0.1:28101 \
-  --memory "${CACHE_MB}MiB" --disk "${CACHE_MB}MiB" \
-  --data-dir "$EDGE_DATA" > "$OUT/edge.log" 2>&1 &
-EDGE_PID=$!
-wait_healthy 127.0.0.1:28101
 
-# The harness reads edge's hit and miss counts from its metrics.
-export BENCH_STATS_EDGE="curl -s http://127.0.0.1:28101/metrics | awk '/^edge_requests_total/ && /cache_status=\"(HIT|STALE|REVALIDATED)\"/ {h+=\$2} /^edge_requests_total/ && /cache_status=\"(MISS|EXPIRED)\"/ {m+=\$2} END {print h+0, m+0}'"
-# nginx trims its cache to max_size only now and then (its cache manager
-# removes a bounded number of files per pass), so under a fast Zipf stream
-# it holds far more than its budget. Its size is sampled every 10 s (niced,
-# on the load generator's CPU) to know the most it held.
-NGINX_CACHE_DIR=${EDGE_PERF_RUN:-/var/tmp/edge-perf}/nginx-cache
-( while sleep 10; do du -sm "$NGINX_CACHE_DIR" 2>/dev/null | awk '{print $1}'; done ) \
-  > "$OUT/nginx-cache-samples.txt" &
-SAMPLER_PID=$!
-trap 'kill "$SAMPLER_PID" 2>/dev/null; bench_cleanup' EXIT
-renice -n 19 -p "$SAMPLER_PID" >/dev/null 2>&1 || true
-taskset -a -p -c 1 "$SAMPLER_PID" >/dev/null 2>&1 || true
-"$PERF/bench.sh" -s "$SCENARIOS" -d "$DURATION" -r "$ROUNDS" -o "$OUT" \
-  static=http://127.0.0.1:28081 nginx=http://127.0.0.1:28082 \
-  varnish=http://127.0.0.1:28083 edge=http://127.0.0.1:28100 \
-  | tee "$OUT/harness.md"
-kill "$SAMPLER_PID" 2>/dev/null || true
-
-du -sm "$NGINX_CACHE_DIR" 2>/dev/null | awk '{print $1}' > "$OUT/nginx-cache-mb.txt" || true
-sort -n "$OUT/nginx-cache-samples.txt" "$OUT/nginx-cache-mb.txt" 2>/dev/null | tail -1 \
-  > "$OUT/nginx-cache-peak-mb.txt" || true
-
-# The Zipf row again at equal bytes: edge is run once more with tiers of the
-# largest size nginx's cache was seen at, and compared with nginx's ratio.
-NGINX_MB=$(cat "$OUT/nginx-cache-peak-mb.txt" 2>/dev/null || echo 0)
-if [[ ",$SCENARIOS," == *",zipf,"* ]] && [ "${NGINX_MB:-0}" -gt "$CACHE_MB" ]; then
-  kill "$EDGE_PID" 2>/dev/null; wait "$EDGE_PID" 2>/dev/null || true
+# start_edge MB: edge on 28100 (admin 28101) with tiers of MB each, on an
+# empty cache.
+start_edge() {
   rm -rf "$EDGE_DATA/cache" "$EDGE_DATA/purge"
+  ports_free 28100 28101
   EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
     --config "$EDGE_DATA/edge.toml" \
     --origin http://127.0.0.1:28080 --listen 127.0.0.1:28100 --admin 127.0.0.1:28101 \
-    --memory "${NGINX_MB}MiB" --disk "${NGINX_MB}MiB" \
+    --memory "${1}MiB" --disk "${1}MiB" \
     --data-dir "$EDGE_DATA" >> "$OUT/edge.log" 2>&1 &
   EDGE_PID=$!
   wait_healthy 127.0.0.1:28101
-  "$PERF/bench.sh" -s zipf -d "$DURATION" -r "$ROUNDS" -o "$OUT/zipf-equal-bytes" \
-    edge=http://127.0.0.1:28100 | tee "$OUT/zipf-equal-bytes.md"
+}
+
+stop_edge() {
+  kill "$EDGE_PID" 2>/dev/null || true
+  wait "$EDGE_PID" 2>/dev/null || true
+}
+
+# bench TARGETS... : the shared harness over this run's scenarios.
+bench() {
+  "$PERF/bench.sh" -s "$1" -d "$DURATION" -r "$ROUNDS" -o "$2" "${@:3}"
+}
+TARGETS=(static=http://127.0.0.1:28081 nginx=http://127.0.0.1:28082
+  varnish=http://127.0.0.1:28083 edge=http://127.0.0.1:28100)
+
+# The harness reads edge's hit and miss counts from its metrics.
+export BENCH_STATS_EDGE="curl -s http://127.0.0.1:28101/metrics | awk '/^edge_requests_total/ && /cache_status=\"(HIT|STALE|REVALIDATED)\"/ {h+=\$2} /^edge_requests_total/ && /cache_status=\"(MISS|EXPIRED)\"/ {m+=\$2} END {print h+0, m+0}'"
+
+start_edge "$CACHE_MB"
+: > "$OUT/harness.md"
+OTHERS=$(echo ",$SCENARIOS," | sed 's/,zipf,/,/g; s/^,//; s/,$//')
+if [ -n "$OTHERS" ]; then
+  bench "$OTHERS" "$OUT" "${TARGETS[@]}" | tee -a "$OUT/harness.md"
+  # The Zipf run writes its own.
+  mv "$OUT/meta-pinned.json" "$OUT/meta-main.json" 2>/dev/null || true
+fi
+
+if [[ ",$SCENARIOS," == *",zipf,"* ]]; then
+  # Zipf starts from empty caches everywhere: after the miss scenario's
+  # hundreds of thousands of small objects, nginx's cache manager fell so far
+  # behind that its cache grew past 1 GB (320 MB budget) and its Zipf hit
+  # ratio swung between 64 % and 85 % from round to round.
+  stop_edge
+  "$PERF/stop-refs.sh" --wipe >/dev/null 2>&1 || true
+  "$PERF/start-refs.sh" --pinned --only origin,static,nginx,varnish
+  start_edge "$CACHE_MB"
+
+  # nginx trims its cache to max_size only now and then (its cache manager
+  # removes a bounded number of files per pass), so under a fast Zipf
+  # stream it holds more than its budget. Its size is sampled every 2 s
+  # (niced, on the load generator's CPU) to know the most it held.
+  NGINX_CACHE_DIR=${EDGE_PERF_RUN:-/var/tmp/edge-perf}/nginx-cache
+  ( while sleep 2; do du -sm "$NGINX_CACHE_DIR" 2>/dev/null | awk '{print $1}'; done ) \
+    > "$OUT/nginx-cache-samples.txt" &
+  SAMPLER_PID=$!
+  # (`|| true`: under `set -e` a failed kill would end the trap before the
+  # cleanup, leaving the edge running to answer the next run.)
+  trap 'kill "$SAMPLER_PID" 2>/dev/null || true; bench_cleanup' EXIT
+  renice -n 19 -p "$SAMPLER_PID" >/dev/null 2>&1 || true
+  taskset -a -p -c 1 "$SAMPLER_PID" >/dev/null 2>&1 || true
+  bench zipf "$OUT" "${TARGETS[@]}" | tee -a "$OUT/harness.md"
+  kill "$SAMPLER_PID" 2>/dev/null || true
+
+  du -sm "$NGINX_CACHE_DIR" 2>/dev/null | awk '{print $1}' > "$OUT/nginx-cache-mb.txt" || true
+  sort -n "$OUT/nginx-cache-samples.txt" "$OUT/nginx-cache-mb.txt" 2>/dev/null | tail -1 \
+    > "$OUT/nginx-cache-peak-mb.txt" || true
+
+  # The Zipf row again at equal bytes: edge once more, on an empty cache,
+  # with tiers of the largest size nginx's cache was seen at.
+  NGINX_MB=$(cat "$OUT/nginx-cache-peak-mb.txt" 2>/dev/null || echo 0)
+  if [ "${NGINX_MB:-0}" -gt "$CACHE_MB" ]; then
+    stop_edge
+    start_edge "$NGINX_MB"
+    bench zipf "$OUT/zipf-equal-bytes" edge=http://127.0.0.1:28100 | tee "$OUT/zipf-equal-bytes.md"
+  fi
 fi
 
 # Cold burst: 1000 connections ask for one object nobody has cached yet.

@@ -19,10 +19,15 @@ def load(out):
             row = json.loads(line)
             if row.get("round", 0) > 0:
                 rows.append(row)
-    meta = {}
-    for path in glob.glob(os.path.join(out, "meta-*.json")):
+    # compare.sh runs the harness twice (Zipf on its own): one meta file
+    # each, their memory snapshots merged.
+    meta, mem = {}, {}
+    for path in sorted(glob.glob(os.path.join(out, "meta-*.json"))):
         with open(path) as f:
-            meta = json.load(f)
+            part = json.load(f)
+        mem.update(part.get("mem", {}))
+        meta.update(part)
+    meta["mem"] = mem
     burst = []
     path = os.path.join(out, "burst.json")
     if os.path.exists(path):
@@ -106,7 +111,7 @@ def main():
             with open(peak) as f:
                 most = f.read().strip()
             if most:
-                lines.append(f"| nginx cache on disk, most seen during the run (MB, sampled every 10 s) | | "
+                lines.append(f"| nginx cache on disk, most seen during the run (MB, sampled every 2 s) | | "
                              f"{most} | | | budget {budget} | (reported) |")
 
     fetches = {b["target"]: b["origin_fetches"] for b in burst}

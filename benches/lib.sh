@@ -14,6 +14,18 @@ ensure_tools() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# ports_free PORT...: fails if anything listens on one of them, say an edge
+# left by an earlier run, which would answer in place of the one to test.
+ports_free() {
+  local port
+  for port in "$@"; do
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
+      echo "something already listens on 127.0.0.1:$port; stop it first" >&2
+      return 1
+    fi
+  done
+}
+
 # wait_healthy ADMIN_ADDR: waits up to 5 s for the edge's /healthz.
 wait_healthy() {
   for _ in $(seq 50); do

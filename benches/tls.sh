@@ -37,6 +37,7 @@ cat > "$EDGE_DATA/edge.toml" <<TOML
 [server]
 worker_threads = 1
 TOML
+ports_free 28100 28101
 EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
   --config "$EDGE_DATA/edge.toml" \
   --origin http://127.0.0.1:28080 --listen 127.0.0.1:28100 --admin 127.0.0.1:28101 \
