@@ -109,7 +109,9 @@ if [[ ",$SCENARIOS," == *",zipf,"* ]]; then
   # stream it holds more than its budget. Its size is sampled every 2 s
   # (niced, on the load generator's CPU) to know the most it held.
   NGINX_CACHE_DIR=${EDGE_PERF_RUN:-/var/tmp/edge-perf}/nginx-cache
-  ( while sleep 2; do du -sm "$NGINX_CACHE_DIR" 2>/dev/null | awk '{print $1}'; done ) \
+  # (`set +e`: du fails when nginx deletes a file under it, and under
+  # `set -e` that ended the sampling after a few seconds.)
+  ( set +e; while sleep 2; do du -sm "$NGINX_CACHE_DIR" 2>/dev/null | awk '{print $1}'; done ) \
     > "$OUT/nginx-cache-samples.txt" &
   SAMPLER_PID=$!
   # (`|| true`: under `set -e` a failed kill would end the trap before the
