@@ -302,9 +302,8 @@ impl Fills {
 
     /// Closes the fill `reader` streams to newcomers: a purge has since
     /// covered its response, so the next request for `key` starts another
-    /// fill. Readers already there stream on.
-    /// It is not stored either: it would only replace a newer copy with
-    /// one the purge rules hide.
+    /// fill. Readers already there stream on. It is not stored either: it
+    /// would only replace a newer copy with one the purge rules hide.
     pub fn detach(&self, key: &CacheKey, reader: &FillReader) {
         self.retire(key, &reader.shared);
         reader.shared.lock().detached = true;

@@ -350,21 +350,14 @@ mod tests {
     /// own, so the error named no line.
     #[test]
     fn a_zero_server_limit_names_its_own_key_and_line() {
-        for (key, line) in [("max_connections", 3), ("max_headers", 4)] {
+        for (limits, key, line) in [
+            ("max_connections = 0\nmax_headers = 5", "max_connections", 3),
+            ("max_connections = 5\nmax_headers = 0", "max_headers", 4),
+        ] {
             let mut file = tempfile::NamedTempFile::new().unwrap();
-            let other = if key == "max_connections" {
-                "max_headers"
-            } else {
-                "max_connections"
-            };
-            let (first, second) = if line == 3 {
-                (format!("{key} = 0"), format!("{other} = 5"))
-            } else {
-                (format!("{other} = 5"), format!("{key} = 0"))
-            };
             writeln!(
                 file,
-                "origins = [\"http://127.0.0.1:1\"]\n[server]\n{first}\n{second}"
+                "origins = [\"http://127.0.0.1:1\"]\n[server]\n{limits}"
             )
             .unwrap();
             let path = file.path().to_str().unwrap();

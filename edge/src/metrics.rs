@@ -348,7 +348,7 @@ const TIERS: usize = 2;
 /// `with_label_values` hashes its labels and takes a lock on each call,
 /// and a hit made five of those calls.
 #[derive(Debug)]
-pub struct RequestSeries {
+struct RequestSeries {
     requests: Series<IntCounter>,
     duration: Series<prometheus::Histogram>,
     time_to_first_byte: Series<prometheus::Histogram>,
@@ -432,25 +432,17 @@ impl Metrics {
     }
 }
 
+const STATUS_CLASS_NAMES: [&str; STATUS_CLASSES] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index of `status`'s class in [`STATUS_CLASS_NAMES`].
 fn class_index(status: http::StatusCode) -> usize {
-    match status.as_u16() {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
-    }
+    // StatusCode is 100..=999: classes 6xx and up count as 5xx.
+    usize::from(status.as_u16() / 100).clamp(1, STATUS_CLASSES) - 1
 }
 
 /// `2xx`, `4xx` …: a label with five values rather than sixty.
 pub fn status_class(status: http::StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    STATUS_CLASS_NAMES[class_index(status)]
 }
 
 #[cfg(test)]
@@ -520,6 +512,11 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(status_class(http::StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(status_class(http::StatusCode::CONTINUE), "1xx");
+        assert_eq!(
+            status_class(http::StatusCode::from_u16(999).unwrap()),
+            "5xx"
+        );
         assert_eq!(status_class(http::StatusCode::GATEWAY_TIMEOUT), "5xx");
     }
 }

@@ -339,5 +339,9 @@ async fn a_detached_fill_streams_to_its_readers_but_is_not_stored_or_joined() {
         "the detached fill stored its body"
     );
     // The fill that replaced it is untouched by the old one's end.
+    assert!(
+        matches!(fills.join(key()), Join::Waiter(_)),
+        "the new fill was retired with the old one"
+    );
     drop(next);
 }
