@@ -398,19 +398,7 @@ impl<H: EdgeHooks> Proxy<H> {
         key: CacheKey,
         found: Found,
     ) -> Option<Found> {
-        let rules = self.purger.rules();
-        if rules.is_empty() {
-            // Most of the time: no need for the host or the content's age.
-            return Some(found);
-        }
-        let verdict = rules.verdict(
-            &key,
-            session.host(),
-            session.req.uri.path(),
-            &found.meta.tags,
-            content_time(&found.meta),
-        );
-        match verdict {
+        match self.purge_verdict(session, key, &found.meta) {
             Verdict::Valid => Some(found),
             Verdict::Invalid => {
                 debug!("stored object purged");
@@ -437,19 +425,27 @@ impl<H: EdgeHooks> Proxy<H> {
         key: CacheKey,
         reader: &FillReader,
     ) -> bool {
+        !matches!(
+            self.purge_verdict(session, key, &reader.head().meta),
+            Verdict::Valid
+        )
+    }
+
+    /// The purge rules' verdict on `meta`, stored (or being fetched) under
+    /// `key` for this request's host and path.
+    fn purge_verdict(&self, session: &Session, key: CacheKey, meta: &ObjectMeta) -> Verdict {
         let rules = self.purger.rules();
         if rules.is_empty() {
-            return false;
+            // Most of the time: no need for the host or the content's age.
+            return Verdict::Valid;
         }
-        let meta = &reader.head().meta;
-        let verdict = rules.verdict(
+        rules.verdict(
             &key,
             session.host(),
             session.req.uri.path(),
             &meta.tags,
             content_time(meta),
-        );
-        !matches!(verdict, Verdict::Valid)
+        )
     }
 
     /// Waits (as long as a miss waits for a fill) for another request's
