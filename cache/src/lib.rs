@@ -6,15 +6,21 @@
 //!   variants, with configurable query rules ([`KeyRules`]);
 //! - [`policy`]: RFC 9111 as pure functions of headers and an explicit
 //!   clock: storable?, freshness lifetime, Age, reuse, stale-if-error;
-//! - [`validation`]: revalidation, 304 merging, client conditionals,
-//!   invalidation after unsafe methods;
+//! - [`decision`]: what to do with a request given the lookup, the
+//!   request's directives, the purge verdict and `now` (serve, revalidate,
+//!   fill, 504), as data;
+//! - [`validation`]: what a revalidation's answer comes to (refreshed,
+//!   replaced, unusable), 304 merging, client conditionals, invalidation
+//!   after unsafe methods;
+//! - [`Clock`]: the one injected source of "now";
+//! - [`NoCacheReason`]: why a response is not stored, typed end to end;
 //! - [`meta`]: `ObjectMeta` and its versioned encoding;
 //! - [`store`]: foyer's memory + disk tiers, chunked bodies;
 //! - [`slice`]: large objects kept as Range-fetched slices;
 //! - [`object`]: lookup through Vary records and the chunk-by-chunk
 //!   `ObjectWriter` that commits an object only once its body is complete.
 //!
-//! `edge` calls these in the cache phases of a request (`proxy/cached.rs`).
+//! `edge` calls these in the cache phases of a request (`edge/src/proxy/cached.rs`).
 //!
 //! ```
 //! use cache::CacheKey;
@@ -27,17 +33,22 @@
 //! ```
 
 pub mod cache_control;
+mod clock;
+pub mod decision;
 pub mod fill;
 mod key;
 pub mod meta;
 pub mod object;
 pub mod policy;
 pub mod range;
+mod reason;
 pub mod slice;
 mod status;
 pub mod store;
 pub mod validation;
 
 pub use cache_control::CacheControl;
+pub use clock::Clock;
+pub use reason::NoCacheReason;
 pub use key::{CacheKey, KeyRules};
 pub use status::CacheStatus;

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Method, StatusCode, header};
 
 use crate::cache_control::{CacheControl, Seconds};
+pub use crate::reason::NoCacheReason;
 
 /// Operator choices where the RFC allows several behaviours.
 #[derive(Debug, Clone)]
@@ -46,50 +47,6 @@ impl Default for PolicyOptions {
             heuristic_max: Duration::from_secs(86_400),
             default_ttl: None,
             honor_cdn_cache_control: true,
-        }
-    }
-}
-
-/// Why a response is not stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoCacheReason {
-    /// Only GET responses are stored.
-    Method,
-    /// Interim, partial (206) or not-modified responses are not stored whole.
-    Status,
-    /// `no-store` in the response.
-    NoStore,
-    /// `no-store` in the request.
-    RequestNoStore,
-    /// `private`: for one user only.
-    Private,
-    /// The request carried `Authorization` and the response did not allow
-    /// sharing (RFC 9111 §3.5).
-    Authorization,
-    /// `Set-Cookie` and the operator did not allow it.
-    SetCookie,
-    /// The request carried `Cookie`, the response did not say it may be
-    /// shared, and the operator did not allow it.
-    Cookie,
-    /// `Vary: *`: no later request can be shown to match.
-    VaryStar,
-    /// No explicit freshness, no heuristic, no default TTL.
-    NoFreshness,
-}
-
-impl NoCacheReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NoCacheReason::Method => "method",
-            NoCacheReason::Status => "status",
-            NoCacheReason::NoStore => "no-store",
-            NoCacheReason::RequestNoStore => "request-no-store",
-            NoCacheReason::Private => "private",
-            NoCacheReason::Authorization => "authorization",
-            NoCacheReason::SetCookie => "set-cookie",
-            NoCacheReason::Cookie => "cookie",
-            NoCacheReason::VaryStar => "vary-star",
-            NoCacheReason::NoFreshness => "no-freshness",
         }
     }
 }

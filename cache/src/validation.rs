@@ -5,6 +5,122 @@ use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use crate::cache_control::CacheControl;
+use crate::meta::ObjectMeta;
+use crate::policy::{self, Exchange, NoCacheReason, PolicyOptions, StoredPolicy};
+
+/// What a revalidation's answer makes of the stored response (RFC 9111
+/// §4.3.3–§4.3.5, RFC 5861 §4).
+#[derive(Debug)]
+pub enum Revalidated {
+    /// The origin confirmed the stored response: here it is with the new
+    /// headers and exchange times. `kept` says whether it may still be
+    /// stored (if not, it serves this request only and must be removed).
+    Refreshed {
+        meta: ObjectMeta,
+        kept: Result<(), NoCacheReason>,
+    },
+    /// A 304 that does not describe the stored response: useless to the
+    /// client, who never asked conditionally; fetch in full.
+    Unusable,
+    /// The origin answered 5xx; `serve_stale` when `stale-if-error` lets
+    /// the stored response stand in for it.
+    ServerError { serve_stale: bool },
+    /// A new response that replaces the stored one.
+    Replaced,
+}
+
+/// The origin's answer to a revalidation.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+    pub exchange: Exchange,
+}
+
+/// The request a revalidation was made for.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub directives: &'a CacheControl,
+    /// Whether validators were sent (a 304 to a request without them is
+    /// not ours).
+    pub sent_validators: bool,
+}
+
+/// What the answer to a revalidation of `stored` comes to at `now`.
+pub fn revalidated(
+    stored: &ObjectMeta,
+    asked: Asked<'_>,
+    answer: Answer<'_>,
+    opts: &PolicyOptions,
+    now: SystemTime,
+) -> Revalidated {
+    // A 304 to our validators, or a HEAD response describing the same
+    // representation (§4.3.5), refreshes the stored headers.
+    let confirms = if answer.status == StatusCode::NOT_MODIFIED {
+        asked.sent_validators && validators_match(&stored.headers, answer.headers)
+    } else {
+        *asked.method == Method::HEAD
+            && answer.status == stored.status
+            && head_confirms(&stored.headers, answer.headers)
+    };
+    if confirms {
+        let (meta, policy) = refresh(stored, answer, asked.headers, opts);
+        return Revalidated::Refreshed {
+            meta,
+            kept: policy.map(|_| ()),
+        };
+    }
+    if answer.status.is_server_error() {
+        let serve_stale = policy::stale_if_error_allows(
+            &stored.policy,
+            stored.response_time,
+            asked.directives,
+            now,
+        );
+        return Revalidated::ServerError { serve_stale };
+    }
+    if answer.status == StatusCode::NOT_MODIFIED {
+        return Revalidated::Unusable;
+    }
+    Revalidated::Replaced
+}
+
+/// The stored response updated from a confirming answer (§4.3.4): its
+/// headers merged, the new exchange's times, and the policy recomputed,
+/// or why it may no longer be stored (the old policy is kept then).
+fn refresh(
+    stored: &ObjectMeta,
+    answer: Answer<'_>,
+    request: &HeaderMap,
+    opts: &PolicyOptions,
+) -> (ObjectMeta, Result<StoredPolicy, NoCacheReason>) {
+    let mut headers = stored.headers.clone();
+    // Date and Age describe the old exchange: the new one's (or none,
+    // which means "now") must drive the age calculation.
+    headers.remove(header::DATE);
+    headers.remove(header::AGE);
+    merge_not_modified(&mut headers, answer.headers);
+    let policy = policy::storable(
+        &Method::GET,
+        request,
+        stored.status,
+        &headers,
+        answer.exchange,
+        opts,
+    );
+    let mut meta = stored.clone();
+    meta.headers = headers;
+    meta.request_time = answer.exchange.request_time;
+    meta.response_time = answer.exchange.response_time;
+    if let Ok(policy) = policy {
+        meta.policy = policy;
+    }
+    (meta, policy)
+}
+
 /// The validator fields to send when revalidating a stored response:
 /// `If-None-Match` from its `ETag`, `If-Modified-Since` from its
 /// `Last-Modified`. Empty when it has neither (then a revalidation is a
@@ -194,6 +310,9 @@ pub fn invalidation_targets(resp: &HeaderMap, request_host: &str) -> Vec<String>
         })
         .collect()
 }
+
+#[cfg(test)]
+mod outcome_tests;
 
 #[cfg(test)]
 mod tests {

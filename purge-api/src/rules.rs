@@ -34,15 +34,9 @@ pub struct PurgeRecord {
     pub all: bool,
 }
 
-/// What the rules say about a stored object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Valid,
-    /// Soft-purged at this time: serve only as stale, revalidate.
-    Stale(SystemTime),
-    /// Hard-purged (or older than any rule remembers): a miss.
-    Invalid,
-}
+/// What the rules say about a stored object (the cache's own vocabulary:
+/// its decision takes the verdict as an input).
+pub use cache::decision::PurgeVerdict as Verdict;
 
 /// The latest hard and soft purge times of one selector.
 #[derive(Debug, Clone, Copy, Default)]
