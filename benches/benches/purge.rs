@@ -102,6 +102,7 @@ fn main() {
         },
         store.clone(),
         KeyRules::default(),
+        cache::Clock::system(),
     )
     .expect("purger");
 

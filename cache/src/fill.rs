@@ -22,13 +22,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
 
 use crate::CacheKey;
+use crate::clock::Clock;
 use crate::meta::ObjectMeta;
 use crate::object::ObjectWriter;
 use crate::store::{Store, StoreError};
@@ -69,6 +70,8 @@ pub struct Fills {
     store: Store,
     inflight: Mutex<HashMap<CacheKey, Arc<Shared>>>,
     pass: Mutex<PassList>,
+    /// Hit-for-pass marks expire on the cache's clock.
+    clock: Clock,
 }
 
 /// Keys recently refused, with when their mark expires. Expired marks are
@@ -77,17 +80,16 @@ pub struct Fills {
 /// worth of them, not for ever.
 #[derive(Debug, Default)]
 struct PassList {
-    until: HashMap<CacheKey, Instant>,
+    until: HashMap<CacheKey, SystemTime>,
     sweep_at: usize,
 }
 
 impl PassList {
     const MIN_SWEEP: usize = 1024;
 
-    fn insert(&mut self, key: CacheKey, until: Instant) {
+    fn insert(&mut self, key: CacheKey, until: SystemTime, now: SystemTime) {
         self.until.insert(key, until);
         if self.until.len() >= self.sweep_at.max(Self::MIN_SWEEP) {
-            let now = Instant::now();
             self.until.retain(|_, until| *until > now);
             self.sweep_at = 2 * self.until.len();
         }
@@ -189,7 +191,7 @@ impl Shared {
 }
 
 impl Fills {
-    pub fn new(store: Store, mut config: FillConfig) -> Self {
+    pub fn new(store: Store, mut config: FillConfig, clock: Clock) -> Self {
         // Bytes leaving the window must already sit in complete chunks in
         // the store, where readers that fell behind find them.
         config.window = config.window.max(2 * store.chunk_size());
@@ -199,6 +201,7 @@ impl Fills {
             store,
             inflight: Mutex::new(HashMap::new()),
             pass: Mutex::new(PassList::default()),
+            clock,
         }
     }
 
@@ -211,7 +214,7 @@ impl Fills {
         {
             let mut pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
             match pass.until.get(&key) {
-                Some(until) if *until > Instant::now() => return Join::Bypass,
+                Some(until) if *until > self.clock.now() => return Join::Bypass,
                 Some(_) => {
                     pass.until.remove(&key);
                 }
@@ -261,11 +264,12 @@ impl Fills {
 
     /// Remembers `key` as uncacheable for `hit_for_pass`.
     fn mark_pass(&self, key: CacheKey) {
-        let until = Instant::now() + self.config.hit_for_pass;
+        let now = self.clock.now();
+        let until = now + self.config.hit_for_pass;
         self.pass
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, until);
+            .insert(key, until, now);
     }
 
     /// Forgets a hit-for-pass mark (the key turned out cacheable after all).
@@ -508,6 +512,7 @@ impl FillWaiter {
     /// Waits (at most `wait_for_head`) for the head, and says what to do.
     pub async fn wait(self, request: &HeaderMap) -> Waited {
         let mut changed = self.shared.changed.subscribe();
+        // A timeout, not cache semantics: tokio's monotonic clock.
         let deadline = tokio::time::Instant::now() + self.fills.config.wait_for_head;
         let head = loop {
             let head = match &self.shared.lock().head {

@@ -89,6 +89,8 @@ impl ObjectMeta {
     /// A 200 with `headers` and an inline `body`, received now and fresh
     /// for `lifetime`; no Vary, no tags.
     pub fn fresh(headers: HeaderMap, body: Bytes, lifetime: Duration) -> Self {
+        // Tools, tests and benchmarks only (the request path builds metas
+        // from exchanges timed on the injected clock): the system clock.
         let now = SystemTime::now();
         ObjectMeta {
             status: StatusCode::OK,

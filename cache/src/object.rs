@@ -79,6 +79,7 @@ fn new_object_id(key: &CacheKey) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(key.as_bytes());
     h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    // Uniqueness, not cache semantics: the system clock.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

@@ -84,6 +84,7 @@ impl Fanout {
             }
         };
         purger.set_backlog(owed.len());
+        // Delivery backoff is a timer, not cache semantics: monotonic.
         let now = Instant::now();
         let mut next_due: Option<Duration> = None;
         for (peer, id) in owed {
@@ -138,6 +139,7 @@ impl Fanout {
                         .retry_base
                         .saturating_mul(1 << entry.attempts.min(10))
                         .min(purger.config().retry_max);
+                    // A retry timer: monotonic, like `now` above.
                     entry.next = Some(Instant::now() + backoff);
                     if entry.attempts == 1 || entry.attempts.is_multiple_of(10) {
                         warn!(peer, id, attempts = entry.attempts, error = %why, "purge not delivered yet; retrying");

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cache::store::Store;
-use cache::{CacheKey, KeyRules};
+use cache::{CacheKey, Clock, KeyRules};
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -119,6 +119,9 @@ pub struct Purger {
     /// Orders writes that change the rules (new purges, the expiry sweep),
     /// so a sweep never rebuilds the index from a read older than a purge.
     apply: tokio::sync::Mutex<()>,
+    /// Purge times and rule expiry run on the cache's clock: a purge must
+    /// compare with the request times of stored objects on one timeline.
+    clock: Clock,
 }
 
 /// Purges accepted since start.
@@ -190,6 +193,7 @@ fn open_db(dir: &Path) -> Result<(Db, Loaded), PurgeError> {
         Ok(opened) => return Ok(opened),
         Err(err) => err,
     };
+    // A file name, not cache semantics: the system clock.
     let secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -219,6 +223,7 @@ impl Purger {
         config: PurgeConfig,
         store: Store,
         key_rules: KeyRules,
+        clock: Clock,
     ) -> Result<Arc<Purger>, PurgeError> {
         let (
             db,
@@ -236,7 +241,7 @@ impl Purger {
             warn!(ids = ?broken, "unreadable purge records; treating the whole cache as purged");
             let recovery = PurgeRecord {
                 id: format!("recovery-{}", new_id()),
-                at: rules::millis(SystemTime::now()),
+                at: rules::millis(clock.now()),
                 soft: false,
                 url_keys: Vec::new(),
                 urls: Vec::new(),
@@ -248,7 +253,7 @@ impl Purger {
             db.put(&recovery, &[])?;
             rules.insert(&recovery);
         }
-        let now = SystemTime::now();
+        let now = clock.now();
         let (live, expired): (Vec<_>, Vec<_>) =
             records.into_iter().partition(|r| !rules.expired(r, now));
         forget(&db, &expired)?;
@@ -272,6 +277,7 @@ impl Purger {
             counts: PurgeCounts::default(),
             backlog: AtomicU64::new(0),
             apply: tokio::sync::Mutex::new(()),
+            clock,
         }))
     }
 
@@ -352,7 +358,7 @@ impl Purger {
         }
         // This node's clock: everything it stored before the purge reached
         // it is covered, whatever the sender's clock said.
-        record.at = rules::millis(SystemTime::now());
+        record.at = rules::millis(self.clock.now());
         self.store_record(record.clone(), false).await?;
         self.counts.replicated.fetch_add(1, Ordering::Relaxed);
         Ok(json_response(StatusCode::OK, &self.summary(&record)))
@@ -404,7 +410,7 @@ impl Purger {
     /// outbox entries, then applies it.
     async fn accept(self: &Arc<Self>, mut record: PurgeRecord) -> Result<PurgeRecord, ApiError> {
         record.id = new_id();
-        record.at = rules::millis(SystemTime::now());
+        record.at = rules::millis(self.clock.now());
         self.store_record(record.clone(), true).await?;
         let add = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
         add(&self.counts.urls, record.urls.len());
@@ -565,11 +571,11 @@ impl Purger {
         let _order = self.apply.lock().await;
         let db = self.db.clone();
         let ttl = self.config.rule_ttl;
+        let now = self.clock.now();
         let (live, watermark) =
             tokio::task::spawn_blocking(move || -> Result<(Vec<PurgeRecord>, u64), PurgeError> {
                 let (records, _) = db.records()?;
                 let probe = RuleSet::new(ttl);
-                let now = SystemTime::now();
                 let (live, expired): (Vec<_>, Vec<_>) =
                     records.into_iter().partition(|r| !probe.expired(r, now));
                 forget(&db, &expired)?;
@@ -613,6 +619,7 @@ fn internal(err: &PurgeError) -> ApiError {
 fn new_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = blake3::Hasher::new();
+    // Uniqueness, not cache semantics: the system clock.
     h.update(&rules::millis(SystemTime::now()).to_le_bytes());
     h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     h.update(&std::process::id().to_le_bytes());

@@ -25,7 +25,7 @@ async fn fills_with(
         wait_for_head: Duration::from_millis(300),
         hit_for_pass: Duration::from_secs(60),
     };
-    (Arc::new(Fills::new(store.clone(), config)), store)
+    (Arc::new(Fills::new(store.clone(), config, Clock::system())), store)
 }
 
 fn key() -> CacheKey {
@@ -243,18 +243,20 @@ async fn unique_uncacheable_urls_do_not_grow_the_pass_list_for_ever() {
     let mut cfg = StoreConfig::new(dir.path().to_owned(), 32 << 20, 64 << 20);
     cfg.chunk_size = 4;
     let store = Store::open(&cfg, None).await.unwrap();
+    let clock = Clock::adjustable();
     let fills = Arc::new(Fills::new(
         store,
         FillConfig {
             hit_for_pass: Duration::from_millis(1),
             ..FillConfig::default()
         },
+        clock.clone(),
     ));
     for i in 0..20_000 {
         let key = CacheKey::for_request(&Method::GET, "http", "x", &format!("/u?{i}")).unwrap();
         leader(fills.join(key)).refuse();
         if i % 1000 == 0 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            clock.advance(Duration::from_millis(2));
         }
     }
     assert!(
