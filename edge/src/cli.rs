@@ -2,13 +2,13 @@
 //! can also be set through an `EDGE_*` environment variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use origin_shield::balance::Policy;
 use origin_shield::{Peer, Role};
 
-use crate::config::{ByteSize, Config, LogFormat, Secret, ShieldPeer};
+use crate::config::{ByteSize, Config, LogFormat, Overrides, Secret, ShieldPeer};
 
 /// A CDN edge caching node.
 ///
@@ -163,110 +163,116 @@ impl std::str::FromStr for ShieldArg {
     }
 }
 
+impl ShieldArg {
+    fn shield_peer(&self) -> ShieldPeer {
+        ShieldPeer {
+            peer: self.peer.clone().with_role(Role::Shield),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// A flag that overrides a config key.
+struct Flag {
+    /// The dotted config key it sets.
+    key: &'static str,
+    /// How it is spelled on the command line.
+    long: &'static str,
+    /// Whether the command line (or the variable) gives it.
+    given: fn(&Cli) -> bool,
+    /// Writes its value over the key, when given.
+    apply: fn(&Cli, &mut Config),
+}
+
+/// A flag's field in `Cli`; not given is `None` or an empty list.
+trait Given {
+    type Value;
+    fn given(&self) -> Option<&Self::Value>;
+}
+
+impl<T> Given for Option<T> {
+    type Value = T;
+    fn given(&self) -> Option<&T> {
+        self.as_ref()
+    }
+}
+
+impl<T> Given for Vec<T> {
+    type Value = Vec<T>;
+    fn given(&self) -> Option<&Vec<T>> {
+        (!self.is_empty()).then_some(self)
+    }
+}
+
+/// Builds `FLAGS` from one row per flag, so that the field a flag is read
+/// from is named once: its "given" test and its write cannot disagree.
+macro_rules! flags {
+    ($($field:ident: $long:literal => $key:literal, |$config:ident, $value:ident| $write:expr;)*) => {
+        const FLAGS: &[Flag] = &[$(Flag {
+            key: $key,
+            long: $long,
+            given: |cli| cli.$field.given().is_some(),
+            apply: |cli, $config| {
+                if let Some($value) = cli.$field.given() {
+                    $write;
+                }
+            },
+        }),*];
+    };
+}
+
+// The one table of the flags that set config keys (each also read from
+// `EDGE_` and its name in capitals): precedence over the file (`Overrides`)
+// and the flag named in an error about its key both come from it. clap
+// learns the same names from the `#[arg]`s above; a test checks that they
+// and this table agree.
+flags! {
+    origins: "--origin" => "origins", |c, v| c.origins = v.clone();
+    shields: "--shield" => "shields",
+        |c, v| c.shields = v.iter().map(ShieldArg::shield_peer).collect();
+    balance: "--balance" => "upstream.balance", |c, v| c.upstream.balance = *v;
+    purge_token: "--purge-token" => "purge.token",
+        |c, v| c.purge.token = Some(Secret(v.clone()));
+    peers: "--peer" => "purge.peers", |c, v| c.purge.peers = v.clone();
+    tls_listen: "--tls-listen" => "tls.listen", |c, v| c.tls.listen = Some(*v);
+    tls_cert: "--tls-cert" => "tls.cert", |c, v| c.tls.cert = Some(v.clone());
+    tls_key: "--tls-key" => "tls.key", |c, v| c.tls.key = Some(v.clone());
+    listen: "--listen" => "listen", |c, v| c.listen = *v;
+    admin: "--admin" => "admin", |c, v| c.admin = *v;
+    data_dir: "--data-dir" => "data_dir", |c, v| c.data_dir = v.clone();
+    memory: "--memory" => "cache.memory", |c, v| c.cache.memory = *v;
+    disk: "--disk" => "cache.disk", |c, v| c.cache.disk = *v;
+    node_name: "--node-name" => "node_name", |c, v| c.node_name = v.clone();
+    log_format: "--log-format" => "log_format", |c, v| c.log_format = *v;
+    access_log: "--access-log" => "access_log",
+        |c, v| c.access_log = Some(v.clone());
+}
+
 impl Cli {
     /// The flag that sets a config key, for error messages.
     pub fn flag_for(key: &str) -> Option<&'static str> {
-        Some(match key {
-            "origins" => "--origin",
-            "shields" => "--shield",
-            "upstream.balance" => "--balance",
-            "purge.token" => "--purge-token",
-            "tls.listen" => "--tls-listen",
-            "tls.cert" => "--tls-cert",
-            "tls.key" => "--tls-key",
-            "purge.peers" => "--peer",
-            "listen" => "--listen",
-            "admin" => "--admin",
-            "data_dir" => "--data-dir",
-            "cache.memory" => "--memory",
-            "cache.disk" => "--disk",
-            "node_name" => "--node-name",
-            "log_format" => "--log-format",
-            "access_log" => "--access-log",
-            _ => return None,
-        })
+        FLAGS.iter().find(|f| f.key == key).map(|f| f.long)
+    }
+}
+
+impl Overrides for Cli {
+    /// `--check-config` takes the place of `--config`.
+    fn file(&self) -> Option<&Path> {
+        self.check_config.as_deref().or(self.config.as_deref())
     }
 
-    /// Whether this command line (or its `EDGE_*` variables) sets `key`.
-    pub fn overrides(&self, key: &str) -> bool {
-        match key {
-            "origins" => !self.origins.is_empty(),
-            "shields" => !self.shields.is_empty(),
-            "upstream.balance" => self.balance.is_some(),
-            "purge.token" => self.purge_token.is_some(),
-            "tls.listen" => self.tls_listen.is_some(),
-            "tls.cert" => self.tls_cert.is_some(),
-            "tls.key" => self.tls_key.is_some(),
-            "purge.peers" => !self.peers.is_empty(),
-            "listen" => self.listen.is_some(),
-            "admin" => self.admin.is_some(),
-            "data_dir" => self.data_dir.is_some(),
-            "cache.memory" => self.memory.is_some(),
-            "cache.disk" => self.disk.is_some(),
-            "node_name" => self.node_name.is_some(),
-            "log_format" => self.log_format.is_some(),
-            "access_log" => self.access_log.is_some(),
-            _ => false,
+    fn apply_to(&self, config: &mut Config) {
+        for flag in FLAGS {
+            (flag.apply)(self, config);
         }
     }
 
-    /// Overwrites the keys this command line sets.
-    pub fn apply_to(&self, config: &mut Config) {
-        if !self.origins.is_empty() {
-            config.origins = self.origins.clone();
-        }
-        if !self.shields.is_empty() {
-            config.shields = self
-                .shields
-                .iter()
-                .map(|arg| ShieldPeer {
-                    peer: arg.peer.clone().with_role(Role::Shield),
-                    name: arg.name.clone(),
-                })
-                .collect();
-        }
-        if let Some(v) = self.balance {
-            config.upstream.balance = v;
-        }
-        if let Some(v) = self.tls_listen {
-            config.tls.listen = Some(v);
-        }
-        if let Some(v) = &self.tls_cert {
-            config.tls.cert = Some(v.clone());
-        }
-        if let Some(v) = &self.tls_key {
-            config.tls.key = Some(v.clone());
-        }
-        if let Some(token) = &self.purge_token {
-            config.purge.token = Some(Secret(token.clone()));
-        }
-        if !self.peers.is_empty() {
-            config.purge.peers = self.peers.clone();
-        }
-        if let Some(v) = self.listen {
-            config.listen = v;
-        }
-        if let Some(v) = self.admin {
-            config.admin = v;
-        }
-        if let Some(v) = &self.data_dir {
-            config.data_dir = v.clone();
-        }
-        if let Some(v) = self.memory {
-            config.cache.memory = v;
-        }
-        if let Some(v) = self.disk {
-            config.cache.disk = v;
-        }
-        if let Some(v) = &self.node_name {
-            config.node_name = v.clone();
-        }
-        if let Some(v) = &self.access_log {
-            config.access_log = Some(v.clone());
-        }
-        if let Some(v) = self.log_format {
-            config.log_format = v;
-        }
+    fn sets(&self, key: &str) -> bool {
+        FLAGS.iter().any(|f| f.key == key && (f.given)(self))
+    }
+
+    fn flag_for(&self, key: &str) -> Option<&'static str> {
+        Cli::flag_for(key)
     }
 }
 
@@ -307,6 +313,101 @@ mod tests {
         let c = Config::load(&cli).unwrap();
         assert_eq!(c.origins.len(), 2, "--origin replaces the file's list");
         assert_eq!(c.cache.memory, ByteSize::mib(64));
+    }
+
+    /// Flags that choose the file rather than set a key in it.
+    const FILE_FLAGS: [&str; 2] = ["--config", "--check-config"];
+
+    #[test]
+    fn the_flag_table_and_clap_know_the_same_flags() {
+        use clap::CommandFactory;
+        use std::collections::BTreeSet;
+
+        let command = Cli::command();
+        let clap: BTreeSet<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .map(|long| format!("--{long}"))
+            .filter(|long| !FILE_FLAGS.contains(&long.as_str()))
+            .collect();
+        let table: BTreeSet<String> = FLAGS.iter().map(|f| f.long.to_owned()).collect();
+        assert_eq!(clap, table, "clap's flags (left) and FLAGS (right)");
+        assert_eq!(table.len(), FLAGS.len(), "a flag is in FLAGS twice");
+        let keys: BTreeSet<&str> = FLAGS.iter().map(|f| f.key).collect();
+        assert_eq!(keys.len(), FLAGS.len(), "a key is in FLAGS twice");
+        // Every flag but --check-config is also read from EDGE_ and its name
+        // in capitals.
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let expected = (long != "check-config")
+                .then(|| format!("EDGE_{}", long.to_uppercase().replace('-', "_")));
+            assert_eq!(env, expected, "--{long}");
+        }
+    }
+
+    /// One value for every flag of `FLAGS`.
+    const EVERY_FLAG: [(&str, &str); 16] = [
+        ("--origin", "http://127.0.0.1:1"),
+        ("--shield", "s1=http://127.0.0.1:2"),
+        ("--balance", "least_conn"),
+        ("--purge-token", "0123456789"),
+        ("--peer", "http://127.0.0.1:3"),
+        ("--tls-listen", "127.0.0.1:4"),
+        ("--tls-cert", "cert.pem"),
+        ("--tls-key", "key.pem"),
+        ("--listen", "127.0.0.1:5"),
+        ("--admin", "127.0.0.1:6"),
+        ("--data-dir", "data"),
+        ("--memory", "2MiB"),
+        ("--disk", "128MiB"),
+        ("--node-name", "n1"),
+        ("--log-format", "json"),
+        ("--access-log", "access.log"),
+    ];
+
+    #[test]
+    fn each_flag_sets_its_own_key_and_no_other() {
+        assert_eq!(EVERY_FLAG.len(), FLAGS.len());
+        let none = Cli::try_parse_from(["edge"]).unwrap();
+        assert!(FLAGS.iter().all(|f| !none.sets(f.key)));
+        for (long, value) in EVERY_FLAG {
+            let cli = Cli::try_parse_from(["edge", long, value]).unwrap();
+            let set: Vec<&str> = FLAGS
+                .iter()
+                .filter(|f| cli.sets(f.key))
+                .map(|f| f.key)
+                .collect();
+            assert_eq!(set.len(), 1, "{long} sets {set:?}");
+            assert_eq!(Cli::flag_for(set[0]), Some(long));
+            assert_eq!(Overrides::flag_for(&cli, set[0]), Some(long));
+        }
+    }
+
+    #[test]
+    fn every_flag_lands_on_its_key() {
+        let args = EVERY_FLAG.iter().flat_map(|(long, value)| [*long, *value]);
+        let cli = Cli::try_parse_from(std::iter::once("edge").chain(args)).unwrap();
+        let mut c = Config::default();
+        cli.apply_to(&mut c);
+        assert_eq!(c.origins[0].authority().as_str(), "127.0.0.1:1");
+        assert_eq!(c.shields[0].name.as_deref(), Some("s1"));
+        assert_eq!(c.shields[0].peer.role(), Role::Shield);
+        assert_eq!(c.upstream.balance, Policy::LeastConn);
+        assert_eq!(c.purge.token, Some(Secret("0123456789".into())));
+        assert_eq!(c.purge.peers, ["http://127.0.0.1:3"]);
+        assert_eq!(c.tls.listen.map(|a| a.port()), Some(4));
+        assert_eq!(c.tls.cert.as_deref(), Some(Path::new("cert.pem")));
+        assert_eq!(c.tls.key.as_deref(), Some(Path::new("key.pem")));
+        assert_eq!(c.listen.port(), 5);
+        assert_eq!(c.admin.port(), 6);
+        assert_eq!(c.data_dir, Path::new("data"));
+        assert_eq!(c.cache.memory, ByteSize::mib(2));
+        assert_eq!(c.cache.disk, ByteSize::mib(128));
+        assert_eq!(c.node_name, "n1");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.access_log.as_deref(), Some(Path::new("access.log")));
+        assert!(FLAGS.iter().all(|f| cli.sets(f.key)));
     }
 
     #[test]

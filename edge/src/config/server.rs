@@ -1,0 +1,68 @@
+//! `[server]`: limits and timeouts of the client-facing side.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, de_duration};
+
+/// Limits and timeouts of the client-facing side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open client connections at most; beyond it new connections wait in the
+    /// kernel's accept queue. Default: `10000`.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers); larger gets 431.
+    /// At least `8KiB`. Default: `64KiB`.
+    pub max_header_bytes: ByteSize,
+    /// Most request header fields; more gets 431. Default: `100`.
+    pub max_headers: usize,
+    /// Time a client has to send a complete request head, and for a new
+    /// connection to send its first request. On HTTP/1.1 this clock also runs
+    /// while a keep-alive connection waits for its next request, so the
+    /// effective HTTP/1.1 keep-alive time is the smaller of this and
+    /// `idle_timeout`. Default: `15s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long since its last
+    /// request ended is closed (before its first request,
+    /// `header_read_timeout` applies). Bytes that do not make a request,
+    /// such as HTTP/2 PINGs, do not count. Default: `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// A response write that makes no progress for this long (the client
+    /// stopped reading) closes the connection. Default: `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub send_timeout: Duration,
+    /// Longest gap between two pieces of a request body; exceeded gives 408.
+    /// Default: `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub client_body_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish
+    /// before the process exits anyway. Default: `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+    /// HTTP/2 streams per connection. Default: `128`.
+    pub h2_max_concurrent_streams: u32,
+    /// Runtime worker threads; `0` means one per CPU, `1` a single-threaded
+    /// scheduler (for a node pinned to one core). Default: `0`.
+    pub worker_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 10_000,
+            max_header_bytes: ByteSize::kib(64),
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+            h2_max_concurrent_streams: 128,
+            worker_threads: 0,
+        }
+    }
+}
