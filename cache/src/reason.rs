@@ -118,7 +118,13 @@ mod tests {
             .collect();
         assert_eq!(
             request_only,
-            ["method", "request-no-store", "authorization", "cookie", "head"]
+            [
+                "method",
+                "request-no-store",
+                "authorization",
+                "cookie",
+                "head"
+            ]
         );
         let mut texts: Vec<_> = all.iter().map(|r| r.as_str()).collect();
         texts.sort_unstable();

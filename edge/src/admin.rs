@@ -35,12 +35,6 @@ impl std::fmt::Debug for dyn Live {
     }
 }
 
-impl<H: crate::EdgeHooks> Live for crate::proxy::Proxy<H> {
-    fn export_gauges(&self) {
-        crate::proxy::Proxy::export_gauges(self);
-    }
-}
-
 /// What admin handlers read.
 #[derive(Debug)]
 pub struct AdminState {

@@ -15,7 +15,9 @@ use origin_shield::health::ActiveGuard;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::BoxError;
+/// Any error a body or a request can end with (defined here, the leaf,
+/// so that `error.rs` can build bodies without a cycle).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of every response the proxy produces.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;

@@ -5,9 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 
+pub use crate::body::BoxError;
 use crate::body::{self, ProxyBody};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Who caused a failure; decides the status class and how loudly to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

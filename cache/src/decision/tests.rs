@@ -122,7 +122,11 @@ fn a_soft_purge_shortens_the_lifetime_to_the_age_at_the_purge() {
     let purged = apply_purge(found.clone(), PurgeVerdict::Stale(at(T0 + 10))).expect("kept");
     assert_eq!(purged.meta.policy.lifetime, Duration::from_secs(10));
     let later = apply_purge(found.clone(), PurgeVerdict::Stale(at(T0 + 600))).expect("kept");
-    assert_eq!(later.meta.policy.lifetime, Duration::from_secs(60), "never longer");
+    assert_eq!(
+        later.meta.policy.lifetime,
+        Duration::from_secs(60),
+        "never longer"
+    );
     assert!(apply_purge(found.clone(), PurgeVerdict::Invalid).is_none());
     let kept = apply_purge(found.clone(), PurgeVerdict::Valid).expect("kept");
     assert_eq!(kept.meta.policy.lifetime, found.meta.policy.lifetime);

@@ -25,7 +25,10 @@ async fn fills_with(
         wait_for_head: Duration::from_millis(300),
         hit_for_pass: Duration::from_secs(60),
     };
-    (Arc::new(Fills::new(store.clone(), config, Clock::system())), store)
+    (
+        Arc::new(Fills::new(store.clone(), config, Clock::system())),
+        store,
+    )
 }
 
 fn key() -> CacheKey {

@@ -87,7 +87,10 @@ fn outcomes() {
         ],
         None,
     );
-    let sie = stored(&[("etag", "\"v1\""), ("cache-control", "max-age=60")], Some(100));
+    let sie = stored(
+        &[("etag", "\"v1\""), ("cache-control", "max-age=60")],
+        Some(100),
+    );
     let get = || Method::GET;
     #[rustfmt::skip]
     let table: Vec<(&ObjectMeta, Method, bool, u16, &[(&'static str, &'static str)], u64, &str)> = vec![
@@ -144,9 +147,15 @@ fn a_refresh_takes_the_new_headers_and_times_but_not_framing() {
     };
     assert!(kept.is_ok());
     assert_eq!(meta.headers["cache-control"], "max-age=600");
-    assert_eq!(meta.headers["content-length"], "1", "framing is never updated");
+    assert_eq!(
+        meta.headers["content-length"], "1",
+        "framing is never updated"
+    );
     assert_eq!(meta.headers["x-old"], "kept");
-    assert!(meta.headers.get("date").is_none(), "the old Date is dropped");
+    assert!(
+        meta.headers.get("date").is_none(),
+        "the old Date is dropped"
+    );
     assert_eq!(meta.response_time, at(T0 + 70));
     assert_eq!(meta.policy.lifetime, Duration::from_secs(600));
 }

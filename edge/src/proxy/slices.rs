@@ -1,10 +1,11 @@
-//! Large objects in slices (`cache::slice`): a range request on a miss
-//! fetches only the slice holding its first byte, learns the object's size
-//! and version from the origin's 206, and stores the whole object's head;
-//! from then on every response for the object, whole or ranged, is a
-//! stream of slices, each read from the store or fetched with a Range
-//! request (one fetch per slice, shared through `cache::fill`) when it is
-//! first needed.
+//! Large objects in slices (`cache::slice`): once an object's head is
+//! stored as sliced, every response for it, whole or ranged, is a stream of
+//! slices, each read from the store or fetched with a Range request (one
+//! fetch per slice, shared through `cache::fill`) when it is first needed.
+//! Also the tap that cuts a whole response too large to store in one piece
+//! into slices as it streams, and [`feed`], which pushes an origin body
+//! into a fill. (The range miss that first stores a sliced head is in
+//! `sliced_miss.rs`.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,23 +13,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use cache::fill::{FillLeader, Join, Waited};
+use cache::fill::{FillFeeder, FillLeader, Join, Waited};
 use cache::meta::ObjectMeta;
 use cache::object::{self, Found, ObjectWriter};
 use cache::range::{ByteRange, RangeAnswer};
-use cache::store::Tier;
-use cache::{CacheKey, CacheStatus, policy, slice};
+use cache::store::Store;
+use cache::{CacheKey, slice};
 use http::StatusCode;
 use http::header::{self, HeaderMap};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::bodies::{FillBody, Ranged};
-use super::cached::{Served, background_session};
-use super::fill::{Forwarded, Joined, REQUEST_REASONS, feed};
-use super::{Fetched, Proxy};
-use crate::body::{self, BodyEnd, ProxyBody, Tap};
-use crate::error::{BoxError, ErrorSource, ProxyError};
+use super::forward::{Fetched, background_session};
+use super::shared::Shared;
+use super::stored;
+use crate::body::{self, BodyEnd, BoxError, ProxyBody, ReadTimeout, Tap};
+use crate::error::{ErrorSource, ProxyError};
 use crate::hooks::{EdgeHooks, Session};
 
 /// Why a slice could not be streamed.
@@ -42,294 +45,139 @@ pub enum SliceError {
     Origin(#[from] ProxyError),
 }
 
-impl<H: EdgeHooks> Proxy<H> {
-    /// A GET with a `Range` for an object not in the cache: fetch the slice
-    /// holding the first byte asked for. A 206 for it tells the object's
-    /// length and version; the whole object's head is stored, and the
-    /// client is answered like a hit on it (other slices it needs are
-    /// fetched as it reads). An origin that ignores ranges answers 200 and
-    /// the response is filled whole, as any miss.
-    pub(super) async fn sliced_miss(
-        self: &Arc<Self>,
-        session: &mut Session,
-        key: CacheKey,
-        client_body: ProxyBody,
-        ctx: &mut H::Ctx,
-    ) -> Result<Served, ProxyError> {
-        let size = self.cache.slice_size;
-        let index = slice::first_wanted(&session.req.headers).unwrap_or(0) / size;
-        // The first fetch of an object shares the whole object's fill, so
-        // that range misses at different offsets and plain GETs arriving
-        // together cost one request even when the origin ignores ranges.
-        // Only whole responses are ever published under `key`.
-        let leader = match self.join_fill(session, key, true).await {
-            Joined::Lead(leader) => leader,
-            Joined::Served(served) => return Ok(served),
-            Joined::Failed(status) => return Err(ProxyError::CollapsedFailure(status)),
-            Joined::Alone => {
-                return self
-                    .range_pass(session, client_body, ctx, "fill-wait")
-                    .await;
+/// Pushes an origin body into a fill. Runs on its own task so the fill
+/// completes (and the object is stored) even if every client leaves; stops
+/// early only when nobody wants the bytes any more.
+///
+/// `expected`: the length the body must have to be stored, when its framing
+/// does not say it (a chunked 206 is a slice only if it brings the whole
+/// range; hyper checks a `Content-Length` itself).
+pub(crate) async fn feed(
+    mut feeder: FillFeeder,
+    mut body: ReadTimeout<Incoming>,
+    expected: Option<u64>,
+) {
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    got += data.len() as u64;
+                    feeder.push(data);
+                }
             }
-            Joined::Bypass => return self.range_pass(session, client_body, ctx, "pass").await,
-        };
-        let ask = [(header::RANGE, slice::range_request(index, size))];
-        let fetched = match self.forward(session, client_body, ctx, &ask).await {
-            Ok(fetched) => fetched,
             Err(err) => {
-                if err.source_side() == ErrorSource::Upstream {
-                    leader.fail(err.status());
-                }
-                return Err(err);
-            }
-        };
-        match fetched.parts.status {
-            // The origin ignores ranges: an ordinary whole-object fill.
-            StatusCode::OK => {
-                return Ok(self.lead(session, key, leader, fetched, Forwarded::MISS));
-            }
-            StatusCode::PARTIAL_CONTENT => {}
-            // 416 (the range starts past the end), errors, redirects: the
-            // client's answer too, as a miss.
-            _ => {
-                leader.release();
-                let Fetched { parts, body, .. } = fetched;
-                return Ok(self.pass_through(session, parts, body, "fwd=uri-miss", "status"));
+                warn!(error = %err, "origin body failed; fill abandoned");
+                return;
             }
         }
-        let Some((got, total)) = slice::content_range(&fetched.parts.headers) else {
-            leader.release();
-            return self
-                .range_pass(session, body::empty(), ctx, "content-range")
-                .await;
-        };
-        if got.start == 0 && got.end + 1 == total {
-            // The slice is the whole object: store it as one, and answer the
-            // range from it like any miss.
-            let Fetched {
-                mut parts,
-                body,
-                exchange,
-            } = fetched;
-            parts.status = StatusCode::OK;
-            parts.headers = slice::whole_head(&parts.headers, total);
-            let whole = Fetched {
-                parts,
-                body,
-                exchange,
-            };
-            return Ok(self.lead(session, key, leader, whole, Forwarded::MISS));
+        if !feeder.is_wanted() {
+            debug!("fill no longer wanted; stopped");
+            return;
         }
-        let whole_headers = slice::whole_head(&fetched.parts.headers, total);
-        let sliceable = slice::slice_range(index, size, total) == Some(got)
-            && slice::is_slice_of(
-                &whole_headers,
-                total,
-                fetched.parts.status,
-                &fetched.parts.headers,
-                got,
-            );
-        if !sliceable {
-            // Not the slice asked for, or nothing to tie slices together:
-            // ask for exactly what the client wants.
-            leader.release();
-            return self
-                .range_pass(session, body::empty(), ctx, "unsliceable")
-                .await;
-        }
-        let whole =
-            match self.object_meta(session, StatusCode::OK, &whole_headers, fetched.exchange) {
-                Ok(whole) => sliced_meta(whole, total, size),
-                Err(reason) => {
-                    debug!(reason, "slice response not storable");
-                    if REQUEST_REASONS.contains(&reason) {
-                        drop(leader);
-                    } else {
-                        leader.refuse();
-                    }
-                    return self.range_pass(session, body::empty(), ctx, reason).await;
-                }
-            };
-        // The head first: the waiters released below look for it.
-        let head = ObjectWriter::new(
-            self.cache.store.clone(),
-            key,
-            &session.req.headers,
-            whole.clone(),
-            0,
+    }
+    if expected.is_some_and(|expected| expected != got) {
+        warn!(
+            got,
+            ?expected,
+            "origin body of the wrong length; fill abandoned"
         );
-        let object_key = head.object_key();
-        head.finish_sliced(total, size);
-        let Fetched {
-            parts,
-            body: slice_body,
-            ..
-        } = fetched;
-        // This slice becomes a fill of its own, which the client's body
-        // (and anyone else's) reads.
-        if let Join::Leader(slice_leader) = self.cache.fills.join(key.slice(size, index)) {
-            let writer = ObjectWriter::new(
-                self.cache.store.clone(),
-                key.slice(size, index),
-                &session.req.headers,
-                slice_meta(&whole, parts.headers),
-                size,
-            );
-            let feeder = slice_leader.publish(writer);
-            tokio::spawn(feed(feeder, slice_body, Some(got.len())));
-        }
-        leader.release();
-        let found = Found {
-            meta: Arc::new(whole),
-            tier: Tier::Memory,
-            object_key,
-        };
-        let detail = "fwd=uri-miss; fwd-status=206; stored; detail=slice";
-        let served = self
-            .serve_stored(session, &found, CacheStatus::Miss, detail)
-            .await;
-        session.cache_tier = None;
-        // A sliced head always has a body stream (slices are fetched as
-        // needed), so `None` cannot happen; a miss is the honest fallback.
-        match served {
-            Some((parts, body, _)) => Ok((parts, body, Some(StatusCode::PARTIAL_CONTENT))),
-            None => self.range_pass(session, body::empty(), ctx, "slice").await,
-        }
+        return;
     }
+    feeder.finish();
+}
 
-    /// The client's own range request, passed to the origin and back
-    /// unstored: for responses that cannot be sliced.
-    async fn range_pass(
-        self: &Arc<Self>,
-        session: &mut Session,
-        client_body: ProxyBody,
-        ctx: &mut H::Ctx,
-        reason: &str,
-    ) -> Result<Served, ProxyError> {
-        let own: Vec<_> = [header::RANGE, header::IF_RANGE]
-            .into_iter()
-            .filter_map(|name| Some((name.clone(), session.req.headers.get(&name)?.clone())))
-            .collect();
-        let Fetched { parts, body, .. } = self.forward(session, client_body, ctx, &own).await?;
-        Ok(self.pass_through(session, parts, body, "fwd=uri-miss", reason))
+/// Whether the slices this request would read are all stored, so that
+/// `only-if-cached` (RFC 9111 §5.2.1.7) can be answered without the
+/// origin. Always true for objects not kept in slices and for HEAD.
+/// (A conditional request that would get a 304 is counted as needing
+/// its slices too: a 504 is always a correct answer to it.)
+pub(crate) async fn slices_cached(
+    store: &Store,
+    session: &Session,
+    key: CacheKey,
+    found: &Found,
+) -> bool {
+    let cache::meta::BodyLayout::Sliced { len, slice_size } = found.meta.body else {
+        return true;
+    };
+    if session.req.method == http::Method::HEAD || len == 0 {
+        return true;
     }
-
-    /// Whether the slices this request would read are all stored, so that
-    /// `only-if-cached` (RFC 9111 §5.2.1.7) can be answered without the
-    /// origin. Always true for objects not kept in slices and for HEAD.
-    /// (A conditional request that would get a 304 is counted as needing
-    /// its slices too: a 504 is always a correct answer to it.)
-    pub(super) async fn slices_cached(
-        &self,
-        session: &Session,
-        key: CacheKey,
-        found: &Found,
-    ) -> bool {
-        let cache::meta::BodyLayout::Sliced { len, slice_size } = found.meta.body else {
-            return true;
-        };
-        if session.req.method == http::Method::HEAD || len == 0 {
-            return true;
-        }
-        let ranges = match cache::range::evaluate(&session.req.headers, &found.meta.headers, len) {
-            RangeAnswer::Full => vec![ByteRange {
-                start: 0,
-                end: len - 1,
-            }],
-            RangeAnswer::Unsatisfiable => return true,
-            RangeAnswer::Partial(ranges) => ranges,
-        };
-        let slice_size = slice_size.max(1);
-        let store = &self.cache.store;
-        for wanted in ranges {
-            for index in wanted.start / slice_size..=wanted.end / slice_size {
-                let Some(range) = slice::slice_range(index, slice_size, len) else {
-                    return false;
-                };
-                let stored =
-                    object::lookup(store, &key.slice(slice_size, index), &session.req.headers)
-                        .await
-                        .ok()
-                        .flatten();
-                let Some(stored) = stored else {
-                    return false;
-                };
-                if stored.meta.body.len() != range.len()
-                    || !slice::is_slice_of(
-                        &found.meta.headers,
-                        len,
-                        stored.meta.status,
-                        &stored.meta.headers,
-                        range,
-                    )
-                {
-                    return false;
-                }
+    let ranges = match cache::range::evaluate(&session.req.headers, &found.meta.headers, len) {
+        RangeAnswer::Full => vec![ByteRange {
+            start: 0,
+            end: len - 1,
+        }],
+        RangeAnswer::Unsatisfiable => return true,
+        RangeAnswer::Partial(ranges) => ranges,
+    };
+    let slice_size = slice_size.max(1);
+    for wanted in ranges {
+        for index in wanted.start / slice_size..=wanted.end / slice_size {
+            let Some(range) = slice::slice_range(index, slice_size, len) else {
+                return false;
+            };
+            let stored = object::lookup(store, &key.slice(slice_size, index), &session.req.headers)
+                .await
+                .ok()
+                .flatten();
+            let Some(stored) = stored else {
+                return false;
+            };
+            if stored.meta.body.len() != range.len()
+                || !slice::is_slice_of(
+                    &found.meta.headers,
+                    len,
+                    stored.meta.status,
+                    &stored.meta.headers,
+                    range,
+                )
+            {
+                return false;
             }
         }
-        true
     }
+    true
+}
 
-    /// Serves the stored object for `key` if it is fresh now.
-    pub(super) async fn serve_fresh(
-        self: &Arc<Self>,
-        session: &mut Session,
-        key: CacheKey,
-        status: CacheStatus,
-        detail: &str,
-    ) -> Option<Served> {
-        let found = object::lookup(&self.cache.store, &key, &session.req.headers)
-            .await
-            .ok()??;
-        let found = self.apply_purges(session, key, found)?;
-        let req_cc = policy::request_directives(&session.req.headers);
-        let now = std::time::SystemTime::now();
-        let reuse = policy::evaluate(&found.meta.policy, found.meta.response_time, &req_cc, now);
-        if reuse != policy::Reuse::Fresh {
-            return None;
-        }
-        session.cache_tier = Some(found.tier);
-        self.serve_stored(session, &found, status, detail).await
-    }
-
-    /// The bytes `start..start + len` of a sliced object, read slice by
-    /// slice as the client takes them.
-    pub(super) fn sliced_range(
-        self: &Arc<Self>,
-        session: &Session,
-        found: &Found,
-        start: u64,
-        len: u64,
-    ) -> Option<ProxyBody> {
-        let cache::meta::BodyLayout::Sliced { slice_size, .. } = found.meta.body else {
-            return None;
-        };
-        let primary = session.cache_key?;
-        let source = SliceSource {
-            proxy: self.clone(),
-            session: background_session(session, primary),
-            ctx: self.hooks.new_ctx(),
-            primary,
-            object_key: found.object_key,
-            whole: found.meta.clone(),
-            slice_size,
-        };
-        Some(body::boxed(SlicedBody {
-            source: Some(source),
-            opening: None,
-            current: None,
-            owed: 0,
-            pos: start,
-            end: start + len,
-            remaining: len,
-        }))
-    }
+/// The bytes `start..start + len` of a sliced object, read slice by
+/// slice as the client takes them.
+pub(crate) fn sliced_body<H: EdgeHooks>(
+    shared: &Arc<Shared<H>>,
+    session: &Session,
+    found: &Found,
+    start: u64,
+    len: u64,
+) -> Option<ProxyBody> {
+    let cache::meta::BodyLayout::Sliced { slice_size, .. } = found.meta.body else {
+        return None;
+    };
+    let primary = session.cache_key?;
+    let source = SliceSource {
+        shared: shared.clone(),
+        session: background_session(session, primary),
+        ctx: shared.fwd.hooks.new_ctx(),
+        primary,
+        object_key: found.object_key,
+        whole: found.meta.clone(),
+        slice_size,
+    };
+    Some(body::boxed(SlicedBody {
+        source: Some(source),
+        opening: None,
+        current: None,
+        owed: 0,
+        pos: start,
+        end: start + len,
+        remaining: len,
+    }))
 }
 
 /// The meta a slice is stored with: the 206 head as received, reused under
 /// the whole object's policy (the whole object's head decides freshness;
 /// a slice only has to match its validator).
-fn slice_meta(whole: &ObjectMeta, part_headers: HeaderMap) -> ObjectMeta {
+pub(crate) fn slice_meta(whole: &ObjectMeta, part_headers: HeaderMap) -> ObjectMeta {
     ObjectMeta {
         status: StatusCode::PARTIAL_CONTENT,
         headers: part_headers,
@@ -342,7 +190,7 @@ fn slice_meta(whole: &ObjectMeta, part_headers: HeaderMap) -> ObjectMeta {
 /// own phases are over: a copy of the session for the upstream phases, and
 /// the whole object's head that each slice must match.
 struct SliceSource<H: EdgeHooks> {
-    proxy: Arc<Proxy<H>>,
+    shared: Arc<Shared<H>>,
     session: Session,
     ctx: H::Ctx,
     primary: CacheKey,
@@ -360,7 +208,7 @@ impl<H: EdgeHooks> SliceSource<H> {
         let range = slice::slice_range(index, self.slice_size, total).ok_or(SliceError::Changed)?;
         let (skip, take) = (start - range.start, end - start);
         let key = self.primary.slice(self.slice_size, index);
-        let fills = self.proxy.cache.fills.clone();
+        let fills = self.shared.cache.fills.clone();
         // Bounded: each round either answers or follows a fill that ended.
         for _ in 0..3 {
             if let Some(body) = self.stored(key, range, skip, take).await {
@@ -413,7 +261,7 @@ impl<H: EdgeHooks> SliceSource<H> {
         skip: u64,
         take: u64,
     ) -> Option<ProxyBody> {
-        let store = &self.proxy.cache.store;
+        let store = &self.shared.cache.store;
         let found = object::lookup(store, &key, &self.session.req.headers)
             .await
             .ok()??;
@@ -424,10 +272,7 @@ impl<H: EdgeHooks> SliceSource<H> {
             // moved on, that fetch fails and drops our head).
             return None;
         }
-        let body = self
-            .proxy
-            .stored_range(&self.session, &found, skip, take)
-            .await;
+        let body = stored::stored_range(store, &found, skip, take).await;
         if body.is_none() {
             // Its chunks are gone.
             store.remove(&found.object_key);
@@ -439,9 +284,9 @@ impl<H: EdgeHooks> SliceSource<H> {
     /// task of its own.
     fn spawn_fill(&self, leader: FillLeader, key: CacheKey, range: ByteRange) {
         let mut source = SliceSource {
-            proxy: self.proxy.clone(),
+            shared: self.shared.clone(),
             session: background_session(&self.session, self.primary),
-            ctx: self.proxy.hooks.new_ctx(),
+            ctx: self.shared.fwd.hooks.new_ctx(),
             primary: self.primary,
             object_key: self.object_key,
             whole: self.whole.clone(),
@@ -459,18 +304,18 @@ impl<H: EdgeHooks> SliceSource<H> {
             // with one client's credentials, or marked private, is that
             // client's alone.
             let whole_headers = slice::whole_head(&fetched.parts.headers, source.whole.body.len());
-            let proxy = &source.proxy;
-            if let Err(reason) = proxy.object_meta(
+            let cache = &source.shared.cache;
+            if let Err(reason) = cache.object_meta(
                 &source.session,
                 StatusCode::OK,
                 &whole_headers,
                 fetched.exchange,
             ) {
-                debug!(reason, "slice not storable; not shared");
+                debug!(reason = reason.as_str(), "slice not storable; not shared");
                 return leader.release();
             }
             let writer = ObjectWriter::new(
-                proxy.cache.store.clone(),
+                cache.store.clone(),
                 key,
                 &source.session.req.headers,
                 slice_meta(&source.whole, fetched.parts.headers),
@@ -490,7 +335,8 @@ impl<H: EdgeHooks> SliceSource<H> {
         let index = range.start / self.slice_size;
         let ask = [(header::RANGE, slice::range_request(index, self.slice_size))];
         let fetched = self
-            .proxy
+            .shared
+            .fwd
             .forward(&mut self.session, body::empty(), &mut self.ctx, &ask)
             .await?;
         if !self.matches(fetched.parts.status, &fetched.parts.headers, range) {
@@ -507,7 +353,7 @@ impl<H: EdgeHooks> SliceSource<H> {
     /// Removes the object's head, unless it is already another version's
     /// (a request that started on this version must not drop the next).
     async fn drop_head(&mut self) {
-        let store = &self.proxy.cache.store;
+        let store = &self.shared.cache.store;
         let Ok(Some(found)) = object::lookup(store, &self.primary, &self.session.req.headers).await
         else {
             return;
@@ -638,7 +484,7 @@ impl<H: EdgeHooks> Body for SlicedBody<H> {
 /// Cuts a whole response that is too large to store in one piece into
 /// slices as it streams to the client: each slice is stored once all its
 /// bytes have passed (nothing of a slice the stream did not finish).
-pub(super) struct SliceTap {
+pub(crate) struct SliceTap {
     pub store: cache::store::Store,
     pub primary: CacheKey,
     pub request: HeaderMap,
@@ -700,7 +546,7 @@ impl Tap for SliceTap {
 }
 
 /// The head of a sliced object: `whole` with its body kept in slices.
-pub(super) fn sliced_meta(mut whole: ObjectMeta, total: u64, slice_size: u64) -> ObjectMeta {
+pub(crate) fn sliced_meta(mut whole: ObjectMeta, total: u64, slice_size: u64) -> ObjectMeta {
     whole.body = cache::meta::BodyLayout::Sliced {
         len: total,
         slice_size,

@@ -5,7 +5,7 @@
 //! the idle timeout, counted against `max_connections`, and watched so that
 //! shutdown can let in-flight requests finish.
 
-mod idle;
+pub(crate) mod idle;
 mod tls;
 
 use std::future::Future;
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use cache::Clock;
 use cache::store::{Store, StoreConfig};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,11 +27,11 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, Live};
 use crate::config::{Config, ServerConfig};
 use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{ConnInfo, Parts as ProxyParts, Proxy};
 use crate::upstream::Upstream;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use purge_api::{PurgeConfig, Purger};
@@ -120,6 +121,16 @@ impl Server<DefaultHooks> {
 impl<H: EdgeHooks> Server<H> {
     /// Binds the listeners and prepares the pipeline with custom hooks.
     pub async fn bind_with_hooks(config: Config, hooks: H) -> Result<Self, ServerError> {
+        Server::bind_with_clock(config, hooks, Clock::system()).await
+    }
+
+    /// [`bind_with_hooks`](Self::bind_with_hooks) on a given clock: every
+    /// age, freshness and purge decision reads `clock` (tests advance it).
+    pub async fn bind_with_clock(
+        config: Config,
+        hooks: H,
+        clock: Clock,
+    ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -166,6 +177,7 @@ impl<H: EdgeHooks> Server<H> {
             purge_config(&config),
             store.clone(),
             config.cache.key_rules(),
+            clock.clone(),
         )?;
         let listen = listener.local_addr().unwrap_or(config.listen);
         let upstream = Upstream::new(
@@ -173,15 +185,16 @@ impl<H: EdgeHooks> Server<H> {
             config.server.max_header_bytes.as_usize(),
             metrics.clone(),
         )?;
-        let proxy = Arc::new(Proxy::new(
-            &config,
+        let parts = ProxyParts {
             hooks,
-            metrics.clone(),
+            metrics: metrics.clone(),
             store,
             purger,
             upstream,
             listen,
-        ));
+            clock,
+        };
+        let proxy = Arc::new(Proxy::new(&config, parts));
         Ok(Server {
             config,
             _data_lock: data_lock,
@@ -480,5 +493,11 @@ impl ServerHandle {
     /// Waits for the server to stop (after [`begin_shutdown`](Self::begin_shutdown)).
     pub async fn wait(self) -> Result<(), ServerError> {
         self.task.await?
+    }
+}
+
+impl<H: EdgeHooks> Live for Proxy<H> {
+    fn export_gauges(&self) {
+        Proxy::export_gauges(self);
     }
 }
