@@ -17,7 +17,7 @@ pub enum Revalidated {
     /// headers and exchange times. `kept` says whether it may still be
     /// stored (if not, it serves this request only and must be removed).
     Refreshed {
-        meta: ObjectMeta,
+        meta: Box<ObjectMeta>,
         kept: Result<(), NoCacheReason>,
     },
     /// A 304 that does not describe the stored response: useless to the
@@ -69,7 +69,7 @@ pub fn revalidated(
     if confirms {
         let (meta, policy) = refresh(stored, answer, asked.headers, opts);
         return Revalidated::Refreshed {
-            meta,
+            meta: Box::new(meta),
             kept: policy.map(|_| ()),
         };
     }

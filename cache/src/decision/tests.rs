@@ -62,6 +62,16 @@ fn run(stored: Option<Stored>, complete: bool, req: &str, purge: PurgeVerdict, n
     }
 }
 
+/// Stored, complete, request directives, purge, now (s after T0), decision.
+type Row = (
+    Option<Stored>,
+    bool,
+    &'static str,
+    PurgeVerdict,
+    u64,
+    &'static str,
+);
+
 #[test]
 fn decisions() {
     use PurgeVerdict::{Invalid, Stale, Valid};
@@ -80,7 +90,7 @@ fn decisions() {
     });
     let soft_at_10 = Stale(at(T0 + 10));
     #[rustfmt::skip]
-    let table: &[(Option<Stored>, bool, &str, PurgeVerdict, u64, &str)] = &[
+    let table: &[Row] = &[
         // stored, complete, request directives, purge, now (s after T0), decision
         (None,     true,  "",               Valid,      10,  "fill"),
         (None,     true,  "only-if-cached", Valid,      10,  "unavailable"),

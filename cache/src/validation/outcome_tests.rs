@@ -77,6 +77,10 @@ fn name(r: &Revalidated) -> String {
     }
 }
 
+type Fields = &'static [(&'static str, &'static str)];
+/// Stored, method, validators sent, answer status, answer headers, now, outcome.
+type Row<'a> = (&'a ObjectMeta, Method, bool, u16, Fields, u64, &'static str);
+
 #[test]
 fn outcomes() {
     let etag = stored(&[("etag", "\"v1\""), ("cache-control", "max-age=60")], None);
@@ -93,7 +97,7 @@ fn outcomes() {
     );
     let get = || Method::GET;
     #[rustfmt::skip]
-    let table: Vec<(&ObjectMeta, Method, bool, u16, &[(&'static str, &'static str)], u64, &str)> = vec![
+    let table: Vec<Row> = vec![
         // stored, method, validators sent, answer status, answer headers, now, outcome
         (&etag, get(), true,  304, &[("etag", "\"v1\"")], T0 + 70, "refreshed"),
         (&etag, get(), true,  304, &[],                   T0 + 70, "unusable"),

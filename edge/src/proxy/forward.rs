@@ -420,7 +420,10 @@ mod tests {
         }
     }
 
-    fn decide(err: ProxyError, a: Attempt) -> Option<(&'static str, usize, bool)> {
+    /// Reason, step, costs the budget.
+    type Plan = (&'static str, usize, bool);
+
+    fn decide(err: ProxyError, a: Attempt) -> Option<Plan> {
         retry_after(&err, a).map(|r| (r.reason, r.step, r.costs_budget))
     }
 
@@ -445,7 +448,7 @@ mod tests {
         let post = attempt(true, false, false, true);
         let upload = attempt(false, false, false, true);
         #[rustfmt::skip]
-        let table: Vec<(ProxyError, Attempt, Option<(&str, usize, bool)>)> = vec![
+        let table: Vec<(ProxyError, Attempt, Option<Plan>)> = vec![
             (connect(), get,      Some(("connect", 1, false))),
             (connect(), post,     Some(("connect", 1, false))),
             (connect(), upload,   None),

@@ -149,7 +149,7 @@ async fn revalidate<H: EdgeHooks>(
     let fetched = match outcome {
         Revalidated::Refreshed { meta, kept } => {
             let refreshed = Found {
-                meta: Arc::new(keep_refreshed(cache, &found, meta, kept)),
+                meta: Arc::new(keep_refreshed(cache, &found, *meta, kept)),
                 ..found
             };
             let mark = Mark::forwarded(CacheStatus::Revalidated, fwd)
@@ -284,7 +284,7 @@ pub(crate) fn spawn_refresh<H: EdgeHooks>(
         };
         match validation::revalidated(&found.meta, asked, answer, &cache.opts, cache.clock.now()) {
             Revalidated::Refreshed { meta, kept } => {
-                keep_refreshed(cache, &found, meta, kept);
+                keep_refreshed(cache, &found, *meta, kept);
                 return;
             }
             // Keep serving what we have until the window closes.
