@@ -66,6 +66,7 @@ impl AdminState {
             purger,
             live,
             node,
+            // Uptime for /healthz: monotonic, not cache semantics.
             started: std::time::Instant::now(),
             body_timeout,
             draining: AtomicBool::new(false),

@@ -92,6 +92,7 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
+                // Read timeout: monotonic, not cache semantics.
                 this.deadline.as_mut().reset(Instant::now() + *this.timeout);
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }

@@ -259,6 +259,11 @@ mod tests {
     use super::*;
     use http::Method;
 
+    /// A fixed "now": the rules are pure functions of the times given.
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
     fn key(path: &str) -> CacheKey {
         CacheKey::for_request(&Method::GET, "https", "example.com", path).unwrap()
     }
@@ -293,9 +298,9 @@ mod tests {
     #[test]
     fn each_kind_of_rule_hits_only_what_it_names_and_only_older_objects() {
         let rules = RuleSet::new(Duration::from_secs(3600));
-        let before = SystemTime::now() - Duration::from_secs(10);
-        let after = SystemTime::now() + Duration::from_secs(10);
-        let mut r = record(SystemTime::now(), false);
+        let before = now() - Duration::from_secs(10);
+        let after = now() + Duration::from_secs(10);
+        let mut r = record(now(), false);
         r.url_keys = vec![key("/exact").to_hex()];
         r.prefixes = vec![("example.com".into(), "/img".into())];
         r.tags = vec!["product-7".into()];
@@ -318,12 +323,12 @@ mod tests {
     #[test]
     fn soft_rules_make_objects_stale_and_hard_rules_win() {
         let rules = RuleSet::new(Duration::from_secs(3600));
-        let stored = SystemTime::now() - Duration::from_secs(10);
-        let mut soft = record(SystemTime::now(), true);
+        let stored = now() - Duration::from_secs(10);
+        let mut soft = record(now(), true);
         soft.hosts = vec!["example.com".into()];
         rules.insert(&soft);
         assert!(matches!(ask(&rules, "/x", &[], stored), Verdict::Stale(_)));
-        let mut hard = record(SystemTime::now(), false);
+        let mut hard = record(now(), false);
         hard.tags = vec!["t".into()];
         rules.insert(&hard);
         assert_eq!(ask(&rules, "/x", &["t"], stored), Verdict::Invalid);
@@ -332,30 +337,25 @@ mod tests {
     #[test]
     fn forgotten_rules_leave_a_watermark_and_purges_of_everything_cover_all() {
         let rules = RuleSet::new(Duration::from_secs(60));
-        let ancient = SystemTime::now() - Duration::from_secs(120);
+        let ancient = now() - Duration::from_secs(120);
         assert_eq!(
             ask(&rules, "/x", &[], ancient),
             Verdict::Valid,
             "no rules, no cap"
         );
         let old = record(ancient, false);
-        assert!(rules.expired(&old, SystemTime::now()));
-        assert!(!rules.expired(&record(SystemTime::now(), false), SystemTime::now()));
+        assert!(rules.expired(&old, now()));
+        assert!(!rules.expired(&record(now(), false), now()));
         rules.insert(&old);
         rules.rebuild(std::iter::empty(), old.at);
         let older = ancient - Duration::from_secs(1);
         assert_eq!(ask(&rules, "/x", &[], older), Verdict::Invalid);
-        assert_eq!(ask(&rules, "/x", &[], SystemTime::now()), Verdict::Valid);
-        let mut everything = record(SystemTime::now(), false);
+        assert_eq!(ask(&rules, "/x", &[], now()), Verdict::Valid);
+        let mut everything = record(now(), false);
         everything.all = true;
         rules.insert(&everything);
         assert_eq!(
-            ask(
-                &rules,
-                "/y",
-                &[],
-                SystemTime::now() - Duration::from_secs(1)
-            ),
+            ask(&rules, "/y", &[], now() - Duration::from_secs(1)),
             Verdict::Invalid
         );
     }

@@ -205,6 +205,7 @@ async fn waiters_give_up_after_the_head_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (fills, _store) = fills(dir.path(), 1 << 20).await;
     let _lead = leader(fills.join(key()));
+    // The timeout is the point: tokio's monotonic clock.
     let started = tokio::time::Instant::now();
     assert!(
         waiter(fills.join(key()))

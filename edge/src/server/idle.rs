@@ -38,6 +38,7 @@ pub struct ConnActivity {
 impl ConnActivity {
     pub fn new() -> Arc<Self> {
         Arc::new(ConnActivity {
+            // Connection timeout: monotonic, not cache semantics.
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(u64::MAX),
@@ -96,6 +97,7 @@ pin_project! {
 
 impl<T> IdleIo<T> {
     pub fn new(inner: T, timeouts: IoTimeouts, activity: Arc<ConnActivity>) -> Self {
+        // Connection timeout: monotonic, not cache semantics.
         let first = Instant::now() + timeouts.first_request;
         IdleIo {
             inner,
@@ -120,6 +122,7 @@ impl<T: AsyncRead> AsyncRead for IdleIo<T> {
         let t = this.timeouts;
         loop {
             let deadline = this.activity.deadline(t.idle, t.first_request);
+            // Connection timeout: monotonic, not cache semantics.
             let target = deadline.unwrap_or_else(|| Instant::now() + t.idle);
             // Only ever brought forward: a later deadline is found when the
             // timer fires early and the loop re-arms, so a busy keep-alive
@@ -130,6 +133,7 @@ impl<T: AsyncRead> AsyncRead for IdleIo<T> {
             if this.idle_timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            // Connection timeout: monotonic, not cache semantics.
             if deadline.is_some_and(|d| d <= Instant::now()) {
                 // End of stream: hyper closes the connection quietly.
                 return Poll::Ready(Ok(()));
@@ -212,6 +216,7 @@ mod tests {
     async fn bytes_without_a_request_do_not_keep_a_connection() {
         let (a, mut b) = tokio::io::duplex(64);
         let mut io = IdleIo::new(a, TIMEOUTS, ConnActivity::new());
+        // On tokio's paused test clock.
         let started = Instant::now();
         let writer = tokio::spawn(async move {
             // A trickle that never completes a request.
@@ -246,6 +251,7 @@ mod tests {
             !reader.is_finished(),
             "kept open while a request is in flight"
         );
+        // On tokio's paused test clock.
         let ended = Instant::now();
         drop(request);
         assert_eq!(reader.await.unwrap(), 0);

@@ -85,6 +85,7 @@ impl Upstream {
         peer: &Peer,
         req: Request<ProxyBody>,
     ) -> Result<UpstreamResponse, ProxyError> {
+        // The exchange's duration for metrics and timeouts: monotonic.
         let started = Instant::now();
         let progress = Arc::new(SendState::default());
         let body_pending = !req.body().is_end_stream();

@@ -204,6 +204,7 @@ impl Inner {
             Ok(Sender::H2(conn)) => {
                 let mut slots = self.slots();
                 let slot = slots.entry(peer.clone()).or_default();
+                // Connection-pool timer (idle expiry, HTTP/2 back-off): monotonic, not cache semantics.
                 slot.h2 = Some((conn.clone(), Instant::now()));
                 slot.h2_failed = None;
                 Ok((Sender::H2(conn), false))
@@ -216,6 +217,7 @@ impl Inner {
             Err(SendError::Connect(err)) => {
                 let mut slots = self.slots();
                 slots.entry(peer.clone()).or_default().h2_failed =
+                    // Connection-pool timer (idle expiry, HTTP/2 back-off): monotonic, not cache semantics.
                     Some((Instant::now(), err.clone()));
                 Err(SendError::Connect(err))
             }
@@ -246,6 +248,7 @@ impl Inner {
         let slot = slots.get_mut(peer)?;
         if let Some((conn, used)) = &mut slot.h2 {
             if !conn.is_closed() {
+                // Connection-pool timer (idle expiry, HTTP/2 back-off): monotonic, not cache semantics.
                 *used = Instant::now();
                 return Some(Ok((Sender::H2(conn.clone()), true)));
             }
@@ -305,6 +308,7 @@ impl Inner {
             let mut slots = inner.slots();
             let slot = slots.entry(peer).or_default();
             if slot.idle.len() < inner.max_idle {
+                // Connection-pool timer (idle expiry, HTTP/2 back-off): monotonic, not cache semantics.
                 slot.idle.push((conn, Instant::now()));
             }
         });

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Instructions per 1 KiB cache hit, counted by callgrind (repeatable on a
+# noisy machine, unlike wall time). Runs the release edge under valgrind
+# twice, with N and 2N keep-alive hits on one object after its miss, and
+# reports (Ir(2N) - Ir(N)) / N: startup, the miss and shutdown cancel out.
+# Access log off, as in the previous sessions' numbers; ACCESS=1 turns it on.
+#   benches/callgrind.sh [EDGE_BINARY] [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EDGE=${1:-target/release/edge}
+N=${2:-2000}
+command -v valgrind >/dev/null || { echo "valgrind missing" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+origin_port=$(free_port)
+python3 - "$origin_port" <<'PY' &
+import http.server, sys
+body = b"x" * 1024
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "max-age=3600")
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+log_filter=warn
+if [ "${ACCESS:-0}" = 1 ]; then log_filter=warn,access=info; fi
+run() {
+  local hits=$1 port admin
+  port=$(free_port); admin=$(free_port)
+  rm -rf "$work/data"; mkdir -p "$work/data"
+  cat > "$work/edge.toml" <<TOML
+[server]
+worker_threads = 1
+TOML
+  EDGE_LOG=$log_filter valgrind --tool=callgrind --callgrind-out-file="$work/cg.$hits" \
+    "$EDGE" --config "$work/edge.toml" --origin "http://127.0.0.1:$origin_port" \
+    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --data-dir "$work/data" \
+    >"$work/edge.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 600); do
+    curl -sf -o /dev/null "http://127.0.0.1:$admin/healthz" && break
+    sleep 0.1
+  done
+  curl -s -o /dev/null "http://127.0.0.1:$port/obj"   # the miss
+  local urls=()
+  for _ in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/obj"); done
+  curl -s "${urls[@]}" >/dev/null   # one keep-alive connection
+  kill -TERM "$pid"; wait "$pid" || true
+  grep -E "^summary:|^totals:" "$work/cg.$hits" | head -1 | awk '{print $2}'
+}
+a=$(run "$N")
+b=$(run $((2 * N)))
+echo "Ir with $N hits: $a; with $((2 * N)): $b"
+echo "instructions per 1 KiB hit: $(( (b - a) / N ))"
