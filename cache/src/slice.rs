@@ -3,8 +3,9 @@
 //! it, whether an origin's 206 really is that slice of the representation
 //! already stored, and the heads of the whole object and of each slice.
 //!
-//! Pure: headers in, answers out. `edge` (`proxy/slices.rs`) does the
-//! fetching; slices are stored as ordinary objects under
+//! Pure: headers in, answers out. `edge` (`proxy/sliced_miss.rs` and
+//! `proxy/slices.rs`) does the fetching; slices are stored as ordinary
+//! objects under
 //! [`CacheKey::slice`](crate::CacheKey::slice).
 //!
 //! Slices fetched at different times are only combined when they carry the
