@@ -220,6 +220,20 @@ impl MockOrigin {
         MockOrigin::start_on("127.0.0.1:0".parse().expect("addr")).await
     }
 
+    /// An origin on which every path is a cacheable 200 naming itself
+    /// (`object /a/b`, `max-age=3600`), tagged by its first segment
+    /// (`Surrogate-Key: tag-a`): a site to cache and purge.
+    pub async fn start_site() -> MockOrigin {
+        let origin = MockOrigin::start().await;
+        origin.fallback(|path| {
+            let tag = format!("tag-{}", path.split('/').nth(1).unwrap_or(""));
+            Reply::ok(format!("object {path}"))
+                .header("cache-control", "max-age=3600")
+                .header("surrogate-key", &tag)
+        });
+        origin
+    }
+
     /// An origin on a given address (to bring a "dead" peer back to life).
     pub async fn start_on(addr: SocketAddr) -> MockOrigin {
         MockOrigin::listen(addr, None).await
