@@ -1,7 +1,6 @@
-//! A gate a test opens once: everything waiting on it, and everything that
-//! comes to it later, goes through. Unlike a `Notify`, it cannot be opened
-//! before anyone waits and then lose the wake-up, and it lets any number
-//! through.
+//! A gate a test opens once, to release what it held (a mock origin's
+//! response heads). Unlike a `Notify`, it stays open: every waiter goes
+//! through, however many, including those that arrive after it opened.
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use edge_tests::certs::TestCa;
-use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, client, logs};
+use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, client, logs, metrics};
 use http::Version;
 use origin_shield::{Peer, Transport};
 
@@ -48,10 +48,7 @@ fn h2_named() -> Transport {
 
 async fn metric(edge: &TestEdge, line_start: &str) -> f64 {
     let text = edge.metrics().await;
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    metrics::value(&text, line_start)
         .unwrap_or_else(|| panic!("no metric {line_start} in:\n{text}"))
 }
 
