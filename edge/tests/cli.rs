@@ -3,15 +3,11 @@
 use std::io::Write;
 use std::process::Command;
 
+use edge_tests::process::{clean_command, wait_exit};
+
+/// The binary, with the developer's environment kept out of the test.
 fn edge() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge"));
-    // Keep the developer's environment out of the test.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("EDGE_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+    clean_command(env!("CARGO_BIN_EXE_edge"))
 }
 
 fn write_config(text: &str) -> tempfile::NamedTempFile {
@@ -156,10 +152,7 @@ fn binary_logs_json_and_exits_cleanly_on_sigterm() {
     use std::io::Read;
     use std::process::Stdio;
 
-    let dead_origin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let dead_origin = edge_tests::free_port();
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut child = edge()
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
@@ -206,13 +199,7 @@ fn binary_logs_json_and_exits_cleanly_on_sigterm() {
         .status()
         .expect("kill");
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "edge ignored SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status =
+        wait_exit(&mut child, std::time::Duration::from_secs(20)).expect("edge ignored SIGTERM");
     assert!(status.success(), "exit status {status}");
 }

@@ -10,16 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edge_tests::client::{self, ChannelBody, TestClient, try_fetch};
+use edge_tests::process::{Node, TOKEN};
+use edge_tests::{ResponseExt, free_port};
 use http::{Request, Response};
 use http_body_util::Full;
-use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-mod common;
-
-use common::Node;
-use common::{TOKEN, TestClient, free_port, send, wait_ready};
+const EDGE: &str = env!("CARGO_BIN_EXE_edge");
 
 /// Tiers small enough that the load evicts, large enough to keep some.
 const DISK_FLAGS: [&str; 4] = ["--memory", "64MiB", "--disk", "256MiB"];
@@ -104,29 +103,12 @@ async fn slow_origin() -> SocketAddr {
     addr
 }
 
-/// A body fed by a channel: the origin's pieces as they are sent.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|piece| piece.map(|p| Ok(Frame::data(p))))
-    }
-}
-
 async fn get(client: &TestClient, node_port: u16, path: &str) -> Option<Response<Bytes>> {
     let req = Request::get(format!("http://127.0.0.1:{node_port}{path}"))
         .header("host", "cdn.test")
         .body(Full::default())
         .expect("test setup");
-    send(client, req, Duration::from_secs(20)).await
+    try_fetch(client, req, Duration::from_secs(20)).await
 }
 
 async fn purge(client: &TestClient, admin: u16, path: &str) -> Option<u16> {
@@ -135,23 +117,15 @@ async fn purge(client: &TestClient, admin: u16, path: &str) -> Option<u16> {
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Full::new(Bytes::from(body)))
         .expect("test setup");
-    let resp = send(client, req, Duration::from_secs(10)).await?;
+    let resp = try_fetch(client, req, Duration::from_secs(10)).await?;
     Some(resp.status().as_u16())
-}
-
-fn x_cache(resp: &Response<Bytes>) -> String {
-    resp.headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_fills_and_purges_leaves_no_partial_or_purged_object() {
     let origin = slow_origin().await;
     let dir = tempfile::tempdir().expect("test setup");
-    let client = common::client();
+    let client = client::http1();
     let (listen, admin) = (free_port(), free_port());
     let objects: Vec<String> = (0..OBJECTS).map(|i| format!("/obj/{i}")).collect();
     // Purged paths of every round, with the round's distinct names so a
@@ -160,8 +134,8 @@ async fn kill_9_during_fills_and_purges_leaves_no_partial_or_purged_object() {
     let mut hits_after_restart = 0;
 
     for round in 0..3u64 {
-        let node = Node::spawn(origin, dir.path(), listen, admin, &DISK_FLAGS);
-        wait_ready(&client, &node).await;
+        let node = Node::spawn(EDGE, origin, dir.path(), listen, admin, &DISK_FLAGS);
+        node.wait_ready().await;
 
         // Everything served after a crash is whole and right, and nothing
         // purged before it is served from cache.
@@ -171,18 +145,18 @@ async fn kill_9_during_fills_and_purges_leaves_no_partial_or_purged_object() {
             assert!(
                 resp.body() == &body_of(path),
                 "round {round}: {path} served damaged ({}, {} of {} bytes)",
-                x_cache(&resp),
+                resp.x_cache(),
                 resp.body().len(),
                 size_of(path)
             );
-            if round > 0 && x_cache(&resp) == "HIT" {
+            if round > 0 && resp.x_cache() == "HIT" {
                 hits_after_restart += 1;
             }
         }
         for path in &purged_for_good {
             let resp = get(&client, listen, path).await.expect("edge answers");
             assert_ne!(
-                x_cache(&resp),
+                resp.x_cache(),
                 "HIT",
                 "round {round}: {path} was purged with a 200 and came back"
             );
@@ -249,18 +223,18 @@ async fn kill_9_during_fills_and_purges_leaves_no_partial_or_purged_object() {
     }
 
     // The last restart, checked the same way.
-    let node = Node::spawn(origin, dir.path(), listen, admin, &DISK_FLAGS);
-    wait_ready(&client, &node).await;
+    let node = Node::spawn(EDGE, origin, dir.path(), listen, admin, &DISK_FLAGS);
+    node.wait_ready().await;
     for path in &objects {
         let resp = get(&client, listen, path).await.expect("edge answers");
         assert!(resp.body() == &body_of(path), "{path} served damaged");
-        if x_cache(&resp) == "HIT" {
+        if resp.x_cache() == "HIT" {
             hits_after_restart += 1;
         }
     }
     for path in &purged_for_good {
         let resp = get(&client, listen, path).await.expect("edge answers");
-        assert_ne!(x_cache(&resp), "HIT", "{path} was purged and came back");
+        assert_ne!(resp.x_cache(), "HIT", "{path} was purged and came back");
     }
     eprintln!(
         "{hits_after_restart} hits after restarts; {} purged objects checked",

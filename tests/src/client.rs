@@ -47,6 +47,26 @@ pub async fn fetch(client: &TestClient, req: Request<Full<Bytes>>) -> Response<B
     Response::from_parts(parts, body)
 }
 
+/// Sends `req` and collects the whole body; `None` if the server did not
+/// answer, or not within `timeout` (for a server that may be down).
+pub async fn try_fetch(
+    client: &TestClient,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Option<Response<Bytes>> {
+    let resp = tokio::time::timeout(timeout, client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(timeout, body.collect())
+        .await
+        .ok()?
+        .ok()?
+        .to_bytes();
+    Some(Response::from_parts(parts, body))
+}
+
 /// GET `url` with a fresh HTTP/1.1 client.
 pub async fn get(url: &str) -> Response<Bytes> {
     fetch(&http1(), get_request(url)).await

@@ -1,6 +1,7 @@
 //! A scriptable origin: per-path replies (status, headers, body, chunked with
-//! gaps or a gate, delays, failing mid-body), request counts and a record of
-//! every request it saw.
+//! gaps or a gate, delays, a head held until a test opens a [`Gate`],
+//! failing mid-body), request counts, a record of every request it saw, and
+//! a way to wait until requests have arrived.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,8 +19,10 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
+
+use crate::Gate;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -30,6 +33,8 @@ pub struct Reply {
     headers: Vec<(String, String)>,
     body: ReplyBody,
     head_delay: Duration,
+    /// When set, the head waits until it opens (after `head_delay`).
+    head_gate: Option<Gate>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +69,7 @@ impl Reply {
             headers: Vec::new(),
             body: ReplyBody::Full(body.into()),
             head_delay: Duration::ZERO,
+            head_gate: None,
         }
     }
 
@@ -153,7 +159,17 @@ impl Reply {
         self.head_delay = delay;
         self
     }
+
+    /// Holds the response head until `gate` opens: the request stays in
+    /// flight at the origin for exactly as long as the test wants.
+    pub fn held(mut self, gate: &Gate) -> Self {
+        self.head_gate = Some(gate.clone());
+        self
+    }
 }
+
+/// Replies to paths without a route of their own.
+type Fallback = Arc<dyn Fn(&str) -> Reply + Send + Sync>;
 
 /// One request as the origin received it.
 #[derive(Debug, Clone)]
@@ -166,16 +182,29 @@ pub struct RecordedRequest {
     pub body: Bytes,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     routes: Mutex<HashMap<String, Reply>>,
+    fallback: Mutex<Option<Fallback>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// How many requests have been recorded: bumped after each, so that
+    /// waiters look again.
+    recorded: watch::Sender<usize>,
     /// Request body bytes received so far, counted as they arrive.
     body_bytes: AtomicU64,
     /// Response body bytes handed to the connection so far.
     sent_bytes: Arc<AtomicU64>,
     /// Connections accepted so far, and the HTTP versions of requests.
     connections: AtomicU64,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("routes", &lock(&self.routes).len())
+            .field("requests", &lock(&self.requests).len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A real HTTP/1.1 + h2c server on `127.0.0.1:0`; stops when dropped.
@@ -189,6 +218,20 @@ pub struct MockOrigin {
 impl MockOrigin {
     pub async fn start() -> MockOrigin {
         MockOrigin::start_on("127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// An origin on which every path is a cacheable 200 naming itself
+    /// (`object /a/b`, `max-age=3600`), tagged by its first segment
+    /// (`Surrogate-Key: tag-a`): a site to cache and purge.
+    pub async fn start_site() -> MockOrigin {
+        let origin = MockOrigin::start().await;
+        origin.fallback(|path| {
+            let tag = format!("tag-{}", path.split('/').nth(1).unwrap_or(""));
+            Reply::ok(format!("object {path}"))
+                .header("cache-control", "max-age=3600")
+                .header("surrogate-key", &tag)
+        });
+        origin
     }
 
     /// An origin on a given address (to bring a "dead" peer back to life).
@@ -231,14 +274,41 @@ impl MockOrigin {
     }
 
     /// Scripts the reply for requests whose path (without query) is `path`.
-    /// Unscripted paths get 200 `hello from PATH`.
+    /// Unscripted paths get 200 `hello from PATH`, or what [`fallback`]
+    /// says.
+    ///
+    /// [`fallback`]: MockOrigin::fallback
     pub fn route(&self, path: &str, reply: Reply) {
         lock(&self.state.routes).insert(path.to_owned(), reply);
+    }
+
+    /// Answers every path without a route with `reply(path)`.
+    pub fn fallback(&self, reply: impl Fn(&str) -> Reply + Send + Sync + 'static) {
+        *lock(&self.state.fallback) = Some(Arc::new(reply));
     }
 
     /// How many requests reached `path` (query ignored).
     pub fn hits(&self, path: &str) -> usize {
         self.requests(path).len()
+    }
+
+    /// How many requests reached the origin, on any path.
+    pub fn total_hits(&self) -> usize {
+        lock(&self.state.requests).len()
+    }
+
+    /// Returns once `n` requests have reached `path` (query ignored),
+    /// counted when the origin has read a request whole, before it
+    /// answers; panics after [`DEFAULT_LIMIT`](crate::wait::DEFAULT_LIMIT).
+    pub async fn wait_for_hits(&self, path: &str, n: usize) {
+        let mut recorded = self.state.recorded.subscribe();
+        let reached = recorded.wait_for(|_| self.hits(path) >= n);
+        let in_time = tokio::time::timeout(crate::wait::DEFAULT_LIMIT, reached).await;
+        assert!(
+            in_time.is_ok(),
+            "the origin got {} requests for {path}, not {n}",
+            self.hits(path)
+        );
     }
 
     /// Every request that reached `path`, oldest first.
@@ -345,12 +415,19 @@ async fn respond(
         headers: parts.headers,
         body: body.clone(),
     });
-    let reply = lock(&state.routes)
-        .get(&path)
-        .cloned()
-        .unwrap_or_else(|| Reply::ok(format!("hello from {path}")));
+    state.recorded.send_modify(|n| *n += 1);
+    let route = lock(&state.routes).get(&path).cloned();
+    let fallback = lock(&state.fallback).clone();
+    let reply = match (route, fallback) {
+        (Some(reply), _) => reply,
+        (None, Some(fallback)) => fallback(&path),
+        (None, None) => Reply::ok(format!("hello from {path}")),
+    };
     if !reply.head_delay.is_zero() {
         tokio::time::sleep(reply.head_delay).await;
+    }
+    if let Some(gate) = &reply.head_gate {
+        gate.wait().await;
     }
     // Like a real origin: a matching If-None-Match gets a 304 with the
     // reply's headers and no body.

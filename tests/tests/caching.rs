@@ -4,32 +4,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edge_tests::client::{self, fetch, get, get_with};
-use edge_tests::{MockOrigin, Reply, TestEdge};
-use http::{Request, Response};
+use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, poll_until};
+use http::Request;
 use http_body_util::Full;
-
-fn x_cache(resp: &Response<Bytes>) -> &str {
-    resp.headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-}
-
-fn age(resp: &Response<Bytes>) -> u64 {
-    resp.headers()
-        .get("age")
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .expect("an Age header")
-}
-
-/// Waits until `cond` holds, at most 5 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn miss_then_hit_with_a_growing_age() {
@@ -41,25 +18,20 @@ async fn miss_then_hit_with_a_growing_age() {
     let edge = TestEdge::start(&origin.url()).await;
 
     let first = get(&edge.url("/cached")).await;
-    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(first.x_cache(), "MISS");
     assert_eq!(
-        first.headers()["cache-status"],
+        first.cache_status(),
         "edge; fwd=uri-miss; fwd-status=200; stored"
     );
     let second = get(&edge.url("/cached")).await;
-    assert_eq!(x_cache(&second), "HIT");
+    assert_eq!(second.x_cache(), "HIT");
     assert_eq!(&second.body()[..], b"cached body");
-    assert!(
-        second.headers()["cache-status"]
-            .to_str()
-            .unwrap()
-            .starts_with("edge; hit; ttl=")
-    );
-    assert!(age(&second) <= 1);
+    assert!(second.cache_status().starts_with("edge; hit; ttl="));
+    assert!(second.age() <= 1);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let third = get(&edge.url("/cached")).await;
-    assert_eq!(x_cache(&third), "HIT");
-    assert!(age(&third) >= 2, "age {} after 2 s", age(&third));
+    assert_eq!(third.x_cache(), "HIT");
+    assert!(third.age() >= 2, "age {} after 2 s", third.age());
     assert_eq!(origin.hits("/cached"), 1);
     // GET and HEAD share the object; HEAD gets headers only.
     let head = fetch(
@@ -69,7 +41,7 @@ async fn miss_then_hit_with_a_growing_age() {
             .unwrap(),
     )
     .await;
-    assert_eq!(x_cache(&head), "HIT");
+    assert_eq!(head.x_cache(), "HIT");
     assert_eq!(head.headers()["content-length"], "11");
     assert!(head.body().is_empty());
     assert_eq!(origin.hits("/cached"), 1);
@@ -102,23 +74,18 @@ async fn responses_without_freshness_or_for_one_user_are_not_reused() {
     for path in ["/plain", "/private", "/no-store", "/cookie"] {
         let a = get(&edge.url(path)).await;
         let b = get(&edge.url(path)).await;
-        assert_eq!(x_cache(&a), "MISS", "{path}");
-        assert_eq!(x_cache(&b), "MISS", "{path}");
+        assert_eq!(a.x_cache(), "MISS", "{path}");
+        assert_eq!(b.x_cache(), "MISS", "{path}");
         assert_eq!(origin.hits(path), 2, "{path} was reused");
     }
     let private = get(&edge.url("/private")).await;
-    assert!(
-        private.headers()["cache-status"]
-            .to_str()
-            .unwrap()
-            .contains("detail=private")
-    );
+    assert!(private.cache_status().contains("detail=private"));
 
     let alice = get_with(&edge.url("/auth"), &[("authorization", "Bearer alice")]).await;
     assert_eq!(&alice.body()[..], b"for alice");
     let bob = get_with(&edge.url("/auth"), &[("authorization", "Bearer bob")]).await;
     assert_eq!(
-        x_cache(&bob),
+        bob.x_cache(),
         "MISS",
         "an Authorization response went to another user"
     );
@@ -137,12 +104,12 @@ async fn vary_variants_are_stored_and_served_to_the_right_clients() {
                 .header("vary", "Accept-Language"),
         );
         let resp = get_with(&edge.url("/greeting"), &[("accept-language", lang)]).await;
-        assert_eq!(x_cache(&resp), "MISS", "{lang}");
+        assert_eq!(resp.x_cache(), "MISS", "{lang}");
         assert_eq!(&resp.body()[..], body.as_bytes());
     }
     for (lang, body) in [("en", "hello"), ("fr", "bonjour"), ("en", "hello")] {
         let resp = get_with(&edge.url("/greeting"), &[("accept-language", lang)]).await;
-        assert_eq!(x_cache(&resp), "HIT", "{lang}");
+        assert_eq!(resp.x_cache(), "HIT", "{lang}");
         assert_eq!(
             &resp.body()[..],
             body.as_bytes(),
@@ -163,7 +130,7 @@ async fn an_expired_object_is_revalidated_with_a_304_and_its_headers_refreshed()
             .header("x-generation", "1"),
     );
     let edge = TestEdge::start(&origin.url()).await;
-    assert_eq!(x_cache(&get(&edge.url("/etag")).await), "MISS");
+    assert_eq!(get(&edge.url("/etag")).await.x_cache(), "MISS");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     origin.route(
         "/etag",
@@ -173,7 +140,7 @@ async fn an_expired_object_is_revalidated_with_a_304_and_its_headers_refreshed()
             .header("x-generation", "2"),
     );
     let resp = get(&edge.url("/etag")).await;
-    assert_eq!(x_cache(&resp), "REVALIDATED");
+    assert_eq!(resp.x_cache(), "REVALIDATED");
     assert_eq!(
         &resp.body()[..],
         b"version one",
@@ -188,7 +155,7 @@ async fn an_expired_object_is_revalidated_with_a_304_and_its_headers_refreshed()
     assert_eq!(conditional.headers["if-none-match"], "\"v1\"");
     // The refreshed lifetime (max-age=60) now applies.
     let again = get(&edge.url("/etag")).await;
-    assert_eq!(x_cache(&again), "HIT");
+    assert_eq!(again.x_cache(), "HIT");
     assert_eq!(again.headers()["x-generation"], "2");
     assert_eq!(origin.hits("/etag"), 2);
 }
@@ -215,24 +182,25 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
         started.elapsed() < Duration::from_millis(1500),
         "waited for the origin"
     );
-    assert_eq!(x_cache(&stale), "STALE");
+    assert_eq!(stale.x_cache(), "STALE");
     assert_eq!(&stale.body()[..], b"old");
     // More stale requests while the refresh is in flight add no origin load.
     for _ in 0..5 {
         assert_eq!(&get(&edge.url("/swr")).await.body()[..], b"old");
     }
-    eventually("the background refresh", || origin.hits("/swr") == 2).await;
+    origin.wait_for_hits("/swr", 2).await;
     // The background fetch takes the origin's 2 s.
-    let mut fresh = get(&edge.url("/swr")).await;
-    for _ in 0..250 {
-        if &fresh.body()[..] == b"new" {
-            break;
+    let fresh = poll_until("the refreshed body", Duration::from_secs(5), async || {
+        let resp = get(&edge.url("/swr")).await;
+        if &resp.body()[..] == b"new" {
+            Ok(resp)
+        } else {
+            Err(resp.text())
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        fresh = get(&edge.url("/swr")).await;
-    }
+    })
+    .await;
     assert_eq!(&fresh.body()[..], b"new");
-    assert_eq!(x_cache(&fresh), "HIT");
+    assert_eq!(fresh.x_cache(), "HIT");
     assert_eq!(origin.hits("/swr"), 2, "exactly one background request");
 }
 
@@ -255,7 +223,7 @@ async fn stale_if_error_serves_stale_when_the_origin_fails_or_is_down() {
     origin.route("/sie", Reply::ok("boom").status(503));
     let resp = get(&edge.url("/sie")).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(x_cache(&resp), "STALE");
+    assert_eq!(resp.x_cache(), "STALE");
     assert_eq!(&resp.body()[..], b"last good");
 
     let origin_url = origin.url();
@@ -276,7 +244,7 @@ async fn a_post_invalidates_the_cached_get() {
     );
     let edge = TestEdge::start(&origin.url()).await;
     get(&edge.url("/item")).await;
-    assert_eq!(x_cache(&get(&edge.url("/item")).await), "HIT");
+    assert_eq!(get(&edge.url("/item")).await.x_cache(), "HIT");
 
     let post = fetch(
         &client::http1(),
@@ -285,13 +253,13 @@ async fn a_post_invalidates_the_cached_get() {
             .unwrap(),
     )
     .await;
-    assert_eq!(x_cache(&post), "PASS");
+    assert_eq!(post.x_cache(), "PASS");
     origin.route(
         "/item",
         Reply::ok("v2").header("cache-control", "max-age=60"),
     );
     let after = get(&edge.url("/item")).await;
-    assert_eq!(x_cache(&after), "MISS");
+    assert_eq!(after.x_cache(), "MISS");
     assert_eq!(&after.body()[..], b"v2");
 }
 
@@ -359,7 +327,7 @@ async fn large_objects_stream_in_chunks_and_come_back_from_disk() {
     assert_eq!(huge.body().len(), 3 * 1024 * 1024 + 17);
     for i in 0..24u8 {
         let resp = get(&edge.url(&format!("/obj/{i}"))).await;
-        assert_eq!(x_cache(&resp), "MISS");
+        assert_eq!(resp.x_cache(), "MISS");
         // Give the disk writer time: foyer drops writes when its queue is full.
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
@@ -367,7 +335,7 @@ async fn large_objects_stream_in_chunks_and_come_back_from_disk() {
     for i in 0..24u8 {
         let resp = get(&edge.url(&format!("/obj/{i}"))).await;
         assert_eq!(resp.body(), &body(i), "object {i} corrupted");
-        if x_cache(&resp) == "HIT" {
+        if resp.x_cache() == "HIT" {
             from_disk += 1;
         }
     }
@@ -375,8 +343,7 @@ async fn large_objects_stream_in_chunks_and_come_back_from_disk() {
         from_disk >= 20,
         "only {from_disk} of 24 objects came back from cache"
     );
-    let metrics = get(&edge.admin_url("/metrics")).await;
-    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    let text = edge.metrics().await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("edge_cache_tier_hits_total{tier=\"disk\"}")),
@@ -405,18 +372,18 @@ async fn the_cache_survives_a_restart_on_the_same_data_dir() {
     let site = [("host", "site.test")];
     let edge = TestEdge::start_in(&origin.url(), dir.path(), |_| {}).await;
     assert_eq!(
-        x_cache(&get_with(&edge.url("/durable"), &site).await),
+        get_with(&edge.url("/durable"), &site).await.x_cache(),
         "MISS"
     );
-    assert_eq!(x_cache(&get_with(&edge.url("/big"), &site).await), "MISS");
+    assert_eq!(get_with(&edge.url("/big"), &site).await.x_cache(), "MISS");
     edge.stop().await;
 
     let edge = TestEdge::start_in(&origin.url(), dir.path(), |_| {}).await;
     let resp = get_with(&edge.url("/durable"), &site).await;
-    assert_eq!(x_cache(&resp), "HIT");
+    assert_eq!(resp.x_cache(), "HIT");
     assert_eq!(&resp.body()[..], b"kept across restarts");
     let big = get_with(&edge.url("/big"), &site).await;
-    assert_eq!(x_cache(&big), "HIT");
+    assert_eq!(big.x_cache(), "HIT");
     assert_eq!(big.body().len(), 2 * 1024 * 1024);
     assert_eq!(origin.hits("/durable"), 1);
     assert_eq!(origin.hits("/big"), 1);
@@ -441,7 +408,7 @@ async fn a_non_default_port_is_part_of_the_key() {
     // The scheme's default port is the same site as no port.
     get_with(&edge.url("/p"), &[("host", "plain.test")]).await;
     let same = get_with(&edge.url("/p"), &[("host", "plain.test:80")]).await;
-    assert_eq!(x_cache(&same), "HIT");
+    assert_eq!(same.x_cache(), "HIT");
 }
 
 #[tokio::test]
@@ -460,7 +427,7 @@ async fn a_body_cut_off_by_the_origin_is_never_cached() {
         Reply::ok("whole").header("cache-control", "max-age=60"),
     );
     let resp = get(&edge.url("/cut")).await;
-    assert_eq!(x_cache(&resp), "MISS");
+    assert_eq!(resp.x_cache(), "MISS");
     assert_eq!(&resp.body()[..], b"whole");
 }
 
@@ -476,12 +443,14 @@ async fn configured_query_parameters_do_not_split_the_cache() {
         c.cache.key_sort_query = true;
     })
     .await;
-    assert_eq!(x_cache(&get(&edge.url("/page?a=1&b=2")).await), "MISS");
+    assert_eq!(get(&edge.url("/page?a=1&b=2")).await.x_cache(), "MISS");
     assert_eq!(
-        x_cache(&get(&edge.url("/page?b=2&a=1&utm_source=mail")).await),
+        get(&edge.url("/page?b=2&a=1&utm_source=mail"))
+            .await
+            .x_cache(),
         "HIT"
     );
-    assert_eq!(x_cache(&get(&edge.url("/page?a=1&b=3")).await), "MISS");
+    assert_eq!(get(&edge.url("/page?a=1&b=3")).await.x_cache(), "MISS");
     assert_eq!(origin.hits("/page"), 2);
     // The origin still sees the query the client sent.
     assert_eq!(origin.requests("/page")[0].uri, "/page?a=1&b=2");
@@ -515,7 +484,7 @@ async fn a_stale_head_is_refreshed_by_a_matching_head_response() {
     .await;
     assert_eq!(head.headers()["x-rev"], "2");
     let resp = get(&edge.url("/h")).await;
-    assert_eq!(x_cache(&resp), "HIT");
+    assert_eq!(resp.x_cache(), "HIT");
     assert_eq!(resp.headers()["x-rev"], "2");
     assert_eq!(&resp.body()[..], b"body");
     assert_eq!(origin.hits("/h"), 2);
@@ -531,20 +500,16 @@ async fn bytes_are_counted_by_cache_status_and_source() {
     let edge = TestEdge::start(&origin.url()).await;
     get(&edge.url("/m")).await;
     get(&edge.url("/m")).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text =
-            String::from_utf8_lossy(get(&edge.admin_url("/metrics")).await.body()).into_owned();
+    // Bytes are counted as a body ends, just after the client has them.
+    poll_until("the byte counters", Duration::from_secs(5), async || {
+        let text = edge.metrics().await;
         let hit =
             text.contains("edge_response_bytes_total{cache_status=\"HIT\",source=\"memory\"} 10");
         let miss =
             text.contains("edge_response_bytes_total{cache_status=\"MISS\",source=\"origin\"} 10");
-        if hit && miss {
-            break;
-        }
-        assert!(Instant::now() < deadline, "byte counters missing:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if hit && miss { Ok(()) } else { Err(text) }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -576,7 +541,7 @@ async fn concurrent_revalidations_of_one_object_are_coalesced() {
         let resp = task.await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(&resp.body()[..], b"same body");
-        assert_eq!(x_cache(&resp), "REVALIDATED");
+        assert_eq!(resp.x_cache(), "REVALIDATED");
     }
     assert_eq!(
         origin.hits("/reval"),

@@ -1,12 +1,12 @@
 //! Custom `EdgeHooks` change what the proxy does at each phase.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge::hooks::{EarlyResponse, RequestSummary, early_response};
 use edge::{EdgeHooks, Session};
 use edge_tests::client::get;
-use edge_tests::{MockOrigin, Reply, TestEdge};
+use edge_tests::{MockOrigin, Reply, TestEdge, eventually, poll_until};
 use http::{HeaderValue, StatusCode, request, response};
 use origin_shield::Peer;
 
@@ -83,11 +83,10 @@ impl EdgeHooks for TestHooks {
 }
 
 async fn wait_logged(seen: &Mutex<Seen>, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.lock().expect("seen lock").logged.len() < n {
-        assert!(Instant::now() < deadline, "logging hook not called");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the logging hook", async || {
+        seen.lock().expect("seen lock").logged.len() >= n
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -168,19 +167,20 @@ async fn a_client_leaving_before_the_response_is_still_logged() {
         .await
         .unwrap();
     // Wait until the origin has the request, then hang up.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while origin.hits("/slow") == 0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    origin.wait_for_hits("/slow", 1).await;
     drop(stream);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(entry) = logged.lock().expect("log lock").first() {
-            assert_eq!(*entry, (499, "aborted"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "abandoned request never logged");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let entry = poll_until(
+        "the abandoned request to be logged",
+        Duration::from_secs(5),
+        async || {
+            logged
+                .lock()
+                .expect("log lock")
+                .first()
+                .copied()
+                .ok_or("nothing logged")
+        },
+    )
+    .await;
+    assert_eq!(entry, (499, "aborted"));
 }

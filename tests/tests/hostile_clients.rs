@@ -9,21 +9,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use edge::config::Secret;
 use edge_tests::client::{self, get, get_with};
-use edge_tests::{MockOrigin, Reply, TestEdge, logs};
-use http::{Request, Response};
+use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, logs};
+use http::Request;
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn cacheable(body: &str) -> Reply {
     Reply::ok(body.to_owned()).header("cache-control", "max-age=600")
-}
-
-fn x_cache(resp: &Response<Bytes>) -> &str {
-    resp.headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 #[tokio::test]
@@ -49,7 +42,7 @@ async fn path_spellings_are_keyed_exactly_as_they_are_forwarded() {
     for path in spellings {
         let first = get(&edge.url(path)).await;
         assert_eq!(first.status(), 200, "{path}");
-        assert_eq!(x_cache(&first), "MISS", "{path} shared another key");
+        assert_eq!(first.x_cache(), "MISS", "{path} shared another key");
         assert_eq!(
             first.body(),
             format!("origin answer for {path}").as_bytes(),
@@ -58,7 +51,7 @@ async fn path_spellings_are_keyed_exactly_as_they_are_forwarded() {
     }
     for path in spellings {
         let again = get(&edge.url(path)).await;
-        assert_eq!(x_cache(&again), "HIT", "{path}");
+        assert_eq!(again.x_cache(), "HIT", "{path}");
         assert_eq!(
             again.body(),
             format!("origin answer for {path}").as_bytes(),
@@ -92,7 +85,7 @@ async fn an_absolute_form_target_cannot_poison_through_x_forwarded_host() {
     assert_eq!(seen.headers["x-forwarded-host"], "site.test");
 
     let victim = get_with(&edge.url("/page"), &[("host", "site.test")]).await;
-    assert_eq!(x_cache(&victim), "HIT");
+    assert_eq!(victim.x_cache(), "HIT");
     assert_eq!(&victim.body()[..], b"site.test");
 }
 
@@ -191,13 +184,13 @@ async fn responses_to_cookie_and_credential_requests_stay_with_their_owner() {
     // What a cookie-less request stored is the anonymous page: anyone may
     // have it.
     let again = get_with(&edge.url("/account"), &[("cookie", "session=carol")]).await;
-    assert_eq!(x_cache(&again), "HIT");
+    assert_eq!(again.x_cache(), "HIT");
     assert_eq!(&again.body()[..], b"");
 
     // `public` says the answer is for everyone, cookies or not.
     get_with(&edge.url("/logo"), &[("cookie", "session=alice")]).await;
     let shared = get(&edge.url("/logo")).await;
-    assert_eq!(x_cache(&shared), "HIT");
+    assert_eq!(shared.x_cache(), "HIT");
 
     // Concurrent requests share one fetch when they can: never when the
     // response may be for one user only.

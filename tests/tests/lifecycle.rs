@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_tests::client::{self, get, send};
-use edge_tests::{MockOrigin, Reply, TestEdge};
+use edge_tests::{MockOrigin, Reply, TestEdge, eventually, poll_until};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,11 +28,10 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
     let mut handle = edge.take_handle();
     handle.begin_shutdown();
     // New connections are refused once the listener is closed.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(addr).await.is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after shutdown");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the listener to close after shutdown", async || {
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
 
     gate.notify_one();
     let body = resp
@@ -113,19 +112,19 @@ async fn a_client_that_stops_reading_is_disconnected() {
         .unwrap();
     // Never read: socket buffers fill, the edge's writes stall, and the send
     // timeout must free the connection (visible in the gauge).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let metrics = get(&edge.admin_url("/metrics")).await;
-        let text = String::from_utf8_lossy(metrics.body()).into_owned();
-        if text.contains("edge_open_connections 0") && text.contains("body_end=\"aborted\"") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stalled client still connected:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        "the stalled client to be disconnected",
+        Duration::from_secs(15),
+        async || {
+            let text = edge.metrics().await;
+            if text.contains("edge_open_connections 0") && text.contains("body_end=\"aborted\"") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
     drop(stream);
 }
 
@@ -207,22 +206,21 @@ async fn admin_serves_health_and_metrics() {
 
     get(&edge.url("/counted")).await;
     // The request is counted when its body ends, just after the client has it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let metrics = get(&edge.admin_url("/metrics")).await;
-        let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    let text = poll_until("the request to be counted", Duration::from_secs(5), async || {
+        let text = edge.metrics().await;
         if text.contains("edge_requests_total{body_end=\"complete\",cache_status=\"MISS\",status_class=\"2xx\"} 1") {
-            assert!(text.contains("edge_request_duration_seconds_bucket"));
-            let origin_line = format!(
-                "edge_origin_requests_total{{peer=\"{}\",status_class=\"2xx\"}} 1",
-                origin.url()
-            );
-            assert!(text.contains(&origin_line), "{text}");
-            break;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(Instant::now() < deadline, "request never counted:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert!(text.contains("edge_request_duration_seconds_bucket"));
+    let origin_line = format!(
+        "edge_origin_requests_total{{peer=\"{}\",status_class=\"2xx\"}} 1",
+        origin.url()
+    );
+    assert!(text.contains(&origin_line), "{text}");
     assert_eq!(get(&edge.admin_url("/nope")).await.status(), 404);
 }
 

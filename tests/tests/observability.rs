@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use edge::config::Secret;
 use edge_tests::client::{self, get, get_with};
-use edge_tests::{MockOrigin, Reply, TestEdge};
+use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, metrics, poll_until};
 use http::Request;
 use http_body_util::Full;
 
@@ -35,17 +35,9 @@ async fn known_traffic(edge: &TestEdge, origin: &MockOrigin) {
     }
 }
 
-async fn metrics(edge: &TestEdge) -> String {
-    String::from_utf8_lossy(get(&edge.admin_url("/metrics")).await.body()).into_owned()
-}
-
 /// The value of the first metric line starting with `prefix`.
 fn value(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric line {prefix}"))
+    metrics::value(text, prefix).unwrap_or_else(|| panic!("no metric line {prefix}"))
 }
 
 #[tokio::test]
@@ -64,7 +56,7 @@ async fn every_metric_moves_under_traffic() {
         ))))
         .expect("request");
     assert_eq!(client::fetch(&client::http1(), req).await.status(), 200);
-    let text = metrics(&edge).await;
+    let text = edge.metrics().await;
     let peer = origin.url();
     let moved = [
         "edge_requests_total{body_end=\"complete\",cache_status=\"HIT\",status_class=\"2xx\"} 12",
@@ -136,7 +128,7 @@ async fn the_dashboard_shows_the_hit_ratio_in_headless_chromium() {
     known_traffic(&edge, &origin).await;
     let page = get(&edge.admin_url("/dashboard")).await;
     assert_eq!(page.status(), 200);
-    let html = String::from_utf8_lossy(page.body()).into_owned();
+    let html = page.text();
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "no external assets"
@@ -262,8 +254,22 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     let edge = TestEdge::start(&origin.url()).await;
     known_traffic(&edge, &origin).await;
     let _ = get_with(&edge.url("/obj/0"), &[("cache-control", "no-cache")]).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let text = metrics(&edge).await;
+    // A request is counted as its body ends, just after the client has it:
+    // wait for all 20 (16 GETs, 3 POSTs, the no-cache GET).
+    let text = poll_until(
+        "every request to be counted",
+        Duration::from_secs(5),
+        async || {
+            let text = edge.metrics().await;
+            let counted = metrics::sum(&text, "edge_requests_total");
+            if counted >= 20.0 {
+                Ok(text)
+            } else {
+                Err(counted)
+            }
+        },
+    )
+    .await;
     let exported: BTreeSet<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -301,12 +307,12 @@ async fn evictions_and_the_disk_tier_show_in_the_metrics() {
     let mut from_disk = 0;
     for i in 0..10 {
         let resp = get(&edge.url(&format!("/big/{i}"))).await;
-        if resp.headers()["x-cache"] == "HIT" {
+        if resp.x_cache() == "HIT" {
             from_disk += 1;
         }
     }
     assert!(from_disk > 0, "nothing came back from the disk tier");
-    let text = metrics(&edge).await;
+    let text = edge.metrics().await;
     assert!(
         value(
             &text,

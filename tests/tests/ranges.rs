@@ -1,7 +1,7 @@
 //! Byte ranges from cached objects (RFC 9110 §14).
 
 use edge_tests::client::{get, get_with};
-use edge_tests::{MockOrigin, Reply, TestEdge};
+use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, poll_until};
 
 /// 0, 1, 2 … 255, 0, 1 … : every offset is recognisable.
 fn numbered(len: usize) -> Vec<u8> {
@@ -31,7 +31,7 @@ async fn single_and_suffix_ranges_from_a_cached_object() {
     assert_eq!(resp.status(), 206);
     assert_eq!(resp.headers()["content-range"], "bytes 10-19/1000");
     assert_eq!(resp.headers()["content-length"], "10");
-    assert_eq!(resp.headers()["x-cache"], "HIT");
+    assert_eq!(resp.x_cache(), "HIT");
     assert_eq!(&resp.body()[..], &body[10..20]);
 
     let suffix = get_with(&edge.url("/r"), &[("range", "bytes=-100")]).await;
@@ -107,7 +107,7 @@ async fn ranges_across_chunk_boundaries_of_a_large_object() {
     )
     .await;
     assert_eq!(resp.status(), 206);
-    assert_eq!(resp.headers()["x-cache"], "HIT");
+    assert_eq!(resp.x_cache(), "HIT");
     assert_eq!(resp.body().len(), end - start + 1);
     assert!(
         resp.body() == &body[start..=end],
@@ -128,22 +128,26 @@ async fn a_range_on_a_miss_fetches_the_object_once_and_stores_it() {
     let edge = TestEdge::start(&origin.url()).await;
     let resp = get_with(&edge.url("/cold"), &[("range", "bytes=1000-1999")]).await;
     assert_eq!(resp.status(), 206);
-    assert_eq!(resp.headers()["x-cache"], "MISS");
+    assert_eq!(resp.x_cache(), "MISS");
     assert_eq!(&resp.body()[..], &body[1000..2000]);
     // The origin is asked for the first slice, never the client's range;
     // an origin that ignores ranges sends it all, which is stored whole.
     let seen = origin.last_request("/cold").unwrap();
     assert_eq!(seen.headers["range"], "bytes=0-4194303");
     // The whole object was stored by that one fetch.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let full = get(&edge.url("/cold")).await;
-        if full.headers()["x-cache"] == "HIT" {
-            assert!(full.body() == &body[..]);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never stored");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let full = poll_until(
+        "the object to be stored",
+        std::time::Duration::from_secs(5),
+        async || {
+            let full = get(&edge.url("/cold")).await;
+            if full.x_cache() == "HIT" {
+                Ok(full)
+            } else {
+                Err(full.x_cache().to_owned())
+            }
+        },
+    )
+    .await;
+    assert!(full.body() == &body[..]);
     assert_eq!(origin.hits("/cold"), 1);
 }

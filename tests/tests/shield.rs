@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use edge::config::ShieldPeer;
 use edge_tests::client::{get, get_with};
-use edge_tests::{MockOrigin, Reply, TestEdge, closed_port};
+use edge_tests::{
+    Gate, MockOrigin, Reply, ResponseExt, TestEdge, eventually, eventually_within, free_port,
+    metrics, poll_until,
+};
 use origin_shield::Role;
 
 fn cacheable(body: &str) -> Reply {
@@ -136,7 +139,7 @@ async fn when_a_shield_stops_only_its_keys_move_and_requests_keep_succeeding() {
 #[tokio::test]
 async fn shields_that_share_one_list_fetch_their_own_keys_without_a_detour() {
     let origin = MockOrigin::start().await;
-    let ports = [closed_port(), closed_port()];
+    let ports = [free_port(), free_port()];
     let list: Vec<ShieldPeer> = ports
         .iter()
         .map(|p| ShieldPeer {
@@ -179,7 +182,7 @@ async fn a_loop_between_two_misconfigured_shields_is_cut() {
     let origin = MockOrigin::start().await;
     origin.route("/loop", cacheable("no loop"));
     // Each names only the other as its shield.
-    let (port_a, port_b) = (closed_port(), closed_port());
+    let (port_a, port_b) = (free_port(), free_port());
     let peer = |port: u16| ShieldPeer {
         peer: format!("http://127.0.0.1:{port}").parse().expect("peer"),
         name: None,
@@ -217,7 +220,7 @@ async fn a_loop_between_two_misconfigured_shields_is_cut() {
 #[tokio::test]
 async fn a_dead_origin_is_ejected_then_probed_back_into_the_pool() {
     let live = MockOrigin::start().await;
-    let dead_port = closed_port();
+    let dead_port = free_port();
     let dead_url = format!("http://127.0.0.1:{dead_port}");
     let edge = TestEdge::start_with(&live.url(), |c| {
         c.origins.push(dead_url.parse().expect("peer"));
@@ -252,8 +255,7 @@ async fn a_dead_origin_is_ejected_then_probed_back_into_the_pool() {
         dead["failures_total"].as_u64().unwrap() <= 3,
         "after ejection the dead origin is skipped: {dead}"
     );
-    let metrics = get(&edge.admin_url("/metrics")).await;
-    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    let text = edge.metrics().await;
     assert!(
         text.contains(&format!(
             "edge_peer_up{{peer=\"{dead_url}\",role=\"origin\"}} 0"
@@ -267,13 +269,19 @@ async fn a_dead_origin_is_ejected_then_probed_back_into_the_pool() {
         "/api",
         Reply::ok("revived").header("cache-control", "no-store"),
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while revived.hits("/api") == 0 {
-        assert!(std::time::Instant::now() < deadline, "never taken back");
-        let resp = get(&edge.url("/api")).await;
-        assert_eq!(resp.status(), 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_within(
+        "the revived origin to be taken back",
+        Duration::from_secs(10),
+        async || {
+            if revived.hits("/api") > 0 {
+                return true;
+            }
+            let resp = get(&edge.url("/api")).await;
+            assert_eq!(resp.status(), 200);
+            false
+        },
+    )
+    .await;
     assert!(revived.hits("/health") >= 2, "brought back by probes");
 }
 
@@ -282,8 +290,13 @@ async fn least_connections_steers_new_requests_away_from_a_busy_origin() {
     let slow = MockOrigin::start().await;
     let fast = MockOrigin::start().await;
     let reply = |body: &str| Reply::ok(body.to_owned()).header("cache-control", "no-store");
-    slow.route("/work", reply("slow").delay(Duration::from_millis(1500)));
+    let busy = Gate::new();
+    slow.route("/work", reply("slow").held(&busy));
     fast.route("/work", reply("fast"));
+    let fast_active = format!(
+        "edge_peer_active_requests{{peer=\"{}\",role=\"origin\"}}",
+        fast.url()
+    );
     let fast_url = fast.url();
     let edge = TestEdge::start_with(&slow.url(), move |c| {
         c.origins.push(fast_url.parse().expect("peer"));
@@ -295,8 +308,18 @@ async fn least_connections_steers_new_requests_away_from_a_busy_origin() {
         // Distinct URLs: none waits for another's fetch.
         let url = edge.url(&format!("/work?i={i}"));
         tasks.push(tokio::spawn(async move { get(&url).await }));
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        // One at a time: this request reaches an origin, and is done with
+        // the fast one, before the next arrives.
+        eventually("the request to reach an origin", async || {
+            slow.hits("/work") + fast.hits("/work") > i
+        })
+        .await;
+        eventually("the fast origin to be idle", async || {
+            metrics::value(&edge.metrics().await, &fast_active) == Some(0.0)
+        })
+        .await;
     }
+    busy.open();
     for task in tasks {
         assert_eq!(task.await.expect("client").status(), 200);
     }
@@ -322,8 +345,7 @@ async fn an_origin_named_by_host_name_becomes_its_addresses() {
     })
     .await;
     let ip_member = format!("http://127.0.0.1:{}", origin.addr().port());
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let names = poll_until("the name to resolve", Duration::from_secs(5), async || {
         let peers: serde_json::Value =
             serde_json::from_slice(get(&edge.admin_url("/peers")).await.body()).expect("json");
         let names: Vec<String> = peers
@@ -333,18 +355,16 @@ async fn an_origin_named_by_host_name_becomes_its_addresses() {
             .map(|p| p["peer"].as_str().unwrap_or_default().to_owned())
             .collect();
         if names.contains(&ip_member) {
-            assert!(
-                !names.contains(&named),
-                "the name itself is no member: {names:?}"
-            );
-            break;
+            Ok(names)
+        } else {
+            Err(format!("{names:?}"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never resolved: {names:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert!(
+        !names.contains(&named),
+        "the name itself is no member: {names:?}"
+    );
     for _ in 0..5 {
         let resp = get(&edge.url("/dns")).await;
         assert_eq!(resp.status(), 200);
@@ -361,15 +381,15 @@ async fn age_accumulates_across_the_tier() {
     let host = [("host", "cdn.test")];
     // Warm the shield only.
     let warm = get_with(&a.url("/aged"), &host).await;
-    assert_eq!(warm.headers()["x-cache"], "MISS");
+    assert_eq!(warm.x_cache(), "MISS");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let first = get_with(&edge.url("/aged"), &host).await;
-    assert_eq!(first.headers()["x-cache"], "MISS");
-    let age: u64 = first.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert_eq!(first.x_cache(), "MISS");
+    let age: u64 = first.age();
     assert!(age >= 2, "the shield's age is carried: {age}");
     let hit = get_with(&edge.url("/aged"), &host).await;
-    assert_eq!(hit.headers()["x-cache"], "HIT");
-    let hit_age: u64 = hit.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert_eq!(hit.x_cache(), "HIT");
+    let hit_age: u64 = hit.age();
     assert!(hit_age >= age, "{hit_age} < {age}");
     assert_eq!(origin.hits("/aged"), 1);
 }
@@ -377,25 +397,27 @@ async fn age_accumulates_across_the_tier() {
 #[tokio::test]
 async fn the_concurrency_cap_turns_excess_requests_away_with_503() {
     let origin = MockOrigin::start().await;
+    let busy = Gate::new();
     origin.route(
         "/slow",
         Reply::ok("slow")
             .header("cache-control", "no-store")
-            .delay(Duration::from_millis(800)),
+            .held(&busy),
     );
     let edge = TestEdge::start_with(&origin.url(), |c| c.upstream.max_conns = 1).await;
     let first = tokio::spawn({
         let url = edge.url("/slow?a");
         async move { get(&url).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // At the origin, the first request holds the only slot until released.
+    origin.wait_for_hits("/slow", 1).await;
     let second = get(&edge.url("/slow?b")).await;
     assert_eq!(second.status(), 503, "the only origin is full");
+    busy.open();
     assert_eq!(first.await.expect("first").status(), 200);
     // The slot is free again once the first response is done.
     assert_eq!(get(&edge.url("/slow?c")).await.status(), 200);
-    let metrics = get(&edge.admin_url("/metrics")).await;
-    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    let text = edge.metrics().await;
     assert!(text.contains("kind=\"circuit_open\""), "{text}");
 }
 
@@ -448,8 +470,7 @@ async fn an_origin_answering_503_is_passed_over_for_the_next() {
         4,
         "each POST sent once"
     );
-    let metrics = get(&edge.admin_url("/metrics")).await;
-    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    let text = edge.metrics().await;
     assert!(
         !text.contains("edge_upstream_retries_total{reason=\"status\"} 0"),
         "{text}"

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use edge::config::Secret;
 use edge_tests::client::{self, get_with};
-use edge_tests::{MockOrigin, Reply, TestEdge, logs};
-use http::{Request, Response};
+use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, logs};
+use http::Request;
 use http_body_util::Full;
 
 const SITE: [(&str, &str); 1] = [("host", "site.test")];
@@ -47,13 +47,6 @@ async fn origin_with_objects() -> MockOrigin {
     origin
 }
 
-fn x_cache(resp: &Response<Bytes>) -> &str {
-    resp.headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
 async fn edge_on(origin: &MockOrigin, dir: &Path) -> TestEdge {
     TestEdge::start_in(&origin.url(), dir, |c| {
         c.purge.token = Some(Secret(TOKEN.into()));
@@ -77,9 +70,9 @@ async fn assert_all_intact(edge: &TestEdge) -> Vec<String> {
         assert!(
             resp.body()[..] == body(path, len)[..],
             "{path} was served damaged ({})",
-            x_cache(&resp)
+            resp.x_cache()
         );
-        statuses.push(format!("{path}={}", x_cache(&resp)));
+        statuses.push(format!("{path}={}", resp.x_cache()));
     }
     statuses
 }
@@ -193,7 +186,7 @@ async fn an_unreadable_purge_database_is_replaced_and_nothing_purged_returns() {
     let edge = edge_on(&origin, dir.path()).await;
     let small = get_with(&edge.url("/small"), &SITE).await;
     assert_eq!(
-        x_cache(&small),
+        small.x_cache(),
         "MISS",
         "a purged object came back after its purge record was lost"
     );
@@ -321,7 +314,7 @@ async fn a_full_disk_keeps_serving_from_memory_and_the_origin() {
         );
         if answer == 200 {
             let resp = get_with(&edge.url(path), &SITE).await;
-            assert_eq!(x_cache(&resp), "MISS", "a purge answered 200 did not hold");
+            assert_eq!(resp.x_cache(), "MISS", "a purge answered 200 did not hold");
         }
     }
     let health = client::get(&edge.admin_url("/healthz")).await;
@@ -333,7 +326,7 @@ async fn a_full_disk_keeps_serving_from_memory_and_the_origin() {
     assert_all_intact(&edge).await;
     assert_eq!(purge_url(&edge, "/large").await, 200);
     let large = get_with(&edge.url("/large"), &SITE).await;
-    assert_eq!(x_cache(&large), "MISS");
+    assert_eq!(large.x_cache(), "MISS");
     edge.stop().await;
 }
 

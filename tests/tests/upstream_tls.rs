@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use edge_tests::certs::TestCa;
-use edge_tests::{MockOrigin, Reply, TestEdge, client, logs};
+use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, client, logs, metrics};
 use http::Version;
 use origin_shield::{Peer, Transport};
 
@@ -47,12 +47,8 @@ fn h2_named() -> Transport {
 }
 
 async fn metric(edge: &TestEdge, line_start: &str) -> f64 {
-    let text = client::get(&edge.admin_url("/metrics")).await;
-    let text = String::from_utf8_lossy(text.body()).into_owned();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    let text = edge.metrics().await;
+    metrics::value(&text, line_start)
         .unwrap_or_else(|| panic!("no metric {line_start} in:\n{text}"))
 }
 
@@ -68,10 +64,10 @@ async fn an_https_origin_signed_by_a_test_ca_is_verified_and_cached() {
 
     let first = client::get(&edge.url("/tls")).await;
     assert_eq!(first.status(), 200);
-    assert_eq!(first.headers()["x-cache"], "MISS");
+    assert_eq!(first.x_cache(), "MISS");
     assert_eq!(&first.body()[..], b"from an https origin");
     let again = client::get(&edge.url("/tls")).await;
-    assert_eq!(again.headers()["x-cache"], "HIT");
+    assert_eq!(again.x_cache(), "HIT");
     assert_eq!(origin.hits("/tls"), 1);
     let seen = origin.last_request("/tls").expect("request");
     assert_eq!(seen.version, Version::HTTP_11, "no h2 unless configured");
