@@ -2,8 +2,13 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
+use cache::Clock;
 use edge::{Config, EdgeHooks, Server, ServerHandle};
 use tempfile::TempDir;
+
+use crate::clocks;
 
 /// A running edge with its own data directory; shut down when dropped.
 #[derive(Debug)]
@@ -12,6 +17,8 @@ pub struct TestEdge {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    /// Every age, freshness and purge decision of this edge reads it.
+    clock: Clock,
     /// Removed when the edge is dropped, unless the test supplied its own.
     _data_dir: Option<TempDir>,
 }
@@ -35,7 +42,8 @@ impl TestEdge {
     ) -> TestEdge {
         let (mut config, data_dir) = test_config(origin);
         tweak(&mut config);
-        TestEdge::launch(config, hooks, Some(data_dir)).await
+        let clock = clocks::for_origin(origin);
+        TestEdge::launch(config, hooks, Some(data_dir), clock).await
     }
 
     /// An edge on a data directory the test keeps (to restart on it).
@@ -47,21 +55,45 @@ impl TestEdge {
         let (mut config, _) = test_config(origin);
         config.data_dir = data_dir.to_owned();
         tweak(&mut config);
-        TestEdge::launch(config, edge::DefaultHooks, None).await
+        let clock = clocks::for_origin(origin);
+        TestEdge::launch(config, edge::DefaultHooks, None, clock).await
     }
 
-    async fn launch<H: EdgeHooks>(config: Config, hooks: H, data_dir: Option<TempDir>) -> TestEdge {
-        let server = Server::bind_with_hooks(config, hooks)
+    async fn launch<H: EdgeHooks>(
+        config: Config,
+        hooks: H,
+        data_dir: Option<TempDir>,
+        clock: Clock,
+    ) -> TestEdge {
+        let server = Server::bind_with_clock(config, hooks, clock.clone())
             .await
             .expect("edge binds");
         let handle = server.spawn();
+        clocks::register(handle.addr(), &clock);
         TestEdge {
             addr: handle.addr(),
             admin_addr: handle.admin_addr(),
             tls_addr: handle.tls_addr(),
             handle: Some(handle),
+            clock,
             _data_dir: data_dir,
         }
+    }
+
+    /// Moves this edge's clock forward by `by`: every stored object ages
+    /// at once, purge rules and hit-for-pass marks expire, and the mock
+    /// origin behind it (which shares the clock) sends later `Date`s. Real
+    /// time keeps flowing too, so events keep their order.
+    pub fn advance(&self, by: Duration) {
+        assert!(
+            self.clock.advance(by),
+            "test edges run on an adjustable clock"
+        );
+    }
+
+    /// The clock this edge runs on.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -100,6 +132,7 @@ impl TestEdge {
 
 impl Drop for TestEdge {
     fn drop(&mut self) {
+        clocks::forget(self.addr);
         if let Some(mut handle) = self.handle.take() {
             handle.begin_shutdown();
         }

@@ -3,10 +3,12 @@
 //! ([`client`]), what tests read off responses ([`ResponseExt`]), waiting
 //! without guessing ([`wait`], [`Gate`]) and the `edge` binary as a child
 //! process ([`process`]). Every test owns its own origin and edge on
-//! 127.0.0.1.
+//! 127.0.0.1. Time is a shared adjustable clock per test (`clocks.rs`):
+//! [`TestEdge::advance`] ages stored objects instead of a sleep.
 
 pub mod certs;
 pub mod client;
+mod clocks;
 mod edge;
 mod gate;
 pub mod logs;

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cache::Clock;
 use http::{HeaderMap, Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::Gate;
+use crate::{Gate, clocks};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -196,6 +197,9 @@ struct State {
     sent_bytes: Arc<AtomicU64>,
     /// Connections accepted so far, and the HTTP versions of requests.
     connections: AtomicU64,
+    /// The `Date` this origin sends; shared with the edges in front of it
+    /// (see `clocks.rs`), so that `TestEdge::advance` moves both.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for State {
@@ -249,7 +253,12 @@ impl MockOrigin {
     async fn listen(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> MockOrigin {
         let listener = TcpListener::bind(addr).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
-        let state = Arc::new(State::default());
+        let clock = Clock::adjustable();
+        clocks::register(addr, &clock);
+        let state = Arc::new(State {
+            clock,
+            ..State::default()
+        });
         let task = tokio::spawn(accept_loop(listener, state.clone(), tls));
         MockOrigin { addr, state, task }
     }
@@ -341,7 +350,31 @@ impl MockOrigin {
 impl Drop for MockOrigin {
     fn drop(&mut self) {
         self.task.abort();
+        clocks::forget(self.addr);
     }
+}
+
+impl MockOrigin {
+    /// The clock this origin's `Date` comes from.
+    pub fn clock(&self) -> &Clock {
+        &self.state.clock
+    }
+}
+
+/// Adds `Date` from `clock` unless the reply sets its own.
+fn dated(
+    mut builder: http::response::Builder,
+    reply: &Reply,
+    clock: &Clock,
+) -> http::response::Builder {
+    if !reply
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("date"))
+    {
+        builder = builder.header("date", httpdate::fmt_http_date(clock.now()));
+    }
+    builder
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -442,7 +475,7 @@ async fn respond(
             .to_str()
             .is_ok_and(|v| v.split(',').any(|t| t.trim() == etag))
     {
-        let mut builder = Response::builder().status(304);
+        let mut builder = dated(Response::builder().status(304), &reply, &state.clock);
         for (name, value) in &reply.headers {
             builder = builder.header(name, value);
         }
@@ -482,7 +515,11 @@ async fn respond(
         });
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(4);
-    let mut builder = Response::builder().status(reply.status);
+    let mut builder = dated(
+        Response::builder().status(reply.status),
+        &reply,
+        &state.clock,
+    );
     for (name, value) in &reply.headers {
         builder = builder.header(name, value);
     }

@@ -28,7 +28,7 @@ async fn miss_then_hit_with_a_growing_age() {
     assert_eq!(&second.body()[..], b"cached body");
     assert!(second.cache_status().starts_with("edge; hit; ttl="));
     assert!(second.age() <= 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    edge.advance(Duration::from_millis(2100));
     let third = get(&edge.url("/cached")).await;
     assert_eq!(third.x_cache(), "HIT");
     assert!(third.age() >= 2, "age {} after 2 s", third.age());
@@ -131,7 +131,7 @@ async fn an_expired_object_is_revalidated_with_a_304_and_its_headers_refreshed()
     );
     let edge = TestEdge::start(&origin.url()).await;
     assert_eq!(get(&edge.url("/etag")).await.x_cache(), "MISS");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.advance(Duration::from_millis(1100));
     origin.route(
         "/etag",
         Reply::ok("the origin would send this on a full fetch")
@@ -169,7 +169,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     );
     let edge = TestEdge::start(&origin.url()).await;
     get(&edge.url("/swr")).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.advance(Duration::from_millis(1100));
     origin.route(
         "/swr",
         Reply::ok("new")
@@ -218,7 +218,7 @@ async fn stale_if_error_serves_stale_when_the_origin_fails_or_is_down() {
     let edge = TestEdge::start(&origin.url()).await;
     get(&edge.url("/sie")).await;
     get(&edge.url("/plain")).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.advance(Duration::from_millis(1100));
 
     origin.route("/sie", Reply::ok("boom").status(503));
     let resp = get(&edge.url("/sie")).await;
@@ -297,7 +297,7 @@ async fn client_conditionals_and_only_if_cached_are_answered_by_the_cache() {
         Reply::ok("short").header("cache-control", "max-age=1"),
     );
     get(&edge.url("/short")).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.advance(Duration::from_millis(1100));
     let stale = get_with(&edge.url("/short"), &[("cache-control", "only-if-cached")]).await;
     assert_eq!(stale.status(), 504);
     assert_eq!(origin.hits("/short"), 1);
@@ -468,7 +468,7 @@ async fn a_stale_head_is_refreshed_by_a_matching_head_response() {
     );
     let edge = TestEdge::start(&origin.url()).await;
     get(&edge.url("/h")).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.advance(Duration::from_millis(1100));
     origin.route(
         "/h",
         Reply::ok("body")
@@ -523,7 +523,7 @@ async fn concurrent_revalidations_of_one_object_are_coalesced() {
     );
     let edge = TestEdge::start(&origin.url()).await;
     get(&edge.url("/reval")).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.advance(Duration::from_millis(1100));
     // The origin is slow to confirm: everyone arrives while it thinks.
     origin.route(
         "/reval",

@@ -349,7 +349,7 @@ async fn a_changed_object_found_on_revalidation_is_shared_with_those_waiting() {
     let edge = TestEdge::start(&origin.url()).await;
     let url = edge.url("/news");
     assert_eq!(get(&url).await.body(), "old");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.advance(Duration::from_millis(1100));
 
     // The new version arrives slowly: the requests that queued behind the
     // revalidation must stream it, not ask again.
