@@ -46,12 +46,21 @@ pub(crate) async fn serve_cacheable<H: EdgeHooks>(
     // a failure on the way still counts as a miss, not a pass.
     session.cache_status = CacheStatus::Miss;
     let only_if_cached = req_cc.has("only-if-cached");
+    let purged = verdict == PurgeVerdict::Invalid;
     let complete = match &found {
-        Some(found) if only_if_cached => {
+        Some(found) if only_if_cached && !purged => {
             slices::slices_cached(&cache.store, session, key, found).await
         }
         _ => true,
     };
+    if let Some(found) = &found
+        && !purged
+        && complete
+    {
+        // The tier the answer would come from, even if it turns out to
+        // need the origin (logged with a 504 to only-if-cached).
+        session.cache_tier = Some(found.tier);
+    }
     let lookup = Lookup { found, complete };
     let found = match decision::decide(lookup, &req_cc, verdict, cache.clock.now()) {
         Decision::Unavailable => return Err(ProxyError::OnlyIfCached),
@@ -59,7 +68,6 @@ pub(crate) async fn serve_cacheable<H: EdgeHooks>(
             return Box::pin(fill::fill(shared, session, key, client_body, ctx)).await;
         }
         Decision::Revalidate(found, conditional) => {
-            session.cache_tier = Some(found.tier);
             let revalidation = revalidate::revalidate_once(
                 shared,
                 session,
@@ -73,7 +81,6 @@ pub(crate) async fn serve_cacheable<H: EdgeHooks>(
             return Box::pin(revalidation).await;
         }
         Decision::Serve(found, how) => {
-            session.cache_tier = Some(found.tier);
             let mark = serve::served_mark(how);
             if let Some(served) = serve::serve_stored(shared, session, &found, mark).await {
                 if how == Serve::WhileRevalidating {

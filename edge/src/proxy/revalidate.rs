@@ -67,7 +67,7 @@ pub(crate) async fn revalidate_once<H: EdgeHooks>(
                 ctx,
                 req_cc,
             );
-            return Box::pin(fetch).await;
+            return fetch.await;
         }
     };
     let fetch = revalidate(
@@ -80,7 +80,8 @@ pub(crate) async fn revalidate_once<H: EdgeHooks>(
         ctx,
         req_cc,
     );
-    let served = Box::pin(fetch).await;
+    // The caller boxed this whole phase: no second allocation here.
+    let served = fetch.await;
     drop(guard);
     served
 }

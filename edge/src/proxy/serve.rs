@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cache::decision::{self, Decision, Lookup, Serve};
+use cache::decision::{self, Decision, Lookup, PurgeVerdict, Serve};
 use cache::meta::BodyLayout;
 use cache::object::{self, Found};
 use cache::policy;
@@ -12,6 +12,7 @@ use cache::range::{self, ByteRange, RangeAnswer};
 use cache::{CacheKey, CacheStatus};
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, response};
+use tracing::debug;
 
 use super::bodies::Chain;
 use super::respond::{self, Mark, Served};
@@ -141,6 +142,9 @@ pub(crate) async fn serve_fresh<H: EdgeHooks>(
         .await
         .ok()??;
     let verdict = cache.purge_verdict(session, key, &found.meta);
+    if verdict == PurgeVerdict::Invalid {
+        debug!("stored object purged");
+    }
     let req_cc = policy::request_directives(&session.req.headers);
     let lookup = Lookup {
         found: Some(found),
