@@ -47,6 +47,27 @@ pub enum NoCacheReason {
 }
 
 impl NoCacheReason {
+    /// Every reason, for tables and tests.
+    pub const ALL: [NoCacheReason; 17] = [
+        NoCacheReason::Method,
+        NoCacheReason::Status,
+        NoCacheReason::NoStore,
+        NoCacheReason::RequestNoStore,
+        NoCacheReason::Private,
+        NoCacheReason::Authorization,
+        NoCacheReason::SetCookie,
+        NoCacheReason::Cookie,
+        NoCacheReason::VaryStar,
+        NoCacheReason::NoFreshness,
+        NoCacheReason::Head,
+        NoCacheReason::TooLarge,
+        NoCacheReason::HitForPass,
+        NoCacheReason::FillWait,
+        NoCacheReason::ContentRange,
+        NoCacheReason::Unsliceable,
+        NoCacheReason::Slice,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NoCacheReason::Method => "method",
@@ -91,26 +112,7 @@ mod tests {
 
     #[test]
     fn request_reasons_are_the_requests_own() {
-        use NoCacheReason::*;
-        let all = [
-            Method,
-            Status,
-            NoStore,
-            RequestNoStore,
-            Private,
-            Authorization,
-            SetCookie,
-            Cookie,
-            VaryStar,
-            NoFreshness,
-            Head,
-            TooLarge,
-            HitForPass,
-            FillWait,
-            ContentRange,
-            Unsliceable,
-            Slice,
-        ];
+        let all = NoCacheReason::ALL;
         let request_only: Vec<_> = all
             .iter()
             .filter(|r| r.concerns_request_only())

@@ -42,8 +42,10 @@ pub(crate) async fn revalidate_once<H: EdgeHooks>(
     req_cc: &CacheControl,
 ) -> Result<Served, ProxyError> {
     let cache = &shared.cache;
+    // Held while this request revalidates; `None` when another request
+    // was revalidating and its answer did not serve this one.
     let guard = match cache.begin_revalidation(found.object_key) {
-        Ok(guard) => guard,
+        Ok(guard) => Some(guard),
         Err(done) => {
             if let Some(served) = Box::pin(after_revalidation(shared, session, key, done)).await {
                 return Ok(served);
@@ -57,20 +59,11 @@ pub(crate) async fn revalidate_once<H: EdgeHooks>(
                 let how = Mark::forwarded(CacheStatus::Expired, Fwd::Stale);
                 return Ok(stream::serve_fill(shared, session, reader, how, true));
             }
-            let fetch = revalidate(
-                shared,
-                session,
-                key,
-                found,
-                conditional,
-                client_body,
-                ctx,
-                req_cc,
-            );
-            return fetch.await;
+            None
         }
     };
-    let fetch = revalidate(
+    // The caller boxed this whole phase: no second allocation here.
+    let served = revalidate(
         shared,
         session,
         key,
@@ -79,9 +72,8 @@ pub(crate) async fn revalidate_once<H: EdgeHooks>(
         client_body,
         ctx,
         req_cc,
-    );
-    // The caller boxed this whole phase: no second allocation here.
-    let served = fetch.await;
+    )
+    .await;
     drop(guard);
     served
 }
