@@ -370,7 +370,11 @@ async fn a_changed_object_found_on_revalidation_is_shared_with_those_waiting() {
                 let resp = send(&client::http1(), get_request(&url)).await;
                 let _ = head_tx.send(()).await;
                 let status = resp.status();
-                let body = resp.into_body().collect().await.expect("body");
+                let body =
+                    tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
+                        .await
+                        .expect("body within 20 s")
+                        .expect("body");
                 (status, body.to_bytes())
             })
         })

@@ -307,6 +307,10 @@ async fn evictions_and_the_disk_tier_show_in_the_metrics() {
     let mut from_disk = 0;
     for i in 0..10 {
         let resp = get(&edge.url(&format!("/big/{i}"))).await;
+        assert!(
+            resp.header("x-cache").is_some(),
+            "every answer says X-Cache"
+        );
         if resp.x_cache() == "HIT" {
             from_disk += 1;
         }

@@ -442,9 +442,9 @@ async fn a_request_after_a_purge_does_not_join_a_fill_from_before_it() {
     let url = edge.url("/live");
     let first = client::send(&client::http1(), client::get_request(&url)).await;
     let mut first_body = first.into_body();
-    let first_bytes = first_body
-        .frame()
+    let first_bytes = tokio::time::timeout(Duration::from_secs(5), first_body.frame())
         .await
+        .expect("the fill starts within 5 s")
         .expect("the first bytes")
         .expect("the fill streams")
         .into_data()
@@ -462,7 +462,10 @@ async fn a_request_after_a_purge_does_not_join_a_fill_from_before_it() {
     let after = after.await.expect("request after the purge");
     assert_eq!(after.body(), "new body", "bytes from before the purge");
     // The first client, which asked before the purge, gets the old bytes whole.
-    let rest = first_body.collect().await.expect("the old body ends");
+    let rest = tokio::time::timeout(Duration::from_secs(20), first_body.collect())
+        .await
+        .expect("the old body ends within 20 s")
+        .expect("the old body ends");
     assert_eq!([first_bytes, rest.to_bytes()].concat(), b"old body");
     // What is kept is the new body.
     let again = get(&edge.url("/live")).await;
