@@ -5,7 +5,7 @@
 //! A bad file is an error naming the file, line and key, never a panic.
 //!
 //! One module per section of the file (`cache`, `server`, `upstream`,
-//! `purge`, `tls`; `peers` for `origins` and `shields`); `load` reads the
+//! `purge`, `tls`, `sites`; `peers` for `origins` and `shields`); `load` reads the
 //! file and lays the command line's [`Overrides`] over it, `validate` checks
 //! what serde cannot. The command line itself is `crate::cli`, which this
 //! module does not know.
@@ -16,6 +16,7 @@ mod load;
 mod peers;
 mod purge;
 mod server;
+mod sites;
 mod tls;
 mod units;
 mod upstream;
@@ -33,6 +34,7 @@ pub use load::{ConfigError, Overrides};
 pub use peers::ShieldPeer;
 pub use purge::{PurgeSettings, Secret};
 pub use server::ServerConfig;
+pub use sites::{CacheMode, HeaderEdits, Redirect, RuleConfig, SiteConfig};
 pub use tls::{SniCert, TlsSettings};
 pub use units::{ByteSize, parse_duration};
 pub use upstream::{HealthCheckConfig, UpstreamConfig};
@@ -71,6 +73,9 @@ pub struct Config {
     /// the origins. Default: none.
     #[serde(deserialize_with = "peers::de_shields")]
     pub shields: Vec<ShieldPeer>,
+    /// More sites on this node, by `Host` (see `config/sites.rs`); the
+    /// top-level `origins` serve every host no site names. Default: none.
+    pub sites: Vec<SiteConfig>,
     pub cache: CacheConfig,
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
@@ -89,6 +94,7 @@ impl Default for Config {
             access_log: None,
             origins: Vec::new(),
             shields: Vec::new(),
+            sites: Vec::new(),
             purge: PurgeSettings::default(),
             tls: TlsSettings::default(),
             cache: CacheConfig::default(),
