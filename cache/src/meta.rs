@@ -275,6 +275,9 @@ fn encode_policy(p: &StoredPolicy, out: &mut Vec<u8>) {
         FreshnessSource::Expires => 2,
         FreshnessSource::Heuristic => 3,
         FreshnessSource::DefaultTtl => 4,
+        // Added within version 1: older binaries reject it as an invalid
+        // source (a miss), never misread it.
+        FreshnessSource::Rule => 5,
     });
     put_u64(out, p.corrected_initial_age.as_millis() as u64);
     out.push(u8::from(p.no_cache) | (u8::from(p.must_revalidate) << 1));
@@ -291,6 +294,7 @@ fn decode_policy(r: &mut &[u8]) -> Result<StoredPolicy, DecodeError> {
         2 => FreshnessSource::Expires,
         3 => FreshnessSource::Heuristic,
         4 => FreshnessSource::DefaultTtl,
+        5 => FreshnessSource::Rule,
         _ => return Err(DecodeError::Invalid("freshness source")),
     };
     let corrected_initial_age = Duration::from_millis(get_u64(r)?);
@@ -385,6 +389,19 @@ mod tests {
             body,
             vary: vec![HeaderName::from_static("accept-encoding")],
             tags: vec!["product-7".into()],
+        }
+    }
+
+    #[test]
+    fn every_freshness_source_round_trips() {
+        use FreshnessSource::*;
+        for source in [SMaxAge, MaxAge, Expires, Heuristic, DefaultTtl, Rule] {
+            let mut meta = sample(BodyLayout::Inline(Bytes::from_static(b"x")));
+            meta.policy.source = source;
+            let mut bytes = Vec::new();
+            meta.encode(&mut bytes);
+            let back = ObjectMeta::decode(&bytes).expect("decodes");
+            assert_eq!(back.policy.source, source);
         }
     }
 

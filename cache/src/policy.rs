@@ -59,6 +59,40 @@ pub enum FreshnessSource {
     Expires,
     Heuristic,
     DefaultTtl,
+    /// A site rule's `ttl` / `ttl_status` (see [`Defaults`]).
+    Rule,
+}
+
+/// What a site's rule says about responses that do not say themselves
+/// (nginx `proxy_cache_valid`, `proxy_cache_use_stale`). All empty by
+/// default: RFC 9111 alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Defaults<'a> {
+    /// Freshness for responses of statuses cacheable by default (RFC 9110
+    /// §15.1, or marked `public`) that carry no explicit freshness.
+    pub ttl: Option<Duration>,
+    /// The rule's lifetime replaces the origin's explicit freshness
+    /// (`no-store` and `private` are still honoured).
+    pub ttl_override: bool,
+    /// Freshness by status (negative caching), sorted by status; wins over
+    /// `ttl` and applies to any status listed.
+    pub ttl_status: &'a [(u16, Duration)],
+    /// `stale-if-error` for responses that carry none.
+    pub stale_if_error: Option<Duration>,
+    /// `stale-while-revalidate` for responses that carry none.
+    pub stale_while_revalidate: Option<Duration>,
+}
+
+impl Defaults<'_> {
+    /// The rule's lifetime for a response of `status`, if it has one.
+    fn lifetime(&self, status: StatusCode, public: bool) -> Option<Duration> {
+        let code = status.as_u16();
+        if let Ok(i) = self.ttl_status.binary_search_by_key(&code, |(s, _)| *s) {
+            return Some(self.ttl_status[i].1);
+        }
+        self.ttl
+            .filter(|_| heuristically_cacheable(status) || public)
+    }
 }
 
 /// What the policy needs to remember about a stored response, computed once
@@ -165,6 +199,38 @@ pub fn storable(
     exchange: Exchange,
     opts: &PolicyOptions,
 ) -> Result<StoredPolicy, NoCacheReason> {
+    let response = Response {
+        status,
+        headers: resp_headers,
+        exchange,
+    };
+    storable_with(method, req_headers, response, opts, &Defaults::default())
+}
+
+/// A response as the policy judges it.
+#[derive(Debug, Clone, Copy)]
+pub struct Response<'a> {
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+    pub exchange: Exchange,
+}
+
+/// [`storable`] under a site rule's [`Defaults`]: the origin's explicit
+/// freshness wins (unless `ttl_override`), then the rule's lifetime, then
+/// heuristic freshness and `default_ttl`; the rule's stale windows apply
+/// where the response has none.
+pub fn storable_with(
+    method: &Method,
+    req_headers: &HeaderMap,
+    response: Response<'_>,
+    opts: &PolicyOptions,
+    defaults: &Defaults<'_>,
+) -> Result<StoredPolicy, NoCacheReason> {
+    let Response {
+        status,
+        headers: resp_headers,
+        exchange,
+    } = response;
     if method != Method::GET {
         return Err(NoCacheReason::Method);
     }
@@ -205,9 +271,16 @@ pub fn storable(
     if has_vary_star(resp_headers) {
         return Err(NoCacheReason::VaryStar);
     }
-    let (lifetime, source) =
-        freshness_lifetime(status, resp_headers, &cc, exchange.response_time, opts)
-            .ok_or(NoCacheReason::NoFreshness)?;
+    let rule = defaults
+        .lifetime(status, cc.has("public"))
+        .map(|ttl| (ttl, FreshnessSource::Rule));
+    let (lifetime, source) = match rule {
+        Some(rule) if defaults.ttl_override => rule,
+        _ => explicit_lifetime(resp_headers, &cc, exchange.response_time)
+            .or(rule)
+            .or_else(|| implicit_lifetime(status, resp_headers, &cc, exchange.response_time, opts))
+            .ok_or(NoCacheReason::NoFreshness)?,
+    };
     let s_maxage = cc.seconds("s-maxage") != Seconds::Absent;
     Ok(StoredPolicy {
         lifetime,
@@ -215,8 +288,9 @@ pub fn storable(
         corrected_initial_age: corrected_initial_age(resp_headers, exchange),
         no_cache: cc.has("no-cache"),
         must_revalidate: cc.has("must-revalidate") || cc.has("proxy-revalidate") || s_maxage,
-        stale_while_revalidate: window(&cc, "stale-while-revalidate"),
-        stale_if_error: window(&cc, "stale-if-error"),
+        stale_while_revalidate: window(&cc, "stale-while-revalidate")
+            .or(defaults.stale_while_revalidate),
+        stale_if_error: window(&cc, "stale-if-error").or(defaults.stale_if_error),
     })
 }
 
@@ -264,6 +338,16 @@ pub fn freshness_lifetime(
     response_time: SystemTime,
     opts: &PolicyOptions,
 ) -> Option<(Duration, FreshnessSource)> {
+    explicit_lifetime(headers, cc, response_time)
+        .or_else(|| implicit_lifetime(status, headers, cc, response_time, opts))
+}
+
+/// The lifetime the response states: `s-maxage`, `max-age`, `Expires`.
+fn explicit_lifetime(
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    response_time: SystemTime,
+) -> Option<(Duration, FreshnessSource)> {
     // An invalid delta-seconds makes the response stale, not uncached: it
     // can still be revalidated.
     let explicit = |s: Seconds, source| match s {
@@ -277,17 +361,30 @@ pub fn freshness_lifetime(
     if let Some(found) = explicit(cc.seconds("max-age"), FreshnessSource::MaxAge) {
         return Some(found);
     }
-    let date = date_header(headers, header::DATE).unwrap_or(response_time);
     if headers.contains_key(header::EXPIRES) {
+        let date = date_header(headers, header::DATE).unwrap_or(response_time);
         // §5.3: an invalid Expires (e.g. "0") means already expired.
         let lifetime = date_header(headers, header::EXPIRES)
             .and_then(|expires| expires.duration_since(date).ok())
             .unwrap_or(Duration::ZERO);
         return Some((lifetime, FreshnessSource::Expires));
     }
+    None
+}
+
+/// The lifetime assumed for a response that states none (§4.2.2):
+/// heuristic, then `default_ttl`, for statuses cacheable by default.
+fn implicit_lifetime(
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    response_time: SystemTime,
+    opts: &PolicyOptions,
+) -> Option<(Duration, FreshnessSource)> {
     if !(heuristically_cacheable(status) || cc.has("public")) {
         return None;
     }
+    let date = date_header(headers, header::DATE).unwrap_or(response_time);
     if let (Some(fraction), Some(last_modified)) = (
         opts.heuristic_fraction,
         date_header(headers, header::LAST_MODIFIED),

@@ -520,3 +520,126 @@ fn stale_if_error_window_from_response_or_request() {
     let req = CacheControl::parse("stale-if-error=100");
     assert!(stale_if_error_allows(&p, at(T0), &req, at(T0 + 100)));
 }
+
+// --- site rule defaults (nginx proxy_cache_valid / use_stale) ---
+
+fn with_rule(
+    status: u16,
+    resp: &[(&str, &str)],
+    defaults: &Defaults<'_>,
+) -> Result<(u64, FreshnessSource), NoCacheReason> {
+    let mut resp = headers(resp);
+    if !resp.contains_key("date") {
+        resp.insert("date", HeaderValue::from_str(&date(T0)).unwrap());
+    }
+    let response = Response {
+        status: StatusCode::from_u16(status).unwrap(),
+        headers: &resp,
+        exchange: exchange(),
+    };
+    storable_with(
+        &Method::GET,
+        &HeaderMap::new(),
+        response,
+        &PolicyOptions::default(),
+        defaults,
+    )
+    .map(|p| (p.lifetime.as_secs(), p.source))
+}
+
+#[test]
+fn rule_lifetimes_fill_in_where_the_origin_is_silent() {
+    use FreshnessSource::{Heuristic, MaxAge, Rule};
+    let statuses = [
+        (404, Duration::from_secs(30)),
+        (500, Duration::from_secs(5)),
+    ];
+    let rule = Defaults {
+        ttl: Some(Duration::from_secs(3600)),
+        ttl_status: &statuses,
+        ..Defaults::default()
+    };
+    let overriding = Defaults {
+        ttl_override: true,
+        ..rule
+    };
+    let lm = date(T0 - 1000);
+    let none = Defaults::default();
+    #[rustfmt::skip]
+    let table: Vec<(u16, Vec<(&str, &str)>, &Defaults<'_>, Result<(u64, FreshnessSource), NoCacheReason>)> = vec![
+        // no rule: RFC 9111 alone
+        (200, vec![],                                   &none,        Err(NoCacheReason::NoFreshness)),
+        (200, vec![("last-modified", &lm)],             &none,        Ok((100, Heuristic))),
+        // ttl for a silent response of a status cacheable by default
+        (200, vec![],                                   &rule,        Ok((3600, Rule))),
+        // the rule's ttl wins over the heuristic
+        (200, vec![("last-modified", &lm)],             &rule,        Ok((3600, Rule))),
+        // the origin's own freshness wins...
+        (200, vec![("cache-control", "max-age=60")],    &rule,        Ok((60, MaxAge))),
+        // ...unless the rule overrides it
+        (200, vec![("cache-control", "max-age=60")],    &overriding,  Ok((3600, Rule))),
+        // no-store and private are always honoured
+        (200, vec![("cache-control", "no-store")],      &overriding,  Err(NoCacheReason::NoStore)),
+        (200, vec![("cache-control", "private")],       &overriding,  Err(NoCacheReason::Private)),
+        // negative caching by status, for any status listed
+        (404, vec![],                                   &rule,        Ok((30, Rule))),
+        (500, vec![],                                   &rule,        Ok((5, Rule))),
+        (404, vec![("cache-control", "max-age=600")],   &rule,        Ok((600, MaxAge))),
+        (404, vec![("cache-control", "max-age=600")],   &overriding,  Ok((30, Rule))),
+        // a status neither cacheable by default nor listed: nothing
+        (502, vec![],                                   &rule,        Err(NoCacheReason::NoFreshness)),
+        (302, vec![],                                   &rule,        Err(NoCacheReason::NoFreshness)),
+        // `public` makes any status cacheable by default
+        (302, vec![("cache-control", "public")],        &rule,        Ok((3600, Rule))),
+        // a rule never makes partial or not-modified responses storable
+        (206, vec![],                                   &rule,        Err(NoCacheReason::Status)),
+    ];
+    for (i, (status, resp, defaults, want)) in table.into_iter().enumerate() {
+        assert_eq!(
+            with_rule(status, &resp, defaults),
+            want,
+            "row {i}: {status} {resp:?}"
+        );
+    }
+}
+
+#[test]
+fn rule_stale_windows_apply_where_the_response_has_none() {
+    let rule = Defaults {
+        ttl: Some(Duration::from_secs(60)),
+        stale_if_error: Some(Duration::from_secs(600)),
+        stale_while_revalidate: Some(Duration::from_secs(30)),
+        ..Defaults::default()
+    };
+    let store = |resp: &[(&str, &str)]| {
+        let mut resp = headers(resp);
+        resp.insert("date", HeaderValue::from_str(&date(T0)).unwrap());
+        let response = Response {
+            status: StatusCode::OK,
+            headers: &resp,
+            exchange: exchange(),
+        };
+        storable_with(
+            &Method::GET,
+            &HeaderMap::new(),
+            response,
+            &PolicyOptions::default(),
+            &rule,
+        )
+        .unwrap()
+    };
+    let silent = store(&[]);
+    assert_eq!(silent.stale_if_error, Some(Duration::from_secs(600)));
+    assert_eq!(silent.stale_while_revalidate, Some(Duration::from_secs(30)));
+    let own = store(&[(
+        "cache-control",
+        "max-age=10, stale-if-error=5, stale-while-revalidate=1",
+    )]);
+    assert_eq!(
+        own.stale_if_error,
+        Some(Duration::from_secs(5)),
+        "the response's own window"
+    );
+    assert_eq!(own.stale_while_revalidate, Some(Duration::from_secs(1)));
+    assert_eq!(own.lifetime, Duration::from_secs(10));
+}
