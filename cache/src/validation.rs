@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::cache_control::CacheControl;
 use crate::meta::ObjectMeta;
-use crate::policy::{self, Exchange, NoCacheReason, PolicyOptions, StoredPolicy};
+use crate::policy::{self, Defaults, Exchange, NoCacheReason, PolicyOptions, StoredPolicy};
 
 /// What a revalidation's answer makes of the stored response (RFC 9111
 /// §4.3.3–§4.3.5, RFC 5861 §4).
@@ -47,6 +47,8 @@ pub struct Asked<'a> {
     /// Whether validators were sent (a 304 to a request without them is
     /// not ours).
     pub sent_validators: bool,
+    /// The site rule's defaults the refreshed response is judged under.
+    pub defaults: Defaults<'a>,
 }
 
 /// What the answer to a revalidation of `stored` comes to at `now`.
@@ -67,7 +69,7 @@ pub fn revalidated(
             && head_confirms(&stored.headers, answer.headers)
     };
     if confirms {
-        let (meta, policy) = refresh(stored, answer, asked.headers, opts);
+        let (meta, policy) = refresh(stored, answer, &asked, opts);
         return Revalidated::Refreshed {
             meta: Box::new(meta),
             kept: policy.map(|_| ()),
@@ -94,7 +96,7 @@ pub fn revalidated(
 fn refresh(
     stored: &ObjectMeta,
     answer: Answer<'_>,
-    request: &HeaderMap,
+    asked: &Asked<'_>,
     opts: &PolicyOptions,
 ) -> (ObjectMeta, Result<StoredPolicy, NoCacheReason>) {
     let mut headers = stored.headers.clone();
@@ -103,14 +105,13 @@ fn refresh(
     headers.remove(header::DATE);
     headers.remove(header::AGE);
     merge_not_modified(&mut headers, answer.headers);
-    let policy = policy::storable(
-        &Method::GET,
-        request,
-        stored.status,
-        &headers,
-        answer.exchange,
-        opts,
-    );
+    let response = policy::Response {
+        status: stored.status,
+        headers: &headers,
+        exchange: answer.exchange,
+    };
+    let policy =
+        policy::storable_with(&Method::GET, asked.headers, response, opts, &asked.defaults);
     let mut meta = stored.clone();
     meta.headers = headers;
     meta.request_time = answer.exchange.request_time;

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::body;
-use crate::config::Config;
+use crate::config::{Config, ShieldPeer};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
@@ -46,20 +46,30 @@ impl Routing {
     /// `listen` is the address this node actually serves on, to recognise
     /// itself in the shield list.
     pub fn new(config: &Config, listen: SocketAddr) -> Self {
+        Routing::for_peers(config, &config.origins, &config.shields, listen)
+    }
+
+    /// A site's routing: its own origins and shields, with the node's
+    /// upstream settings (balance, health, retry budget, hop limit).
+    pub fn for_peers(
+        config: &Config,
+        origins: &[Peer],
+        shields: &[ShieldPeer],
+        listen: SocketAddr,
+    ) -> Self {
         let health = config.upstream.health_policy();
-        let origins = Pool::new(config.origins.clone(), config.upstream.balance, &health);
-        let (shields, own_shield) = if config.shields.is_empty() {
+        let origins = Pool::new(origins.to_vec(), config.upstream.balance, &health);
+        let (shields, own_shield) = if shields.is_empty() {
             (None, None)
         } else {
-            let own = config
-                .shields
+            let own = shields
                 .iter()
                 .find(|s| {
                     s.name.as_deref() == Some(config.node_name.as_str())
                         || s.peer.authority().as_str() == listen.to_string()
                 })
                 .map(|s| s.peer.authority().clone());
-            let peers = config.shields.iter().map(|s| s.peer.clone()).collect();
+            let peers = shields.iter().map(|s| s.peer.clone()).collect();
             (Some(Pool::new(peers, Policy::HashKey, &health)), own)
         };
         Routing {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::policy::StoredPolicy;
+use crate::policy::{Defaults, StoredPolicy};
 
 const T0: u64 = 1_700_000_000;
 
@@ -55,6 +55,7 @@ fn outcome(
             headers: &request,
             directives: &directives,
             sent_validators,
+            defaults: Defaults::default(),
         },
         Answer {
             status: StatusCode::from_u16(status).expect("status"),

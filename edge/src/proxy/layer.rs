@@ -153,13 +153,17 @@ impl CacheLayer {
         if session.req.method == Method::HEAD {
             return Err(NoCacheReason::Head);
         }
-        let policy = policy::storable(
-            &session.req.method,
-            &session.req.headers,
+        let response = policy::Response {
             status,
             headers,
             exchange,
+        };
+        let policy = policy::storable_with(
+            &session.req.method,
+            &session.req.headers,
+            response,
             &self.opts,
+            &rule_defaults(session),
         )?;
         Ok(ObjectMeta {
             status,
@@ -196,6 +200,13 @@ impl CacheLayer {
             self.max_object_size,
         ))
     }
+}
+
+/// What the request's site rule says about responses that do not say
+/// themselves (TTL defaults, negative caching, stale windows).
+pub(crate) fn rule_defaults(session: &Session) -> policy::Defaults<'_> {
+    let _ = session;
+    policy::Defaults::default()
 }
 
 /// Ends a revalidation, however it ends: waiters wake when the sender

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::forward::background_session;
-use super::layer::CacheLayer;
+use super::layer::{self, CacheLayer};
 use super::respond::{Detail, Fwd, Mark, Served};
 use super::shared::Shared;
 use super::{serve, stream};
@@ -131,6 +131,7 @@ async fn revalidate<H: EdgeHooks>(
         headers: &session.req.headers,
         directives: req_cc,
         sent_validators: !validators.is_empty(),
+        defaults: layer::rule_defaults(session),
     };
     let answer = Answer {
         status,
@@ -269,6 +270,7 @@ pub(crate) fn spawn_refresh<H: EdgeHooks>(
             headers: &background.req.headers,
             directives: &CacheControl::default(),
             sent_validators: !validators.is_empty(),
+            defaults: layer::rule_defaults(&background),
         };
         let answer = Answer {
             status: fetched.parts.status,
