@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod sites;
 pub mod stats;
 pub mod upstream;
 

@@ -1,0 +1,188 @@
+//! Sites and rules, compiled once from a `Config`: which site a `Host`
+//! belongs to ([`hosts`]), which rule of that site a request's method and
+//! path select ([`rules`]) and the precompiled [`Policy`] that rule stands
+//! for ([`policy`]). The proxy evaluates `Sites::site_for` then
+//! `Site::policy` once per request, before the cache lookup, and carries the
+//! borrowed `&Policy` with it; nothing here allocates on that path (except
+//! `RegexSet`'s match set, when a regex rule is reached).
+//!
+//! The top-level `origins`/`shields` are the default site (named `default`,
+//! index 0, no hosts, no rules) when `origins` is non-empty; `[[sites]]`
+//! follow in file order.
+
+mod describe;
+mod error;
+mod hosts;
+mod policy;
+mod rules;
+
+use http::Method;
+use origin_shield::Peer;
+
+use crate::config::{Config, RuleConfig, ShieldPeer, SiteConfig};
+pub use error::SitesError;
+use hosts::{HostPattern, HostTable};
+pub use policy::{HeaderOps, Policy, RedirectTo};
+use rules::Matcher;
+
+/// The name of the site made of the top-level `origins` and `shields`.
+pub const DEFAULT_SITE: &str = "default";
+
+/// Every site of a config, and the host table over them.
+#[derive(Debug)]
+pub struct Sites {
+    sites: Vec<Site>,
+    hosts: HostTable,
+}
+
+impl Sites {
+    /// Compiles the default site (when `config.origins` is non-empty) and
+    /// every `[[sites]]` entry. Errors on what validation should already
+    /// have refused; never panics.
+    pub fn compile(config: &Config) -> Result<Sites, SitesError> {
+        let has_default = !config.origins.is_empty();
+        let mut sites = Vec::with_capacity(config.sites.len() + usize::from(has_default));
+        if has_default {
+            sites.push(Site::compile_default(config));
+        }
+        let mut hosts = HostTable::new(has_default.then_some(0));
+        for site in &config.sites {
+            let index = sites.len();
+            for raw in &site.hosts {
+                let pattern = HostPattern::parse(raw).ok_or_else(|| SitesError::Host {
+                    site: site.name.clone(),
+                    host: raw.clone(),
+                })?;
+                hosts.insert(pattern, index);
+            }
+            sites.push(Site::compile(site, index)?);
+        }
+        Ok(Sites { sites, hosts })
+    }
+
+    /// The site for a `Host` value (port stripped, case-insensitive,
+    /// trailing dot ignored): an exact name, else the most specific wildcard
+    /// (`*.shop.example` matches `a.shop.example` and `b.a.shop.example`,
+    /// never `shop.example` itself — nginx semantics), else the default
+    /// site; `None` when nothing matches and there is no default site.
+    pub fn site_for(&self, host: &str) -> Option<&Site> {
+        self.hosts.lookup(host).and_then(|i| self.sites.get(i))
+    }
+
+    /// The default site, if the config has top-level `origins`.
+    pub fn default_site(&self) -> Option<&Site> {
+        self.sites.first().filter(|s| s.is_default)
+    }
+
+    /// Every site, the default one (if any) first; `Site::index` is its
+    /// position.
+    pub fn all(&self) -> &[Site] {
+        &self.sites
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Site> {
+        self.sites.get(index)
+    }
+
+    /// The site of that name.
+    pub fn by_name(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+
+    /// `[site, ...]` as [`Site::describe_site`] prints each, for `GET /sites`.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.sites.iter().map(Site::describe_site).collect())
+    }
+}
+
+/// One site: its hosts, where its misses go, and its compiled rules.
+#[derive(Debug)]
+pub struct Site {
+    pub name: String,
+    pub index: usize,
+    pub is_default: bool,
+    /// As configured (the default site has none: it answers for the rest).
+    pub hosts: Vec<String>,
+    pub origins: Vec<Peer>,
+    pub shields: Vec<ShieldPeer>,
+    matcher: Matcher,
+    /// One per rule, in rule order.
+    policies: Box<[Policy]>,
+    /// For requests no rule matches: every field default.
+    default_policy: Policy,
+    /// As configured, for `describe`.
+    rules: Vec<RuleConfig>,
+}
+
+impl Site {
+    fn compile_default(config: &Config) -> Site {
+        Site {
+            name: DEFAULT_SITE.to_owned(),
+            index: 0,
+            is_default: true,
+            hosts: Vec::new(),
+            origins: config.origins.clone(),
+            shields: config.shields.clone(),
+            matcher: Matcher::default(),
+            policies: Box::default(),
+            default_policy: Policy::default(),
+            rules: Vec::new(),
+        }
+    }
+
+    fn compile(config: &SiteConfig, index: usize) -> Result<Site, SitesError> {
+        let matcher = Matcher::compile(&config.name, &config.rules)?;
+        let policies = config
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Policy::compile(&config.name, i, rule, matcher.prefix(i)))
+            .collect::<Result<_, _>>()?;
+        Ok(Site {
+            name: config.name.clone(),
+            index,
+            is_default: false,
+            hosts: config.hosts.clone(),
+            origins: config.origins.clone(),
+            shields: config.shields.clone(),
+            matcher,
+            policies,
+            default_policy: Policy::default(),
+            rules: config.rules.clone(),
+        })
+    }
+
+    /// The policy of the first rule (file order) whose methods and path
+    /// match, or the site's default policy (every field default). `path`
+    /// is the request's path without its query.
+    pub fn policy(&self, method: &Method, path: &str) -> &Policy {
+        if self.matcher.is_empty() {
+            return &self.default_policy;
+        }
+        self.matcher
+            .first_match(method, path)
+            .and_then(|i| self.policies.get(i))
+            .unwrap_or(&self.default_policy)
+    }
+
+    /// Whether the site has any rule (without, it behaves like a node
+    /// without sites).
+    pub fn has_rules(&self) -> bool {
+        !self.matcher.is_empty()
+    }
+
+    /// The rules as configured, a JSON array in rule order, for
+    /// `GET /sites` (rules carry no secrets).
+    pub fn describe(&self) -> serde_json::Value {
+        describe::rules(&self.rules)
+    }
+
+    /// The whole site as JSON: name, index, default, hosts, origins,
+    /// shields and `rules` (as [`Site::describe`]).
+    pub fn describe_site(&self) -> serde_json::Value {
+        describe::site(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;
