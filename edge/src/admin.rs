@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::routing::Routing;
+use crate::sites::Sites;
 use crate::stats;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use purge_api::Purger;
@@ -40,6 +41,7 @@ impl std::fmt::Debug for dyn Live {
 pub struct AdminState {
     registry: Registry,
     routing: Arc<Routing>,
+    sites: Arc<Sites>,
     purger: Arc<Purger>,
     live: Arc<dyn Live>,
     node: String,
@@ -55,6 +57,7 @@ impl AdminState {
     pub fn new(
         registry: Registry,
         routing: Arc<Routing>,
+        sites: Arc<Sites>,
         purger: Arc<Purger>,
         live: Arc<dyn Live>,
         node: String,
@@ -63,6 +66,7 @@ impl AdminState {
         AdminState {
             registry,
             routing,
+            sites,
             purger,
             live,
             node,
@@ -167,6 +171,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/peers" => json(&state.routing.snapshot()),
+        "/sites" => json(&serde_json::json!({ "sites": state.sites.describe() })),
         "/stats.json" => {
             state.live.export_gauges();
             json(&stats::snapshot(

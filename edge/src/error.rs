@@ -33,6 +33,10 @@ pub enum ProxyError {
     ClientBodyTimeout(Duration),
     #[error("only-if-cached and nothing is cached")]
     OnlyIfCached,
+    /// No site answers for this `Host` and there is no default site (RFC
+    /// 9110 §15.5.20: 421).
+    #[error("no site answers for host {0:?}")]
+    Misdirected(String),
     /// A transfer coding other than chunked (RFC 9112 §6.1: 501).
     #[error("transfer coding other than chunked")]
     UnsupportedCoding,
@@ -85,6 +89,7 @@ impl ProxyError {
             | ProxyError::ClientBody { .. }
             | ProxyError::ClientBodyTimeout(_)
             | ProxyError::OnlyIfCached
+            | ProxyError::Misdirected(_)
             | ProxyError::UnsupportedCoding => ErrorSource::Downstream,
             ProxyError::NoPeer
             | ProxyError::Internal(_)
@@ -106,6 +111,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoPeer
             | ProxyError::Connect { .. }
             | ProxyError::Tls { .. }
@@ -129,6 +135,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => "client_body",
             ProxyError::ClientBodyTimeout(_) => "client_body_timeout",
             ProxyError::OnlyIfCached => "only_if_cached",
+            ProxyError::Misdirected(_) => "misdirected",
             ProxyError::UnsupportedCoding => "unsupported_coding",
             ProxyError::NoPeer => "no_peer",
             ProxyError::Connect { .. } => "connect",
@@ -152,6 +159,11 @@ impl ProxyError {
             ProxyError::BadRequest(why) => format!("400 Bad Request: {why}\n"),
             ProxyError::ClientBody { .. } => {
                 "400 Bad Request: request body incomplete\n".to_owned()
+            }
+            // The host passed `validate` (a reg-name or IP literal): safe
+            // to echo.
+            ProxyError::Misdirected(host) => {
+                format!("421 Misdirected Request: no site for host {host}\n")
             }
             _ => format!(
                 "{} {}\n",

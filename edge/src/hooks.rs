@@ -21,6 +21,7 @@ use http::{Response, StatusCode, request, response};
 use origin_shield::Peer;
 
 use crate::body::BodyEnd;
+use crate::sites::{Policy, Site, Sites};
 
 /// What the proxy knows about the request in hand. Hooks may read it all and
 /// change `req` in `request_filter`.
@@ -44,6 +45,14 @@ pub struct Session {
     pub cache_tier: Option<Tier>,
     /// The configured query rules of the default key.
     pub(crate) key_rules: Arc<KeyRules>,
+    /// The node's sites; [`site`](Self::site) and [`policy`](Self::policy)
+    /// read this request's.
+    pub(crate) sites: Arc<Sites>,
+    /// The site the `Host` chose (`Site::index`), set before
+    /// `request_filter`.
+    pub site: usize,
+    /// The rule of that site that matched (`Policy::rule`), if any.
+    pub rule: Option<usize>,
     /// Set when a response that began as a hit had to fetch part of its
     /// body from the origin (slices not yet stored): it is counted as a
     /// miss, so hit ratios are not overstated.
@@ -51,6 +60,16 @@ pub struct Session {
 }
 
 impl Session {
+    /// The site this request belongs to.
+    pub fn site(&self) -> Option<&Site> {
+        self.sites.get(self.site)
+    }
+
+    /// What the matching rule says (the default policy when none matched).
+    pub fn policy(&self) -> &Policy {
+        self.sites.policy_of(self.site, self.rule)
+    }
+
     /// The host the client asked for: the URI's authority (absolute-form or
     /// HTTP/2 `:authority`), else the `Host` field, without a port.
     pub fn host(&self) -> &str {

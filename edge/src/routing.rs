@@ -243,8 +243,8 @@ fn cdn_loop_entries(headers: &HeaderMap) -> Vec<String> {
 /// until the routing is dropped: each address becomes a pool member of its
 /// own (balanced, health-checked and ejected on its own), with the name's
 /// weight. A lookup that fails keeps the addresses from the last one.
-pub fn spawn_resolver(routing: &Arc<Routing>, config: &Config) {
-    let configured = config.origins.clone();
+pub fn spawn_resolver(routing: &Arc<Routing>, origins: &[Peer], config: &Config) {
+    let configured = origins.to_vec();
     let interval = config.upstream.resolve_interval;
     let named = configured.iter().any(|p| p.host_is_name());
     if !named || interval.is_zero() {

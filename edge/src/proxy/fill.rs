@@ -27,7 +27,11 @@ pub(crate) async fn fill<H: EdgeHooks>(
     ctx: &mut H::Ctx,
 ) -> Result<Served, ProxyError> {
     session.cache_tier = None;
-    if shared.fwd.routing.passed_here(&session.req.headers) {
+    if shared
+        .fwd
+        .routing(session)
+        .passed_here(&session.req.headers)
+    {
         // Back at this node through a shield loop: this node's own fetch
         // of the key is what sent it round, so waiting on it would wait
         // on ourselves.

@@ -35,7 +35,11 @@ pub(crate) struct Fetched {
 #[derive(Debug)]
 pub(crate) struct Forwarder<H> {
     pub hooks: Arc<H>,
-    pub routing: Arc<Routing>,
+    /// Where misses go, one per site (`Site::index`).
+    pub routings: Vec<Arc<Routing>>,
+    /// For a site index out of range (never, as `routings` is built from
+    /// the same sites): the first site's, or the top-level origins'.
+    pub fallback_routing: Arc<Routing>,
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<Metrics>,
     pub via: headers::Via,
@@ -97,6 +101,13 @@ pub(crate) fn retry_after(err: &ProxyError, a: Attempt) -> Option<Retry> {
 }
 
 impl<H: EdgeHooks> Forwarder<H> {
+    /// Where this request's misses go: its site's routing.
+    pub fn routing(&self, session: &Session) -> &Arc<Routing> {
+        self.routings
+            .get(session.site)
+            .unwrap_or(&self.fallback_routing)
+    }
+
     /// Phases 6–7a: picks the peer, sends the request (body streamed) and
     /// returns the response head. `extra` headers (validators) are added
     /// to the upstream request.
@@ -110,11 +121,11 @@ impl<H: EdgeHooks> Forwarder<H> {
         // Only a request without a body can be sent again: a streamed body
         // is consumed by the first attempt.
         let replayable = body.is_end_stream();
+        let routing = self.routing(session);
         let targets: Vec<(Peer, Option<Arc<Member>>)> =
             match self.hooks.upstream_peer(session, ctx).await {
                 Some(peer) => vec![(peer, None)],
-                None => self
-                    .routing
+                None => routing
                     .targets(
                         &session.req.method,
                         &session.req.headers,
@@ -144,7 +155,7 @@ impl<H: EdgeHooks> Forwarder<H> {
             .upstream_request_filter(session, &mut upstream_req, ctx)
             .await;
 
-        self.routing.budget.deposit();
+        routing.budget.deposit();
         let mut body = Some(body);
         let idempotent = replayable && is_idempotent(&session.req.method);
         // A pooled connection the peer closed just as we wrote to it fails
@@ -188,7 +199,7 @@ impl<H: EdgeHooks> Forwarder<H> {
                             self.peer_failed(member, "status", true);
                             // An origin that says it cannot serve: the next
                             // one may (idempotent, bodiless, budgeted).
-                            if idempotent && more && self.routing.budget.try_spend() {
+                            if idempotent && more && routing.budget.try_spend() {
                                 warn!(peer = %peer, status = parts.status.as_u16(), "origin unavailable; trying the next");
                                 self.metrics
                                     .upstream_retries
@@ -230,7 +241,7 @@ impl<H: EdgeHooks> Forwarder<H> {
                 more,
             };
             let retry = match retry_after(&err, attempt) {
-                Some(retry) if !retry.costs_budget || self.routing.budget.try_spend() => retry,
+                Some(retry) if !retry.costs_budget || routing.budget.try_spend() => retry,
                 _ => return Err(err),
             };
             if retry.reason == "broken" {
@@ -338,7 +349,10 @@ impl<H: EdgeHooks> Forwarder<H> {
             session.downstream_scheme,
             asked_for.as_ref(),
         );
-        self.routing.mark_hop(h);
+        self.routing(session).mark_hop(h);
+        // The site rule's edits, before the `upstream_request_filter` hook
+        // (which may override them).
+        session.policy().request_headers.apply(h);
         parts
     }
 }
@@ -402,6 +416,9 @@ pub(crate) fn background_session(session: &Session, key: CacheKey) -> Session {
         cache_status: CacheStatus::Pass,
         cache_tier: None,
         key_rules: session.key_rules.clone(),
+        sites: session.sites.clone(),
+        site: session.site,
+        rule: session.rule,
         // Shared: what the copy fetches counts against the request.
         origin_fetched: session.origin_fetched.clone(),
     }

@@ -205,8 +205,14 @@ impl CacheLayer {
 /// What the request's site rule says about responses that do not say
 /// themselves (TTL defaults, negative caching, stale windows).
 pub(crate) fn rule_defaults(session: &Session) -> policy::Defaults<'_> {
-    let _ = session;
-    policy::Defaults::default()
+    let rule = session.policy();
+    policy::Defaults {
+        ttl: rule.ttl,
+        ttl_override: rule.ttl_override,
+        ttl_status: &rule.ttl_status,
+        stale_if_error: rule.stale_if_error,
+        stale_while_revalidate: rule.stale_while_revalidate,
+    }
 }
 
 /// Ends a revalidation, however it ends: waiters wake when the sender

@@ -34,25 +34,39 @@ use std::time::Instant;
 use cache::store::Store;
 use cache::{CacheStatus, Clock};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version, response};
 use hyper::body::Incoming;
 use purge_api::Purger;
 use tracing::{Instrument, info, warn};
 
 use crate::body::{self, ProxyBody};
-use crate::config::{Config, IpNet};
+use crate::config::{CacheMode, Config, IpNet};
 use crate::error::{ErrorSource, ProxyError};
 use crate::headers;
 use crate::hooks::{EdgeHooks, Session};
 use crate::metrics::Metrics;
 use crate::routing::Routing;
 use crate::server::idle::ConnActivity;
+use crate::sites::{RedirectTo, Sites};
 use crate::upstream::Upstream;
 use finish::Finisher;
 use forward::Forwarder;
 use layer::CacheLayer;
 use respond::{Detail, Fwd, Mark};
 use shared::Shared;
+
+/// A rule's redirect: its status, `Location`, and no body.
+fn redirect_head(redirect: &RedirectTo, path_and_query: &str) -> response::Parts {
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = redirect.status;
+    if let Ok(location) = HeaderValue::from_str(&redirect.location(path_and_query)) {
+        parts.headers.insert(header::LOCATION, location);
+    }
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    parts
+}
 
 /// What the server tells the proxy about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -71,6 +85,7 @@ pub struct Proxy<H> {
     /// Networks that may send `PURGE` without the token.
     purge_from: Vec<IpNet>,
     strip_surrogate_key: bool,
+    sites: Arc<Sites>,
 }
 
 fn gauge<T: TryInto<i64>>(n: T) -> i64 {
@@ -90,6 +105,8 @@ pub struct Parts<H> {
     pub listen: SocketAddr,
     /// "Now" for every cache decision (the system clock but in tests).
     pub clock: Clock,
+    /// The sites by Host, and their rules.
+    pub sites: Arc<Sites>,
 }
 
 impl<H: EdgeHooks> Proxy<H> {
@@ -102,10 +119,28 @@ impl<H: EdgeHooks> Proxy<H> {
             upstream,
             listen,
             clock,
+            sites,
         } = parts;
+        let routings: Vec<Arc<Routing>> = sites
+            .all()
+            .iter()
+            .map(|site| {
+                Arc::new(Routing::for_peers(
+                    config,
+                    &site.origins,
+                    &site.shields,
+                    listen,
+                ))
+            })
+            .collect();
+        let fallback_routing = routings
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Routing::new(config, listen)));
         let fwd = Forwarder {
             hooks: Arc::new(hooks),
-            routing: Arc::new(Routing::new(config, listen)),
+            routings,
+            fallback_routing,
             upstream: Arc::new(upstream),
             metrics: Arc::new(metrics),
             via: headers::Via::new(&config.node_name),
@@ -137,7 +172,19 @@ impl<H: EdgeHooks> Proxy<H> {
                 .filter_map(|n| n.parse().ok())
                 .collect(),
             strip_surrogate_key: config.purge.strip_surrogate_key,
+            sites,
         }
+    }
+
+    /// The sites by Host, for the admin listener.
+    pub fn sites(&self) -> &Arc<Sites> {
+        &self.sites
+    }
+
+    /// Every site's routing, for the health probes (the default site's, or
+    /// the first, comes first).
+    pub fn routings(&self) -> &[Arc<Routing>] {
+        &self.shared.fwd.routings
     }
 
     fn hooks(&self) -> &Arc<H> {
@@ -152,7 +199,9 @@ impl<H: EdgeHooks> Proxy<H> {
     pub fn export_gauges(&self) {
         let m = self.metrics();
         let fwd = &self.shared.fwd;
-        fwd.routing.export(m);
+        for routing in &fwd.routings {
+            routing.export(m);
+        }
         m.upstream_reuse_ratio.set(fwd.upstream.reuse_ratio());
         let cache = &self.shared.cache;
         let fills = &cache.fills;
@@ -186,7 +235,7 @@ impl<H: EdgeHooks> Proxy<H> {
 
     /// Where misses go, for the admin listener and the health probes.
     pub fn routing(&self) -> &Arc<Routing> {
-        &self.shared.fwd.routing
+        &self.shared.fwd.fallback_routing
     }
 
     /// The pooled client to peers.
@@ -231,6 +280,10 @@ impl<H: EdgeHooks> Proxy<H> {
                 cache_status: CacheStatus::Pass,
                 cache_tier: None,
                 key_rules: self.key_rules.clone(),
+                sites: self.sites.clone(),
+                // Set by `process` once the Host is checked.
+                site: 0,
+                rule: None,
                 origin_fetched: Default::default(),
             },
             ctx: self.hooks().new_ctx(),
@@ -276,6 +329,8 @@ impl<H: EdgeHooks> Proxy<H> {
                         .via
                         .append(&mut parts.headers, Version::HTTP_11);
                 }
+                // Every response gets the site rule's header edits.
+                (pending.session.policy().response_headers).apply(&mut parts.headers);
                 self.hooks()
                     .response_filter(&pending.session, &mut parts, &mut pending.ctx)
                     .instrument(span)
@@ -311,6 +366,14 @@ impl<H: EdgeHooks> Proxy<H> {
         ctx: &mut H::Ctx,
     ) -> Result<(Response<ProxyBody>, Option<StatusCode>), ProxyError> {
         validate::validate(&session.req)?;
+        // The site by Host, and its rule: before the hooks, which may
+        // override what the rule says.
+        let Some(site) = self.sites.site_for(session.host()) else {
+            return Err(ProxyError::Misdirected(session.host().to_owned()));
+        };
+        session.site = site.index;
+        let policy = site.policy(&session.req.method, session.req.uri.path());
+        session.rule = policy.rule;
 
         if let Some(early) = self.hooks().request_filter(session, ctx).await {
             return Ok((early.map(body::full), None));
@@ -322,10 +385,17 @@ impl<H: EdgeHooks> Proxy<H> {
             ));
         }
 
+        if let Some(redirect) = &session.policy().redirect {
+            let mut parts = redirect_head(redirect, session.path_and_query());
+            self.finish_head(session, &mut parts, ctx).await;
+            return Ok((Response::from_parts(parts, body::empty()), None));
+        }
+
         session.cache_key = self.hooks().cache_key(session, ctx);
         let cacheable_method = matches!(session.req.method, Method::GET | Method::HEAD);
+        let bypass = session.policy().cache == CacheMode::Bypass;
         let (mut parts, body, upstream_status) = match session.cache_key {
-            Some(key) if cacheable_method => {
+            Some(key) if cacheable_method && !bypass => {
                 let served = cached::serve_cacheable(&self.shared, session, key, body, ctx).await?;
                 (served.head, served.body, served.upstream_status)
             }
@@ -343,6 +413,14 @@ impl<H: EdgeHooks> Proxy<H> {
                 (parts, body::boxed(fetched.body), Some(status))
             }
         };
+        self.finish_head(session, &mut parts, ctx).await;
+        Ok((Response::from_parts(parts, body), upstream_status))
+    }
+
+    /// What every answer of the pipeline gets last: `Via`, HTTP/1.1, the
+    /// Surrogate-Key policy, the site rule's header edits, then the
+    /// `response_filter` hook (which may override them).
+    async fn finish_head(&self, session: &Session, parts: &mut response::Parts, ctx: &mut H::Ctx) {
         self.shared
             .fwd
             .via
@@ -354,8 +432,8 @@ impl<H: EdgeHooks> Proxy<H> {
         {
             parts.headers.remove("surrogate-key");
         }
-        self.hooks().response_filter(session, &mut parts, ctx).await;
-        Ok((Response::from_parts(parts, body), upstream_status))
+        session.policy().response_headers.apply(&mut parts.headers);
+        self.hooks().response_filter(session, parts, ctx).await;
     }
 
     /// `PURGE /path` (the Varnish and nginx habit): purges this URL, for

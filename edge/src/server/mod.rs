@@ -32,6 +32,7 @@ use crate::config::{Config, ServerConfig};
 use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Parts as ProxyParts, Proxy};
+use crate::sites::{Sites, SitesError};
 use crate::upstream::Upstream;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use purge_api::{PurgeConfig, Purger};
@@ -62,6 +63,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Cache(#[from] cache::store::StoreError),
+    #[error(transparent)]
+    Sites(#[from] SitesError),
     #[error(transparent)]
     Purge(#[from] purge_api::PurgeError),
     #[error(transparent)]
@@ -193,6 +196,7 @@ impl<H: EdgeHooks> Server<H> {
             upstream,
             listen,
             clock,
+            sites: Arc::new(Sites::compile(&config)?),
         };
         let proxy = Arc::new(Proxy::new(&config, parts));
         Ok(Server {
@@ -248,15 +252,18 @@ impl<H: EdgeHooks> Server<H> {
             origins = ?config.origins.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "edge serving"
         );
-        crate::routing::spawn_probes(proxy.routing(), proxy.upstream(), &config);
+        for (site, routing) in proxy.sites().all().iter().zip(proxy.routings()) {
+            crate::routing::spawn_probes(routing, proxy.upstream(), &config);
+            crate::routing::spawn_resolver(routing, &site.origins, &config);
+        }
         if let Some(tls) = &tls {
             tls::spawn_reloader(&tls.certs, config.tls.reload_interval);
         }
-        crate::routing::spawn_resolver(proxy.routing(), &config);
         proxy.purger().spawn_background();
         let admin_state = Arc::new(AdminState::new(
             registry,
             proxy.routing().clone(),
+            proxy.sites().clone(),
             proxy.purger().clone(),
             proxy.clone(),
             config.node_name.clone(),

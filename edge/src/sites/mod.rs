@@ -33,6 +33,8 @@ pub const DEFAULT_SITE: &str = "default";
 pub struct Sites {
     sites: Vec<Site>,
     hosts: HostTable,
+    /// For a site index out of range: every field default.
+    no_policy: Policy,
 }
 
 impl Sites {
@@ -57,7 +59,21 @@ impl Sites {
             }
             sites.push(Site::compile(site, index)?);
         }
-        Ok(Sites { sites, hosts })
+        Ok(Sites {
+            sites,
+            hosts,
+            no_policy: Policy::default(),
+        })
+    }
+
+    /// The policy of rule `rule` of site `site` (as `Site::index` and
+    /// `Policy::rule` name them), or the default policy: what a request
+    /// carries instead of a reference into the table.
+    pub fn policy_of(&self, site: usize, rule: Option<usize>) -> &Policy {
+        match self.sites.get(site) {
+            Some(site) => site.policy_at(rule),
+            None => &self.no_policy,
+        }
     }
 
     /// The site for a `Host` value (port stripped, case-insensitive,
@@ -162,6 +178,12 @@ impl Site {
         self.matcher
             .first_match(method, path)
             .and_then(|i| self.policies.get(i))
+            .unwrap_or(&self.default_policy)
+    }
+
+    /// The policy of rule `rule` (`Policy::rule`), or the default one.
+    pub fn policy_at(&self, rule: Option<usize>) -> &Policy {
+        rule.and_then(|i| self.policies.get(i))
             .unwrap_or(&self.default_policy)
     }
 
