@@ -54,16 +54,16 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Handles to the pipeline's metrics; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Requests by status class (`2xx` …), how the body ended and cache
-    /// status (`HIT`, `MISS` …): request hit ratio.
+    /// Requests by site, status class (`2xx` …), how the body ended and
+    /// cache status (`HIT`, `MISS` …): request hit ratio.
     pub requests: IntCounterVec,
     /// Request duration, head received to body end, by status class and
     /// cache status.
     pub request_duration: HistogramVec,
     /// Request head received to response head ready, by cache status.
     pub time_to_first_byte: HistogramVec,
-    /// Body bytes sent to clients by cache status and source (memory,
-    /// disk, origin, edge): byte hit ratio and tier share.
+    /// Body bytes sent to clients by site, cache status and source
+    /// (memory, disk, origin, edge): byte hit ratio and tier share.
     pub response_bytes: IntCounterVec,
     /// Responses served from cache by the tier that held them.
     pub cache_tier_hits: IntCounterVec,
@@ -116,15 +116,34 @@ pub struct Metrics {
     pub upstream_reuse_ratio: Gauge,
     /// The per-request series above, resolved once per label set.
     series: Arc<RequestSeries>,
+    /// The `site` label's values, by `Site::index`.
+    sites: Arc<[String]>,
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in `registry`.
+    /// Creates the metrics and registers them in `registry`, for a node
+    /// with only the default site.
     pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
+        Metrics::register_for_sites(registry, &["default".to_owned()])
+    }
+
+    /// Creates the metrics for these sites (the `site` label's values, by
+    /// `Site::index`) and registers them in `registry`.
+    pub fn register_for_sites(
+        registry: &Registry,
+        sites: &[String],
+    ) -> prometheus::Result<Metrics> {
+        // A label value per site: at least one, so an index is always in
+        // range.
+        let sites: Arc<[String]> = if sites.is_empty() {
+            Arc::from(vec!["default".to_owned()])
+        } else {
+            Arc::from(sites.to_vec())
+        };
         let m = Metrics {
             requests: IntCounterVec::new(
                 Opts::new(names::REQUESTS_TOTAL, "Client requests answered"),
-                &["status_class", "body_end", "cache_status"],
+                &["site", "status_class", "body_end", "cache_status"],
             )?,
             request_duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -148,7 +167,7 @@ impl Metrics {
                     "Response body bytes sent to clients, by cache status and where they \
                      came from (memory, disk, origin, or edge for its own answers)",
                 ),
-                &["cache_status", "source"],
+                &["site", "cache_status", "source"],
             )?,
             cache_tier_hits: IntCounterVec::new(
                 Opts::new(
@@ -265,7 +284,8 @@ impl Metrics {
                 names::UPSTREAM_REUSE_RATIO,
                 "Share of upstream requests since start sent on a reused connection",
             )?,
-            series: Arc::new(RequestSeries::new()),
+            series: Arc::new(RequestSeries::new(sites.len())),
+            sites,
         };
         // Known label sets start at 0, so dashboards see them before the
         // first event (and a rate over them is 0, not "no data").
@@ -372,31 +392,43 @@ impl<M> Series<M> {
 }
 
 impl RequestSeries {
-    fn new() -> Self {
+    fn new(sites: usize) -> Self {
         RequestSeries {
-            requests: Series::new(STATUS_CLASSES * BODY_ENDS * CACHE_STATUSES),
+            requests: Series::new(sites * STATUS_CLASSES * BODY_ENDS * CACHE_STATUSES),
             duration: Series::new(STATUS_CLASSES * CACHE_STATUSES),
             time_to_first_byte: Series::new(CACHE_STATUSES),
-            response_bytes: Series::new(CACHE_STATUSES * BodySource::ALL.len()),
+            response_bytes: Series::new(sites * CACHE_STATUSES * BodySource::ALL.len()),
             tier_hits: Series::new(TIERS),
         }
     }
 }
 
 impl Metrics {
-    /// `edge_requests_total{status_class, body_end, cache_status}`.
+    /// `edge_requests_total{site, status_class, body_end, cache_status}`.
     pub fn request(
         &self,
+        site: usize,
         status: http::StatusCode,
         end: BodyEnd,
         cache: CacheStatus,
     ) -> &IntCounter {
+        let site = self.site_index(site);
         let class = class_index(status);
-        let index = (class * BODY_ENDS + end as usize) * CACHE_STATUSES + cache as usize;
+        let index = ((site * STATUS_CLASSES + class) * BODY_ENDS + end as usize) * CACHE_STATUSES
+            + cache as usize;
         self.series.requests.get(index, || {
-            self.requests
-                .with_label_values(&[status_class(status), end.as_str(), cache.as_str()])
+            self.requests.with_label_values(&[
+                &self.sites[site],
+                status_class(status),
+                end.as_str(),
+                cache.as_str(),
+            ])
         })
+    }
+
+    /// `site` if it names a site, else the first (never out of range).
+    fn site_index(&self, site: usize) -> usize {
+        if site < self.sites.len() { site } else { 0 }
     }
 
     /// `edge_request_duration_seconds{status_class, cache_status}`.
@@ -415,12 +447,17 @@ impl Metrics {
         })
     }
 
-    /// `edge_response_bytes_total{cache_status, source}`.
-    pub fn body_bytes(&self, cache: CacheStatus, source: BodySource) -> &IntCounter {
-        let index = cache as usize * BodySource::ALL.len() + source as usize;
+    /// `edge_response_bytes_total{site, cache_status, source}`.
+    pub fn body_bytes(&self, site: usize, cache: CacheStatus, source: BodySource) -> &IntCounter {
+        let site = self.site_index(site);
+        let index =
+            (site * CACHE_STATUSES + cache as usize) * BodySource::ALL.len() + source as usize;
         self.series.response_bytes.get(index, || {
-            self.response_bytes
-                .with_label_values(&[cache.as_str(), source.as_str()])
+            self.response_bytes.with_label_values(&[
+                &self.sites[site],
+                cache.as_str(),
+                source.as_str(),
+            ])
         })
     }
 
@@ -460,27 +497,41 @@ mod tests {
             STATUS_CLASSES - 1
         );
         let registry = Registry::new();
-        let m = Metrics::register(&registry).unwrap();
-        m.request(http::StatusCode::OK, BodyEnd::Complete, CacheStatus::Hit)
+        let sites = ["default".to_owned(), "shop".to_owned()];
+        let m = Metrics::register_for_sites(&registry, &sites).unwrap();
+        m.request(0, http::StatusCode::OK, BodyEnd::Complete, CacheStatus::Hit)
             .inc();
-        m.request(http::StatusCode::OK, BodyEnd::Complete, CacheStatus::Hit)
+        m.request(0, http::StatusCode::OK, BodyEnd::Complete, CacheStatus::Hit)
+            .inc();
+        m.request(1, http::StatusCode::OK, BodyEnd::Complete, CacheStatus::Hit)
             .inc();
         m.request(
+            1,
             http::StatusCode::BAD_GATEWAY,
             BodyEnd::Error,
             CacheStatus::Miss,
         )
         .inc();
-        m.body_bytes(CacheStatus::Hit, BodySource::Disk).inc_by(7);
+        // An index past the sites counts for the first, never panics.
+        m.request(9, http::StatusCode::OK, BodyEnd::Complete, CacheStatus::Hit)
+            .inc();
+        m.body_bytes(1, CacheStatus::Hit, BodySource::Disk)
+            .inc_by(7);
         m.tier_hit(Tier::Disk).inc();
         m.duration(http::StatusCode::NOT_FOUND, CacheStatus::Pass)
             .observe(0.1);
         m.first_byte(CacheStatus::Stale).observe(0.1);
-        let hits = m.requests.with_label_values(&["2xx", "complete", "HIT"]);
-        assert_eq!(hits.get(), 2);
-        let errors = m.requests.with_label_values(&["5xx", "error", "MISS"]);
+        let hits = |site| {
+            m.requests
+                .with_label_values(&[site, "2xx", "complete", "HIT"])
+                .get()
+        };
+        assert_eq!((hits("default"), hits("shop")), (3, 1));
+        let errors = m
+            .requests
+            .with_label_values(&["shop", "5xx", "error", "MISS"]);
         assert_eq!(errors.get(), 1);
-        let bytes = m.response_bytes.with_label_values(&["HIT", "disk"]);
+        let bytes = m.response_bytes.with_label_values(&["shop", "HIT", "disk"]);
         assert_eq!(bytes.get(), 7);
         assert_eq!(m.cache_tier_hits.with_label_values(&["disk"]).get(), 1);
         let duration = m.request_duration.with_label_values(&["4xx", "PASS"]);
@@ -494,14 +545,14 @@ mod tests {
         let registry = Registry::new();
         let m = Metrics::register(&registry).unwrap();
         m.requests
-            .with_label_values(&["2xx", "complete", "HIT"])
+            .with_label_values(&["default", "2xx", "complete", "HIT"])
             .inc();
         let mut out = String::new();
         prometheus::TextEncoder::new()
             .encode_utf8(&registry.gather(), &mut out)
             .unwrap();
         assert!(out.contains(
-            "edge_requests_total{body_end=\"complete\",cache_status=\"HIT\",status_class=\"2xx\"} 1"
+            "edge_requests_total{body_end=\"complete\",cache_status=\"HIT\",site=\"default\",status_class=\"2xx\"} 1"
         ));
         assert!(
             Metrics::register(&registry).is_err(),

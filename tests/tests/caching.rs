@@ -504,9 +504,9 @@ async fn bytes_are_counted_by_cache_status_and_source() {
     poll_until("the byte counters", Duration::from_secs(5), async || {
         let text = edge.metrics().await;
         let hit =
-            text.contains("edge_response_bytes_total{cache_status=\"HIT\",source=\"memory\"} 10");
+            text.contains("edge_response_bytes_total{cache_status=\"HIT\",site=\"default\",source=\"memory\"} 10");
         let miss =
-            text.contains("edge_response_bytes_total{cache_status=\"MISS\",source=\"origin\"} 10");
+            text.contains("edge_response_bytes_total{cache_status=\"MISS\",site=\"default\",source=\"origin\"} 10");
         if hit && miss { Ok(()) } else { Err(text) }
     })
     .await;

@@ -208,7 +208,7 @@ async fn admin_serves_health_and_metrics() {
     // The request is counted when its body ends, just after the client has it.
     let text = poll_until("the request to be counted", Duration::from_secs(5), async || {
         let text = edge.metrics().await;
-        if text.contains("edge_requests_total{body_end=\"complete\",cache_status=\"MISS\",status_class=\"2xx\"} 1") {
+        if text.contains("edge_requests_total{body_end=\"complete\",cache_status=\"MISS\",site=\"default\",status_class=\"2xx\"} 1") {
             Ok(text)
         } else {
             Err(text)

@@ -59,10 +59,10 @@ async fn every_metric_moves_under_traffic() {
     let text = edge.metrics().await;
     let peer = origin.url();
     let moved = [
-        "edge_requests_total{body_end=\"complete\",cache_status=\"HIT\",status_class=\"2xx\"} 12",
-        "edge_requests_total{body_end=\"complete\",cache_status=\"MISS\",status_class=\"2xx\"} 4",
-        "edge_requests_total{body_end=\"complete\",cache_status=\"PASS\",status_class=\"2xx\"} 3",
-        "edge_response_bytes_total{cache_status=\"HIT\",source=\"memory\"} 12000",
+        "edge_requests_total{body_end=\"complete\",cache_status=\"HIT\",site=\"default\",status_class=\"2xx\"} 12",
+        "edge_requests_total{body_end=\"complete\",cache_status=\"MISS\",site=\"default\",status_class=\"2xx\"} 4",
+        "edge_requests_total{body_end=\"complete\",cache_status=\"PASS\",site=\"default\",status_class=\"2xx\"} 3",
+        "edge_response_bytes_total{cache_status=\"HIT\",site=\"default\",source=\"memory\"} 12000",
         "edge_request_duration_seconds_count{cache_status=\"HIT\",status_class=\"2xx\"} 12",
         "edge_time_to_first_byte_seconds_count{cache_status=\"MISS\"} 4",
         "edge_cache_tier_hits_total{tier=\"memory\"} 12",

@@ -108,7 +108,7 @@ async fn a_range_of_a_large_object_fetches_only_its_slices() {
     let text = edge.metrics().await;
     for (status, n) in [("MISS", 3), ("HIT", 2)] {
         let line = format!(
-            "edge_requests_total{{body_end=\"complete\",cache_status=\"{status}\",status_class=\"2xx\"}} {n}"
+            "edge_requests_total{{body_end=\"complete\",cache_status=\"{status}\",site=\"default\",status_class=\"2xx\"}} {n}"
         );
         assert!(text.contains(&line), "{line}\n{text}");
     }

@@ -72,7 +72,8 @@ impl<H: EdgeHooks> Finisher<H> {
             self.session.cache_tier = None;
         }
         let cache_status = self.session.cache_status;
-        self.metrics.request(status, end, cache_status).inc();
+        let site = self.session.site;
+        self.metrics.request(site, status, end, cache_status).inc();
         if let Some(tier) = self.session.cache_tier
             && cache_status.from_cache()
         {
@@ -88,7 +89,7 @@ impl<H: EdgeHooks> Finisher<H> {
             _ => BodySource::Edge,
         };
         self.metrics
-            .body_bytes(cache_status, source)
+            .body_bytes(site, cache_status, source)
             .inc_by(body_bytes);
         let _enter = self.span.enter();
         access_log(&self.session, &summary);

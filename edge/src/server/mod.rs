@@ -168,7 +168,9 @@ impl<H: EdgeHooks> Server<H> {
             _ => None,
         };
         let registry = Registry::new();
-        let metrics = Metrics::register(&registry)?;
+        let sites = Arc::new(Sites::compile(&config)?);
+        let site_names: Vec<String> = sites.all().iter().map(|s| s.name.clone()).collect();
+        let metrics = Metrics::register_for_sites(&registry, &site_names)?;
         let store_config = StoreConfig::new(
             config.data_dir.join("cache"),
             config.cache.memory.as_usize(),
@@ -196,7 +198,7 @@ impl<H: EdgeHooks> Server<H> {
             upstream,
             listen,
             clock,
-            sites: Arc::new(Sites::compile(&config)?),
+            sites,
         };
         let proxy = Arc::new(Proxy::new(&config, parts));
         Ok(Server {
