@@ -8,7 +8,10 @@
 # requests and tokio's wake-ups interleave under valgrind); PIPELINE=1
 # counts only inside the request future (`Proxy::handle`: the proxy's own
 # work, not hyper's I/O or the runtime), which repeats within about 1 %.
+# EXTRA=file appends that TOML to the edge's config (sites, rules); HOST=name
+# sends the hits with that Host (to reach a site).
 #   benches/callgrind.sh [EDGE_BINARY] [N]
+#   EXTRA=benches/sites-50-rules.toml HOST=shop.example PIPELINE=1 benches/callgrind.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EDGE=${1:-target/release/edge}
@@ -42,6 +45,11 @@ run() {
 [server]
 worker_threads = 1
 TOML
+  if [ -n "${EXTRA:-}" ]; then
+    sed "s|ORIGIN_URL|http://127.0.0.1:$origin_port|g" "$EXTRA" >> "$work/edge.toml"
+  fi
+  local host=()
+  if [ -n "${HOST:-}" ]; then host=(-H "Host: $HOST"); fi
   local collect=()
   if [ "${PIPELINE:-0}" = 1 ]; then collect=(--collect-atstart=no "--toggle-collect=*Proxy*handle*"); fi
   EDGE_LOG=$log_filter valgrind --tool=callgrind "${collect[@]}" --callgrind-out-file="$work/cg.$hits" \
@@ -53,10 +61,10 @@ TOML
     curl -sf -o /dev/null "http://127.0.0.1:$admin/healthz" && break
     sleep 0.1
   done
-  curl -s -o /dev/null "http://127.0.0.1:$port/obj"   # the miss
+  curl -s -o /dev/null "${host[@]}" "http://127.0.0.1:$port/obj"   # the miss
   local urls=()
   for _ in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/obj"); done
-  curl -s "${urls[@]}" >/dev/null   # one keep-alive connection
+  curl -s "${host[@]}" "${urls[@]}" >/dev/null   # one keep-alive connection
   kill -TERM "$pid"; wait "$pid" || true
   grep -E "^summary:|^totals:" "$work/cg.$hits" | head -1 | awk '{print $2}'
 }
