@@ -18,7 +18,13 @@ EDGE=${1:-target/release/edge}
 N=${2:-2000}
 command -v valgrind >/dev/null || { echo "valgrind missing" >&2; exit 2; }
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# KEEP=dir keeps the callgrind files there (for callgrind_annotate).
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 origin_port=$(free_port)
 python3 - "$origin_port" <<'PY' &
