@@ -490,3 +490,50 @@ fn top_level_origins_are_optional_with_sites_only() {
         .validate()
         .unwrap();
 }
+
+/// The commented sites at the end of `examples/edge.toml`, uncommented,
+/// are a valid config, and they show every key.
+#[test]
+fn the_sites_of_the_shipped_example_are_valid_and_complete() {
+    let example = include_str!("../../../../examples/edge.toml");
+    let start = example.find("\n# [[sites]]\n").expect("sites in the example");
+    let code = regex::Regex::new(r"^# (\[\[sites|[a-z_]+ = )").unwrap();
+    let mut text = example[..start].to_owned();
+    for line in example[start..].lines().filter(|l| code.is_match(l)) {
+        text.push('\n');
+        text.push_str(&line[2..]);
+    }
+    let config = Config::from_toml(&text, Path::new("edge.toml")).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.sites.len(), 2);
+    assert_eq!(config.sites[0].rules.len(), 3);
+    let block = &example[start..];
+    for key in [
+        "name",
+        "hosts",
+        "origins",
+        "shields",
+        "[[sites.rules]]",
+        "path",
+        "path_regex",
+        "methods",
+        "cache",
+        "ttl",
+        "ttl_override",
+        "ttl_status",
+        "stale_if_error",
+        "stale_while_revalidate",
+        "request_headers",
+        "response_headers",
+        "set",
+        "remove",
+        "redirect",
+        "to",
+        "status",
+        "keep_path",
+    ] {
+        let shown = regex::Regex::new(&format!(r"(?m)^#\s+{}(\s|$)", regex::escape(key))).unwrap();
+        let named = block.contains(&format!("{key}:")) || block.contains(&format!("{key} = "));
+        assert!(shown.is_match(block) || named, "{key} is not documented");
+    }
+}
