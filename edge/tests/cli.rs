@@ -113,7 +113,7 @@ fn check_config_refuses(text: &str) -> (tempfile::NamedTempFile, String) {
         .arg("--check-config")
         .arg(file.path())
         .output()
-        .unwrap();
+        .expect("edge runs");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -66,12 +66,16 @@ pub(super) fn validate_sites(sites: &[SiteConfig]) -> Result<(), Invalid> {
             );
         }
         for (r, rule) in site.rules.iter().enumerate() {
-            check_rule(rule).map_err(|(field, why)| {
-                (
-                    key(&format!("rules[{r}].{field}")),
-                    format!("{}: {why}", site.label()),
-                )
-            })?;
+            check_rule(rule)
+                .map_err(|(field, why)| (field.to_owned(), why))
+                .and_then(|()| edits("request_headers", &rule.request_headers))
+                .and_then(|()| edits("response_headers", &rule.response_headers))
+                .map_err(|(field, why)| {
+                    (
+                        key(&format!("rules[{r}].{field}")),
+                        format!("{}: {why}", site.label()),
+                    )
+                })?;
         }
     }
     Ok(())
@@ -144,8 +148,6 @@ fn check_rule(rule: &RuleConfig) -> Result<(), (&'static str, String)> {
             "`ttl_override = true` needs a `ttl` to put in place of the origin's".into(),
         ));
     }
-    check_edits(&rule.request_headers).map_err(|(f, why)| (request_field(f), why))?;
-    check_edits(&rule.response_headers).map_err(|(f, why)| (response_field(f), why))?;
     if let Some(redirect) = &rule.redirect {
         if !matches!(redirect.status, 301 | 302 | 303 | 307 | 308) {
             return Err((
@@ -198,22 +200,6 @@ fn is_standard(method: http::Method) -> bool {
     .contains(&method)
 }
 
-fn request_field(field: &str) -> &'static str {
-    if field == "set" {
-        "request_headers.set"
-    } else {
-        "request_headers.remove"
-    }
-}
-
-fn response_field(field: &str) -> &'static str {
-    if field == "set" {
-        "response_headers.set"
-    } else {
-        "response_headers.remove"
-    }
-}
-
 /// Fields that frame the message or describe one connection: edge keeps
 /// them right, and an edit of them could split or join messages.
 const MANAGED: [&str; 8] = [
@@ -227,8 +213,10 @@ const MANAGED: [&str; 8] = [
     "upgrade",
 ];
 
-/// `set` and `remove`; the error names which.
-fn check_edits(edits: &HeaderEdits) -> Result<(), (&'static str, String)> {
+/// `set` and `remove` of the table `table`; the error names the field,
+/// down to the header set (`request_headers.set.X-Site`), whose line is
+/// its own when the table is written as a sub-table.
+fn edits(table: &str, edits: &HeaderEdits) -> Result<(), (String, String)> {
     let field_name = |name: &str| {
         let parsed = http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("{name:?} is not a valid header field name"))?;
@@ -240,10 +228,11 @@ fn check_edits(edits: &HeaderEdits) -> Result<(), (&'static str, String)> {
         Ok(parsed)
     };
     for (name, value) in &edits.set {
-        let parsed = field_name(name).map_err(|why| ("set", why))?;
+        let set = || format!("{table}.set.{name}");
+        let parsed = field_name(name).map_err(|why| (set(), why))?;
         if http::HeaderValue::from_str(value).is_err() {
             return Err((
-                "set",
+                set(),
                 format!("the value of {name:?} is not a valid header value: {value:?}"),
             ));
         }
@@ -253,13 +242,13 @@ fn check_edits(edits: &HeaderEdits) -> Result<(), (&'static str, String)> {
             .any(|r| r.eq_ignore_ascii_case(parsed.as_str()))
         {
             return Err((
-                "remove",
+                format!("{table}.remove"),
                 format!("{name:?} is both set and removed: set replaces it already"),
             ));
         }
     }
     for name in &edits.remove {
-        field_name(name).map_err(|why| ("remove", why))?;
+        field_name(name).map_err(|why| (format!("{table}.remove"), why))?;
     }
     Ok(())
 }

@@ -346,13 +346,13 @@ fn header_edits_are_valid_fields() {
         (
             request,
             "request_headers = { set = { \"X Site\" = \"shop\" } }",
-            "sites[0].rules[1].request_headers.set",
+            "sites[0].rules[1].request_headers.set.X Site",
             "not a valid header field name",
         ),
         (
             request,
             "request_headers = { set = { \"X-Site\" = \"a\\u0007\" } }",
-            "sites[0].rules[1].request_headers.set",
+            "sites[0].rules[1].request_headers.set.X-Site",
             "not a valid header value",
         ),
         (
@@ -364,7 +364,7 @@ fn header_edits_are_valid_fields() {
         (
             request,
             "request_headers = { set = { \"Content-Length\" = \"1\" } }",
-            "sites[0].rules[1].request_headers.set",
+            "sites[0].rules[1].request_headers.set.Content-Length",
             "managed by edge",
         ),
         (
@@ -380,6 +380,15 @@ fn header_edits_are_valid_fields() {
             "managed by edge",
         ),
     ]);
+    // Written as a sub-table, a header set is found on its own line.
+    let text = edit(request, "").replacen(
+        "remove = [\"Server\"] }\n",
+        "remove = [\"Server\"] }\n[sites.rules.request_headers.set]\n\"X-Site\" = \"shop\"\n\"Content-Length\" = \"1\"\n",
+        1,
+    );
+    let (line, key, _) = invalid(&text);
+    assert_eq!(key, "sites[0].rules[1].request_headers.set.Content-Length");
+    assert_eq!(line, Some(line_of(&text, "\"Content-Length\" = \"1\"")));
 }
 
 #[test]
@@ -496,7 +505,9 @@ fn top_level_origins_are_optional_with_sites_only() {
 #[test]
 fn the_sites_of_the_shipped_example_are_valid_and_complete() {
     let example = include_str!("../../../../examples/edge.toml");
-    let start = example.find("\n# [[sites]]\n").expect("sites in the example");
+    let start = example
+        .find("\n# [[sites]]\n")
+        .expect("sites in the example");
     let code = regex::Regex::new(r"^# (\[\[sites|[a-z_]+ = )").unwrap();
     let mut text = example[..start].to_owned();
     for line in example[start..].lines().filter(|l| code.is_match(l)) {
@@ -536,4 +547,15 @@ fn the_sites_of_the_shipped_example_are_valid_and_complete() {
         let named = block.contains(&format!("{key}:")) || block.contains(&format!("{key} = "));
         assert!(shown.is_match(block) || named, "{key} is not documented");
     }
+}
+
+/// The guide's first example is a valid config.
+#[test]
+fn the_first_example_of_the_guide_is_valid() {
+    let guide = include_str!("../../../../docs/sites.md");
+    let start = guide.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + guide[start..].find("```").expect("its end");
+    let config = Config::from_toml(&guide[start..end], Path::new("sites.md")).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.sites.len(), 2);
 }
