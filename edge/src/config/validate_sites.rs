@@ -86,7 +86,7 @@ fn narrower<'a>(a: &'a HostPattern, b: &'a HostPattern) -> &'a HostPattern {
     if a.covers(b) { b } else { a }
 }
 
-/// A name fit for a metrics label, a log field and a file name.
+/// A name fit for a metrics label and a log field, quoted or not.
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("`name` must not be empty".into());
