@@ -79,6 +79,124 @@ fn check_config_reports_syntax_errors_and_unknown_keys() {
     assert!(stderr.contains("memroy"), "{stderr}");
 }
 
+/// Two sites behind one node, no default site; `{RULE}` is the body of the
+/// second site's second rule, which each test below breaks in its own way.
+const SITES: &str = r#"[[sites]]
+name = "shop"
+hosts = ["shop.example", "*.shop.example"]
+origins = ["http://127.0.0.1:9001"]
+
+[[sites.rules]]
+path = "/api/"
+cache = "bypass"
+
+[[sites]]
+name = "blog"
+hosts = ["blog.example"]
+origins = ["http://127.0.0.1:9002"]
+
+[[sites.rules]]
+path = "/static/"
+ttl = "1h"
+
+[[sites.rules]]
+{RULE}
+"#;
+
+/// Line of the `{RULE}` placeholder in `SITES`.
+const RULE_LINE: usize = 20;
+
+/// `--check-config` on `text`: it must fail with exit status 2; stderr.
+fn check_config_refuses(text: &str) -> (tempfile::NamedTempFile, String) {
+    let file = write_config(text);
+    let out = edge()
+        .arg("--check-config")
+        .arg(file.path())
+        .output()
+        .expect("edge runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (file, stderr)
+}
+
+#[test]
+fn check_config_accepts_sites_without_a_default_site() {
+    let file = write_config(&SITES.replace(
+        "{RULE}",
+        "path = \"/old/\"\nredirect = { to = \"/new/\", keep_path = true }",
+    ));
+    let out = edge()
+        .arg("--check-config")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Each broken rule: the error names file, line, key and site.
+#[test]
+fn check_config_names_file_line_key_and_site_of_a_bad_rule() {
+    for (rule, key, why) in [
+        (
+            "path_regex = \"^/v[0-9+/\"",
+            "sites[1].rules[1].path_regex",
+            "does not compile",
+        ),
+        (
+            "ttl_status = { 404 = \"30s\", 700 = \"1m\" }",
+            "sites[1].rules[1].ttl_status.700",
+            "not within 100-599",
+        ),
+        (
+            "pathh = \"/x/\"",
+            "sites[1].rules[1].pathh",
+            "unknown field `pathh`",
+        ),
+        (
+            "stale_if_error = \"10 mins please\"",
+            "sites[1].rules[1].stale_if_error",
+            "invalid duration",
+        ),
+    ] {
+        let (file, stderr) = check_config_refuses(&SITES.replace("{RULE}", rule));
+        let at = format!("{}:{RULE_LINE}:", file.path().display());
+        assert!(stderr.contains(&at), "{rule}: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")), "{rule}: {stderr}");
+        assert!(stderr.contains("site \"blog\""), "{rule}: {stderr}");
+        assert!(stderr.contains(why), "{rule}: {stderr}");
+    }
+}
+
+#[test]
+fn check_config_refuses_a_host_of_two_sites() {
+    // Line 12: the second site's `hosts`.
+    let text = SITES
+        .replace("[\"blog.example\"]", "[\"blog.example\", \"SHOP.example\"]")
+        .replace("{RULE}", "");
+    let (file, stderr) = check_config_refuses(&text);
+    let at = format!("{}:12: `sites[1].hosts`", file.path().display());
+    assert!(stderr.contains(&at), "{stderr}");
+    assert!(
+        stderr.contains("site \"blog\": host \"SHOP.example\" is also a host of site \"shop\""),
+        "{stderr}"
+    );
+    let text = SITES
+        .replace(
+            "[\"blog.example\"]",
+            "[\"blog.example\", \"a.shop.example\"]",
+        )
+        .replace("{RULE}", "");
+    let (file, stderr) = check_config_refuses(&text);
+    let at = format!("{}:12: `sites[1].hosts`", file.path().display());
+    assert!(stderr.contains(&at), "{stderr}");
+    assert!(stderr.contains("overlapping host names"), "{stderr}");
+}
+
 #[test]
 fn check_config_of_a_missing_file_is_an_error() {
     let out = edge()

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::Config;
+use super::lines::key_line;
+use super::sites::site_label;
 
 /// What lies over the file: the command line and its `EDGE_*` variables.
 /// `Config::load` knows the flags only through this, so the config needs
@@ -43,7 +45,9 @@ pub enum ConfigError {
         /// Where the bad value came from, `file:line: ` or
         /// `command line: `, or empty when it is a default.
         origin: String,
-        key: &'static str,
+        /// Dotted, as in the file: `cache.disk`,
+        /// `sites[1].rules[0].path_regex`.
+        key: String,
         /// The flag that sets the key, if there is one.
         flag: Option<&'static str>,
         message: String,
@@ -76,7 +80,18 @@ impl Config {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let key = (key != ".").then_some(key);
-            parse_error(e.inner(), key)
+            let mut error = parse_error(e.inner(), key);
+            // A site is named by its name, not only by its index.
+            if let ConfigError::Parse {
+                key: Some(key),
+                message,
+                ..
+            } = &mut error
+                && let Some(site) = site_label(text, key)
+            {
+                *message = format!("{site}: {message}");
+            }
+            error
         })
     }
 
@@ -106,10 +121,10 @@ impl Config {
         };
         overrides.apply_to(&mut config);
         config.validate().map_err(|(key, message)| {
-            let origin = if overrides.sets(key) {
+            let origin = if overrides.sets(&key) {
                 "command line: ".to_owned()
             } else {
-                match (file, text.as_deref().and_then(|t| key_line(t, key))) {
+                match (file, text.as_deref().and_then(|t| key_line(t, &key))) {
                     (Some(path), Some(line)) => format!("{}:{line}: ", path.display()),
                     (Some(path), None) => format!("{}: ", path.display()),
                     (None, _) => String::new(),
@@ -117,33 +132,13 @@ impl Config {
             };
             ConfigError::Invalid {
                 origin,
+                flag: overrides.flag_for(&key),
                 key,
-                flag: overrides.flag_for(key),
                 message,
             }
         })?;
         Ok(config)
     }
-}
-
-/// The line of a TOML file where the dotted `key` is set, if it is.
-fn key_line(text: &str, key: &str) -> Option<usize> {
-    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
-    let mut current = "";
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            current = header.trim();
-            continue;
-        }
-        let assigned = line
-            .split_once('=')
-            .is_some_and(|(lhs, _)| lhs.trim() == name);
-        if current == section && assigned {
-            return Some(i + 1);
-        }
-    }
-    None
 }
 
 /// 1-based line and column of a byte offset.
@@ -234,16 +229,6 @@ host_header = "origin.internal"
         assert!(err.contains("origins") && err.contains("scheme"), "{err}");
         let err = parse("a = 1\nlisten = \n").unwrap_err().to_string();
         assert!(err.starts_with("edge.toml:2:"), "{err}");
-    }
-
-    #[test]
-    fn finds_the_line_of_a_key() {
-        let text = "origins = []\n\n[cache]\n# disk = 1\nmemory = \"1KiB\"\ndisk=\"1MiB\"\n[server]\ndisk = 3\n";
-        assert_eq!(key_line(text, "origins"), Some(1));
-        assert_eq!(key_line(text, "cache.memory"), Some(5));
-        assert_eq!(key_line(text, "cache.disk"), Some(6));
-        assert_eq!(key_line(text, "server.disk"), Some(8));
-        assert_eq!(key_line(text, "node_name"), None);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! module does not know.
 
 mod cache;
+mod hosts;
 mod ipnet;
+mod lines;
 mod load;
 mod peers;
 mod purge;
@@ -21,6 +23,7 @@ mod tls;
 mod units;
 mod upstream;
 mod validate;
+mod validate_sites;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +32,7 @@ use origin_shield::Peer;
 use serde::Deserialize;
 
 pub use cache::CacheConfig;
+pub use hosts::HostPattern;
 pub use ipnet::IpNet;
 pub use load::{ConfigError, Overrides};
 pub use peers::ShieldPeer;

@@ -11,7 +11,7 @@ use origin_shield::Peer;
 use serde::{Deserialize, Deserializer};
 
 use super::peers::{self, ShieldPeer};
-use super::units::{de_opt_duration, parse_duration};
+use super::units::{de_duration, de_opt_duration};
 
 /// One site: the hosts it answers for and where its misses go.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,23 +116,56 @@ pub struct RuleConfig {
     pub redirect: Option<Redirect>,
 }
 
-/// `{ "404" = "30s" }`: status codes (as TOML keys) to durations.
+/// `{ 404 = "30s" }`: status codes (as TOML keys) to durations. A status
+/// is checked as a key, so that the error points at it rather than at the
+/// whole table.
 fn de_status_durations<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<u16, Duration>, D::Error> {
-    let raw = BTreeMap::<String, String>::deserialize(d)?;
-    raw.into_iter()
-        .map(|(status, ttl)| {
-            let code: u16 = status
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    struct Status(u16);
+    impl<'de> Deserialize<'de> for Status {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let status = String::deserialize(d)?;
+            status
                 .trim()
                 .parse()
                 .ok()
                 .filter(|c| (100..=599).contains(c))
+                .map(Status)
                 .ok_or_else(|| {
                     serde::de::Error::custom(format!("status {status:?} is not within 100-599"))
-                })?;
-            let ttl = parse_duration(&ttl).map_err(serde::de::Error::custom)?;
-            Ok((code, ttl))
-        })
-        .collect()
+                })
+        }
+    }
+    struct Ttl(Duration);
+    impl<'de> Deserialize<'de> for Ttl {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            de_duration(d).map(Ttl)
+        }
+    }
+    let raw = BTreeMap::<Status, Ttl>::deserialize(d)?;
+    Ok(raw.into_iter().map(|(s, t)| (s.0, t.0)).collect())
+}
+
+impl SiteConfig {
+    /// How errors name the site: `site "shop"`.
+    pub fn label(&self) -> String {
+        format!("site {:?}", self.name)
+    }
+}
+
+/// `site "shop"` for a key under `sites[i]` in the text of a config file
+/// that parses as TOML, if that site has a name: parse errors are found
+/// before there is a `SiteConfig` to ask.
+pub(super) fn site_label(text: &str, key: &str) -> Option<String> {
+    let index: usize = key
+        .strip_prefix("sites[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()?;
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let name = table.get("sites")?.get(index)?.get("name")?.as_str()?;
+    Some(format!("site {name:?}"))
 }

@@ -1,4 +1,5 @@
-//! What serde cannot check: required values and cross-field limits.
+//! What serde cannot check: required values and cross-field limits; the
+//! `[[sites]]` entries are checked by `validate_sites`.
 
 use origin_shield::Peer;
 
@@ -6,7 +7,15 @@ use super::{ByteSize, Config, IpNet};
 
 impl Config {
     /// Checks what serde cannot: required values and cross-field limits.
-    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// The error is the dotted key (`cache.disk`,
+    /// `sites[1].rules[0].path_regex`) and what is wrong with it.
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_top_level()
+            .map_err(|(key, message)| (key.to_owned(), message))?;
+        super::validate_sites::validate_sites(&self.sites)
+    }
+
+    fn validate_top_level(&self) -> Result<(), (&'static str, String)> {
         // (Port 0 asks for any free port: two of those never clash.)
         if self.listen == self.admin && self.listen.port() != 0 {
             return Err((
@@ -23,10 +32,20 @@ impl Config {
                 "a TLS listener needs tls.cert and tls.key (--tls-cert, --tls-key)".into(),
             ));
         }
-        if self.origins.is_empty() {
+        // The top-level origins are the default site: optional when
+        // `[[sites]]` serve the hosts.
+        if self.origins.is_empty() && self.sites.is_empty() {
             return Err((
                 "origins",
                 "no origin configured: pass --origin http://HOST:PORT or set `origins`".into(),
+            ));
+        }
+        if self.origins.is_empty() && !self.shields.is_empty() {
+            return Err((
+                "shields",
+                "the top-level shields belong to the default site, which has no `origins`: \
+                 set `shields` in each [[sites]] entry instead"
+                    .into(),
             ));
         }
         if http::HeaderValue::from_str(&format!("1.1 {}", self.node_name)).is_err()
