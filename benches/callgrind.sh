@@ -6,8 +6,11 @@
 # Access log off, as in the previous sessions' numbers; ACCESS=1 turns it on.
 # The whole process's count moves by ±10 % from run to run (how curl's
 # requests and tokio's wake-ups interleave under valgrind); PIPELINE=1
-# counts only inside the request future (`Proxy::handle`: the proxy's own
-# work, not hyper's I/O or the runtime), which repeats within about 1 %.
+# reports the inclusive cost of the request future (`Proxy::handle`'s
+# poll: the proxy's own work, not hyper's I/O or the runtime), read with
+# callgrind_annotate, which repeats within about 1 %. (Not valgrind's
+# --toggle-collect: it flips on every nested entry, so what it counts
+# changes with inlining.)
 # EXTRA=file appends that TOML to the edge's config (sites, rules); HOST=name
 # sends the hits with that Host (to reach a site).
 #   benches/callgrind.sh [EDGE_BINARY] [N]
@@ -56,9 +59,7 @@ TOML
   fi
   local host=()
   if [ -n "${HOST:-}" ]; then host=(-H "Host: $HOST"); fi
-  local collect=()
-  if [ "${PIPELINE:-0}" = 1 ]; then collect=(--collect-atstart=no "--toggle-collect=*Proxy*handle*"); fi
-  EDGE_LOG=$log_filter valgrind --tool=callgrind "${collect[@]}" --callgrind-out-file="$work/cg.$hits" \
+  EDGE_LOG=$log_filter valgrind --tool=callgrind --callgrind-out-file="$work/cg.$hits" \
     "$EDGE" --config "$work/edge.toml" --origin "http://127.0.0.1:$origin_port" \
     --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --data-dir "$work/data" \
     >"$work/edge.log" 2>&1 &
@@ -72,7 +73,13 @@ TOML
   for _ in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/obj"); done
   curl -s "${host[@]}" "${urls[@]}" >/dev/null   # one keep-alive connection
   kill -TERM "$pid"; wait "$pid" || true
-  grep -E "^summary:|^totals:" "$work/cg.$hits" | head -1 | awk '{print $2}'
+  if [ "${PIPELINE:-0}" = 1 ]; then
+    callgrind_annotate --inclusive=yes "$work/cg.$hits" >"$work/annotated.$hits" 2>/dev/null
+    grep -F 'Proxy<H>::handle::{{closure}} ' "$work/annotated.$hits" | head -1 |
+      awk '{gsub(",", "", $1); print $1}'
+  else
+    grep -E "^summary:|^totals:" "$work/cg.$hits" | head -1 | awk '{print $2}'
+  fi
 }
 a=$(run "$N")
 b=$(run $((2 * N)))
