@@ -7,7 +7,7 @@
 //! allocate: the port and a trailing dot are cut off by slicing, and a host
 //! with upper-case letters is lowered into a stack buffer.
 
-use std::collections::HashMap;
+use super::hash::FastMap;
 
 /// Hosts longer than this are lowered on the heap (a DNS name is at most
 /// 253 bytes, so only nonsense pays for it).
@@ -25,7 +25,7 @@ impl HostPattern {
     /// Parses a configured name; `None` for a `*` anywhere but a leading
     /// `*.` label, or a name that is empty once normalised.
     pub(crate) fn parse(raw: &str) -> Option<HostPattern> {
-        let lower = strip_host(raw.trim()).to_ascii_lowercase();
+        let lower = strip_host(raw.trim()).0.to_ascii_lowercase();
         let (wildcard, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest.to_owned()),
             None => (false, lower),
@@ -44,9 +44,9 @@ impl HostPattern {
 /// Host → site index, compiled once.
 #[derive(Debug, Default)]
 pub(crate) struct HostTable {
-    exact: HashMap<Box<str>, usize>,
+    exact: FastMap<Box<str>, usize>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<Box<str>, usize>,
+    wildcard: FastMap<Box<str>, usize>,
     /// The longest and shortest wildcard suffixes, so that a host with many
     /// labels is not looked up once per label.
     wildcard_len: (usize, usize),
@@ -80,8 +80,8 @@ impl HostTable {
     /// The site index for a `Host` value (port stripped, case-insensitive,
     /// trailing dot ignored), else the default site.
     pub(crate) fn lookup(&self, host: &str) -> Option<usize> {
-        let host = strip_host(host);
-        if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        let (host, upper) = strip_host(host);
+        if !upper {
             return self.lookup_lower(host);
         }
         if host.len() <= STACK_HOST {
@@ -105,17 +105,18 @@ impl HostTable {
         }
         if !self.wildcard.is_empty() {
             let (min, max) = self.wildcard_len;
-            // Most specific first: the suffix after the first dot, then the
-            // next, and never the whole name.
-            for (dot, _) in host.match_indices('.') {
-                let suffix = &host[dot + 1..];
-                if suffix.len() > max {
-                    continue;
-                }
-                if suffix.len() < min {
-                    break;
-                }
-                if let Some(&site) = self.wildcard.get(suffix) {
+            let len = host.len();
+            // The suffix after a dot at `i` is `len - i - 1` long: only dots
+            // between these positions can start a configured suffix. Most
+            // specific first (leftmost dot), and never the whole name.
+            let first = len.saturating_sub(max + 1);
+            let last = len.saturating_sub(min + 1);
+            let bytes = host.as_bytes();
+            for (i, &b) in bytes.iter().enumerate().take(last + 1).skip(first) {
+                if b == b'.'
+                    && let Some(suffix) = host.get(i + 1..)
+                    && let Some(&site) = self.wildcard.get(suffix)
+                {
                     return Some(site);
                 }
             }
@@ -124,21 +125,97 @@ impl HostTable {
     }
 }
 
-/// `Host` without its port and trailing dot: `Shop.Example.:8080` →
-/// `Shop.Example`, `[::1]:8080` → `[::1]`.
-fn strip_host(host: &str) -> &str {
-    let name = if host.starts_with('[') {
-        match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        }
+/// `Host` without its port and trailing dot (`Shop.Example.:8080` →
+/// `Shop.Example`, `[::1]:8080` → `[::1]`), and whether it has upper-case
+/// letters. One pass, eight bytes at a time: this and the hash are most of
+/// a lookup.
+fn strip_host(host: &str) -> (&str, bool) {
+    let bytes = host.as_bytes();
+    let (end, upper) = if bytes.first() == Some(&b'[') {
+        let end = bytes
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(bytes.len(), |close| close + 1);
+        (end, bytes[..end].iter().any(u8::is_ascii_uppercase))
     } else {
-        match host.find(':') {
-            Some(colon) => &host[..colon],
-            None => host,
-        }
+        colon_and_upper(bytes)
     };
-    name.strip_suffix('.').unwrap_or(name)
+    // `end` is at an ASCII byte or the end: always a char boundary.
+    let name = host.get(..end).unwrap_or(host);
+    (name.strip_suffix('.').unwrap_or(name), upper)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = ONES * 0x80;
+const LOW7: u64 = ONES * 0x7f;
+
+/// The position of the first `:` (or the length) and whether an ASCII
+/// upper-case letter comes before it.
+fn colon_and_upper(bytes: &[u8]) -> (usize, bool) {
+    let mut upper = false;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let colon = equal_bytes(w, b':');
+        if colon != 0 {
+            let before = colon.trailing_zeros() as usize / 8;
+            let mask = (1u64 << (before * 8)).wrapping_sub(1);
+            return (at + before, upper || upper_bytes(w) & mask != 0);
+        }
+        upper |= upper_bytes(w) != 0;
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return (at, upper);
+    }
+    // The last eight bytes, overlapping what was scanned (no `:` there, and
+    // seeing a letter twice changes nothing).
+    if let Some(last) = bytes
+        .len()
+        .checked_sub(8)
+        .and_then(|from| bytes.get(from..))
+    {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(last);
+        let w = u64::from_le_bytes(word);
+        let colon = equal_bytes(w, b':');
+        if colon != 0 {
+            let before = colon.trailing_zeros() as usize / 8;
+            let mask = (1u64 << (before * 8)).wrapping_sub(1);
+            return (
+                bytes.len() - 8 + before,
+                upper || upper_bytes(w) & mask != 0,
+            );
+        }
+        return (bytes.len(), upper || upper_bytes(w) != 0);
+    }
+    for &b in rest {
+        if b == b':' {
+            return (at, upper);
+        }
+        upper |= b.is_ascii_uppercase();
+        at += 1;
+    }
+    (at, upper)
+}
+
+/// The high bit of each byte of `w` that equals `byte`, and no other.
+fn equal_bytes(w: u64, byte: u8) -> u64 {
+    let t = w ^ (ONES * u64::from(byte));
+    !(((t & LOW7) + LOW7) | t | LOW7)
+}
+
+/// The high bit of each byte of `w` in `A..=Z`, and no other (the sums
+/// stay within each byte: non-ASCII bytes are cleared first, masked after).
+fn upper_bytes(w: u64) -> u64 {
+    let x = w & LOW7;
+    let at_least_a = x + ONES * u64::from(0x80 - b'A');
+    let past_z = x + ONES * u64::from(0x80 - b'Z' - 1);
+    at_least_a & !past_z & !w & HIGH
 }
 
 #[cfg(test)]
@@ -190,10 +267,73 @@ mod tests {
             ("api.example:1", Some(6), Some(6)),
             ("shopxexample", Some(0), None),
             ("ashop.example", Some(7), Some(7)),
+            (".shop.example", Some(2), Some(2)),
+            ("é.shop.example", Some(2), Some(2)),
+            ("É.SHOP.example", Some(2), Some(2)),
+            (".", Some(0), None),
+            (":8080", Some(0), None),
+            ("[", Some(0), None),
+            ("[::1", Some(0), None),
+            ("x", Some(0), None),
         ];
         for &(host, want_with, want_without) in cases {
             assert_eq!(with.lookup(host), want_with, "{host:?} with a default");
             assert_eq!(without.lookup(host), want_without, "{host:?} without");
+        }
+    }
+
+    #[test]
+    fn the_word_scan_agrees_with_a_byte_scan() {
+        let samples = [
+            "",
+            "a",
+            "A",
+            ":",
+            "a:B",
+            "shop.example",
+            "Shop.example",
+            "shop.examplE",
+            "shop.example:80",
+            "shop.exampl:80",
+            "shop.exa:Z",
+            "abcdefgH",
+            "abcdefg:H",
+            "ABCDEFGH:",
+            "@[`{",
+            "é.SHOP:1",
+            "ÀÉ",
+            "x\u{7f}Z",
+            "12345678901234567:Q",
+        ];
+        for s in samples {
+            let b = s.as_bytes();
+            let end = b.iter().position(|&c| c == b':').unwrap_or(b.len());
+            let upper = b[..end].iter().any(u8::is_ascii_uppercase);
+            assert_eq!(colon_and_upper(b), (end, upper), "{s:?}");
+        }
+        for byte in 0..=255u8 {
+            let w = u64::from_le_bytes([byte, b'a', 0xff, byte, 0, b'Z', 0x80, byte]);
+            let want = |i: usize, c: u8| {
+                if c.is_ascii_uppercase() {
+                    0x80u64 << (i * 8)
+                } else {
+                    0
+                }
+            };
+            let expect: u64 = w
+                .to_le_bytes()
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| want(i, c))
+                .sum();
+            assert_eq!(upper_bytes(w), expect, "{byte:#x}");
+            let colons: u64 = w
+                .to_le_bytes()
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| if c == b':' { 0x80u64 << (i * 8) } else { 0 })
+                .sum();
+            assert_eq!(equal_bytes(w, b':'), colons, "{byte:#x}");
         }
     }
 

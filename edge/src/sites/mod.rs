@@ -3,8 +3,8 @@
 //! path select ([`rules`]) and the precompiled [`Policy`] that rule stands
 //! for ([`policy`]). The proxy evaluates `Sites::site_for` then
 //! `Site::policy` once per request, before the cache lookup, and carries the
-//! borrowed `&Policy` with it; nothing here allocates on that path (except
-//! `RegexSet`'s match set, when a regex rule is reached).
+//! borrowed `&Policy` with it; nothing on that path allocates (but the
+//! lowering of an upper-case `Host` longer than 256 bytes).
 //!
 //! The top-level `origins`/`shields` are the default site (named `default`,
 //! index 0, no hosts, no rules) when `origins` is non-empty; `[[sites]]`
@@ -12,6 +12,7 @@
 
 mod describe;
 mod error;
+mod hash;
 mod hosts;
 mod policy;
 mod rules;
