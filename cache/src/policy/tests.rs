@@ -547,6 +547,11 @@ fn with_rule(
     .map(|p| (p.lifetime.as_secs(), p.source))
 }
 
+/// Lifetime in seconds and where it came from, or why not stored.
+type Stored = Result<(u64, FreshnessSource), NoCacheReason>;
+/// Status, response headers, the rule's defaults, what is stored.
+type RuleRow<'a> = (u16, Vec<(&'a str, &'a str)>, &'a Defaults<'a>, Stored);
+
 #[test]
 fn rule_lifetimes_fill_in_where_the_origin_is_silent() {
     use FreshnessSource::{Heuristic, MaxAge, Rule};
@@ -566,7 +571,7 @@ fn rule_lifetimes_fill_in_where_the_origin_is_silent() {
     let lm = date(T0 - 1000);
     let none = Defaults::default();
     #[rustfmt::skip]
-    let table: Vec<(u16, Vec<(&str, &str)>, &Defaults<'_>, Result<(u64, FreshnessSource), NoCacheReason>)> = vec![
+    let table: Vec<RuleRow<'_>> = vec![
         // no rule: RFC 9111 alone
         (200, vec![],                                   &none,        Err(NoCacheReason::NoFreshness)),
         (200, vec![("last-modified", &lm)],             &none,        Ok((100, Heuristic))),
