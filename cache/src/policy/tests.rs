@@ -523,11 +523,12 @@ fn stale_if_error_window_from_response_or_request() {
 
 // --- site rule defaults (nginx proxy_cache_valid / use_stale) ---
 
-fn with_rule(
+/// `storable_with` for a GET of a response of `status` sent at T0.
+fn store_under(
     status: u16,
     resp: &[(&str, &str)],
     defaults: &Defaults<'_>,
-) -> Result<(u64, FreshnessSource), NoCacheReason> {
+) -> Result<StoredPolicy, NoCacheReason> {
     let mut resp = headers(resp);
     if !resp.contains_key("date") {
         resp.insert("date", HeaderValue::from_str(&date(T0)).unwrap());
@@ -544,7 +545,14 @@ fn with_rule(
         &PolicyOptions::default(),
         defaults,
     )
-    .map(|p| (p.lifetime.as_secs(), p.source))
+}
+
+fn with_rule(
+    status: u16,
+    resp: &[(&str, &str)],
+    defaults: &Defaults<'_>,
+) -> Result<(u64, FreshnessSource), NoCacheReason> {
+    store_under(status, resp, defaults).map(|p| (p.lifetime.as_secs(), p.source))
 }
 
 /// Lifetime in seconds and where it came from, or why not stored.
@@ -616,23 +624,7 @@ fn rule_stale_windows_apply_where_the_response_has_none() {
         stale_while_revalidate: Some(Duration::from_secs(30)),
         ..Defaults::default()
     };
-    let store = |resp: &[(&str, &str)]| {
-        let mut resp = headers(resp);
-        resp.insert("date", HeaderValue::from_str(&date(T0)).unwrap());
-        let response = Response {
-            status: StatusCode::OK,
-            headers: &resp,
-            exchange: exchange(),
-        };
-        storable_with(
-            &Method::GET,
-            &HeaderMap::new(),
-            response,
-            &PolicyOptions::default(),
-            &rule,
-        )
-        .unwrap()
-    };
+    let store = |resp: &[(&str, &str)]| store_under(200, resp, &rule).unwrap();
     let silent = store(&[]);
     assert_eq!(silent.stale_if_error, Some(Duration::from_secs(600)));
     assert_eq!(silent.stale_while_revalidate, Some(Duration::from_secs(30)));
