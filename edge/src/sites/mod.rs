@@ -20,9 +20,10 @@ mod rules;
 use http::Method;
 use origin_shield::Peer;
 
+use crate::config::HostPattern;
 use crate::config::{Config, RuleConfig, ShieldPeer, SiteConfig};
 pub use error::SitesError;
-use hosts::{HostPattern, HostTable};
+use hosts::HostTable;
 pub use policy::{HeaderOps, Policy, RedirectTo};
 use rules::Matcher;
 
@@ -52,7 +53,7 @@ impl Sites {
         for site in &config.sites {
             let index = sites.len();
             for raw in &site.hosts {
-                let pattern = HostPattern::parse(raw).ok_or_else(|| SitesError::Host {
+                let pattern = HostPattern::parse(raw).map_err(|_| SitesError::Host {
                     site: site.name.clone(),
                     host: raw.clone(),
                 })?;
