@@ -68,16 +68,14 @@ pub(crate) async fn serve_cacheable<H: EdgeHooks>(
             return Box::pin(fill::fill(shared, session, key, client_body, ctx)).await;
         }
         Decision::Revalidate(found, conditional) => {
-            let revalidation = revalidate::revalidate_once(
-                shared,
-                session,
+            let stale = revalidate::Stale {
                 key,
                 found,
                 conditional,
-                client_body,
-                ctx,
-                &req_cc,
-            );
+                req_cc: &req_cc,
+            };
+            let revalidation =
+                revalidate::revalidate_once(shared, session, stale, client_body, ctx);
             return Box::pin(revalidation).await;
         }
         Decision::Serve(found, how) => {

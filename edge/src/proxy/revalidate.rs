@@ -27,24 +27,31 @@ use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
 use crate::hooks::{EdgeHooks, Session};
 
-/// Revalidates `found`, unless another request already is: then waits for
-/// its answer (usually a 304 that serves us too) or streams the new
-/// representation it is fetching.
-#[allow(clippy::too_many_arguments)]
+/// A stored object the decision sent back to the origin.
+pub(crate) struct Stale<'a> {
+    pub key: CacheKey,
+    pub found: Found,
+    /// The validators to send, and why (`fwd=`).
+    pub conditional: Conditional,
+    /// The request's directives (for `stale-if-error`).
+    pub req_cc: &'a CacheControl,
+}
+
+/// Revalidates `stale.found`, unless another request already is: then
+/// waits for its answer (usually a 304 that serves us too) or streams the
+/// new representation it is fetching.
 pub(crate) async fn revalidate_once<H: EdgeHooks>(
     shared: &Arc<Shared<H>>,
     session: &mut Session,
-    key: CacheKey,
-    found: Found,
-    conditional: Conditional,
+    stale: Stale<'_>,
     client_body: ProxyBody,
     ctx: &mut H::Ctx,
-    req_cc: &CacheControl,
 ) -> Result<Served, ProxyError> {
     let cache = &shared.cache;
+    let key = stale.key;
     // Held while this request revalidates; `None` when another request
     // was revalidating and its answer did not serve this one.
-    let guard = match cache.begin_revalidation(found.object_key) {
+    let guard = match cache.begin_revalidation(stale.found.object_key) {
         Ok(guard) => Some(guard),
         Err(done) => {
             if let Some(served) = Box::pin(after_revalidation(shared, session, key, done)).await {
@@ -63,17 +70,7 @@ pub(crate) async fn revalidate_once<H: EdgeHooks>(
         }
     };
     // The caller boxed this whole phase: no second allocation here.
-    let served = revalidate(
-        shared,
-        session,
-        key,
-        found,
-        conditional,
-        client_body,
-        ctx,
-        req_cc,
-    )
-    .await;
+    let served = revalidate(shared, session, stale, client_body, ctx).await;
     drop(guard);
     served
 }
@@ -98,18 +95,20 @@ async fn after_revalidation<H: EdgeHooks>(
 
 /// Asks the origin with the stored validators and carries out what its
 /// answer comes to.
-#[allow(clippy::too_many_arguments)]
 async fn revalidate<H: EdgeHooks>(
     shared: &Arc<Shared<H>>,
     session: &mut Session,
-    key: CacheKey,
-    found: Found,
-    conditional: Conditional,
+    stale: Stale<'_>,
     client_body: ProxyBody,
     ctx: &mut H::Ctx,
-    req_cc: &CacheControl,
 ) -> Result<Served, ProxyError> {
     let cache = &shared.cache;
+    let Stale {
+        key,
+        found,
+        conditional,
+        req_cc,
+    } = stale;
     // RFC 9211: `request` when the client asked for it, `stale` when the
     // object had expired.
     let fwd = match conditional.reason {
