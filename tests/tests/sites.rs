@@ -302,3 +302,73 @@ cache = "bypass"
     );
     assert_eq!(hits, Some(1.0), "{text}");
 }
+
+#[tokio::test]
+async fn purges_address_a_sites_objects_by_host_and_prefix() {
+    let default = MockOrigin::start().await;
+    let shop = MockOrigin::start().await;
+    for path in ["/a", "/img/1"] {
+        shop.route(
+            path,
+            Reply::ok("shop").header("cache-control", "max-age=600"),
+        );
+    }
+    default.route(
+        "/a",
+        Reply::ok("default").header("cache-control", "max-age=600"),
+    );
+    let list = sites(&format!(
+        "[[sites]]\nname = \"shop\"\nhosts = [\"shop.example\"]\norigins = [\"{}\"]\n",
+        shop.url()
+    ));
+    let token = "sites-purge-token";
+    let edge = TestEdge::start_with(&default.url(), |c| {
+        c.sites = list;
+        c.purge.token = Some(edge::config::Secret(token.into()));
+    })
+    .await;
+    let warm = |host: &'static str, path: &'static str| {
+        let edge = &edge;
+        async move {
+            get_with(&edge.url(path), &[("host", host)]).await;
+            get_with(&edge.url(path), &[("host", host)])
+                .await
+                .x_cache()
+                .to_owned()
+        }
+    };
+    assert_eq!(warm("shop.example", "/a").await, "HIT");
+    assert_eq!(warm("shop.example", "/img/1").await, "HIT");
+    assert_eq!(warm("other.example", "/a").await, "HIT");
+    let purge = |body: &'static str| {
+        let url = edge.admin_url("/purge");
+        async move {
+            let req = http::Request::post(url)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .expect("request");
+            let resp = edge_tests::client::fetch(&edge_tests::client::http1(), req).await;
+            assert_eq!(resp.status(), 200, "{}", resp.text());
+        }
+    };
+    purge(r#"{"prefixes": ["shop.example/img"]}"#).await;
+    let after = |host: &'static str, path: &'static str| {
+        let edge = &edge;
+        async move {
+            get_with(&edge.url(path), &[("host", host)])
+                .await
+                .x_cache()
+                .to_owned()
+        }
+    };
+    assert_eq!(after("shop.example", "/img/1").await, "MISS");
+    assert_eq!(after("shop.example", "/a").await, "HIT");
+    purge(r#"{"hosts": ["shop.example"]}"#).await;
+    assert_eq!(after("shop.example", "/a").await, "MISS");
+    assert_eq!(
+        after("other.example", "/a").await,
+        "HIT",
+        "another site's objects stay"
+    );
+}
