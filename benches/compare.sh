@@ -2,7 +2,12 @@
 # edge beside nginx proxy_cache and Varnish, in one run on this box, with
 # nginx serving the files itself as the ceiling. Not part of the test command.
 #
-#   benches/compare.sh [-d SEC] [-r ROUNDS] [-s SCENARIOS] [--cache-mb MB]
+#   benches/compare.sh [-d SEC] [-r ROUNDS] [-s SCENARIOS] [--cache-mb MB] [--edge-extra FILE]
+#
+# --edge-extra FILE appends FILE to edge's config, with ORIGIN_URL replaced
+# by the bench origin and BENCH_HOST by the address the load goes to: e.g.
+# benches/sites-50-rules.toml with `hosts = ["BENCH_HOST"]` puts every
+# request through a site of 50 rules.
 #
 # Scenarios (the shared harness in ../shared/bench/perf runs them, each proxy
 # back to back, rounds rotated): hit1k, hit256k (keep-alive hits), missfill
@@ -31,12 +36,14 @@ DURATION=10
 ROUNDS=3
 SCENARIOS=hit1k,hit256k,missfill,passuniq,zipf
 CACHE_MB=320
+EDGE_EXTRA=
 while [ $# -gt 0 ]; do
   case "$1" in
     -d) DURATION=$2; shift ;;
     -r) ROUNDS=$2; shift ;;
     -s) SCENARIOS=$2; shift ;;
     --cache-mb) CACHE_MB=$2; shift ;;
+    --edge-extra) EDGE_EXTRA=$2; shift ;;
     *) echo "unknown arg $1" >&2; exit 2 ;;
   esac
   shift
@@ -55,6 +62,10 @@ cat > "$EDGE_DATA/edge.toml" <<TOML
 worker_threads = 1
 max_connections = 20000
 TOML
+if [ -n "$EDGE_EXTRA" ]; then
+  sed -e "s|ORIGIN_URL|http://127.0.0.1:28080|g" -e "s|BENCH_HOST|127.0.0.1|g" \
+    "$EDGE_EXTRA" >> "$EDGE_DATA/edge.toml"
+fi
 
 # start_edge MB: edge on 28100 (admin 28101) with tiers of MB each, on an
 # empty cache.
