@@ -36,15 +36,26 @@ pub(crate) fn store_or_pass<H: EdgeHooks>(
     let cache = &shared.cache;
     match cache.object_writer(session, key, &parts, exchange) {
         Ok(writer) => stored_response(shared, session, parts, body, writer, how),
-        Err(reason) => {
-            if how.status == CacheStatus::Expired {
-                // The stored response is outdated and its successor may
-                // not be kept: drop it.
-                cache.store.remove(&key);
-            }
-            pass_through(shared, session, parts, body, how.fwd, reason)
-        }
+        Err(reason) => not_stored(shared, session, key, parts, body, how, reason),
     }
+}
+
+/// An origin response that may not be stored, passed through; if it
+/// replaces a stored one (`how` is `EXPIRED`), that one is outdated and
+/// its successor may not be kept: it is dropped.
+fn not_stored<H: EdgeHooks>(
+    shared: &Shared<H>,
+    session: &mut Session,
+    key: CacheKey,
+    parts: response::Parts,
+    body: ReadTimeout<Incoming>,
+    how: Mark,
+    reason: NoCacheReason,
+) -> Served {
+    if how.status == CacheStatus::Expired {
+        shared.cache.store.remove(&key);
+    }
+    pass_through(shared, session, parts, body, how.fwd, reason)
 }
 
 /// An origin response streamed to the client and, through `writer`, into
@@ -145,12 +156,7 @@ pub(crate) fn lead<H: EdgeHooks>(
             } else {
                 leader.refuse();
             }
-            if how.status == CacheStatus::Expired {
-                // The stored response is outdated and its successor may
-                // not be kept: drop it.
-                cache.store.remove(&key);
-            }
-            pass_through(shared, session, parts, body, how.fwd, reason)
+            not_stored(shared, session, key, parts, body, how, reason)
         }
     }
 }
