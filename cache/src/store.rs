@@ -22,6 +22,7 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use foyer::{
@@ -269,6 +270,9 @@ fn preallocate(dir: &std::path::Path) -> Result<(), StoreError> {
 #[derive(Debug, Clone)]
 pub struct Store {
     cache: HybridCache<StoreKey, StoreValue>,
+    /// Set by [`Store::release_disk`]: from then on only the memory tier
+    /// is read and written. Shared by every clone.
+    memory_only: Arc<AtomicBool>,
     chunk_size: usize,
     inline_max: usize,
     disk_bytes: usize,
@@ -331,6 +335,7 @@ impl Store {
         preallocate(&config.dir)?;
         Ok(Store {
             cache,
+            memory_only: Arc::new(AtomicBool::new(false)),
             chunk_size: config.chunk_size,
             inline_max: config.inline_max,
             disk_bytes: config.disk_bytes,
@@ -364,25 +369,40 @@ impl Store {
     /// Reading from disk happens on foyer's I/O threads, never on the
     /// caller's.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<(Entry, Tier)>, StoreError> {
-        let Some(entry) = self
-            .cache
-            .get(&StoreKey(*key.as_bytes()))
-            .await
-            .map_err(StoreError::Read)?
-        else {
+        let key = StoreKey(*key.as_bytes());
+        if self.disk_released() {
+            return Ok(self
+                .cache
+                .memory()
+                .get(&key)
+                .and_then(|entry| entry_of(entry.value(), Tier::Memory)));
+        }
+        let Some(entry) = self.cache.get(&key).await.map_err(StoreError::Read)? else {
             return Ok(None);
         };
         let tier = match entry.source() {
             Source::Disk => Tier::Disk,
             Source::Memory | Source::Outer => Tier::Memory,
         };
-        Ok(match entry.value() {
-            StoreValue::Meta(meta) => Some((Entry::Object(meta.clone()), tier)),
-            StoreValue::Vary(names) => Some((Entry::Vary(names.clone()), tier)),
-            // A chunk under an object key cannot happen (different key
-            // derivations); treat it as absent.
-            StoreValue::Chunk(_) | StoreValue::Removed => None,
-        })
+        Ok(entry_of(entry.value(), tier))
+    }
+
+    /// Whether [`release_disk`](Store::release_disk) was called: one
+    /// atomic load on the hit path.
+    pub fn disk_released(&self) -> bool {
+        self.memory_only.load(Ordering::Acquire)
+    }
+
+    /// Gives up the disk tier for another process (a binary upgrade): from
+    /// now on lookups see only the memory tier and stores stay in memory.
+    /// Returns once every disk write already queued is done, so the next
+    /// owner of the directory recovers all of them. Memory is kept: the old
+    /// process keeps serving its hot set while the new one opens the disk.
+    pub async fn release_disk(&self) -> Result<(), StoreError> {
+        self.memory_only.store(true, Ordering::Release);
+        // The storage engine alone, not `HybridCache::close`: that one
+        // empties the memory tier first (its flush-on-close evicts all).
+        self.cache.storage().close().await.map_err(StoreError::Read)
     }
 
     /// Stores an object's meta: the commit point of a fill.
@@ -402,12 +422,20 @@ impl Store {
     /// later version at the next restart (seen in
     /// `the_cache_survives_a_restart_on_the_same_data_dir`).
     fn replace(&self, key: &CacheKey, value: StoreValue) {
-        self.cache.insert(StoreKey(*key.as_bytes()), value);
+        self.insert(StoreKey(*key.as_bytes()), value);
+    }
+
+    /// Into both tiers, or only memory once the disk is released.
+    fn insert(&self, key: StoreKey, value: StoreValue) {
+        if self.disk_released() {
+            self.cache.memory().insert(key, value);
+        } else {
+            self.cache.insert(key, value);
+        }
     }
 
     pub fn put_chunk(&self, key: &CacheKey, object_id: u64, index: u64, bytes: Bytes) {
-        self.cache
-            .insert(chunk_key(key, object_id, index), StoreValue::Chunk(bytes));
+        self.insert(chunk_key(key, object_id, index), StoreValue::Chunk(bytes));
     }
 
     /// One body chunk; `None` if it is gone.
@@ -417,15 +445,16 @@ impl Store {
         object_id: u64,
         index: u64,
     ) -> Result<Option<Bytes>, StoreError> {
-        let entry = self
-            .cache
-            .get(&chunk_key(key, object_id, index))
-            .await
-            .map_err(StoreError::Read)?;
-        Ok(entry.and_then(|e| match e.value() {
+        let key = chunk_key(key, object_id, index);
+        let chunk = |value: &StoreValue| match value {
             StoreValue::Chunk(bytes) => Some(bytes.clone()),
             _ => None,
-        }))
+        };
+        if self.disk_released() {
+            return Ok(self.cache.memory().get(&key).and_then(|e| chunk(e.value())));
+        }
+        let entry = self.cache.get(&key).await.map_err(StoreError::Read)?;
+        Ok(entry.and_then(|e| chunk(e.value())))
     }
 
     /// Removes what `key` names from both tiers (its chunks become
@@ -439,8 +468,24 @@ impl Store {
     }
 
     /// Flushes pending disk writes; call before exit to keep the cache warm.
+    /// After [`release_disk`](Store::release_disk) there is nothing to
+    /// flush (and the directory is someone else's).
     pub async fn close(&self) -> Result<(), StoreError> {
+        if self.disk_released() {
+            return Ok(());
+        }
         self.cache.close().await.map_err(StoreError::Read)
+    }
+}
+
+/// What a stored value names as an [`Entry`], found in `tier`.
+fn entry_of(value: &StoreValue, tier: Tier) -> Option<(Entry, Tier)> {
+    match value {
+        StoreValue::Meta(meta) => Some((Entry::Object(meta.clone()), tier)),
+        StoreValue::Vary(names) => Some((Entry::Vary(names.clone()), tier)),
+        // A chunk under an object key cannot happen (different key
+        // derivations); treat it as absent.
+        StoreValue::Chunk(_) | StoreValue::Removed => None,
     }
 }
 

@@ -30,11 +30,13 @@ pub mod error;
 pub mod headers;
 pub mod hooks;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod sites;
 pub mod stats;
+pub mod upgrade;
 pub mod upstream;
 
 pub use config::Config;

@@ -1,5 +1,5 @@
 //! The `edge` binary: flags and config file into one `Config`, logging set
-//! up, then serve until SIGTERM or SIGINT.
+//! up, then serve until SIGTERM or SIGINT; SIGUSR2 upgrades the binary.
 
 use std::process::ExitCode;
 
@@ -16,6 +16,8 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before anything can rename a new binary over ours (see `Launch`).
+    let launch = edge::upgrade::Launch::capture();
     let cli = Cli::parse();
     if let Some(Command::Stats {
         admin,
@@ -46,7 +48,20 @@ fn main() -> ExitCode {
         eprintln!("edge: {}", error_chain(&err));
         return ExitCode::FAILURE;
     }
-    match run(config) {
+    // Still one thread: listenfd unsets LISTEN_FDS (see `capture_systemd`).
+    let activated = edge::server::sockets::capture_systemd();
+    if activated > 0 {
+        tracing::info!(
+            sockets = activated,
+            "sockets from systemd socket activation"
+        );
+    }
+    let launch = launch
+        .inspect_err(
+            |err| tracing::warn!(error = %err, "cannot tell our own path: no SIGUSR2 upgrades"),
+        )
+        .ok();
+    match run(config, launch) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("edge: {}", error_chain(&err));
@@ -55,7 +70,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, launch: Option<edge::upgrade::Launch>) -> anyhow::Result<()> {
     // One worker: tokio's single-threaded scheduler does the same work
     // without the work-stealing machinery (queues, wakeups across threads)
     // that one thread never needs. Blocking work still goes to the
@@ -75,7 +90,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(config).await?;
+        let mut server = Server::bind(config).await?;
+        if let Some(launch) = launch {
+            upgrade_on_sigusr2(server.enable_upgrade(launch));
+        }
         server.run(shutdown_signal()).await?;
         Ok(())
     })
@@ -157,6 +175,21 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
+}
+
+/// Each SIGUSR2 asks for a binary upgrade.
+fn upgrade_on_sigusr2(trigger: edge::upgrade::UpgradeTrigger) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        tracing::error!("cannot install the SIGUSR2 handler: no binary upgrades");
+        return;
+    };
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            tracing::info!("SIGUSR2 received");
+            trigger.request();
+        }
+    });
 }
 
 /// Logs to stdout (text or JSON); access lines to `access_log` if set.

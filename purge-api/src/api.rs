@@ -49,8 +49,15 @@ impl ApiError {
         }
     }
 
+    /// The error as JSON; a 503 says when to retry (a hand-over of the
+    /// purge database takes about a second).
     pub fn to_response(&self) -> Response<bytes::Bytes> {
-        json_response(self.status, &serde_json::json!({ "error": self.message }))
+        let mut resp = json_response(self.status, &serde_json::json!({ "error": self.message }));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        resp
     }
 }
 

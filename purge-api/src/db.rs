@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -24,8 +25,11 @@ use crate::rules::PurgeRecord;
 /// AssertFalseAndGetStatusForPrevError`). A fresh handle has fresh writers.
 pub struct Db {
     dir: PathBuf,
-    /// `None` after a failed write until a reopen succeeds.
+    /// `None` after a failed write until a reopen succeeds, and after
+    /// [`release`](Db::release).
     db: RwLock<Option<DB>>,
+    /// Given to another process ([`release`](Db::release)): no reopening.
+    released: AtomicBool,
 }
 
 impl std::fmt::Debug for Db {
@@ -73,7 +77,33 @@ impl Db {
         Ok(Db {
             dir: dir.to_owned(),
             db: RwLock::new(Some(db)),
+            released: AtomicBool::new(false),
         })
+    }
+
+    /// Closes RocksDB for another process to open (a binary upgrade).
+    /// Waits for reads and writes in progress (they hold the lock); every
+    /// later one fails with [`PurgeError::Released`] until
+    /// [`reacquire`](Db::reacquire).
+    pub fn release(&self) {
+        let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+        self.released.store(true, Ordering::Release);
+        // Dropping the handle closes the database and its LOCK file.
+        *guard = None;
+    }
+
+    /// Opens the database again after [`release`](Db::release), when the
+    /// process it was given to did not take it after all.
+    pub fn reacquire(&self) -> Result<(), PurgeError> {
+        let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(open_rocksdb(&self.dir).map_err(|source| PurgeError::Open {
+                path: self.dir.clone(),
+                source,
+            })?);
+        }
+        self.released.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Runs a read on the open handle, reopening first if a write failed.
@@ -113,6 +143,9 @@ impl Db {
             return Ok(());
         }
         let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if self.released.load(Ordering::Acquire) {
+            return Err(PurgeError::Released);
+        }
         if guard.is_none() {
             *guard = Some(open_rocksdb(&self.dir).map_err(PurgeError::Db)?);
         }
@@ -261,5 +294,27 @@ mod tests {
         db.delete(&["a".into()]).unwrap();
         assert!(db.get("a").unwrap().is_none());
         assert!(db.outbox().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_released_database_refuses_until_reacquired_and_is_the_next_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Db::open(dir.path()).unwrap();
+        old.put(&record("a"), &[]).unwrap();
+        old.release();
+        assert!(matches!(
+            old.put(&record("b"), &[]),
+            Err(PurgeError::Released)
+        ));
+        assert!(matches!(old.records(), Err(PurgeError::Released)));
+        {
+            // Another process (here another handle) can open it now.
+            let new = Db::open(dir.path()).unwrap();
+            assert_eq!(new.get("a").unwrap(), Some(record("a")));
+            assert!(new.get("b").unwrap().is_none(), "refused, not lost");
+        }
+        old.reacquire().unwrap();
+        old.put(&record("c"), &[]).unwrap();
+        assert_eq!(old.records().unwrap().0.len(), 2);
     }
 }

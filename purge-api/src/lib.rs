@@ -48,6 +48,8 @@ pub enum PurgeError {
     Db(#[source] rocksdb::Error),
     #[error("purge database closed after a failed write and not reopened yet")]
     Closed,
+    #[error("purge database handed to the upgraded process; retry in a moment")]
+    Released,
     #[error(
         "purge database: only {free} bytes free on its disk; purges are refused until there is room"
     )]
@@ -521,6 +523,29 @@ impl Purger {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
+    /// Closes the purge database for the process taking over the data
+    /// directory (a binary upgrade). Purges applying now finish first; the
+    /// rules in force stay in memory and keep applying to lookups. Later
+    /// purges are answered 503 with `Retry-After` (never accepted and then
+    /// lost): the client, or a peer's courier, retries and reaches the new
+    /// process once it serves.
+    pub async fn release_db(&self) -> Result<(), PurgeError> {
+        let _order = self.apply.lock().await;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.release())
+            .await
+            .map_err(|e| PurgeError::Task(e.to_string()))
+    }
+
+    /// Opens the database again when the upgrade it was released for
+    /// failed.
+    pub async fn reacquire_db(&self) -> Result<(), PurgeError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.reacquire())
+            .await
+            .map_err(|e| PurgeError::Task(e.to_string()))?
+    }
+
     /// Deliveries owed to peers as of the courier's last pass (no I/O).
     pub fn backlog_now(&self) -> usize {
         self.backlog.load(Ordering::Relaxed) as usize
@@ -601,6 +626,13 @@ fn forget(db: &Db, expired: &[PurgeRecord]) -> Result<(), PurgeError> {
 }
 
 fn internal(err: &PurgeError) -> ApiError {
+    if let PurgeError::Released = err {
+        info!("purge refused while the data directory is handed to the upgraded process");
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a binary upgrade is taking over the purge database; nothing was applied, retry",
+        );
+    }
     warn!(error = %err, "purge failed");
     if let PurgeError::NoSpace { .. } = err {
         return ApiError::new(

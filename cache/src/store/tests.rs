@@ -132,3 +132,65 @@ async fn objects_beyond_the_memory_budget_come_back_from_disk() {
     assert!(chunk.iter().all(|b| *b == 0));
     store.close().await.unwrap();
 }
+
+/// A binary upgrade: the old process releases the disk while the new one
+/// opens the same directory. Everything stored before the release is on
+/// disk for the new owner; the old one keeps its memory tier, and what it
+/// stores afterwards stays in its memory only.
+#[tokio::test]
+async fn a_released_disk_is_the_next_owners_and_memory_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Store::open(&config(dir.path(), 16 << 20), None)
+        .await
+        .unwrap();
+    old.put_object(
+        &key("/before"),
+        meta(BodyLayout::Inline(Bytes::from_static(b"before"))),
+    );
+    old.put_chunk(&key("/big"), 3, 0, Bytes::from(vec![7u8; 1 << 20]));
+    // No sleep: the release itself waits for the queued writes.
+    old.release_disk().await.unwrap();
+    assert!(old.disk_released());
+    let (_, tier) = object(&old, &key("/before"))
+        .await
+        .expect("still in memory");
+    assert_eq!(tier, Tier::Memory);
+    old.put_object(
+        &key("/after"),
+        meta(BodyLayout::Inline(Bytes::from_static(b"after"))),
+    );
+    old.put_chunk(&key("/after"), 4, 0, Bytes::from_static(b"tail"));
+    assert!(object(&old, &key("/after")).await.is_some());
+    assert_eq!(
+        &old.get_chunk(&key("/after"), 4, 0).await.unwrap().unwrap()[..],
+        b"tail"
+    );
+
+    let new = Store::open(&config(dir.path(), 16 << 20), None)
+        .await
+        .unwrap();
+    let (m, tier) = object(&new, &key("/before"))
+        .await
+        .expect("stored before the release: on disk for the new owner");
+    assert_eq!(tier, Tier::Disk);
+    assert_eq!(m.body, BodyLayout::Inline(Bytes::from_static(b"before")));
+    assert_eq!(
+        new.get_chunk(&key("/big"), 3, 0)
+            .await
+            .unwrap()
+            .map(|c| c.len()),
+        Some(1 << 20)
+    );
+    assert!(
+        object(&new, &key("/after")).await.is_none(),
+        "stored after the release: the old process's memory only"
+    );
+    old.close().await.unwrap();
+    drop(old);
+    // The old process closing and going away writes nothing more.
+    new.put_object(
+        &key("/new"),
+        meta(BodyLayout::Inline(Bytes::from_static(b"new"))),
+    );
+    new.close().await.unwrap();
+}

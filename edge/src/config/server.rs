@@ -43,6 +43,11 @@ pub struct ServerConfig {
     /// before the process exits anyway. Default: `30s`.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
+    /// On SIGUSR2, how long the new binary has to take the sockets and the
+    /// data directory and start serving; past it the old process kills it
+    /// and keeps serving. Default: `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub upgrade_timeout: Duration,
     /// HTTP/2 streams per connection. Default: `128`.
     pub h2_max_concurrent_streams: u32,
     /// Runtime worker threads; `0` means one per CPU, `1` a single-threaded
@@ -61,6 +66,7 @@ impl Default for ServerConfig {
             send_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            upgrade_timeout: Duration::from_secs(30),
             h2_max_concurrent_streams: 128,
             worker_threads: 0,
         }

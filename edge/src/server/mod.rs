@@ -6,10 +6,12 @@
 //! shutdown can let in-flight requests finish.
 
 pub(crate) mod idle;
+pub mod sockets;
 mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsFd as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -33,9 +35,11 @@ use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Parts as ProxyParts, Proxy};
 use crate::sites::{Sites, SitesError};
+use crate::upgrade::{Launch, Successor, UpgradeTrigger, Upgrades};
 use crate::upstream::Upstream;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use purge_api::{PurgeConfig, Purger};
+use sockets::Role;
 use tls::TlsListener;
 
 /// Why the server could not start.
@@ -75,6 +79,8 @@ pub enum ServerError {
     Metrics(#[from] prometheus::Error),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("binary upgrade: {0}")]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
 }
 
 /// The next TLS connection, or never when there is no TLS listener.
@@ -103,8 +109,10 @@ fn purge_config(config: &Config) -> PurgeConfig {
 #[derive(Debug)]
 pub struct Server<H = DefaultHooks> {
     config: Config,
-    /// Held for the server's life: one process per data directory.
-    _data_lock: std::fs::File,
+    /// The data directory's lock (held for the server's life: one process
+    /// per data directory, until an upgrade hands it over) and what an
+    /// upgrade needs.
+    upgrades: Upgrades,
     listener: TcpListener,
     admin_listener: TcpListener,
     /// The HTTPS listener and its certificates, if configured.
@@ -138,14 +146,22 @@ impl<H: EdgeHooks> Server<H> {
             path: config.data_dir.clone(),
             source,
         })?;
-        let data_lock = lock_data_dir(&config.data_dir)?;
-        let bind = |addr: SocketAddr, role| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, role, source })
+        // The new process of an upgrade gets its sockets from the old one
+        // now and the data directory only once everything else is built
+        // (see `upgrade`); otherwise: the lock first, then the sockets
+        // (from systemd, or bound).
+        let (mut successor, mut inherited) =
+            match Successor::from_env(config.server.upgrade_timeout).await? {
+                Some((successor, sockets)) => (Some(successor), Some(sockets)),
+                None => (None, sockets::take_systemd()),
+            };
+        let early_lock = match successor {
+            None => Some(lock_data_dir(&config.data_dir)?),
+            Some(_) => None,
         };
-        let listener = bind(config.listen, "listen").await?;
-        let admin_listener = bind(config.admin, "admin").await?;
+        let listener = sockets::listener(Role::Listen, config.listen, inherited.as_mut()).await?;
+        let admin_listener =
+            sockets::listener(Role::Admin, config.admin, inherited.as_mut()).await?;
         let tls = match (&config.tls.listen, &config.tls.cert, &config.tls.key) {
             (Some(addr), Some(cert), Some(key)) => {
                 let files = tls::CertFiles {
@@ -160,23 +176,45 @@ impl<H: EdgeHooks> Server<H> {
                 };
                 let (acceptor, certs) = tls::acceptor(files)?;
                 Some(TlsListener {
-                    listener: bind(*addr, "tls.listen").await?,
+                    listener: sockets::listener(Role::Tls, *addr, inherited.as_mut()).await?,
                     acceptor,
                     certs,
                 })
             }
             _ => None,
         };
+        sockets::leftovers(inherited);
         let registry = Registry::new();
         let sites = Arc::new(Sites::compile(&config)?);
         let site_names: Vec<String> = sites.all().iter().map(|s| s.name.clone()).collect();
         let metrics = Metrics::register_for_sites(&registry, &site_names)?;
+        let data_lock = match (early_lock, successor.as_mut()) {
+            (Some(lock), _) => lock,
+            (None, Some(successor)) => successor.take_data_dir(&config.data_dir).await?,
+            (None, None) => lock_data_dir(&config.data_dir)?,
+        };
         let store_config = StoreConfig::new(
             config.data_dir.join("cache"),
             config.cache.memory.as_usize(),
             config.cache.disk.as_usize(),
         );
         let store = Store::open(&store_config, Some(registry.clone())).await?;
+        let mut passed = vec![
+            (Role::Listen, listener.as_fd()),
+            (Role::Admin, admin_listener.as_fd()),
+        ];
+        if let Some(tls) = &tls {
+            passed.push((Role::Tls, tls.listener.as_fd()));
+        }
+        let upgrades = Upgrades::new(
+            successor,
+            &passed,
+            store.clone(),
+            data_lock,
+            config.data_dir.clone(),
+            config.server.upgrade_timeout,
+        )?;
+        drop(passed);
         let purger = Purger::open(
             &config.data_dir.join("purge"),
             purge_config(&config),
@@ -203,7 +241,7 @@ impl<H: EdgeHooks> Server<H> {
         let proxy = Arc::new(Proxy::new(&config, parts));
         Ok(Server {
             config,
-            _data_lock: data_lock,
+            upgrades,
             listener,
             admin_listener,
             tls,
@@ -230,6 +268,12 @@ impl<H: EdgeHooks> Server<H> {
             .unwrap_or(self.config.admin)
     }
 
+    /// Turns on binary upgrades: [`UpgradeTrigger::request`] (what SIGUSR2
+    /// does) starts `launch` and hands this server over to it.
+    pub fn enable_upgrade(&mut self, launch: Launch) -> UpgradeTrigger {
+        self.upgrades.enable(launch)
+    }
+
     /// The registry behind `/metrics`, for other crates to register into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -240,7 +284,7 @@ impl<H: EdgeHooks> Server<H> {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let Server {
             config,
-            _data_lock,
+            upgrades,
             listener,
             admin_listener,
             tls,
@@ -286,11 +330,13 @@ impl<H: EdgeHooks> Server<H> {
             first_request: config.server.header_read_timeout,
             send: config.server.send_timeout,
         };
+        let mut hand_over = upgrades.serving(proxy.purger().clone()).await;
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                () = hand_over.done() => break,
                 permit = limit.clone().acquire_owned() => match permit {
                     Ok(p) => p,
                     Err(_) => break,
@@ -299,6 +345,7 @@ impl<H: EdgeHooks> Server<H> {
             let (stream, client_addr, secure) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                () = hand_over.done() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => (stream, addr, false),
                     Err(err) => {
@@ -372,6 +419,7 @@ impl<H: EdgeHooks> Server<H> {
             });
         }
 
+        hand_over.stopping();
         drop(listener);
         drop(tls);
         admin_state.draining.store(true, Ordering::Relaxed);
@@ -384,6 +432,7 @@ impl<H: EdgeHooks> Server<H> {
         let _ = stop_admin.send(true);
         admin_task.await?;
         proxy.close().await;
+        hand_over.exited();
         Ok(())
     }
 
@@ -412,7 +461,7 @@ const LOCK_FILE: &str = "edge.lock";
 
 /// Takes the data directory's lock: two processes writing one disk cache
 /// would corrupt each other's view of it.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
     let data_dir_err = |source| ServerError::DataDir {
         path: dir.to_owned(),
         source,
