@@ -39,6 +39,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +66,15 @@ pub const SOCKET_FILE: &str = "upgrade.sock";
 /// The pid of the process that owns the data directory and serves, written
 /// when it starts accepting (after an upgrade: the new process's).
 pub const PID_FILE: &str = "edge.pid";
+
+/// After a hand-over, how long the old process keeps idle HTTP/1.1
+/// keep-alive connections open for one more request (answered with
+/// `Connection: close`) before closing those left. Closing an idle
+/// connection at once races with a client already sending on it: the
+/// request fails (hyper: `IncompleteMessage`), seen under load in the
+/// upgrade test. A client that waits longer than this between requests is
+/// rarely caught mid-send.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Longest line of the protocol; anything longer is not the protocol.
 const MAX_LINE: usize = 256;
@@ -431,6 +441,7 @@ impl Upgrades {
             handed,
             task,
             handed_over: false,
+            closing: Closing::default(),
             _lock: lock,
             data_dir,
         }
@@ -443,6 +454,7 @@ pub(crate) struct HandOver {
     handed: oneshot::Receiver<u32>,
     task: Option<JoinHandle<()>>,
     handed_over: bool,
+    closing: Closing,
     /// The data directory stays locked until the server is done.
     _lock: DataLock,
     data_dir: PathBuf,
@@ -479,9 +491,51 @@ impl HandOver {
         }
     }
 
+    /// What marks responses once handed over (one per connection).
+    pub(crate) fn closing(&self) -> Closing {
+        self.closing.clone()
+    }
+
+    /// After a hand-over: from now on HTTP/1.1 responses close their
+    /// connection, and the drain should first wait this long for
+    /// connections to close that way. `None` on a plain shutdown: nobody
+    /// would accept the clients' next connection, closing fast is better.
+    pub(crate) fn linger(&self, grace: Duration) -> Option<Duration> {
+        if !self.handed_over {
+            return None;
+        }
+        self.closing.0.store(true, Ordering::Relaxed);
+        Some(LINGER.min(grace))
+    }
+
     /// The server is done: the pid file goes, if it still names us.
     pub(crate) fn exited(self) {
         remove_pid_file_if_ours(&self.data_dir);
+    }
+}
+
+/// Marks HTTP/1.1 responses `Connection: close` once the old process of
+/// an upgrade drains, so that each keep-alive connection ends after a
+/// complete response instead of under a request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Closing(Arc<AtomicBool>);
+
+impl Closing {
+    /// `response`, marked if draining when it is ready (HTTP/2 has GOAWAY
+    /// and forbids the header).
+    pub(crate) async fn mark<B, E>(
+        self,
+        h1: bool,
+        response: impl Future<Output = Result<http::Response<B>, E>>,
+    ) -> Result<http::Response<B>, E> {
+        let mut response = response.await?;
+        if h1 && self.0.load(Ordering::Relaxed) {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        Ok(response)
     }
 }
 

@@ -131,3 +131,48 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Sends `signal` (`TERM`, `USR2` …) to `pid` with `kill(1)`: tests stay
+/// free of unsafe code, and a process the test did not start (the new
+/// process of an upgrade) has no `Child` to call.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill(1) runs");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // "pid (comm) S ...": the state follows the last ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// The pid in `DATA_DIR/edge.pid`, if there is one.
+pub fn pid_file(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("edge.pid"))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+}
+
+/// A process the test did not start but must not leave running (the new
+/// process of an upgrade): SIGKILLed on drop if still alive.
+#[derive(Debug)]
+pub struct Adopted(pub u32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(self.0.to_string())
+                .status();
+        }
+    }
+}

@@ -373,7 +373,12 @@ impl<H: EdgeHooks> Server<H> {
                 activity: activity.clone(),
             };
             let proxy = proxy.clone();
-            let service = service_fn(move |req| proxy.clone().handle(req, conn_info.clone()));
+            let closing = hand_over.closing();
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let h1 = req.version() <= http::Version::HTTP_11;
+                let response = proxy.clone().handle(req, conn_info.clone());
+                closing.clone().mark(h1, response)
+            });
             metrics.connections.inc();
             metrics.open_connections.inc();
             let open = metrics.open_connections.clone();
@@ -423,8 +428,16 @@ impl<H: EdgeHooks> Server<H> {
         drop(listener);
         drop(tls);
         admin_state.draining.store(true, Ordering::Relaxed);
-        let grace = config.server.shutdown_grace;
+        let mut grace = config.server.shutdown_grace;
         info!(open = graceful.count(), grace = ?grace, "shutting down: no longer accepting");
+        if let Some(linger) = hand_over.linger(grace) {
+            // Handed over: HTTP/1.1 connections close after their next
+            // response (`Connection: close`) rather than under a client
+            // that may be sending on them; all permits back = all closed.
+            let all = u32::try_from(config.server.max_connections).unwrap_or(u32::MAX);
+            let _ = tokio::time::timeout(linger, limit.acquire_many(all)).await;
+            grace = grace.saturating_sub(linger);
+        }
         match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => info!("all connections finished"),
             Err(_) => warn!("grace period over, dropping the remaining connections"),

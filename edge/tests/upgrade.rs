@@ -1,0 +1,392 @@
+//! Binary upgrade on SIGUSR2, with real processes: under steady keep-alive
+//! load a new process takes over the sockets and the data directory (no
+//! refused connection, no failed request, the disk cache carried over),
+//! and an upgrade to a binary that exits at once leaves the old process
+//! serving with its disk cache, ready for a later upgrade that works.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edge_tests::client::{self, TestClient, try_fetch};
+use edge_tests::metrics::value;
+use edge_tests::process::{Adopted, TOKEN, alive, edge_command, pid_file, signal, wait_exit};
+use edge_tests::{MockOrigin, Reply, ResponseExt, eventually_within, free_port, poll_until};
+use http::Request;
+use http_body_util::Full;
+
+const EDGE: &str = env!("CARGO_BIN_EXE_edge");
+
+/// Load: this many keep-alive clients, each with its own pool.
+const CLIENTS: usize = 8;
+/// How long the load runs (unless stopped); the upgrade falls in its
+/// first half.
+const LOAD_LIMIT: Duration = Duration::from_secs(10);
+/// Steady load before SIGUSR2.
+const LOAD_BEFORE: Duration = Duration::from_secs(3);
+
+/// A node started from `bin`, logging to `dir/edge.log` (the new process
+/// of an upgrade inherits the file).
+struct Edge {
+    /// The first process; `None` once the test waited for it to exit.
+    child: Option<Child>,
+    dir: PathBuf,
+    listen: u16,
+    admin: u16,
+}
+
+impl Edge {
+    fn start(bin: &Path, origin: &MockOrigin, dir: &Path) -> Edge {
+        let (listen, admin) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.join("edge.log")).expect("log file");
+        let child = edge_command(bin, origin.addr(), &dir.join("data"), listen, admin)
+            .args(["--memory", "64MiB", "--disk", "128MiB"])
+            .env("EDGE_LOG", "info,foyer=warn,foyer_storage=warn,access=warn")
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("edge starts");
+        Edge {
+            child: Some(child),
+            dir: dir.to_owned(),
+            listen,
+            admin,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the first process").id()
+    }
+
+    /// Waits for the first process to exit on its own.
+    async fn exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the first process");
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, limit))
+            .await
+            .expect("waiter")
+            .expect("the old process exits in time")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("edge.log")).unwrap_or_default()
+    }
+
+    /// Until `/healthz` answers and the pid file names `pid`.
+    async fn ready(&self, pid: u32) {
+        let client = client::http1();
+        let url = format!("http://127.0.0.1:{}/healthz", self.admin);
+        eventually_within("the edge to serve", Duration::from_secs(30), async || {
+            let req = Request::get(&url).body(Full::default()).expect("request");
+            pid_file(&self.data()) == Some(pid)
+                && try_fetch(&client, req, Duration::from_secs(2))
+                    .await
+                    .is_some_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
+    async fn get(&self, client: &TestClient, path: &str) -> http::Response<Bytes> {
+        let req = Request::get(format!("http://127.0.0.1:{}{path}", self.listen))
+            .header("host", "cdn.test")
+            .body(Full::default())
+            .expect("request");
+        try_fetch(client, req, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("GET {path} answered; log:\n{}", self.log()))
+    }
+
+    async fn metrics(&self) -> String {
+        let req = Request::get(format!("http://127.0.0.1:{}/metrics", self.admin))
+            .body(Full::default())
+            .expect("request");
+        try_fetch(&client::http1(), req, Duration::from_secs(5))
+            .await
+            .expect("metrics")
+            .text()
+    }
+
+    async fn purge(&self, path: &str) -> u16 {
+        let body = format!(r#"{{"urls": ["http://cdn.test{path}"]}}"#);
+        let req = Request::post(format!("http://127.0.0.1:{}/purge", self.admin))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        try_fetch(&client::http1(), req, Duration::from_secs(10))
+            .await
+            .expect("purge answered")
+            .status()
+            .as_u16()
+    }
+
+    /// SIGUSR2, then until the pid file names a process other than
+    /// `old`; that process, killed when the test ends.
+    async fn upgrade(&self, old: u32) -> Adopted {
+        signal(old, "USR2");
+        let new = poll_until(
+            "a new process in the pid file",
+            Duration::from_secs(40),
+            async || match pid_file(&self.data()) {
+                Some(pid) if pid != old => Ok(pid),
+                other => Err(format!("{other:?}; log:\n{}", self.log())),
+            },
+        )
+        .await;
+        Adopted(new)
+    }
+}
+
+/// What the load saw.
+#[derive(Debug, Default)]
+struct Load {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    refused: AtomicU64,
+    /// Longest request, in microseconds.
+    longest_us: AtomicU64,
+}
+
+/// `CLIENTS` keep-alive clients requesting back to back for
+/// [`LOAD_LIMIT`]; every request is counted and timed.
+fn start_load(listen: u16) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
+    let load = Arc::new(Load::default());
+    let tasks = (0..CLIENTS)
+        .map(|c| {
+            let load = load.clone();
+            tokio::spawn(async move {
+                let client = client::http1();
+                let started = Instant::now();
+                let mut n = 0u64;
+                while started.elapsed() < LOAD_LIMIT {
+                    n += 1;
+                    // Hits and misses both: misses cross the upgrade too.
+                    let path = if n % 4 == 0 {
+                        format!("/load/{c}/{n}")
+                    } else {
+                        format!("/load/hot/{}", n % 16)
+                    };
+                    let req = Request::get(format!("http://127.0.0.1:{listen}{path}"))
+                        .header("host", "cdn.test")
+                        .body(Full::default())
+                        .expect("request");
+                    let begun = Instant::now();
+                    let result =
+                        tokio::time::timeout(Duration::from_secs(10), client.request(req)).await;
+                    let outcome = match result {
+                        Ok(Ok(resp)) if resp.status() == 200 => {
+                            use http_body_util::BodyExt as _;
+                            resp.into_body().collect().await.map_err(|e| e.to_string())
+                        }
+                        Ok(Ok(resp)) => Err(format!("status {}", resp.status())),
+                        Ok(Err(err)) => {
+                            if err.is_connect() {
+                                load.refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(format!("{err:?}"))
+                        }
+                        Err(_) => Err("no answer within 10s".into()),
+                    };
+                    let took = u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    load.longest_us.fetch_max(took, Ordering::Relaxed);
+                    match outcome {
+                        Ok(_) => load.ok.fetch_add(1, Ordering::Relaxed),
+                        Err(err) => {
+                            eprintln!("client {c}: {path}: {err}");
+                            load.failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    (load, tasks)
+}
+
+async fn origin_with_cacheable_load() -> MockOrigin {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/warm",
+        Reply::ok(vec![b'w'; 100_000]).header("cache-control", "max-age=3600"),
+    );
+    origin.fallback(|path| {
+        Reply::ok(format!("body of {path}")).header("cache-control", "max-age=3600")
+    });
+    origin
+}
+
+fn disk_hits(metrics: &str) -> f64 {
+    value(metrics, "edge_cache_tier_hits_total{tier=\"disk\"}").unwrap_or(0.0)
+}
+
+fn disk_writes(metrics: &str) -> f64 {
+    value(
+        metrics,
+        "foyer_storage_disk_io_bytes_total{name=\"edge_cache\",op=\"write\"}",
+    )
+    .unwrap_or(0.0)
+}
+
+/// `/warm` is a HIT from the disk tier of the process serving now (the
+/// new process of an upgrade: its memory tier started empty).
+async fn warm_is_a_disk_hit(edge: &Edge, client: &TestClient) {
+    let before = disk_hits(&edge.metrics().await);
+    let resp = edge.get(client, "/warm").await;
+    assert_eq!(resp.x_cache(), "HIT", "{:?}", resp.headers());
+    assert_eq!(resp.body().len(), 100_000);
+    assert_eq!(disk_hits(&edge.metrics().await), before + 1.0, "from disk");
+}
+
+/// SIGTERM to the new process, and until it is gone.
+async fn stop(new: &Adopted) {
+    signal(new.0, "TERM");
+    eventually_within(
+        "the new process to stop",
+        Duration::from_secs(30),
+        async || !alive(new.0),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigusr2_hands_over_under_load_without_a_failed_request() {
+    let origin = origin_with_cacheable_load().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut edge = Edge::start(Path::new(EDGE), &origin, tmp.path());
+    let old = edge.pid();
+    edge.ready(old).await;
+
+    let probe = client::http1();
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "MISS");
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "HIT");
+
+    let load_started = Instant::now();
+    let (load, tasks) = start_load(edge.listen);
+    // A steady load first: some requests, for a few seconds.
+    eventually_within("the load to run", LOAD_BEFORE * 2, async || {
+        load.ok.load(Ordering::Relaxed) >= 200 && load_started.elapsed() >= LOAD_BEFORE
+    })
+    .await;
+
+    let before_upgrade = load.ok.load(Ordering::Relaxed);
+    // The longest wait before the upgrade, for comparison; from here on
+    // the longest is the upgrade's.
+    let longest_before = Duration::from_micros(load.longest_us.swap(0, Ordering::Relaxed));
+    let upgrade_started = Instant::now();
+    let new = edge.upgrade(old).await;
+    let status = edge.exit(Duration::from_secs(40)).await;
+    assert!(status.success(), "the old process exits 0: {status}");
+    let handed_over_in = upgrade_started.elapsed();
+    assert!(alive(new.0), "the new process runs");
+    let after_exit = load.ok.load(Ordering::Relaxed);
+    // The load goes on against the new process alone to its end.
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    assert!(
+        load.ok.load(Ordering::Relaxed) > after_exit,
+        "the new process served the load"
+    );
+
+    let (ok, failed, refused) = (
+        load.ok.load(Ordering::Relaxed),
+        load.failed.load(Ordering::Relaxed),
+        load.refused.load(Ordering::Relaxed),
+    );
+    let longest = Duration::from_micros(load.longest_us.load(Ordering::Relaxed));
+    println!(
+        "upgrade under load ({CLIENTS} keep-alive clients): {ok} requests, {} while the \
+         processes changed hands, {failed} failed, {refused} refused; SIGUSR2 to old exited: \
+         {handed_over_in:?}; longest client wait from SIGUSR2 on: {longest:?} \
+         (before it: {longest_before:?})",
+        after_exit - before_upgrade
+    );
+    assert_eq!(failed, 0, "failed requests; log:\n{}", edge.log());
+    assert_eq!(refused, 0, "refused connections");
+    assert!(
+        after_exit > before_upgrade,
+        "the load ran across the upgrade"
+    );
+
+    warm_is_a_disk_hit(&edge, &probe).await;
+    assert_eq!(origin.hits("/warm"), 1);
+    // The new process owns the purge database.
+    assert_eq!(edge.purge("/warm").await, 200);
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "MISS");
+    stop(&new).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_that_exits_at_once_leaves_the_old_process_serving() {
+    let origin = origin_with_cacheable_load().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A copy of the binary that the test can replace.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin dir");
+    let exe = bin.join("edge");
+    std::fs::copy(EDGE, &exe).expect("copy the binary");
+    let mut edge = Edge::start(&exe, &origin, tmp.path());
+    let old = edge.pid();
+    edge.ready(old).await;
+    let probe = client::http1();
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "MISS");
+
+    // Replaced the way a package manager does: a new file renamed over.
+    let broken = bin.join("edge.new");
+    std::fs::write(&broken, "#!/bin/sh\nexit 1\n").expect("script");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::rename(&broken, &exe).expect("replace the binary");
+    signal(old, "USR2");
+    eventually_within(
+        "the old process to report the failed upgrade",
+        Duration::from_secs(40),
+        async || edge.log().contains("binary upgrade failed"),
+    )
+    .await;
+    assert!(
+        edge.log().contains("exited before taking over"),
+        "{}",
+        edge.log()
+    );
+
+    // Still the same process, with everything it had.
+    assert!(
+        edge.child
+            .as_mut()
+            .expect("child")
+            .try_wait()
+            .expect("wait")
+            .is_none()
+    );
+    assert_eq!(pid_file(&edge.data()), Some(old));
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "HIT");
+    let writes = disk_writes(&edge.metrics().await);
+    assert_eq!(edge.get(&probe, "/after-failure").await.x_cache(), "MISS");
+    eventually_within(
+        "the disk tier to keep writing",
+        Duration::from_secs(5),
+        async || disk_writes(&edge.metrics().await) > writes,
+    )
+    .await;
+    assert_eq!(edge.purge("/nothing").await, 200, "purges still durable");
+
+    // A later SIGUSR2 with a working binary upgrades, disk cache included.
+    let fixed = bin.join("edge.new");
+    std::fs::copy(EDGE, &fixed).expect("copy the binary");
+    std::fs::rename(&fixed, &exe).expect("replace the binary");
+    let new = edge.upgrade(old).await;
+    let status = edge.exit(Duration::from_secs(40)).await;
+    assert!(status.success(), "the old process exits 0: {status}");
+    edge.ready(new.0).await;
+    warm_is_a_disk_hit(&edge, &probe).await;
+    assert_eq!(origin.hits("/warm"), 1);
+    stop(&new).await;
+}
