@@ -166,7 +166,7 @@ fn start_load(listen: u16) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
                 while started.elapsed() < LOAD_LIMIT {
                     n += 1;
                     // Hits and misses both: misses cross the upgrade too.
-                    let path = if n % 4 == 0 {
+                    let path = if n.is_multiple_of(4) {
                         format!("/load/{c}/{n}")
                     } else {
                         format!("/load/hot/{}", n % 16)

@@ -176,7 +176,7 @@ pub(crate) async fn listener(
                     role = role.name(),
                     socket = %local,
                     configured = %addr,
-                    "using the socket passed by {}, not the configured address (changing it needs a restart)",
+                    "using the socket passed by {} instead of the configured address",
                     source.map_or("?", Source::as_str)
                 );
             }
