@@ -40,10 +40,15 @@ struct Edge {
 
 impl Edge {
     fn start(bin: &Path, origin: &MockOrigin, dir: &Path) -> Edge {
+        Edge::start_with(bin, origin, dir, &[])
+    }
+
+    fn start_with(bin: &Path, origin: &MockOrigin, dir: &Path, extra: &[&str]) -> Edge {
         let (listen, admin) = (free_port(), free_port());
         let log = std::fs::File::create(dir.join("edge.log")).expect("log file");
         let child = edge_command(bin, origin.addr(), &dir.join("data"), listen, admin)
             .args(["--memory", "64MiB", "--disk", "128MiB"])
+            .args(extra)
             .env("EDGE_LOG", "info,foyer=warn,foyer_storage=warn,access=warn")
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -388,5 +393,77 @@ async fn a_binary_that_exits_at_once_leaves_the_old_process_serving() {
     edge.ready(new.0).await;
     warm_is_a_disk_hit(&edge, &probe).await;
     assert_eq!(origin.hits("/warm"), 1);
+    stop(&new).await;
+}
+
+/// One HTTP/1.1 GET over a fresh TLS connection to `port`: status and
+/// `X-Cache`.
+async fn get_tls(cert: &edge_tests::certs::Cert, port: u16, path: &str) -> (u16, String) {
+    use rustls::pki_types::ServerName;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the TLS listener");
+    let tls = tokio_rustls::TlsConnector::from(edge_tests::certs::client_config(&[cert], &[]))
+        .connect(ServerName::try_from("edge.test").expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("h1 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(format!("https://edge.test{path}"))
+        .header("host", "cdn.test")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let cache = resp
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    (resp.status().as_u16(), cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_listener_is_handed_over_too() {
+    let origin = origin_with_cacheable_load().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cert = edge_tests::certs::self_signed(&["edge.test"]);
+    let tls_port = free_port();
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let (cert_path, key_path) = (
+        cert.cert_path.to_str().expect("path"),
+        cert.key_path.to_str().expect("path"),
+    );
+    let mut edge = Edge::start_with(
+        Path::new(EDGE),
+        &origin,
+        tmp.path(),
+        &[
+            "--tls-listen",
+            &tls_listen,
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            key_path,
+        ],
+    );
+    let old = edge.pid();
+    edge.ready(old).await;
+    assert_eq!(get_tls(&cert, tls_port, "/tls").await, (200, "MISS".into()));
+
+    let new = edge.upgrade(old).await;
+    let status = edge.exit(Duration::from_secs(40)).await;
+    assert!(status.success(), "the old process exits 0: {status}");
+    assert!(
+        edge.log().contains(r#"sockets=["listen", "admin", "tls"]"#),
+        "{}",
+        edge.log()
+    );
+    // The same port, now the new process's: cached before, a HIT after.
+    assert_eq!(get_tls(&cert, tls_port, "/tls").await, (200, "HIT".into()));
+    assert_eq!(origin.hits("/tls"), 1);
     stop(&new).await;
 }

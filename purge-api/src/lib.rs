@@ -661,3 +661,63 @@ fn new_id() -> String {
     h.update(&nanos.to_le_bytes());
     h.finalize().to_hex()[..16].to_owned()
 }
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+    use cache::store::StoreConfig;
+
+    const TOKEN: &str = "t";
+
+    async fn purge(purger: &Arc<Purger>, body: &str) -> Response<Bytes> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer t"),
+        );
+        purger
+            .handle(
+                &Method::POST,
+                "/purge",
+                &headers,
+                Bytes::from(body.to_owned()),
+            )
+            .await
+    }
+
+    /// A binary upgrade's window between the old process releasing the
+    /// database and the new one serving: purges are refused with a retry
+    /// hint (never accepted and then lost), and accepted again if the
+    /// upgrade fails and the database comes back.
+    #[tokio::test]
+    async fn purges_are_refused_with_retry_after_while_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &StoreConfig::new(dir.path().join("c"), 16 << 20, 64 << 20),
+            None,
+        )
+        .await
+        .unwrap();
+        let purger = Purger::open(
+            &dir.path().join("purge"),
+            PurgeConfig {
+                token: Some(TOKEN.into()),
+                ..PurgeConfig::default()
+            },
+            store,
+            KeyRules::default(),
+            Clock::system(),
+        )
+        .unwrap();
+        let body = r#"{"hosts": ["example.com"]}"#;
+        assert_eq!(purge(&purger, body).await.status(), StatusCode::OK);
+        purger.release_db().await.unwrap();
+        let refused = purge(&purger, body).await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_eq!(purger.rules().len(), 1, "the refused purge is not in force");
+        purger.reacquire_db().await.unwrap();
+        assert_eq!(purge(&purger, body).await.status(), StatusCode::OK);
+        assert_eq!(purger.rules().len(), 2);
+    }
+}
