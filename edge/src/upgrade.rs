@@ -434,6 +434,7 @@ impl Upgrades {
                 lock,
                 data_dir,
                 timeout,
+                releasing: Mutex::new(None),
             };
             tokio::spawn(old.serve(requests, done))
         });
@@ -548,6 +549,8 @@ struct Old {
     lock: DataLock,
     data_dir: PathBuf,
     timeout: Duration,
+    /// The release in progress or done, awaited before taking back.
+    releasing: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A failed attempt, and whether the data directory was already given up.
@@ -681,19 +684,40 @@ impl Old {
     }
 
     /// Gives up the disk tier, the purge database and the lock, in that
-    /// order: the lock goes last, when nothing here writes any more.
+    /// order: the lock goes last, when nothing here writes any more. On a
+    /// task of its own: a timeout in the middle must not leave half a
+    /// release running after [`take_back`](Old::take_back).
     async fn release(&self) -> Result<(), UpgradeError> {
-        let failed = |e: &dyn std::fmt::Display| UpgradeError::Release(e.to_string());
-        self.store.release_disk().await.map_err(|e| failed(&e))?;
-        self.purger.release_db().await.map_err(|e| failed(&e))?;
-        self.lock.release();
-        Ok(())
+        let (store, purger, lock) = (self.store.clone(), self.purger.clone(), self.lock.clone());
+        let (done, result) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let failed = |e: &dyn std::fmt::Display| UpgradeError::Release(e.to_string());
+            let released = async {
+                store.release_disk().await.map_err(|e| failed(&e))?;
+                purger.release_db().await.map_err(|e| failed(&e))?;
+                lock.release();
+                Ok(())
+            };
+            let _ = done.send(released.await);
+        });
+        *self.releasing.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        result
+            .await
+            .map_err(|_| UpgradeError::Release("the release task failed".into()))?
     }
 
     /// After a failed upgrade that had the data directory: the lock and the
     /// purge database come back; the disk tier stays off (see the module
     /// doc).
     async fn take_back(&self) {
+        let releasing = self
+            .releasing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = releasing {
+            let _ = task.await;
+        }
         if let Err(err) = self.lock.retake(&self.data_dir) {
             error!(error = %err, "cannot take the data directory back; purges stay refused");
             return;

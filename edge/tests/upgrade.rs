@@ -467,3 +467,70 @@ async fn the_tls_listener_is_handed_over_too() {
     assert_eq!(origin.hits("/tls"), 1);
     stop(&new).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_that_hangs_is_killed_after_the_upgrade_timeout() {
+    let origin = origin_with_cacheable_load().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin dir");
+    let exe = bin.join("edge");
+    std::fs::copy(EDGE, &exe).expect("copy the binary");
+    let config = tmp.path().join("edge.toml");
+    std::fs::write(&config, "[server]\nupgrade_timeout = \"1s\"\n").expect("config");
+    let mut edge = Edge::start_with(
+        &exe,
+        &origin,
+        tmp.path(),
+        &["--config", config.to_str().expect("path")],
+    );
+    let old = edge.pid();
+    edge.ready(old).await;
+    let probe = client::http1();
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "MISS");
+
+    // Starts, never connects; its pid goes to a file so the test can
+    // tell it was killed.
+    let pid_of_hung = tmp.path().join("hung.pid");
+    let script = format!(
+        "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
+        pid_of_hung.display()
+    );
+    let next = bin.join("edge.new");
+    std::fs::write(&next, script).expect("script");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::rename(&next, &exe).expect("replace the binary");
+    signal(old, "USR2");
+    eventually_within(
+        "the old process to give up on the new one",
+        Duration::from_secs(20),
+        async || edge.log().contains("did not take over within 1s"),
+    )
+    .await;
+    let hung: u32 = std::fs::read_to_string(&pid_of_hung)
+        .expect("the script ran")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let _reaped = Adopted(hung);
+    eventually_within(
+        "the hung process to be killed",
+        Duration::from_secs(10),
+        async || !alive(hung),
+    )
+    .await;
+    assert!(
+        edge.child
+            .as_mut()
+            .expect("child")
+            .try_wait()
+            .expect("wait")
+            .is_none()
+    );
+    assert_eq!(pid_file(&edge.data()), Some(old));
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "HIT");
+    assert_eq!(edge.purge("/nothing").await, 200);
+}

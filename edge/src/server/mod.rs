@@ -188,6 +188,13 @@ impl<H: EdgeHooks> Server<H> {
         let sites = Arc::new(Sites::compile(&config)?);
         let site_names: Vec<String> = sites.all().iter().map(|s| s.name.clone()).collect();
         let metrics = Metrics::register_for_sites(&registry, &site_names)?;
+        // Before the data directory: an upgrade's new process proves its
+        // whole config (CA files included) before the old one gives it up.
+        let upstream = Upstream::new(
+            config.upstream.clone(),
+            config.server.max_header_bytes.as_usize(),
+            metrics.clone(),
+        )?;
         let data_lock = match (early_lock, successor.as_mut()) {
             (Some(lock), _) => lock,
             (None, Some(successor)) => successor.take_data_dir(&config.data_dir).await?,
@@ -223,11 +230,6 @@ impl<H: EdgeHooks> Server<H> {
             clock.clone(),
         )?;
         let listen = listener.local_addr().unwrap_or(config.listen);
-        let upstream = Upstream::new(
-            config.upstream.clone(),
-            config.server.max_header_bytes.as_usize(),
-            metrics.clone(),
-        )?;
         let parts = ProxyParts {
             hooks,
             metrics: metrics.clone(),
