@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         eprintln!("edge: {}", error_chain(&err));
         return ExitCode::FAILURE;
     }
-    match run(config) {
+    match run(config, cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("edge: {}", error_chain(&err));
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
     // One worker: tokio's single-threaded scheduler does the same work
     // without the work-stealing machinery (queues, wakeups across threads)
     // that one thread never needs. Blocking work still goes to the
@@ -75,7 +75,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(config).await?;
+        let mut server = Server::bind(config).await?;
+        // A reload reads the same files and flags again.
+        server.reload_from(std::sync::Arc::new(move || Config::load(&cli)));
+        spawn_reload_on_sighup(server.reloader());
         server.run(shutdown_signal()).await?;
         Ok(())
     })
@@ -141,6 +144,24 @@ fn error_chain(err: &anyhow::Error) -> String {
         }
     }
     line
+}
+
+/// Reloads the configuration on each SIGHUP (`systemctl reload`). The
+/// reload logs its outcome; a bad file changes nothing.
+fn spawn_reload_on_sighup(reloader: std::sync::Arc<dyn edge::server::Reload>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload with POST /reload");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            let reloader = reloader.clone();
+            // Off the worker: reading files and certificates blocks.
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
+    });
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -57,8 +57,38 @@ impl Routing {
         shields: &[ShieldPeer],
         listen: SocketAddr,
     ) -> Self {
+        Routing::keeping(config, origins, shields, listen, &[])
+    }
+
+    /// [`for_peers`](Self::for_peers) after a reload: a peer that was a
+    /// member of the same kind of pool in `previous` keeps its health
+    /// (probes, failures, ejection), so a reload neither revives a dead
+    /// peer nor forgets a live one.
+    pub fn keeping(
+        config: &Config,
+        origins: &[Peer],
+        shields: &[ShieldPeer],
+        listen: SocketAddr,
+        previous: &[Arc<Routing>],
+    ) -> Self {
         let health = config.upstream.health_policy();
-        let origins = Pool::new(origins.to_vec(), config.upstream.balance, &health);
+        let known = |pool: fn(&Routing) -> Option<&Pool>| {
+            move |peer: &Peer| {
+                previous.iter().find_map(|routing| {
+                    pool(routing)?
+                        .members()
+                        .iter()
+                        .find(|m| &m.peer == peer)
+                        .cloned()
+                })
+            }
+        };
+        let origins = Pool::keeping(
+            origins.to_vec(),
+            config.upstream.balance,
+            &health,
+            known(|r| Some(&r.origins)),
+        );
         let (shields, own_shield) = if shields.is_empty() {
             (None, None)
         } else {
@@ -70,7 +100,13 @@ impl Routing {
                 })
                 .map(|s| s.peer.authority().clone());
             let peers = shields.iter().map(|s| s.peer.clone()).collect();
-            (Some(Pool::new(peers, Policy::HashKey, &health)), own)
+            let pool = Pool::keeping(
+                peers,
+                Policy::HashKey,
+                &health,
+                known(|r| r.shields.as_ref()),
+            );
+            (Some(pool), own)
         };
         Routing {
             origins,

@@ -126,13 +126,30 @@ impl Membership {
 
 impl Pool {
     pub fn new(peers: Vec<Peer>, policy: Policy, health: &HealthPolicy) -> Self {
+        Pool::keeping(peers, policy, health, |_| None)
+    }
+
+    /// A pool of `peers` where those `known` from a previous pool (a
+    /// config reload) keep their health: the same member when the
+    /// thresholds are unchanged, its state carried over when they changed.
+    pub fn keeping(
+        peers: Vec<Peer>,
+        policy: Policy,
+        health: &HealthPolicy,
+        known: impl Fn(&Peer) -> Option<Arc<Member>>,
+    ) -> Self {
         let members = peers
             .into_iter()
-            .map(|peer| {
-                Arc::new(Member {
+            .map(|peer| match known(&peer) {
+                Some(member) if member.health.policy() == health => member,
+                Some(member) => Arc::new(Member {
+                    health: Arc::new(member.health.carried_to(health.clone())),
+                    peer,
+                }),
+                None => Arc::new(Member {
                     peer,
                     health: Arc::new(PeerHealth::new(health.clone())),
-                })
+                }),
             })
             .collect::<Vec<_>>();
         Pool {
@@ -307,6 +324,40 @@ fn splitmix(mut x: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::ring::hash_bytes;
+
+    #[test]
+    fn a_rebuilt_pool_keeps_the_health_of_peers_that_stay() {
+        let health = HealthPolicy {
+            max_fails: 1,
+            ..HealthPolicy::default()
+        };
+        let peer = |port: u16| format!("http://127.0.0.1:{port}").parse::<Peer>().unwrap();
+        let old = Pool::new(vec![peer(8000), peer(8001)], Policy::RoundRobin, &health);
+        let ejected = old.members()[0].clone();
+        assert!(ejected.health.record_failure());
+        let known = |p: &Peer| old.members().iter().find(|m| &m.peer == p).cloned();
+
+        // Same thresholds: the very member, ejection and all; a new peer
+        // starts healthy; a peer that left is gone.
+        let same = Pool::keeping(vec![peer(8000), peer(8002)], Policy::RoundRobin, &health, known);
+        let members = same.members();
+        assert!(Arc::ptr_eq(&members[0], &ejected));
+        assert!(!members[0].health.is_up());
+        assert!(members[1].health.is_up());
+        assert_eq!(members.len(), 2);
+
+        // New thresholds: the state carries over to a new member.
+        let stricter = HealthPolicy {
+            max_conns: 5,
+            ..health.clone()
+        };
+        let changed = Pool::keeping(vec![peer(8000)], Policy::RoundRobin, &stricter, known);
+        let carried = &changed.members()[0];
+        assert!(!Arc::ptr_eq(carried, &ejected));
+        assert!(!carried.health.is_up(), "the ejection carries over");
+        assert_eq!(carried.health.policy().max_conns, 5);
+        assert_eq!(carried.health.snapshot().ejections_total, 1);
+    }
 
     fn pool(weights: &[u32], policy: Policy) -> Pool {
         let peers = weights

@@ -35,7 +35,7 @@ pub(crate) struct CacheLayer {
     pub slice_size: u64,
     /// Objects being revalidated: one revalidation at a time per object;
     /// the receiver wakes when it ends.
-    revalidating: Mutex<HashMap<CacheKey, watch::Receiver<()>>>,
+    revalidating: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
     /// Misses being fetched, shared by the requests that want them.
     pub fills: Arc<Fills>,
     pub purger: Arc<Purger>,
@@ -67,10 +67,29 @@ impl CacheLayer {
             opts: config.policy_options(),
             max_object_size: config.max_object_size.as_u64(),
             slice_size: config.slice_size.as_u64(),
-            revalidating: Mutex::new(HashMap::new()),
+            revalidating: Arc::default(),
             purger,
             clock,
             node,
+        }
+    }
+
+    /// This layer under a reloaded `[cache]`: the policy knobs (TTLs,
+    /// heuristics, size limits, slices) change; the store, the fills and
+    /// revalidations in flight, the purges and the clock are the same, so
+    /// a request on the new generation joins a fill begun on the old one.
+    /// (The fill limits are the fills' own and need a restart.)
+    pub fn reconfigured(&self, config: &CacheConfig) -> Self {
+        CacheLayer {
+            store: self.store.clone(),
+            opts: config.policy_options(),
+            max_object_size: config.max_object_size.as_u64(),
+            slice_size: config.slice_size.as_u64(),
+            revalidating: self.revalidating.clone(),
+            fills: self.fills.clone(),
+            purger: self.purger.clone(),
+            clock: self.clock.clone(),
+            node: self.node.clone(),
         }
     }
 
