@@ -197,7 +197,10 @@ async fn reload(state: &AdminState, req: &Request<Incoming>) -> Response<Full<By
         }
         Err(err) => {
             warn!(error = %err, "the reload task failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "the reload task failed\n")
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the reload task failed\n",
+            )
         }
     }
 }

@@ -339,7 +339,12 @@ mod tests {
 
         // Same thresholds: the very member, ejection and all; a new peer
         // starts healthy; a peer that left is gone.
-        let same = Pool::keeping(vec![peer(8000), peer(8002)], Policy::RoundRobin, &health, known);
+        let same = Pool::keeping(
+            vec![peer(8000), peer(8002)],
+            Policy::RoundRobin,
+            &health,
+            known,
+        );
         let members = same.members();
         assert!(Arc::ptr_eq(&members[0], &ejected));
         assert!(!members[0].health.is_up());

@@ -363,7 +363,8 @@ impl Purger {
     async fn api_replicate(self: &Arc<Self>, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
         let record: PurgeRecord = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad(format!("invalid forwarded purge: {e}")))?;
-        let mut record = api::check_forwarded(record, &self.key_rules.load(), self.config.load().max_items)?;
+        let mut record =
+            api::check_forwarded(record, &self.key_rules.load(), self.config.load().max_items)?;
         if self.record(&record.id).await.is_some() {
             // Delivered before: acknowledged, nothing changes.
             return Ok(json_response(StatusCode::OK, &self.summary(&record)));
@@ -478,8 +479,7 @@ impl Purger {
         }
         let peers = self.config.load().peers.len();
         if forward && peers > 0 {
-            self.backlog
-                .fetch_add(peers as u64, Ordering::Relaxed);
+            self.backlog.fetch_add(peers as u64, Ordering::Relaxed);
             self.wake.notify_one();
         }
         info!(id = %record.id, soft = record.soft, urls = record.urls.len(), prefixes = record.prefixes.len(), hosts = record.hosts.len(), tags = record.tags.len(), "purge accepted");

@@ -77,6 +77,7 @@ pub fn live_part(applied: &Config, mut next: Config) -> (Config, Vec<&'static st
         "server.shutdown_grace" => server.shutdown_grace;
         "tls.listen" => tls.listen;
         "tls.reload_interval" => tls.reload_interval;
+        "purge.rule_ttl" => purge.rule_ttl;
     }
     (next, kept)
 }

@@ -161,10 +161,15 @@ impl<H: EdgeHooks> Pipeline<H> {
                 ))
             })
             .collect();
-        let fallback_routing = routings
-            .first()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(Routing::keeping(config, &config.origins, &config.shields, listen, previous)));
+        let fallback_routing = routings.first().cloned().unwrap_or_else(|| {
+            Arc::new(Routing::keeping(
+                config,
+                &config.origins,
+                &config.shields,
+                listen,
+                previous,
+            ))
+        });
         let site_names: Vec<String> = sites.all().iter().map(|s| s.name.clone()).collect();
         let fwd = Forwarder {
             hooks: lasting.hooks,

@@ -37,8 +37,8 @@ use crate::sites::{Sites, SitesError};
 use crate::upstream::Upstream;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use purge_api::{PurgeConfig, Purger};
-pub use reload::{ConfigSource, Reload, ReloadError, Reloaded};
 use reload::Reloader;
+pub use reload::{ConfigSource, Reload, ReloadError, Reloaded};
 use tls::TlsListener;
 
 /// Why the server could not start.
@@ -150,7 +150,10 @@ impl<H: EdgeHooks> Server<H> {
         };
         let listener = bind(config.listen, "listen").await?;
         let admin_listener = bind(config.admin, "admin").await?;
-        let tls = match (&config.tls.listen, tls::CertFiles::from_settings(&config.tls)) {
+        let tls = match (
+            &config.tls.listen,
+            tls::CertFiles::from_settings(&config.tls),
+        ) {
             (Some(addr), Some(files)) => {
                 let (acceptor, certs) = tls::acceptor(files)?;
                 Some(TlsListener {

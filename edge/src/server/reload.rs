@@ -152,10 +152,7 @@ impl<H: EdgeHooks> Reload for Reloader<H> {
             Ok((next, changes)) => {
                 *applied = next;
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["ok"])
-                    .inc();
+                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 self.metrics
                     .config_generation
                     .set(i64::try_from(generation).unwrap_or(i64::MAX));
