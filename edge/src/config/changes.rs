@@ -64,9 +64,6 @@ pub fn live_part(applied: &Config, mut next: Config) -> (Config, Vec<&'static st
         "access_log" => access_log;
         "cache.memory" => cache.memory;
         "cache.disk" => cache.disk;
-        "cache.fill_window" => cache.fill_window;
-        "cache.fill_wait_timeout" => cache.fill_wait_timeout;
-        "cache.hit_for_pass" => cache.hit_for_pass;
         "server.worker_threads" => server.worker_threads;
         "server.max_connections" => server.max_connections;
         "server.max_header_bytes" => server.max_header_bytes;

@@ -25,6 +25,18 @@ use super::respond::content_length;
 use crate::config::CacheConfig;
 use crate::hooks::Session;
 
+/// The fills' limits from `[cache]`.
+fn fill_config(config: &CacheConfig) -> FillConfig {
+    FillConfig {
+        window: config.fill_window.as_usize(),
+        // Fill windows sit on top of the memory tier's budget: together
+        // they may add a quarter of it.
+        total_window: config.memory.as_usize() / 4,
+        wait_for_head: config.fill_wait_timeout,
+        hit_for_pass: config.hit_for_pass,
+    }
+}
+
 /// The store and the policy choices, shared by all requests.
 #[derive(Debug)]
 pub(crate) struct CacheLayer {
@@ -53,16 +65,8 @@ impl CacheLayer {
         clock: Clock,
         node: String,
     ) -> Self {
-        let fill_config = FillConfig {
-            window: config.fill_window.as_usize(),
-            // Fill windows sit on top of the memory tier's budget: together
-            // they may add a quarter of it.
-            total_window: config.memory.as_usize() / 4,
-            wait_for_head: config.fill_wait_timeout,
-            hit_for_pass: config.hit_for_pass,
-        };
         CacheLayer {
-            fills: Arc::new(Fills::new(store.clone(), fill_config, clock.clone())),
+            fills: Arc::new(Fills::new(store.clone(), fill_config(config), clock.clone())),
             store,
             opts: config.policy_options(),
             max_object_size: config.max_object_size.as_u64(),
@@ -78,8 +82,8 @@ impl CacheLayer {
     /// heuristics, size limits, slices) change; the store, the fills and
     /// revalidations in flight, the purges and the clock are the same, so
     /// a request on the new generation joins a fill begun on the old one.
-    /// (The fill limits are the fills' own and need a restart.)
     pub fn reconfigured(&self, config: &CacheConfig) -> Self {
+        self.fills.reconfigure(fill_config(config));
         CacheLayer {
             store: self.store.clone(),
             opts: config.policy_options(),
