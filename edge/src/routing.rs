@@ -72,22 +72,13 @@ impl Routing {
         previous: &[Arc<Routing>],
     ) -> Self {
         let health = config.upstream.health_policy();
-        let known = |pool: fn(&Routing) -> Option<&Pool>| {
-            move |peer: &Peer| {
-                previous.iter().find_map(|routing| {
-                    pool(routing)?
-                        .members()
-                        .iter()
-                        .find(|m| &m.peer == peer)
-                        .cloned()
-                })
-            }
-        };
+        let origin_pools: Vec<&Pool> = previous.iter().map(|r| &r.origins).collect();
+        let shield_pools: Vec<&Pool> = previous.iter().filter_map(|r| r.shields.as_ref()).collect();
         let origins = Pool::keeping(
             origins.to_vec(),
             config.upstream.balance,
             &health,
-            known(|r| Some(&r.origins)),
+            &origin_pools,
         );
         let (shields, own_shield) = if shields.is_empty() {
             (None, None)
@@ -100,12 +91,7 @@ impl Routing {
                 })
                 .map(|s| s.peer.authority().clone());
             let peers = shields.iter().map(|s| s.peer.clone()).collect();
-            let pool = Pool::keeping(
-                peers,
-                Policy::HashKey,
-                &health,
-                known(|r| r.shields.as_ref()),
-            );
+            let pool = Pool::keeping(peers, Policy::HashKey, &health, &shield_pools);
             (Some(pool), own)
         };
         Routing {

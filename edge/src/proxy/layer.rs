@@ -66,7 +66,11 @@ impl CacheLayer {
         node: String,
     ) -> Self {
         CacheLayer {
-            fills: Arc::new(Fills::new(store.clone(), fill_config(config), clock.clone())),
+            fills: Arc::new(Fills::new(
+                store.clone(),
+                fill_config(config),
+                clock.clone(),
+            )),
             store,
             opts: config.policy_options(),
             max_object_size: config.max_object_size.as_u64(),
