@@ -17,6 +17,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Man) = &cli.command {
+        return match edge::man::render(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("edge man: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Stats {
         admin,
         once,
