@@ -1,5 +1,5 @@
 //! The `edge` binary: flags and config file into one `Config`, logging set
-//! up, then serve until SIGTERM or SIGINT.
+//! up (`logging`), then serve until SIGTERM or SIGINT.
 
 use std::process::ExitCode;
 
@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use edge::Server;
 use edge::cli::{Cli, Command};
-use edge::config::{Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use edge::config::Config;
+use edge::logging::{self, Logging};
 
 /// mimalloc: fewer instructions per allocation than glibc's malloc on the
 /// hit path, and less fragmentation as cached objects come and go.
@@ -17,6 +17,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Man) = &cli.command {
+        return match edge::man::render(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("edge man: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Stats {
         admin,
         once,
@@ -42,11 +51,14 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
     }
-    if let Err(err) = init_logging(&config) {
-        eprintln!("edge: {}", error_chain(&err));
-        return ExitCode::FAILURE;
-    }
-    match run(config, cli) {
+    let logging = match logging::init(&config) {
+        Ok(logging) => logging,
+        Err(err) => {
+            eprintln!("edge: {}", error_chain(&err));
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(config, cli, &logging) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("edge: {}", error_chain(&err));
@@ -55,7 +67,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
+fn run(config: Config, cli: Cli, logging: &Logging) -> anyhow::Result<()> {
     // One worker: tokio's single-threaded scheduler does the same work
     // without the work-stealing machinery (queues, wakeups across threads)
     // that one thread never needs. Blocking work still goes to the
@@ -75,6 +87,7 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
+        logging.spawn_reopen_on_sigusr1();
         let mut server = Server::bind(config).await?;
         // A reload reads the same files and flags again.
         server.reload_from(std::sync::Arc::new(move || Config::load(&cli)));
@@ -178,65 +191,4 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
-}
-
-/// Logs to stdout (text or JSON); access lines to `access_log` if set.
-fn init_logging(config: &Config) -> anyhow::Result<()> {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::filter::filter_fn;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-
-    let filter = EnvFilter::try_from_env("EDGE_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        // foyer reports its start-up choices at info; they are noise here.
-        .unwrap_or_else(|_| EnvFilter::new("info,foyer=warn,foyer_storage=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let json = config.log_format == LogFormat::Json;
-    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
-    let layer = |writer: tracing_subscriber::fmt::writer::BoxMakeWriter, ansi: bool| -> Boxed {
-        let fmt = tracing_subscriber::fmt::layer()
-            .with_ansi(ansi)
-            .with_writer(writer);
-        if json {
-            fmt.json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
-                .boxed()
-        } else {
-            fmt.boxed()
-        }
-    };
-    let stdout = tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout);
-    let mut layers: Vec<Boxed> = Vec::new();
-    match &config.access_log {
-        None => layers.push(layer(stdout, ansi)),
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open the access log {}", path.display()))?;
-            // One write per line, unbuffered: nothing is lost in a crash, and
-            // the page cache keeps it from waiting on the disk.
-            let file =
-                tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file));
-            layers.push(
-                layer(stdout, ansi)
-                    .with_filter(filter_fn(|m| m.target() != "access"))
-                    .boxed(),
-            );
-            layers.push(
-                layer(file, false)
-                    .with_filter(filter_fn(|m| m.target() == "access"))
-                    .boxed(),
-            );
-        }
-    }
-    tracing_subscriber::registry()
-        .with(layers)
-        .with(filter)
-        .init();
-    Ok(())
 }
