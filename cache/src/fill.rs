@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
@@ -64,7 +65,8 @@ impl Default for FillConfig {
 /// The in-flight fills of one store.
 #[derive(Debug)]
 pub struct Fills {
-    config: FillConfig,
+    /// Swapped whole by a config reload; fills read it per decision.
+    config: ArcSwap<FillConfig>,
     /// Window bytes held by every fill still referenced.
     held: Arc<AtomicU64>,
     store: Store,
@@ -191,12 +193,9 @@ impl Shared {
 }
 
 impl Fills {
-    pub fn new(store: Store, mut config: FillConfig, clock: Clock) -> Self {
-        // Bytes leaving the window must already sit in complete chunks in
-        // the store, where readers that fell behind find them.
-        config.window = config.window.max(2 * store.chunk_size());
+    pub fn new(store: Store, config: FillConfig, clock: Clock) -> Self {
         Fills {
-            config,
+            config: ArcSwap::from_pointee(Fills::clamped(&store, config)),
             held: Arc::new(AtomicU64::new(0)),
             store,
             inflight: Mutex::new(HashMap::new()),
@@ -205,8 +204,24 @@ impl Fills {
         }
     }
 
-    pub fn config(&self) -> &FillConfig {
-        &self.config
+    /// Bytes leaving the window must already sit in complete chunks in
+    /// the store, where readers that fell behind find them.
+    fn clamped(store: &Store, mut config: FillConfig) -> FillConfig {
+        config.window = config.window.max(2 * store.chunk_size());
+        config
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> Arc<FillConfig> {
+        self.config.load_full()
+    }
+
+    /// New limits from a config reload, for the decisions made from now
+    /// on (a fill already running keeps growing its window by the new
+    /// ones, and a hit-for-pass mark keeps its expiry).
+    pub fn reconfigure(&self, config: FillConfig) {
+        self.config
+            .store(Arc::new(Fills::clamped(&self.store, config)));
     }
 
     /// Joins the fill of `key`, starting one if none is in flight.
@@ -265,7 +280,7 @@ impl Fills {
     /// Remembers `key` as uncacheable for `hit_for_pass`.
     fn mark_pass(&self, key: CacheKey) {
         let now = self.clock.now();
-        let until = now + self.config.hit_for_pass;
+        let until = now + self.config.load().hit_for_pass;
         self.pass
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -429,7 +444,7 @@ impl FillFeeder {
                 self.fills.mark_pass(self.key);
             }
         }
-        let config = &self.fills.config;
+        let config = self.fills.config.load();
         let held = &self.fills.held;
         let len = data.len() as u64;
         let total = held.fetch_add(len, Ordering::Relaxed) + len;
@@ -513,7 +528,7 @@ impl FillWaiter {
     pub async fn wait(self, request: &HeaderMap) -> Waited {
         let mut changed = self.shared.changed.subscribe();
         // A timeout, not cache semantics: tokio's monotonic clock.
-        let deadline = tokio::time::Instant::now() + self.fills.config.wait_for_head;
+        let deadline = tokio::time::Instant::now() + self.fills.config.load().wait_for_head;
         let head = loop {
             let head = match &self.shared.lock().head {
                 HeadState::Ready(head) => Some(head.clone()),

@@ -1,7 +1,7 @@
 //! The admin listener: `/healthz` and `/metrics` for load balancers and
 //! Prometheus, `/peers` for operators (each peer's health as JSON), and the
 //! purge API (`/purge`, handled by the `purge-api` crate); `/stats.json`
-//! and the live `/dashboard` page that polls it. Bound to loopback by default; never expose it publicly.
+//! and the live `/dashboard` page that polls it; `POST /reload`. Bound to loopback by default; never expose it publicly.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,16 +18,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::routing::Routing;
+use crate::routing::PeerView;
+use crate::server::reload::Reload;
 use crate::sites::Sites;
 use crate::stats;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use purge_api::Purger;
 
-/// Live state behind the metrics that are read at scrape time.
+/// The live state the admin pages read: the generation in force.
 pub trait Live: Send + Sync {
     /// Sets the gauges read from live state.
     fn export_gauges(&self);
+    /// What `/peers` shows: the default site's peers and their health.
+    fn peers(&self) -> Vec<PeerView>;
+    /// The sites in force, for `/sites`.
+    fn sites(&self) -> Arc<Sites>;
 }
 
 impl std::fmt::Debug for dyn Live {
@@ -40,10 +45,9 @@ impl std::fmt::Debug for dyn Live {
 #[derive(Debug)]
 pub struct AdminState {
     registry: Registry,
-    routing: Arc<Routing>,
-    sites: Arc<Sites>,
     purger: Arc<Purger>,
     live: Arc<dyn Live>,
+    reloader: Arc<dyn Reload>,
     node: String,
     started: std::time::Instant,
     /// How long a purge request body may take (`server.client_body_timeout`).
@@ -56,19 +60,17 @@ pub struct AdminState {
 impl AdminState {
     pub fn new(
         registry: Registry,
-        routing: Arc<Routing>,
-        sites: Arc<Sites>,
         purger: Arc<Purger>,
         live: Arc<dyn Live>,
+        reloader: Arc<dyn Reload>,
         node: String,
         body_timeout: std::time::Duration,
     ) -> Self {
         AdminState {
             registry,
-            routing,
-            sites,
             purger,
             live,
+            reloader,
             node,
             // Uptime for /healthz: monotonic, not cache semantics.
             started: std::time::Instant::now(),
@@ -99,6 +101,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                 async move {
                     if req.uri().path().starts_with("/purge") {
                         return Ok::<_, Infallible>(purge(&state, req).await);
+                    }
+                    if req.uri().path() == "/reload" {
+                        return Ok(reload(&state, &req).await);
                     }
                     Ok(handle(&state, &req))
                 }
@@ -161,6 +166,45 @@ async fn purge(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
         .map(Full::new)
 }
 
+/// `POST /reload`: reads the configuration again and applies it; 200
+/// with what changed, or 400 with why nothing did. Guarded by the purge
+/// token when one is set.
+async fn reload(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "POST /reload\n");
+    }
+    match state.purger.auth(req.headers()) {
+        purge_api::Auth::Granted | purge_api::Auth::Disabled => {}
+        purge_api::Auth::Missing | purge_api::Auth::Wrong => {
+            return purge_api::ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "reload needs the purge token (Authorization: Bearer …)",
+            )
+            .to_response()
+            .map(Full::new);
+        }
+    }
+    let reloader = state.reloader.clone();
+    // Reading files and parsing certificates blocks: off the workers.
+    let outcome = tokio::task::spawn_blocking(move || reloader.reload()).await;
+    match outcome {
+        Ok(Ok(reloaded)) => json(&reloaded),
+        Ok(Err(err)) => {
+            let body = serde_json::json!({ "error": err.to_string() });
+            let mut resp = json(&body);
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+            resp
+        }
+        Err(err) => {
+            warn!(error = %err, "the reload task failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the reload task failed\n",
+            )
+        }
+    }
+}
+
 fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -170,8 +214,8 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/peers" => json(&state.routing.snapshot()),
-        "/sites" => json(&serde_json::json!({ "sites": state.sites.describe() })),
+        "/peers" => json(&state.live.peers()),
+        "/sites" => json(&serde_json::json!({ "sites": state.live.sites().describe() })),
         "/stats.json" => {
             state.live.export_gauges();
             json(&stats::snapshot(
@@ -210,7 +254,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /metrics, /stats.json, /dashboard, /peers or /purge\n",
+            "not found: try /healthz, /metrics, /stats.json, /dashboard, /peers, /sites, /purge or POST /reload\n",
         ),
     }
 }

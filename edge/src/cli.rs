@@ -141,6 +141,10 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
         interval: f64,
     },
+    /// Print the man page (roff) to stdout, for packaging:
+    /// `edge man | gzip -9n > edge.1.gz`.
+    #[command(hide = true)]
+    Man,
 }
 
 /// `--shield [NAME=]URL`.

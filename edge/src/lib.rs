@@ -4,7 +4,8 @@
 //! ([`server`]), one request's phases ([`proxy`]), the programmable surface
 //! ([`hooks`]), where misses go ([`routing`]: shields, origin pools, health
 //! probes), the pooled client to peers ([`upstream`]), the admin listener
-//! ([`admin`]) and configuration ([`config`], [`cli`]). Cache semantics live in
+//! ([`admin`]), configuration ([`config`], [`cli`]), and the binary's logging
+//! ([`logging`]) and man page ([`man`]). Cache semantics live in
 //! the `cache` crate, peer choice in `origin-shield`, invalidation in
 //! `purge-api`.
 //!
@@ -29,6 +30,8 @@ pub mod config;
 pub mod error;
 pub mod headers;
 pub mod hooks;
+pub mod logging;
+pub mod man;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;

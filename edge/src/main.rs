@@ -1,5 +1,6 @@
 //! The `edge` binary: flags and config file into one `Config`, logging set
-//! up, then serve until SIGTERM or SIGINT; SIGUSR2 upgrades the binary.
+//! up (`logging`), then serve until SIGTERM or SIGINT; SIGUSR2 upgrades the
+//! binary.
 
 use std::process::ExitCode;
 
@@ -7,8 +8,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use edge::Server;
 use edge::cli::{Cli, Command};
-use edge::config::{Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use edge::config::Config;
+use edge::logging::{self, Logging};
 
 /// mimalloc: fewer instructions per allocation than glibc's malloc on the
 /// hit path, and less fragmentation as cached objects come and go.
@@ -19,6 +20,15 @@ fn main() -> ExitCode {
     // Before anything can rename a new binary over ours (see `Launch`).
     let launch = edge::upgrade::Launch::capture();
     let cli = Cli::parse();
+    if let Some(Command::Man) = &cli.command {
+        return match edge::man::render(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("edge man: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Stats {
         admin,
         once,
@@ -44,10 +54,13 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
     }
-    if let Err(err) = init_logging(&config) {
-        eprintln!("edge: {}", error_chain(&err));
-        return ExitCode::FAILURE;
-    }
+    let logging = match logging::init(&config) {
+        Ok(logging) => logging,
+        Err(err) => {
+            eprintln!("edge: {}", error_chain(&err));
+            return ExitCode::FAILURE;
+        }
+    };
     // Still one thread: listenfd unsets LISTEN_FDS (see `capture_systemd`).
     let activated = edge::server::sockets::capture_systemd();
     if activated > 0 {
@@ -61,7 +74,7 @@ fn main() -> ExitCode {
             |err| tracing::warn!(error = %err, "cannot tell our own path: no SIGUSR2 upgrades"),
         )
         .ok();
-    match run(config, launch) {
+    match run(config, cli, &logging, launch) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("edge: {}", error_chain(&err));
@@ -70,7 +83,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, launch: Option<edge::upgrade::Launch>) -> anyhow::Result<()> {
+fn run(
+    config: Config,
+    cli: Cli,
+    logging: &Logging,
+    launch: Option<edge::upgrade::Launch>,
+) -> anyhow::Result<()> {
     // One worker: tokio's single-threaded scheduler does the same work
     // without the work-stealing machinery (queues, wakeups across threads)
     // that one thread never needs. Blocking work still goes to the
@@ -90,7 +108,11 @@ fn run(config: Config, launch: Option<edge::upgrade::Launch>) -> anyhow::Result<
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
+        logging.spawn_reopen_on_sigusr1();
         let mut server = Server::bind(config).await?;
+        // A reload reads the same files and flags again.
+        server.reload_from(std::sync::Arc::new(move || Config::load(&cli)));
+        spawn_reload_on_sighup(server.reloader());
         if let Some(launch) = launch {
             upgrade_on_sigusr2(server.enable_upgrade(launch));
         }
@@ -161,6 +183,24 @@ fn error_chain(err: &anyhow::Error) -> String {
     line
 }
 
+/// Reloads the configuration on each SIGHUP (`systemctl reload`). The
+/// reload logs its outcome; a bad file changes nothing.
+fn spawn_reload_on_sighup(reloader: std::sync::Arc<dyn edge::server::Reload>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload with POST /reload");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            let reloader = reloader.clone();
+            // Off the worker: reading files and certificates blocks.
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
+    });
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -190,65 +230,4 @@ fn upgrade_on_sigusr2(trigger: edge::upgrade::UpgradeTrigger) {
             trigger.request();
         }
     });
-}
-
-/// Logs to stdout (text or JSON); access lines to `access_log` if set.
-fn init_logging(config: &Config) -> anyhow::Result<()> {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::filter::filter_fn;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-
-    let filter = EnvFilter::try_from_env("EDGE_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        // foyer reports its start-up choices at info; they are noise here.
-        .unwrap_or_else(|_| EnvFilter::new("info,foyer=warn,foyer_storage=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let json = config.log_format == LogFormat::Json;
-    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
-    let layer = |writer: tracing_subscriber::fmt::writer::BoxMakeWriter, ansi: bool| -> Boxed {
-        let fmt = tracing_subscriber::fmt::layer()
-            .with_ansi(ansi)
-            .with_writer(writer);
-        if json {
-            fmt.json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
-                .boxed()
-        } else {
-            fmt.boxed()
-        }
-    };
-    let stdout = tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout);
-    let mut layers: Vec<Boxed> = Vec::new();
-    match &config.access_log {
-        None => layers.push(layer(stdout, ansi)),
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open the access log {}", path.display()))?;
-            // One write per line, unbuffered: nothing is lost in a crash, and
-            // the page cache keeps it from waiting on the disk.
-            let file =
-                tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file));
-            layers.push(
-                layer(stdout, ansi)
-                    .with_filter(filter_fn(|m| m.target() != "access"))
-                    .boxed(),
-            );
-            layers.push(
-                layer(file, false)
-                    .with_filter(filter_fn(|m| m.target() == "access"))
-                    .boxed(),
-            );
-        }
-    }
-    tracing_subscriber::registry()
-        .with(layers)
-        .with(filter)
-        .init();
-    Ok(())
 }

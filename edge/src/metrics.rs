@@ -34,6 +34,8 @@ pub mod names {
     pub const PURGES_TOTAL: &str = "edge_purges_total";
     pub const PURGE_RULES: &str = "edge_purge_rules";
     pub const PURGE_BACKLOG: &str = "edge_purge_backlog";
+    pub const CONFIG_RELOADS_TOTAL: &str = "edge_config_reloads_total";
+    pub const CONFIG_GENERATION: &str = "edge_config_generation";
     pub const PEER_UP: &str = "edge_peer_up";
     pub const PEER_ACTIVE: &str = "edge_peer_active_requests";
     pub const PEER_FAILURES_TOTAL: &str = "edge_peer_failures_total";
@@ -92,6 +94,11 @@ pub struct Metrics {
     /// Purges in force, and purges still owed to peers; set at scrape.
     pub purge_rules: IntGauge,
     pub purge_backlog: IntGauge,
+    /// Configuration reloads by `result` (`ok`, `error`).
+    pub config_reloads: IntCounterVec,
+    /// The configuration generation in force: 1 at start, one more per
+    /// reload that applied.
+    pub config_generation: IntGauge,
     /// 1 while a peer gets traffic (probes say up, not ejected), by peer
     /// and role (`origin`, `shield`); set when metrics are scraped.
     pub peer_up: IntGaugeVec,
@@ -226,6 +233,17 @@ impl Metrics {
                 &["kind"],
             )?,
             purge_rules: IntGauge::new(names::PURGE_RULES, "Purges in force")?,
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    names::CONFIG_RELOADS_TOTAL,
+                    "Configuration reloads (SIGHUP, POST /reload) by result",
+                ),
+                &["result"],
+            )?,
+            config_generation: IntGauge::new(
+                names::CONFIG_GENERATION,
+                "The configuration generation in force (1 at start, +1 per applied reload)",
+            )?,
             purge_backlog: IntGauge::new(
                 names::PURGE_BACKLOG,
                 "Purge deliveries still owed to cluster peers",
@@ -295,6 +313,10 @@ impl Metrics {
         for reason in ["connect", "broken", "timeout", "status"] {
             m.upstream_retries.with_label_values(&[reason]);
         }
+        for result in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
+        m.config_generation.set(1);
         for connection in ["new", "reused"] {
             m.upstream_exchanges.with_label_values(&[connection]);
         }
@@ -317,6 +339,8 @@ impl Metrics {
         registry.register(Box::new(m.purges.clone()))?;
         registry.register(Box::new(m.purge_rules.clone()))?;
         registry.register(Box::new(m.purge_backlog.clone()))?;
+        registry.register(Box::new(m.config_reloads.clone()))?;
+        registry.register(Box::new(m.config_generation.clone()))?;
         registry.register(Box::new(m.peer_up.clone()))?;
         registry.register(Box::new(m.peer_active.clone()))?;
         registry.register(Box::new(m.peer_failures.clone()))?;
@@ -424,6 +448,22 @@ impl Metrics {
                 cache.as_str(),
             ])
         })
+    }
+
+    /// The same metrics with these sites as the `site` label's values (a
+    /// reload changed the sites): the counters go on, only the per-request
+    /// series are resolved anew.
+    pub fn for_sites(&self, sites: &[String]) -> Metrics {
+        let sites: Arc<[String]> = if sites.is_empty() {
+            Arc::from(vec!["default".to_owned()])
+        } else {
+            Arc::from(sites.to_vec())
+        };
+        Metrics {
+            series: Arc::new(RequestSeries::new(sites.len())),
+            sites,
+            ..self.clone()
+        }
     }
 
     /// `site` if it names a site, else the first (never out of range).

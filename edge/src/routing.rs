@@ -57,8 +57,29 @@ impl Routing {
         shields: &[ShieldPeer],
         listen: SocketAddr,
     ) -> Self {
+        Routing::keeping(config, origins, shields, listen, &[])
+    }
+
+    /// [`for_peers`](Self::for_peers) after a reload: a peer that was a
+    /// member of the same kind of pool in `previous` keeps its health
+    /// (probes, failures, ejection), so a reload neither revives a dead
+    /// peer nor forgets a live one.
+    pub fn keeping(
+        config: &Config,
+        origins: &[Peer],
+        shields: &[ShieldPeer],
+        listen: SocketAddr,
+        previous: &[Arc<Routing>],
+    ) -> Self {
         let health = config.upstream.health_policy();
-        let origins = Pool::new(origins.to_vec(), config.upstream.balance, &health);
+        let origin_pools: Vec<&Pool> = previous.iter().map(|r| &r.origins).collect();
+        let shield_pools: Vec<&Pool> = previous.iter().filter_map(|r| r.shields.as_ref()).collect();
+        let origins = Pool::keeping(
+            origins.to_vec(),
+            config.upstream.balance,
+            &health,
+            &origin_pools,
+        );
         let (shields, own_shield) = if shields.is_empty() {
             (None, None)
         } else {
@@ -70,7 +91,8 @@ impl Routing {
                 })
                 .map(|s| s.peer.authority().clone());
             let peers = shields.iter().map(|s| s.peer.clone()).collect();
-            (Some(Pool::new(peers, Policy::HashKey, &health)), own)
+            let pool = Pool::keeping(peers, Policy::HashKey, &health, &shield_pools);
+            (Some(pool), own)
         };
         Routing {
             origins,

@@ -1,7 +1,10 @@
 //! `--access-log FILE`: access lines go to the file (text or JSON), other
-//! logs stay on stdout.
+//! logs stay on stdout; SIGUSR1 reopens the file.
 
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edge_tests::process::edge_command;
@@ -68,4 +71,167 @@ async fn access_lines_go_to_the_file_in_json() {
         !stdout.contains("/logged"),
         "no access lines on stdout: {stdout}"
     );
+}
+
+/// Lines of the child's stdout as they come, read on a thread of their own.
+fn collect_stdout(child: &mut std::process::Child) -> Arc<Mutex<String>> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let mut text = sink.lock().expect("stdout buffer");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+fn send_signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {}", child.id());
+}
+
+async fn get_ok(client: &client::TestClient, listen: u16, path: &str) {
+    let req = Request::get(format!("http://127.0.0.1:{listen}{path}"))
+        .body(Full::default())
+        .expect("request");
+    let resp = client::try_fetch(client, req, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert_eq!(resp.status(), 200, "{path}");
+}
+
+/// Waits until the file at `path` has a line containing `needle`.
+async fn wait_for_line(path: &Path, needle: &str) {
+    poll_until(
+        &format!("{needle} in {}", path.display()),
+        Duration::from_secs(5),
+        async || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(needle) {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+}
+
+/// logrotate without copytruncate: the file is moved, then SIGUSR1; lines
+/// from then on go to a new file at the original path.
+#[tokio::test]
+async fn sigusr1_after_a_move_sends_new_lines_to_a_new_file() {
+    let origin = MockOrigin::start_site().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let moved = dir.path().join("access.log.1");
+    let (listen, admin) = (free_port(), free_port());
+    let mut child = edge_command(
+        env!("CARGO_BIN_EXE_edge"),
+        origin.addr(),
+        &dir.path().join("data"),
+        listen,
+        admin,
+    )
+    .arg("--access-log")
+    .arg(&log)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("edge starts");
+    let stdout = collect_stdout(&mut child);
+    let client = client::http1();
+    poll_until("the edge to answer", Duration::from_secs(20), async || {
+        let req = Request::get(format!("http://127.0.0.1:{listen}/before?n=0"))
+            .body(Full::default())
+            .expect("request");
+        client::try_fetch(&client, req, Duration::from_secs(10))
+            .await
+            .ok_or("no answer")
+    })
+    .await;
+    get_ok(&client, listen, "/before?n=1").await;
+    wait_for_line(&log, "/before?n=1").await;
+
+    std::fs::rename(&log, &moved).expect("rotate the log away");
+    send_signal(&child, "USR1");
+    // The node says so once the new file is the one written to.
+    poll_until(
+        "the reopen to be logged",
+        Duration::from_secs(5),
+        async || {
+            let text = stdout.lock().expect("stdout buffer").clone();
+            if text.contains("access log reopened") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+    get_ok(&client, listen, "/after?n=1").await;
+    get_ok(&client, listen, "/after?n=2").await;
+    wait_for_line(&log, "/after?n=2").await;
+
+    let new = std::fs::read_to_string(&log).expect("the new log");
+    let old = std::fs::read_to_string(&moved).expect("the moved log");
+    assert!(new.contains("/after?n=1"), "new file: {new}");
+    assert!(!new.contains("/before"), "new file: {new}");
+    assert!(old.contains("/before?n=1"), "moved file: {old}");
+    assert!(!old.contains("/after"), "moved file: {old}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// SIGUSR1's default action is to terminate: a node without an access-log
+/// file (and a logrotate set up anyway) must keep serving.
+#[tokio::test]
+async fn sigusr1_without_an_access_log_file_keeps_the_node_serving() {
+    let origin = MockOrigin::start_site().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (listen, admin) = (free_port(), free_port());
+    let mut child = edge_command(
+        env!("CARGO_BIN_EXE_edge"),
+        origin.addr(),
+        &dir.path().join("data"),
+        listen,
+        admin,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("edge starts");
+    let stdout = collect_stdout(&mut child);
+    let client = client::http1();
+    poll_until("the edge to answer", Duration::from_secs(20), async || {
+        let req = Request::get(format!("http://127.0.0.1:{listen}/x"))
+            .body(Full::default())
+            .expect("request");
+        client::try_fetch(&client, req, Duration::from_secs(10))
+            .await
+            .ok_or("no answer")
+    })
+    .await;
+    send_signal(&child, "USR1");
+    poll_until("SIGUSR1 to be logged", Duration::from_secs(5), async || {
+        let text = stdout.lock().expect("stdout buffer").clone();
+        if text.contains("no access log file to reopen") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    get_ok(&client, listen, "/y").await;
+    assert!(child.try_wait().expect("wait").is_none(), "still running");
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -321,3 +321,23 @@ fn binary_logs_json_and_exits_cleanly_on_sigterm() {
         wait_exit(&mut child, std::time::Duration::from_secs(20)).expect("edge ignored SIGTERM");
     assert!(status.success(), "exit status {status}");
 }
+
+/// `edge man` (hidden) prints the roff page the package ships.
+#[test]
+fn man_prints_the_man_page() {
+    let out = edge().arg("man").output().expect("edge man runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(page.contains("\n.TH edge 1 "), "{page}");
+    assert!(page.contains("\\-\\-access\\-log"), "{page}");
+    let help = edge().arg("--help").output().expect("edge --help runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        !help.contains("Print the man page"),
+        "hidden from --help: {help}"
+    );
+}

@@ -102,42 +102,72 @@ pub struct Pool {
 #[derive(Debug)]
 struct Membership {
     members: Arc<Vec<Arc<Member>>>,
-    ring: Ring,
+    /// Shared with an earlier pool of the same peers and weights: a ring
+    /// costs `weight × 1024` hashes per peer to build, and a reload of a
+    /// hundred sites would otherwise spend most of its time here.
+    ring: Arc<Ring>,
+    /// Who the ring was built for: each peer's identity and weight.
+    shape: Vec<(String, u32)>,
 }
 
 impl Membership {
-    fn new(members: Vec<Arc<Member>>) -> Self {
-        let identities: Vec<String> = members
+    fn new(members: Vec<Arc<Member>>, before: &[&Pool]) -> Self {
+        let shape: Vec<(String, u32)> = members
             .iter()
-            .map(|m| m.peer.authority().to_string())
+            .map(|m| (m.peer.authority().to_string(), m.peer.weight()))
             .collect();
-        let ring = Ring::new(
-            identities
-                .iter()
-                .zip(&members)
-                .map(|(id, m)| (id.as_str(), m.peer.weight())),
-        );
+        let same = before
+            .iter()
+            .map(|p| p.membership())
+            .find(|m| m.shape == shape);
+        let ring = match same {
+            Some(earlier) => earlier.ring.clone(),
+            None => Arc::new(Ring::new(shape.iter().map(|(id, w)| (id.as_str(), *w)))),
+        };
         Membership {
             members: Arc::new(members),
             ring,
+            shape,
         }
     }
 }
 
 impl Pool {
     pub fn new(peers: Vec<Peer>, policy: Policy, health: &HealthPolicy) -> Self {
+        Pool::keeping(peers, policy, health, &[])
+    }
+
+    /// A pool of `peers` where those already members of a pool `before`
+    /// (a config reload) keep their health: the same member when the
+    /// thresholds are unchanged, its state carried over when they changed.
+    pub fn keeping(
+        peers: Vec<Peer>,
+        policy: Policy,
+        health: &HealthPolicy,
+        before: &[&Pool],
+    ) -> Self {
+        let known = |peer: &Peer| {
+            before
+                .iter()
+                .find_map(|pool| pool.members().iter().find(|m| &m.peer == peer).cloned())
+        };
         let members = peers
             .into_iter()
-            .map(|peer| {
-                Arc::new(Member {
+            .map(|peer| match known(&peer) {
+                Some(member) if member.health.policy() == health => member,
+                Some(member) => Arc::new(Member {
+                    health: Arc::new(member.health.carried_to(health.clone())),
+                    peer,
+                }),
+                None => Arc::new(Member {
                     peer,
                     health: Arc::new(PeerHealth::new(health.clone())),
-                })
+                }),
             })
             .collect::<Vec<_>>();
         Pool {
             current: Mutex::new(vec![0; members.len()]),
-            membership: RwLock::new(Arc::new(Membership::new(members))),
+            membership: RwLock::new(Arc::new(Membership::new(members, before))),
             policy,
             health: health.clone(),
             next: AtomicUsize::new(0),
@@ -181,7 +211,7 @@ impl Pool {
                     })
             })
             .collect();
-        let membership = Arc::new(Membership::new(members));
+        let membership = Arc::new(Membership::new(members, &[]));
         *self.membership.write().unwrap_or_else(|p| p.into_inner()) = membership;
         true
     }
@@ -307,6 +337,60 @@ fn splitmix(mut x: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::ring::hash_bytes;
+
+    #[test]
+    fn a_rebuilt_pool_keeps_the_health_of_peers_that_stay() {
+        let health = HealthPolicy {
+            max_fails: 1,
+            ..HealthPolicy::default()
+        };
+        let peer = |port: u16| format!("http://127.0.0.1:{port}").parse::<Peer>().unwrap();
+        let old = Pool::new(vec![peer(8000), peer(8001)], Policy::RoundRobin, &health);
+        let ejected = old.members()[0].clone();
+        assert!(ejected.health.record_failure());
+
+        // Same thresholds: the very member, ejection and all; a new peer
+        // starts healthy; a peer that left is gone.
+        let same = Pool::keeping(
+            vec![peer(8000), peer(8002)],
+            Policy::RoundRobin,
+            &health,
+            &[&old],
+        );
+        let members = same.members();
+        assert!(Arc::ptr_eq(&members[0], &ejected));
+        assert!(!members[0].health.is_up());
+        assert!(members[1].health.is_up());
+        assert_eq!(members.len(), 2);
+
+        // New thresholds: the state carries over to a new member.
+        let stricter = HealthPolicy {
+            max_conns: 5,
+            ..health.clone()
+        };
+        let changed = Pool::keeping(vec![peer(8000)], Policy::RoundRobin, &stricter, &[&old]);
+        let carried = &changed.members()[0];
+        assert!(!Arc::ptr_eq(carried, &ejected));
+        assert!(!carried.health.is_up(), "the ejection carries over");
+        assert_eq!(carried.health.policy().max_conns, 5);
+        assert_eq!(carried.health.snapshot().ejections_total, 1);
+
+        // The same peers and weights share the ring; others get their own.
+        let again = Pool::keeping(
+            vec![peer(8000), peer(8001)],
+            Policy::HashKey,
+            &health,
+            &[&same, &old],
+        );
+        assert!(Arc::ptr_eq(
+            &again.membership().ring,
+            &old.membership().ring
+        ));
+        assert!(!Arc::ptr_eq(
+            &same.membership().ring,
+            &old.membership().ring
+        ));
+    }
 
     fn pool(weights: &[u32], policy: Policy) -> Pool {
         let peers = weights

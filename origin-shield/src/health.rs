@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Thresholds, the same for every peer of a pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthPolicy {
     /// Consecutive failures (connect errors, timeouts, 5xx) that eject a
     /// peer; 0 never ejects. nginx's `max_fails`.
@@ -94,6 +94,30 @@ impl PeerHealth {
             failures_total: AtomicU64::new(0),
             ejections_total: AtomicU64::new(0),
         }
+    }
+
+    /// This peer's state under new thresholds (a config reload changed
+    /// them): what the probes and failures said so far carries over. The
+    /// requests in flight stay counted on `self`, where their guards
+    /// return them, so under a new `max_conns` they briefly go uncounted.
+    pub fn carried_to(&self, policy: HealthPolicy) -> PeerHealth {
+        let copy = |a: &AtomicU64| AtomicU64::new(a.load(Ordering::Relaxed));
+        PeerHealth {
+            policy,
+            probed_up: AtomicBool::new(self.probed_up.load(Ordering::Relaxed)),
+            probe_streak: AtomicI32::new(self.probe_streak.load(Ordering::Relaxed)),
+            failures_in_row: AtomicU32::new(self.failures_in_row.load(Ordering::Relaxed)),
+            ejections_in_row: AtomicU32::new(self.ejections_in_row.load(Ordering::Relaxed)),
+            ejected_until: copy(&self.ejected_until),
+            active: AtomicU32::new(0),
+            failures_total: copy(&self.failures_total),
+            ejections_total: copy(&self.ejections_total),
+        }
+    }
+
+    /// The thresholds this peer is judged by.
+    pub fn policy(&self) -> &HealthPolicy {
+        &self.policy
     }
 
     /// Whether the peer should get new requests: probes say up and it is

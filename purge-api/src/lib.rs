@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cache::store::Store;
 use cache::{CacheKey, Clock, KeyRules};
@@ -109,8 +110,9 @@ pub struct Purger {
     db: Arc<Db>,
     rules: RuleSet,
     store: Store,
-    key_rules: KeyRules,
-    config: PurgeConfig,
+    /// Swapped whole by a reload, as are the settings.
+    key_rules: ArcSwap<KeyRules>,
+    config: ArcSwap<PurgeConfig>,
     fanout: Fanout,
     /// Wakes the courier when a purge is accepted.
     wake: Arc<Notify>,
@@ -272,8 +274,8 @@ impl Purger {
             db: Arc::new(db),
             rules,
             store,
-            key_rules,
-            config,
+            key_rules: ArcSwap::from_pointee(key_rules),
+            config: ArcSwap::from_pointee(config),
             fanout: Fanout::new(),
             wake: Arc::new(Notify::new()),
             counts: PurgeCounts::default(),
@@ -283,8 +285,18 @@ impl Purger {
         }))
     }
 
-    pub fn config(&self) -> &PurgeConfig {
-        &self.config
+    /// The settings in force.
+    pub fn config(&self) -> Arc<PurgeConfig> {
+        self.config.load_full()
+    }
+
+    /// New settings and cache-key rules from a config reload, for the
+    /// requests and deliveries that start from now on. `rule_ttl` stays
+    /// (rules already stored were judged by it; it needs a restart).
+    pub fn reconfigure(&self, mut config: PurgeConfig, key_rules: KeyRules) {
+        config.rule_ttl = self.config.load().rule_ttl;
+        self.config.store(Arc::new(config));
+        self.key_rules.store(Arc::new(key_rules));
     }
 
     /// Rules in force.
@@ -294,7 +306,7 @@ impl Purger {
 
     /// Checks a request's bearer token.
     pub fn auth(&self, headers: &HeaderMap) -> Auth {
-        check_token(headers, self.config.token.as_deref())
+        check_token(headers, self.config.load().token.as_deref())
     }
 
     /// Serves the admin routes under `/purge`: `POST /purge`,
@@ -339,7 +351,7 @@ impl Purger {
     }
 
     async fn api_purge(self: &Arc<Self>, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
-        let record = parse_request(body, &self.key_rules, self.config.max_items)?;
+        let record = parse_request(body, &self.key_rules.load(), self.config.load().max_items)?;
         let record = self.accept(record).await?;
         Ok(json_response(StatusCode::OK, &self.summary(&record)))
     }
@@ -353,7 +365,8 @@ impl Purger {
     async fn api_replicate(self: &Arc<Self>, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
         let record: PurgeRecord = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad(format!("invalid forwarded purge: {e}")))?;
-        let mut record = api::check_forwarded(record, &self.key_rules, self.config.max_items)?;
+        let mut record =
+            api::check_forwarded(record, &self.key_rules.load(), self.config.load().max_items)?;
         if self.record(&record.id).await.is_some() {
             // Delivered before: acknowledged, nothing changes.
             return Ok(json_response(StatusCode::OK, &self.summary(&record)));
@@ -372,8 +385,8 @@ impl Purger {
             .await
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no purge {id:?}")))?;
         let owed = self.outbox().await.map_err(|e| internal(&e))?;
-        let fanout: Vec<PeerDelivery> = self
-            .config
+        let config = self.config.load();
+        let fanout: Vec<PeerDelivery> = config
             .peers
             .iter()
             .map(|peer| {
@@ -439,7 +452,7 @@ impl Purger {
     async fn apply(self: Arc<Self>, record: PurgeRecord, forward: bool) -> Result<(), ApiError> {
         let _order = self.apply.lock().await;
         let peers = if forward {
-            self.config.peers.clone()
+            self.config.load().peers.clone()
         } else {
             Vec::new()
         };
@@ -466,9 +479,9 @@ impl Purger {
                 self.store.remove(&CacheKey::from_bytes(*hash.as_bytes()));
             }
         }
-        if forward && !self.config.peers.is_empty() {
-            self.backlog
-                .fetch_add(self.config.peers.len() as u64, Ordering::Relaxed);
+        let peers = self.config.load().peers.len();
+        if forward && peers > 0 {
+            self.backlog.fetch_add(peers as u64, Ordering::Relaxed);
             self.wake.notify_one();
         }
         info!(id = %record.id, soft = record.soft, urls = record.urls.len(), prefixes = record.prefixes.len(), hosts = record.hosts.len(), tags = record.tags.len(), "purge accepted");
@@ -485,7 +498,7 @@ impl Purger {
                 "hosts": record.hosts.len(),
                 "tags": record.tags.len(),
             },
-            "peers": self.config.peers.len(),
+            "peers": self.config.load().peers.len(),
         })
     }
 
@@ -560,7 +573,7 @@ impl Purger {
                 let Some(purger) = weak.upgrade() else {
                     return;
                 };
-                let wait = if purger.config.peers.is_empty() {
+                let wait = if purger.config.load().peers.is_empty() {
                     None
                 } else {
                     purger.fanout.deliver_due(&purger).await
@@ -595,7 +608,7 @@ impl Purger {
     async fn sweep(&self) -> Result<(), PurgeError> {
         let _order = self.apply.lock().await;
         let db = self.db.clone();
-        let ttl = self.config.rule_ttl;
+        let ttl = self.config.load().rule_ttl;
         let now = self.clock.now();
         let (live, watermark) =
             tokio::task::spawn_blocking(move || -> Result<(Vec<PurgeRecord>, u64), PurgeError> {

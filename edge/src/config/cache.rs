@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::units::{ByteSize, de_duration, de_opt_duration};
 
 /// The two cache tiers and the caching policy choices RFC 9111 leaves open.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Memory tier budget. Default: `256MiB`.

@@ -11,6 +11,7 @@
 //! module does not know.
 
 mod cache;
+pub mod changes;
 mod hosts;
 mod ipnet;
 mod lines;
@@ -38,13 +39,13 @@ pub use load::{ConfigError, Overrides};
 pub use peers::ShieldPeer;
 pub use purge::{PurgeSettings, Secret};
 pub use server::ServerConfig;
-pub use sites::{CacheMode, HeaderEdits, Redirect, RuleConfig, SiteConfig};
+pub use sites::{CacheMode, DEFAULT_SITE, HeaderEdits, Redirect, RuleConfig, SiteConfig};
 pub use tls::{SniCert, TlsSettings};
 pub use units::{ByteSize, parse_duration};
 pub use upstream::{HealthCheckConfig, UpstreamConfig};
 
 /// Everything the server needs, validated.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Client-facing listener. Default: `127.0.0.1:8080`.

@@ -5,7 +5,7 @@ use origin_shield::{Peer, Role, Scheme, Transport};
 use serde::{Deserialize, Deserializer};
 
 /// A shield peer and the name it goes by (to recognise this node).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ShieldPeer {
     pub peer: Peer,
     pub name: Option<String>,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::units::de_duration;
 
 /// The purge API (on the admin listener) and the `PURGE` method.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PurgeSettings {
     /// Bearer token the purge API and the `PURGE` method accept.

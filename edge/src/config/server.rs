@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::units::{ByteSize, de_duration};
 
 /// Limits and timeouts of the client-facing side.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Open client connections at most; beyond it new connections wait in the

@@ -13,8 +13,11 @@ use serde::{Deserialize, Deserializer};
 use super::peers::{self, ShieldPeer};
 use super::units::{de_duration, de_opt_duration};
 
+/// The name of the site made of the top-level `origins` and `shields`.
+pub const DEFAULT_SITE: &str = "default";
+
 /// One site: the hosts it answers for and where its misses go.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// Used in metrics (`site` label), logs and errors. Required, unique.
@@ -78,7 +81,7 @@ fn default_redirect_status() -> u16 {
 }
 
 /// One rule of a site: which requests it matches and what it changes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuleConfig {
     /// A path prefix on whole segments (`/api/` and `/api` both match

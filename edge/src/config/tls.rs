@@ -10,7 +10,7 @@ use super::units::de_duration;
 
 /// HTTPS for clients: a second listener that terminates TLS (1.2 and 1.3,
 /// ALPN `h2` and `http/1.1`) and serves the same pipeline.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
     /// Where to listen for TLS. Default: unset (no TLS listener).
@@ -42,7 +42,7 @@ impl Default for TlsSettings {
 }
 
 /// A certificate for some server names.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SniCert {
     /// Names it serves: `www.example.com`, or `*.example.com`.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 use super::units::de_duration;
 
 /// How this node talks to its origins.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// TCP connect timeout; exceeded gives 504. Default: `5s`.
@@ -71,7 +71,7 @@ pub struct UpstreamConfig {
 }
 
 /// Active health checks: a GET to `path` on every peer each `interval`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheckConfig {
     /// Path to probe, e.g. `/healthz`. Default: unset (no active checks;

@@ -25,6 +25,18 @@ use super::respond::content_length;
 use crate::config::CacheConfig;
 use crate::hooks::Session;
 
+/// The fills' limits from `[cache]`.
+fn fill_config(config: &CacheConfig) -> FillConfig {
+    FillConfig {
+        window: config.fill_window.as_usize(),
+        // Fill windows sit on top of the memory tier's budget: together
+        // they may add a quarter of it.
+        total_window: config.memory.as_usize() / 4,
+        wait_for_head: config.fill_wait_timeout,
+        hit_for_pass: config.hit_for_pass,
+    }
+}
+
 /// The store and the policy choices, shared by all requests.
 #[derive(Debug)]
 pub(crate) struct CacheLayer {
@@ -35,7 +47,7 @@ pub(crate) struct CacheLayer {
     pub slice_size: u64,
     /// Objects being revalidated: one revalidation at a time per object;
     /// the receiver wakes when it ends.
-    revalidating: Mutex<HashMap<CacheKey, watch::Receiver<()>>>,
+    revalidating: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
     /// Misses being fetched, shared by the requests that want them.
     pub fills: Arc<Fills>,
     pub purger: Arc<Purger>,
@@ -53,24 +65,39 @@ impl CacheLayer {
         clock: Clock,
         node: String,
     ) -> Self {
-        let fill_config = FillConfig {
-            window: config.fill_window.as_usize(),
-            // Fill windows sit on top of the memory tier's budget: together
-            // they may add a quarter of it.
-            total_window: config.memory.as_usize() / 4,
-            wait_for_head: config.fill_wait_timeout,
-            hit_for_pass: config.hit_for_pass,
-        };
         CacheLayer {
-            fills: Arc::new(Fills::new(store.clone(), fill_config, clock.clone())),
+            fills: Arc::new(Fills::new(
+                store.clone(),
+                fill_config(config),
+                clock.clone(),
+            )),
             store,
             opts: config.policy_options(),
             max_object_size: config.max_object_size.as_u64(),
             slice_size: config.slice_size.as_u64(),
-            revalidating: Mutex::new(HashMap::new()),
+            revalidating: Arc::default(),
             purger,
             clock,
             node,
+        }
+    }
+
+    /// This layer under a reloaded `[cache]`: the policy knobs (TTLs,
+    /// heuristics, size limits, slices) change; the store, the fills and
+    /// revalidations in flight, the purges and the clock are the same, so
+    /// a request on the new generation joins a fill begun on the old one.
+    pub fn reconfigured(&self, config: &CacheConfig) -> Self {
+        self.fills.reconfigure(fill_config(config));
+        CacheLayer {
+            store: self.store.clone(),
+            opts: config.policy_options(),
+            max_object_size: config.max_object_size.as_u64(),
+            slice_size: config.slice_size.as_u64(),
+            revalidating: self.revalidating.clone(),
+            fills: self.fills.clone(),
+            purger: self.purger.clone(),
+            clock: self.clock.clone(),
+            node: self.node.clone(),
         }
     }
 

@@ -31,6 +31,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
+
 use cache::store::Store;
 use cache::{CacheStatus, Clock};
 use http::header::{self, HeaderValue};
@@ -77,15 +79,29 @@ pub struct ConnInfo {
     pub activity: Arc<ConnActivity>,
 }
 
-/// The request pipeline, shared by every connection.
+/// The request pipeline, shared by every connection: the generation of
+/// the configuration in force, swapped whole by a reload. A request keeps
+/// the generation it started with to its end (and so does background work
+/// it starts); the next request sees the new one.
 #[derive(Debug)]
 pub struct Proxy<H> {
+    current: ArcSwap<Pipeline<H>>,
+    /// The address actually bound, for the node to recognise itself among
+    /// the shields.
+    listen: SocketAddr,
+}
+
+/// The pipeline as one configuration built it.
+#[derive(Debug)]
+pub struct Pipeline<H> {
     shared: Arc<Shared<H>>,
     key_rules: Arc<cache::KeyRules>,
     /// Networks that may send `PURGE` without the token.
     purge_from: Vec<IpNet>,
     strip_surrogate_key: bool,
     sites: Arc<Sites>,
+    /// Every site's routing, the default site's (or the first) first.
+    routings: Vec<Arc<Routing>>,
 }
 
 fn gauge<T: TryInto<i64>>(n: T) -> i64 {
@@ -109,40 +125,58 @@ pub struct Parts<H> {
     pub sites: Arc<Sites>,
 }
 
-impl<H: EdgeHooks> Proxy<H> {
-    pub fn new(config: &Config, parts: Parts<H>) -> Self {
-        let Parts {
-            hooks,
-            metrics,
-            store,
-            purger,
-            upstream,
-            listen,
-            clock,
-            sites,
-        } = parts;
+/// What outlives a reload: the hooks, the cache and its fills, the purge
+/// rules, the connections to peers (unless their settings change), the
+/// metrics and the clock.
+struct Lasting<H> {
+    hooks: Arc<H>,
+    metrics: Metrics,
+    upstream: Arc<Upstream>,
+    cache: Option<Arc<CacheLayer>>,
+    store: Store,
+    purger: Arc<Purger>,
+    clock: Clock,
+}
+
+impl<H: EdgeHooks> Pipeline<H> {
+    /// The pipeline for `config`, with what lasts from `lasting`; peers
+    /// that were in `previous` routings keep their health.
+    fn build(
+        config: &Config,
+        sites: Arc<Sites>,
+        lasting: Lasting<H>,
+        listen: SocketAddr,
+        previous: &[Arc<Routing>],
+    ) -> Self {
         let routings: Vec<Arc<Routing>> = sites
             .all()
             .iter()
             .map(|site| {
-                Arc::new(Routing::for_peers(
+                Arc::new(Routing::keeping(
                     config,
                     &site.origins,
                     &site.shields,
                     listen,
+                    previous,
                 ))
             })
             .collect();
-        let fallback_routing = routings
-            .first()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(Routing::new(config, listen)));
+        let fallback_routing = routings.first().cloned().unwrap_or_else(|| {
+            Arc::new(Routing::keeping(
+                config,
+                &config.origins,
+                &config.shields,
+                listen,
+                previous,
+            ))
+        });
+        let site_names: Vec<String> = sites.all().iter().map(|s| s.name.clone()).collect();
         let fwd = Forwarder {
-            hooks: Arc::new(hooks),
-            routings,
+            hooks: lasting.hooks,
+            routings: routings.clone(),
             fallback_routing,
-            upstream: Arc::new(upstream),
-            metrics: Arc::new(metrics),
+            upstream: lasting.upstream,
+            metrics: Arc::new(lasting.metrics.for_sites(&site_names)),
             via: headers::Via::new(&config.node_name),
             host_header: config
                 .upstream
@@ -150,16 +184,19 @@ impl<H: EdgeHooks> Proxy<H> {
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok()),
             client_body_timeout: config.server.client_body_timeout,
-            clock: clock.clone(),
+            clock: lasting.clock.clone(),
         };
-        let cache = CacheLayer::new(
-            store,
-            &config.cache,
-            purger,
-            clock,
-            config.node_name.clone(),
-        );
-        Proxy {
+        let cache = match lasting.cache {
+            Some(before) => before.reconfigured(&config.cache),
+            None => CacheLayer::new(
+                lasting.store,
+                &config.cache,
+                lasting.purger,
+                lasting.clock,
+                config.node_name.clone(),
+            ),
+        };
+        Pipeline {
             shared: Arc::new(Shared {
                 fwd,
                 cache: Arc::new(cache),
@@ -173,18 +210,8 @@ impl<H: EdgeHooks> Proxy<H> {
                 .collect(),
             strip_surrogate_key: config.purge.strip_surrogate_key,
             sites,
+            routings,
         }
-    }
-
-    /// The sites by Host, for the admin listener.
-    pub fn sites(&self) -> &Arc<Sites> {
-        &self.sites
-    }
-
-    /// Every site's routing, for the health probes (the default site's, or
-    /// the first, comes first).
-    pub fn routings(&self) -> &[Arc<Routing>] {
-        &self.shared.fwd.routings
     }
 
     fn hooks(&self) -> &Arc<H> {
@@ -194,16 +221,92 @@ impl<H: EdgeHooks> Proxy<H> {
     fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.fwd.metrics
     }
+}
+
+impl<H: EdgeHooks> Proxy<H> {
+    pub fn new(config: &Config, parts: Parts<H>) -> Self {
+        let Parts {
+            hooks,
+            metrics,
+            store,
+            purger,
+            upstream,
+            listen,
+            clock,
+            sites,
+        } = parts;
+        let lasting = Lasting {
+            hooks: Arc::new(hooks),
+            metrics,
+            upstream: Arc::new(upstream),
+            cache: None,
+            store,
+            purger,
+            clock,
+        };
+        let first = Pipeline::build(config, sites, lasting, listen, &[]);
+        Proxy {
+            current: ArcSwap::from_pointee(first),
+            listen,
+        }
+    }
+
+    /// The pipeline in force now.
+    pub fn pipeline(&self) -> Arc<Pipeline<H>> {
+        self.current.load_full()
+    }
+
+    /// A pipeline for `config` and its compiled `sites`, built beside the
+    /// one in force (which keeps serving): the cache, fills, purges and
+    /// hooks carry over, and so does the health of every peer that stays.
+    /// `upstream` replaces the connections to peers when their settings
+    /// changed.
+    pub fn prepare(
+        &self,
+        config: &Config,
+        sites: Arc<Sites>,
+        upstream: Option<Upstream>,
+    ) -> Arc<Pipeline<H>> {
+        let now = self.pipeline();
+        let fwd = &now.shared.fwd;
+        let lasting = Lasting {
+            hooks: fwd.hooks.clone(),
+            metrics: Metrics::clone(&fwd.metrics),
+            upstream: upstream.map_or_else(|| fwd.upstream.clone(), Arc::new),
+            cache: Some(now.shared.cache.clone()),
+            store: now.shared.cache.store.clone(),
+            purger: now.shared.cache.purger.clone(),
+            clock: fwd.clock.clone(),
+        };
+        Arc::new(Pipeline::build(
+            config,
+            sites,
+            lasting,
+            self.listen,
+            &now.routings,
+        ))
+    }
+
+    /// Puts `next` in force for the requests that start from now on.
+    pub fn install(&self, next: Arc<Pipeline<H>>) {
+        self.current.store(next);
+    }
+
+    /// The sites by Host, for the admin listener.
+    pub fn sites(&self) -> Arc<Sites> {
+        self.pipeline().sites.clone()
+    }
 
     /// Sets the gauges that are read from live state (at each scrape).
     pub fn export_gauges(&self) {
-        let m = self.metrics();
-        let fwd = &self.shared.fwd;
+        let now = self.pipeline();
+        let m = now.metrics();
+        let fwd = &now.shared.fwd;
         for routing in &fwd.routings {
             routing.export(m);
         }
         m.upstream_reuse_ratio.set(fwd.upstream.reuse_ratio());
-        let cache = &self.shared.cache;
+        let cache = &now.shared.cache;
         let fills = &cache.fills;
         m.fills_in_flight.set(gauge(fills.in_flight()));
         m.fill_window_bytes.set(gauge(fills.window_bytes()));
@@ -228,12 +331,41 @@ impl<H: EdgeHooks> Proxy<H> {
         });
     }
 
-    /// The purge machinery, for the admin listener.
-    pub fn purger(&self) -> &Arc<Purger> {
-        &self.shared.cache.purger
+    /// The purge machinery (the same in every generation).
+    pub fn purger(&self) -> Arc<Purger> {
+        self.pipeline().shared.cache.purger.clone()
     }
 
-    /// Where misses go, for the admin listener and the health probes.
+    /// Flushes the cache's pending disk writes.
+    pub async fn close(&self) {
+        if let Err(err) = self.pipeline().shared.cache.store.close().await {
+            warn!(error = %err, "closing the cache failed");
+        }
+    }
+
+    /// Serves one request on the generation in force when it arrived.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        self.pipeline().handle(req, conn).await
+    }
+}
+
+impl<H: EdgeHooks> Pipeline<H> {
+    /// Every site's routing, the default site's (or the first) first: for
+    /// the health probes, DNS and `/peers`.
+    pub fn routings(&self) -> &[Arc<Routing>] {
+        &self.routings
+    }
+
+    /// The sites by Host.
+    pub fn sites(&self) -> &Arc<Sites> {
+        &self.sites
+    }
+
+    /// Where misses go when no site says otherwise, for `/peers`.
     pub fn routing(&self) -> &Arc<Routing> {
         &self.shared.fwd.fallback_routing
     }
@@ -241,13 +373,6 @@ impl<H: EdgeHooks> Proxy<H> {
     /// The pooled client to peers.
     pub fn upstream(&self) -> &Arc<Upstream> {
         &self.shared.fwd.upstream
-    }
-
-    /// Flushes the cache's pending disk writes.
-    pub async fn close(&self) {
-        if let Err(err) = self.shared.cache.store.close().await {
-            warn!(error = %err, "closing the cache failed");
-        }
     }
 
     /// Serves one request. Never fails: errors become responses here.

@@ -6,6 +6,7 @@
 //! shutdown can let in-flight requests finish.
 
 pub(crate) mod idle;
+pub mod reload;
 pub mod sockets;
 mod tls;
 
@@ -39,6 +40,8 @@ use crate::upgrade::{Launch, Successor, UpgradeTrigger, Upgrades};
 use crate::upstream::Upstream;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use purge_api::{PurgeConfig, Purger};
+use reload::Reloader;
+pub use reload::{ConfigSource, Reload, ReloadError, Reloaded};
 use sockets::Role;
 use tls::TlsListener;
 
@@ -118,6 +121,7 @@ pub struct Server<H = DefaultHooks> {
     /// The HTTPS listener and its certificates, if configured.
     tls: Option<TlsListener>,
     proxy: Arc<Proxy<H>>,
+    reloader: Arc<Reloader<H>>,
     metrics: Metrics,
     registry: Registry,
 }
@@ -162,18 +166,11 @@ impl<H: EdgeHooks> Server<H> {
         let listener = sockets::listener(Role::Listen, config.listen, inherited.as_mut()).await?;
         let admin_listener =
             sockets::listener(Role::Admin, config.admin, inherited.as_mut()).await?;
-        let tls = match (&config.tls.listen, &config.tls.cert, &config.tls.key) {
-            (Some(addr), Some(cert), Some(key)) => {
-                let files = tls::CertFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    by_name: config
-                        .tls
-                        .certs
-                        .iter()
-                        .map(|c| (c.names.clone(), c.cert.clone(), c.key.clone()))
-                        .collect(),
-                };
+        let tls = match (
+            &config.tls.listen,
+            tls::CertFiles::from_settings(&config.tls),
+        ) {
+            (Some(addr), Some(files)) => {
                 let (acceptor, certs) = tls::acceptor(files)?;
                 Some(TlsListener {
                     listener: sockets::listener(Role::Tls, *addr, inherited.as_mut()).await?,
@@ -241,9 +238,21 @@ impl<H: EdgeHooks> Server<H> {
             sites,
         };
         let proxy = Arc::new(Proxy::new(&config, parts));
+        // Until an embedder says where the config comes from, a reload
+        // re-applies the one the server started with.
+        let start = config.clone();
+        let source: ConfigSource = Arc::new(move || Ok(start.clone()));
+        let reloader = Arc::new(Reloader::new(
+            source,
+            config.clone(),
+            proxy.clone(),
+            tls.as_ref().map(|t| t.certs.clone()),
+            metrics.clone(),
+        ));
         Ok(Server {
             config,
             upgrades,
+            reloader,
             listener,
             admin_listener,
             tls,
@@ -276,6 +285,23 @@ impl<H: EdgeHooks> Server<H> {
         self.upgrades.enable(launch)
     }
 
+    /// Reloads read the configuration from `source` (the binary passes
+    /// the files and flags it started with).
+    pub fn reload_from(&mut self, source: ConfigSource) {
+        self.reloader = Arc::new(Reloader::new(
+            source,
+            self.config.clone(),
+            self.proxy.clone(),
+            self.tls.as_ref().map(|t| t.certs.clone()),
+            self.metrics.clone(),
+        ));
+    }
+
+    /// Reloads this server's configuration (for SIGHUP).
+    pub fn reloader(&self) -> Arc<dyn Reload> {
+        self.reloader.clone()
+    }
+
     /// The registry behind `/metrics`, for other crates to register into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -291,6 +317,7 @@ impl<H: EdgeHooks> Server<H> {
             admin_listener,
             tls,
             proxy,
+            reloader,
             metrics,
             registry,
         } = self;
@@ -300,20 +327,16 @@ impl<H: EdgeHooks> Server<H> {
             origins = ?config.origins.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "edge serving"
         );
-        for (site, routing) in proxy.sites().all().iter().zip(proxy.routings()) {
-            crate::routing::spawn_probes(routing, proxy.upstream(), &config);
-            crate::routing::spawn_resolver(routing, &site.origins, &config);
-        }
+        reload::spawn_peer_tasks(&proxy.pipeline(), &config);
         if let Some(tls) = &tls {
             tls::spawn_reloader(&tls.certs, config.tls.reload_interval);
         }
         proxy.purger().spawn_background();
         let admin_state = Arc::new(AdminState::new(
             registry,
-            proxy.routing().clone(),
-            proxy.sites().clone(),
-            proxy.purger().clone(),
+            proxy.purger(),
             proxy.clone(),
+            reloader,
             config.node_name.clone(),
             config.server.client_body_timeout,
         ));
@@ -572,5 +595,13 @@ impl ServerHandle {
 impl<H: EdgeHooks> Live for Proxy<H> {
     fn export_gauges(&self) {
         Proxy::export_gauges(self);
+    }
+
+    fn peers(&self) -> Vec<crate::routing::PeerView> {
+        self.pipeline().routing().snapshot()
+    }
+
+    fn sites(&self) -> Arc<Sites> {
+        Proxy::sites(self)
     }
 }

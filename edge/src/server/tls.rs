@@ -90,6 +90,20 @@ pub struct CertFiles {
 }
 
 impl CertFiles {
+    /// The files `[tls]` names, when it names a default pair.
+    pub fn from_settings(tls: &crate::config::TlsSettings) -> Option<CertFiles> {
+        let (cert, key) = (tls.cert.as_ref()?, tls.key.as_ref()?);
+        Some(CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            by_name: tls
+                .certs
+                .iter()
+                .map(|c| (c.names.clone(), c.cert.clone(), c.key.clone()))
+                .collect(),
+        })
+    }
+
     fn load(&self) -> Result<SniCerts, TlsError> {
         let mut certs = SniCerts {
             exact: HashMap::new(),
@@ -125,16 +139,40 @@ impl CertFiles {
 /// keep the certificate they started with.
 #[derive(Debug)]
 pub struct Certs {
-    files: CertFiles,
+    files: std::sync::RwLock<CertFiles>,
     current: std::sync::RwLock<Arc<SniCerts>>,
 }
 
+/// A set of certificates loaded and checked, not yet in use.
+#[derive(Debug)]
+pub struct StagedCerts {
+    files: CertFiles,
+    loaded: Arc<SniCerts>,
+}
+
 impl Certs {
+    fn files(&self) -> CertFiles {
+        self.files.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Loads the files again; a bad set keeps the old certificates.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = Arc::new(self.files.load()?);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let staged = Certs::stage(self.files())?;
+        self.install(staged);
         Ok(())
+    }
+
+    /// Loads `files` without using them: a config reload checks every
+    /// part of the new configuration before it changes anything.
+    pub fn stage(files: CertFiles) -> Result<StagedCerts, TlsError> {
+        let loaded = Arc::new(files.load()?);
+        Ok(StagedCerts { files, loaded })
+    }
+
+    /// Puts staged certificates in use for the handshakes from now on.
+    pub fn install(&self, staged: StagedCerts) {
+        *self.files.write().unwrap_or_else(|p| p.into_inner()) = staged.files;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = staged.loaded;
     }
 }
 
@@ -153,7 +191,7 @@ impl ResolvesServerCert for Certs {
 pub fn acceptor(files: CertFiles) -> Result<(TlsAcceptor, Arc<Certs>), TlsError> {
     let certs = Arc::new(Certs {
         current: std::sync::RwLock::new(Arc::new(files.load()?)),
-        files,
+        files: std::sync::RwLock::new(files),
     });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -171,37 +209,28 @@ pub fn acceptor(files: CertFiles) -> Result<(TlsAcceptor, Arc<Certs>), TlsError>
     Ok((TlsAcceptor::from(Arc::new(config)), certs))
 }
 
-/// Reloads the certificates on SIGHUP and when their files change (checked
-/// every `interval`), until the certificates are dropped. A set that does
-/// not load is logged and the old one kept.
+/// Reloads the certificates when their files change (checked every
+/// `interval`), until the certificates are dropped. A set that does not
+/// load is logged and the old one kept. (SIGHUP reloads them with the rest
+/// of the configuration.)
 pub fn spawn_reloader(certs: &Arc<Certs>, interval: std::time::Duration) {
     let weak = Arc::downgrade(certs);
-    let mut seen = certs.files.modified();
+    let mut seen = certs.files().modified();
     tokio::spawn(async move {
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let signalled = tokio::select! {
-                _ = tick.tick() => false,
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => true,
-            };
+            tick.tick().await;
             let Some(certs) = weak.upgrade() else {
                 return;
             };
-            let modified = certs.files.modified();
-            if !signalled && modified == seen {
+            let modified = certs.files().modified();
+            if modified == seen {
                 continue;
             }
             seen = modified;
             match certs.reload() {
-                Ok(()) => tracing::info!(signalled, "TLS certificates reloaded"),
+                Ok(()) => tracing::info!("TLS certificates reloaded (their files changed)"),
                 Err(err) => {
                     tracing::error!(error = %err, "TLS certificates not reloaded; keeping the old ones");
                 }

@@ -27,8 +27,7 @@ use hosts::HostTable;
 pub use policy::{HeaderOps, Policy, RedirectTo};
 use rules::Matcher;
 
-/// The name of the site made of the top-level `origins` and `shields`.
-pub const DEFAULT_SITE: &str = "default";
+pub use crate::config::DEFAULT_SITE;
 
 /// Every site of a config, and the host table over them.
 #[derive(Debug)]

@@ -1,0 +1,270 @@
+//! The binary's logging: the tracing subscriber (text or JSON on stdout),
+//! the access-log file (`access_log`), and reopening that file on SIGUSR1
+//! so that logrotate can move it away without `copytruncate`.
+//!
+//! [`ReopenableFile`] knows nothing of tracing: it is a path and the file
+//! open at it, which `reopen` replaces. Whatever writes access lines (today
+//! tracing, one write per line) goes through it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use anyhow::Context as _;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::{Config, LogFormat};
+
+/// A file opened for appending at `path`, which [`reopen`](Self::reopen)
+/// opens again: after logrotate renamed it, lines go to a new file at the
+/// same path instead of following the old one.
+#[derive(Debug)]
+pub struct ReopenableFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl ReopenableFile {
+    /// Opens (creating it if needed) `path` for appending.
+    pub fn open(path: impl Into<PathBuf>) -> io::Result<ReopenableFile> {
+        let path = path.into();
+        let file = open_append(&path)?;
+        Ok(ReopenableFile {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    /// The path it was opened at (and is reopened at).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the path again and writes there from now on. The new file is
+    /// opened before the old one is let go: if that fails, writing goes on
+    /// to the old file and the error is returned.
+    pub fn reopen(&self) -> io::Result<()> {
+        let new = open_append(&self.path)?;
+        // The old file is closed after the lock is released.
+        let _old = std::mem::replace(&mut *self.lock_file(), new);
+        Ok(())
+    }
+
+    /// The current file, locked: a writer holding it writes whole lines,
+    /// never interleaved with another's, and a reopen waits for it.
+    pub fn lock(&self) -> FileGuard<'_> {
+        FileGuard(self.lock_file())
+    }
+
+    fn lock_file(&self) -> MutexGuard<'_, File> {
+        // A writer that panicked left the File as it was: still usable.
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The locked current file of a [`ReopenableFile`].
+#[derive(Debug)]
+pub struct FileGuard<'a>(MutexGuard<'a, File>);
+
+impl Write for FileGuard<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// The access log as tracing's writer: each event is formatted first, then
+/// written with one `write_all` under the lock (unbuffered: nothing is lost
+/// in a crash, and the page cache keeps it from waiting on the disk).
+#[derive(Debug, Clone)]
+struct AccessWriter(Arc<ReopenableFile>);
+
+impl<'a> MakeWriter<'a> for AccessWriter {
+    type Writer = FileGuard<'a>;
+
+    fn make_writer(&'a self) -> FileGuard<'a> {
+        self.0.lock()
+    }
+}
+
+/// What [`init`] set up that outlives it: the access-log file, if any.
+#[derive(Debug)]
+pub struct Logging {
+    access_log: Option<Arc<ReopenableFile>>,
+}
+
+/// Logs to stdout (text or JSON); access lines (target `access`) to
+/// `access_log` if set, else to stdout with the rest. Verbosity from
+/// `EDGE_LOG` (or `RUST_LOG`).
+pub fn init(config: &Config) -> anyhow::Result<Logging> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let filter = EnvFilter::try_from_env("EDGE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        // foyer reports its start-up choices at info; they are noise here.
+        .unwrap_or_else(|_| EnvFilter::new("info,foyer=warn,foyer_storage=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let json = config.log_format == LogFormat::Json;
+    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let layer = |writer: BoxMakeWriter, ansi: bool| -> Boxed {
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer);
+        if json {
+            fmt.json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .boxed()
+        } else {
+            fmt.boxed()
+        }
+    };
+    let stdout = BoxMakeWriter::new(std::io::stdout);
+    let mut layers: Vec<Boxed> = Vec::new();
+    let access_log = match &config.access_log {
+        None => {
+            layers.push(layer(stdout, ansi));
+            None
+        }
+        Some(path) => {
+            let file = ReopenableFile::open(path)
+                .with_context(|| format!("cannot open the access log {}", path.display()))?;
+            let file = Arc::new(file);
+            layers.push(
+                layer(stdout, ansi)
+                    .with_filter(filter_fn(|m| m.target() != "access"))
+                    .boxed(),
+            );
+            layers.push(
+                layer(BoxMakeWriter::new(AccessWriter(Arc::clone(&file))), false)
+                    .with_filter(filter_fn(|m| m.target() == "access"))
+                    .boxed(),
+            );
+            Some(file)
+        }
+    };
+    tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .init();
+    Ok(Logging { access_log })
+}
+
+impl Logging {
+    /// Reopens the access log on every SIGUSR1, from a task of the current
+    /// tokio runtime. The handler is in place when this returns, and is
+    /// installed even without an access-log file: SIGUSR1's default action
+    /// would kill the node, and a logrotate set up for a node without one
+    /// should not.
+    pub fn spawn_reopen_on_sigusr1(&self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(usr1) => usr1,
+            Err(err) => {
+                tracing::error!(%err, "cannot handle SIGUSR1; the access log will not be reopened");
+                return;
+            }
+        };
+        let file = self.access_log.clone();
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                match &file {
+                    Some(file) => reopen(file),
+                    None => tracing::info!("SIGUSR1 received; no access log file to reopen"),
+                }
+            }
+        });
+    }
+}
+
+/// One reopen, logged either way (on stdout: these are not access lines).
+fn reopen(file: &ReopenableFile) {
+    let path = file.path().display();
+    match file.reopen() {
+        Ok(()) => tracing::info!(path = %path, "SIGUSR1 received; access log reopened"),
+        Err(err) => tracing::error!(
+            path = %path,
+            %err,
+            "SIGUSR1 received; cannot reopen the access log, still writing to the old file"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_line(file: &ReopenableFile, line: &str) {
+        writeln!(file.lock(), "{line}").expect("write a line");
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).expect("read the log")
+    }
+
+    #[test]
+    fn after_a_move_and_reopen_lines_go_to_a_new_file_at_the_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("access.log");
+        let moved = dir.path().join("access.log.1");
+        let file = ReopenableFile::open(&path).expect("open");
+        write_line(&file, "one");
+        std::fs::rename(&path, &moved).expect("rotate");
+        write_line(&file, "two");
+        file.reopen().expect("reopen");
+        write_line(&file, "three");
+        assert_eq!(
+            read(&moved),
+            "one\ntwo\n",
+            "the moved file keeps the old lines"
+        );
+        assert_eq!(read(&path), "three\n", "new lines at the original path");
+    }
+
+    #[test]
+    fn reopening_an_unmoved_file_appends_to_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, "before\n").expect("an existing log");
+        let file = ReopenableFile::open(&path).expect("open");
+        write_line(&file, "one");
+        file.reopen().expect("reopen");
+        write_line(&file, "two");
+        assert_eq!(read(&path), "before\none\ntwo\n");
+    }
+
+    #[test]
+    fn a_failed_reopen_keeps_writing_to_the_old_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("access.log");
+        let moved = dir.path().join("access.log.1");
+        let file = ReopenableFile::open(&path).expect("open");
+        write_line(&file, "one");
+        std::fs::rename(&path, &moved).expect("rotate");
+        // A directory where the file was: it cannot be opened for writing
+        // (whoever runs the test, root included).
+        std::fs::create_dir(&path).expect("a directory in the way");
+        assert!(file.reopen().is_err(), "reopening a directory fails");
+        write_line(&file, "two");
+        assert_eq!(read(&moved), "one\ntwo\n");
+        assert_eq!(file.path(), path);
+    }
+}
