@@ -109,12 +109,20 @@ fn run(
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         logging.spawn_reopen_on_sigusr1();
+        // Caught from before the bind: the new process of an upgrade may
+        // get a SIGUSR2 meant for the old one (`systemctl kill` signals the
+        // whole unit), whose default action would end it.
+        let usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+            .inspect_err(|err| {
+                tracing::error!(error = %err, "cannot install the SIGUSR2 handler: no binary upgrades");
+            })
+            .ok();
         let mut server = Server::bind(config).await?;
         // A reload reads the same files and flags again.
         server.reload_from(std::sync::Arc::new(move || Config::load(&cli)));
         spawn_reload_on_sighup(server.reloader());
-        if let Some(launch) = launch {
-            upgrade_on_sigusr2(server.enable_upgrade(launch));
+        if let (Some(launch), Some(usr2)) = (launch, usr2) {
+            upgrade_on_sigusr2(usr2, server.enable_upgrade(launch));
         }
         server.run(shutdown_signal()).await?;
         Ok(())
@@ -218,12 +226,10 @@ async fn shutdown_signal() {
 }
 
 /// Each SIGUSR2 asks for a binary upgrade.
-fn upgrade_on_sigusr2(trigger: edge::upgrade::UpgradeTrigger) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
-        tracing::error!("cannot install the SIGUSR2 handler: no binary upgrades");
-        return;
-    };
+fn upgrade_on_sigusr2(
+    mut usr2: tokio::signal::unix::Signal,
+    trigger: edge::upgrade::UpgradeTrigger,
+) {
     tokio::spawn(async move {
         while usr2.recv().await.is_some() {
             tracing::info!("SIGUSR2 received");

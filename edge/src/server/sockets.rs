@@ -134,6 +134,12 @@ pub(crate) fn take_systemd() -> Option<Inherited> {
     SYSTEMD.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
+/// A `FileDescriptorName=`: a role's name, or its config key
+/// (`tls.listen`).
+fn role_named(name: &str) -> Option<Role> {
+    Role::from_name(name).or_else(|| Role::ALL.into_iter().find(|r| r.config_key() == name))
+}
+
 /// Which role each of `count` passed descriptors has. With names
 /// (`LISTEN_FDNAMES`, from `FileDescriptorName=`) that include a role's
 /// name, by name, and other names have none; otherwise by order: listen,
@@ -141,11 +147,11 @@ pub(crate) fn take_systemd() -> Option<Inherited> {
 /// nothing about the role).
 pub(crate) fn roles_of(names: Option<&str>, count: usize) -> Vec<Option<Role>> {
     let names: Vec<&str> = names.map(|n| n.split(':').collect()).unwrap_or_default();
-    let named = names.iter().any(|n| Role::from_name(n).is_some());
+    let named = names.iter().any(|n| role_named(n).is_some());
     (0..count)
         .map(|i| {
             if named {
-                names.get(i).and_then(|n| Role::from_name(n))
+                names.get(i).and_then(|n| role_named(n))
             } else {
                 Role::ALL.get(i).copied()
             }
@@ -232,6 +238,11 @@ mod tests {
             "an unknown name among known ones is not guessed"
         );
         assert_eq!(roles_of(Some("tls"), 2), [Some(Role::Tls), None]);
+        assert_eq!(
+            roles_of(Some("tls.listen:listen"), 2),
+            [Some(Role::Tls), Some(Role::Listen)],
+            "the config key names a role too"
+        );
     }
 
     #[test]
