@@ -22,8 +22,9 @@
 //!    store (foyer recovers the disk tier) and the purge database, and
 //!    starts accepting.
 //! 5. new → old `serving`. The old process stops accepting, tells systemd
-//!    `MAINPID=` the new pid, drains in-flight requests for up to
-//!    `server.shutdown_grace` and exits 0.
+//!    `MAINPID=` the new pid, drains and exits 0: for up to 2 s its
+//!    HTTP/1.1 responses say `Connection: close` (see [`LINGER`]), then the
+//!    usual graceful shutdown within `server.shutdown_grace`.
 //!
 //! Whatever goes wrong (the binary does not start, exits, says something
 //! unexpected, or does not reach step 5 within `server.upgrade_timeout`),
@@ -577,7 +578,9 @@ impl Old {
                 }
             }
             // Requests made during the attempt are not queued for later.
-            while requests.try_recv().is_ok() {}
+            if requests.try_recv().is_ok() {
+                warn!("SIGUSR2 during the upgrade attempt ignored; send it again to retry");
+            }
         }
     }
 
