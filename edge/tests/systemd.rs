@@ -18,6 +18,28 @@ use tokio::net::UnixDatagram;
 const EDGE: &str = env!("CARGO_BIN_EXE_edge");
 const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
 
+/// A child killed on drop (if the test fails before stopping it).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGTERM to `child`, and its exit status.
+async fn terminate(child: Killed) -> std::process::ExitStatus {
+    signal(child.0.id(), "TERM");
+    tokio::task::spawn_blocking(move || {
+        let mut child = child;
+        wait_exit(&mut child.0, Duration::from_secs(30))
+    })
+    .await
+    .expect("waiter")
+    .expect("exits")
+}
+
 /// The next notification, as its lines.
 async fn next_notice(socket: &UnixDatagram) -> Vec<String> {
     let mut buf = vec![0u8; 4096];
@@ -79,10 +101,11 @@ async fn notify_says_ready_once_listening_follows_an_upgrade_and_says_stopping()
     let data = tmp.path().join("data");
     let mut cmd = clean_command(EDGE);
     edge_args(&mut cmd, &origin, &data, listen, admin);
-    let mut old = cmd
-        .env("NOTIFY_SOCKET", &notify_path)
-        .spawn()
-        .expect("edge starts");
+    let old = Killed(
+        cmd.env("NOTIFY_SOCKET", &notify_path)
+            .spawn()
+            .expect("edge starts"),
+    );
 
     assert_eq!(next_notice(&notify).await, ["READY=1"]);
     // Ready means listening: served at once, no retry.
@@ -93,7 +116,7 @@ async fn notify_says_ready_once_listening_follows_an_upgrade_and_says_stopping()
 
     // An upgrade: the old process names the new main pid, the new one
     // says so too, with READY=1; no STOPPING=1 from the old one.
-    signal(old.id(), "USR2");
+    signal(old.0.id(), "USR2");
     let mut notices = Vec::new();
     let new = loop {
         let notice = next_notice(&notify).await;
@@ -111,11 +134,14 @@ async fn notify_says_ready_once_listening_follows_an_upgrade_and_says_stopping()
         }
         assert!(notices.len() < 10, "{notices:?}");
     };
-    assert_ne!(new.0, old.id());
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut old, Duration::from_secs(40)))
-        .await
-        .expect("waiter")
-        .expect("old exits");
+    assert_ne!(new.0, old.0.id());
+    let status = tokio::task::spawn_blocking(move || {
+        let mut old = old;
+        wait_exit(&mut old.0, Duration::from_secs(40))
+    })
+    .await
+    .expect("waiter")
+    .expect("old exits");
     assert!(status.success());
     // The old process's own MAINPID= notice may come before or after the
     // new one's READY=1; any notice left is a MAINPID naming the new pid.
@@ -195,7 +221,7 @@ async fn a_socket_from_systemd_is_the_listen_socket() {
         .arg(format!("127.0.0.1:{activated}"))
         .arg(EDGE);
     edge_args(&mut cmd, &origin, tmp.path(), configured, admin);
-    let mut child = cmd.spawn().expect("systemd-socket-activate starts");
+    let child = Killed(cmd.spawn().expect("systemd-socket-activate starts"));
     // systemd-socket-activate starts edge on the first connection; the
     // request waits in the socket's backlog meanwhile.
     let resp = served(activated, "/activated").await;
@@ -209,13 +235,7 @@ async fn a_socket_from_systemd_is_the_listen_socket() {
         .await
         .expect("admin bound from the config");
     assert_eq!(health.status(), 200);
-    signal(child.id(), "TERM");
-    let status =
-        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
-            .await
-            .expect("waiter")
-            .expect("exits");
-    assert!(status.success());
+    assert!(terminate(child).await.success());
 }
 
 #[tokio::test]
@@ -238,7 +258,7 @@ async fn systemd_sockets_go_by_their_names() {
         configured_listen,
         configured_admin,
     );
-    let mut child = cmd.spawn().expect("systemd-socket-activate starts");
+    let child = Killed(cmd.spawn().expect("systemd-socket-activate starts"));
     // The first connection starts edge; it lands on the admin socket.
     let health = served(first, "/healthz").await;
     assert_eq!(health.status(), 200);
@@ -250,11 +270,5 @@ async fn systemd_sockets_go_by_their_names() {
     for port in [configured_listen, configured_admin] {
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     }
-    signal(child.id(), "TERM");
-    let status =
-        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
-            .await
-            .expect("waiter")
-            .expect("exits");
-    assert!(status.success());
+    assert!(terminate(child).await.success());
 }

@@ -147,6 +147,17 @@ impl Edge {
     }
 }
 
+impl Drop for Edge {
+    /// A first process still running when the test ends (the failed
+    /// upgrades keep it serving; a failing assertion) is killed.
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// What the load saw.
 #[derive(Debug, Default)]
 struct Load {
