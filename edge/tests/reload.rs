@@ -322,3 +322,61 @@ ttl = "ten minutes"
     assert_eq!(report["needs_restart"], serde_json::json!(["listen"]));
     assert_eq!(reloads(&node.metrics().await, "ok"), 2.0);
 }
+
+/// The certificate a fresh handshake for `name` gets.
+async fn presented(
+    port: u16,
+    trusted: &[&edge_tests::certs::Cert],
+    name: &str,
+) -> rustls::pki_types::CertificateDer<'static> {
+    let config = edge_tests::certs::client_config(trusted, &[]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("certificates")[0].clone()
+}
+
+#[tokio::test]
+async fn a_reload_serves_the_certificates_the_new_file_names_and_keeps_them_when_one_is_bad() {
+    let a = origin("a").await;
+    let (first, second) = (
+        edge_tests::certs::self_signed(&["edge.test"]),
+        edge_tests::certs::self_signed(&["edge.test"]),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("edge.toml");
+    let (listen, admin, https) = (free_port(), free_port(), free_port());
+    let tls = |cert: &edge_tests::certs::Cert, key: &Path| {
+        format!(
+            "[tls]\nlisten = \"127.0.0.1:{https}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.cert_path.display(),
+            key.display()
+        )
+    };
+    let write = |extra: String| {
+        std::fs::write(&file, config_text(listen, admin, dir.path(), &a.url(), &extra))
+            .expect("config written");
+    };
+    write(tls(&first, &first.key_path));
+    let node = Node::start(&file, listen, admin).await;
+    let both = [&first, &second];
+    assert_eq!(presented(https, &both, "edge.test").await, first.der);
+
+    write(tls(&second, &second.key_path));
+    let (status, report) = node.reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["sections_changed"], serde_json::json!(["tls"]));
+    assert_eq!(presented(https, &both, "edge.test").await, second.der);
+
+    // A key that does not exist: refused whole, the certificate stays.
+    write(tls(&first, &dir.path().join("missing.pem")));
+    let (status, report) = node.reload(Some(TOKEN)).await;
+    assert_eq!(status, 400, "{report}");
+    assert!(report["error"].as_str().unwrap_or("").contains("missing.pem"), "{report}");
+    assert_eq!(presented(https, &both, "edge.test").await, second.der);
+}
