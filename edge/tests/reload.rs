@@ -359,8 +359,11 @@ async fn a_reload_serves_the_certificates_the_new_file_names_and_keeps_them_when
         )
     };
     let write = |extra: String| {
-        std::fs::write(&file, config_text(listen, admin, dir.path(), &a.url(), &extra))
-            .expect("config written");
+        std::fs::write(
+            &file,
+            config_text(listen, admin, dir.path(), &a.url(), &extra),
+        )
+        .expect("config written");
     };
     write(tls(&first, &first.key_path));
     let node = Node::start(&file, listen, admin).await;
@@ -377,6 +380,78 @@ async fn a_reload_serves_the_certificates_the_new_file_names_and_keeps_them_when
     write(tls(&first, &dir.path().join("missing.pem")));
     let (status, report) = node.reload(Some(TOKEN)).await;
     assert_eq!(status, 400, "{report}");
-    assert!(report["error"].as_str().unwrap_or("").contains("missing.pem"), "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("missing.pem"),
+        "{report}"
+    );
     assert_eq!(presented(https, &both, "edge.test").await, second.der);
+}
+
+#[tokio::test]
+async fn peers_that_stay_keep_their_health_across_a_reload() {
+    let a = origin("a").await;
+    // Nothing listens there: connections are refused.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("edge.toml");
+    let (listen, admin) = (free_port(), free_port());
+    let upstream = "[upstream]\nmax_fails = 1\nfail_timeout = \"5m\"\nbalance = \"round_robin\"\n";
+    let text = |rule: &str| {
+        config_text(
+            listen,
+            admin,
+            dir.path(),
+            &a.url(),
+            &format!("{rule}\n{upstream}"),
+        )
+        .replace(
+            &format!("origins = [\"{}\"]", a.url()),
+            &format!("origins = [\"{dead}\", \"{}\"]", a.url()),
+        )
+    };
+    std::fs::write(&file, text("")).expect("config written");
+    let node = Node::start(&file, listen, admin).await;
+    let client = client::http1();
+    let peers = async || {
+        let url = format!("http://127.0.0.1:{admin}/peers");
+        let resp = client::get(&url).await;
+        let peers: serde_json::Value = serde_json::from_slice(resp.body()).expect("json");
+        peers
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|p| p["peer"] == dead.as_str())
+            .cloned()
+            .expect("the dead origin is listed")
+    };
+    // Requests go round; the one sent to the dead origin is retried on
+    // the live one and ejects the dead one.
+    for i in 0..4 {
+        let resp = client::fetch(&client, node.shop(&format!("/p/{i}"))).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let before = peers().await;
+    assert_eq!(before["up"], false, "{before}");
+    assert_eq!(before["ejections_total"], 1, "{before}");
+
+    let rule =
+        "[[sites.rules]]\npath = \"/p/\"\nresponse_headers = { set = { \"X-Rule\" = \"1\" } }\n";
+    std::fs::write(&file, text(rule)).expect("config rewritten");
+    let (status, report) = node.reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{report}");
+    let after = peers().await;
+    assert_eq!(after["up"], false, "still ejected: {after}");
+    assert_eq!(after["ejections_total"], 1, "{after}");
+    assert_eq!(after["failures_total"], before["failures_total"], "{after}");
+    // And it is still skipped: every request goes to the live origin at
+    // once, with no new failure.
+    for i in 0..4 {
+        let resp = client::fetch(&client, node.shop(&format!("/p/after/{i}"))).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-rule"], "1");
+    }
+    assert_eq!(peers().await["failures_total"], before["failures_total"]);
 }
