@@ -13,17 +13,7 @@ SITES=${SITES:-100}
 ROUNDS=${ROUNDS:-20}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-python3 - 28665 <<'PY' &
-import http.server, sys
-body = b"x" * 1024
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "1024")
-        self.send_header("Cache-Control", "max-age=3600"); self.end_headers(); self.wfile.write(body)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PY
+python3 benches/origin-1k.py 28665 &
 python3 - "$SITES" > "$work/edge.toml" <<'PY'
 import sys
 n = int(sys.argv[1])

@@ -10,17 +10,7 @@ cd "$(dirname "$0")/.."
 EDGE=target/release/edge
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-python3 - 28655 <<'PY' &
-import http.server, sys
-body = b"x" * 1024
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "1024")
-        self.send_header("Cache-Control", "max-age=3600"); self.end_headers(); self.wfile.write(body)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PY
+python3 benches/origin-1k.py 28655 &
 sleep 0.5
 run() { # name extra host log
   local name=$1 extra=$2 host=$3 log=$4

@@ -322,3 +322,136 @@ ttl = "ten minutes"
     assert_eq!(report["needs_restart"], serde_json::json!(["listen"]));
     assert_eq!(reloads(&node.metrics().await, "ok"), 2.0);
 }
+
+/// The certificate a fresh handshake for `name` gets.
+async fn presented(
+    port: u16,
+    trusted: &[&edge_tests::certs::Cert],
+    name: &str,
+) -> rustls::pki_types::CertificateDer<'static> {
+    let config = edge_tests::certs::client_config(trusted, &[]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("certificates")[0].clone()
+}
+
+#[tokio::test]
+async fn a_reload_serves_the_certificates_the_new_file_names_and_keeps_them_when_one_is_bad() {
+    let a = origin("a").await;
+    let (first, second) = (
+        edge_tests::certs::self_signed(&["edge.test"]),
+        edge_tests::certs::self_signed(&["edge.test"]),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("edge.toml");
+    let (listen, admin, https) = (free_port(), free_port(), free_port());
+    let tls = |cert: &edge_tests::certs::Cert, key: &Path| {
+        format!(
+            "[tls]\nlisten = \"127.0.0.1:{https}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.cert_path.display(),
+            key.display()
+        )
+    };
+    let write = |extra: String| {
+        std::fs::write(
+            &file,
+            config_text(listen, admin, dir.path(), &a.url(), &extra),
+        )
+        .expect("config written");
+    };
+    write(tls(&first, &first.key_path));
+    let node = Node::start(&file, listen, admin).await;
+    let both = [&first, &second];
+    assert_eq!(presented(https, &both, "edge.test").await, first.der);
+
+    write(tls(&second, &second.key_path));
+    let (status, report) = node.reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["sections_changed"], serde_json::json!(["tls"]));
+    assert_eq!(presented(https, &both, "edge.test").await, second.der);
+
+    // A key that does not exist: refused whole, the certificate stays.
+    write(tls(&first, &dir.path().join("missing.pem")));
+    let (status, report) = node.reload(Some(TOKEN)).await;
+    assert_eq!(status, 400, "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("missing.pem"),
+        "{report}"
+    );
+    assert_eq!(presented(https, &both, "edge.test").await, second.der);
+}
+
+#[tokio::test]
+async fn peers_that_stay_keep_their_health_across_a_reload() {
+    let a = origin("a").await;
+    // Nothing listens there: connections are refused.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("edge.toml");
+    let (listen, admin) = (free_port(), free_port());
+    let upstream = "[upstream]\nmax_fails = 1\nfail_timeout = \"5m\"\nbalance = \"round_robin\"\n";
+    let text = |rule: &str| {
+        config_text(
+            listen,
+            admin,
+            dir.path(),
+            &a.url(),
+            &format!("{rule}\n{upstream}"),
+        )
+        .replace(
+            &format!("origins = [\"{}\"]", a.url()),
+            &format!("origins = [\"{dead}\", \"{}\"]", a.url()),
+        )
+    };
+    std::fs::write(&file, text("")).expect("config written");
+    let node = Node::start(&file, listen, admin).await;
+    let client = client::http1();
+    let peers = async || {
+        let url = format!("http://127.0.0.1:{admin}/peers");
+        let resp = client::get(&url).await;
+        let peers: serde_json::Value = serde_json::from_slice(resp.body()).expect("json");
+        peers
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|p| p["peer"] == dead.as_str())
+            .cloned()
+            .expect("the dead origin is listed")
+    };
+    // Requests go round; the one sent to the dead origin is retried on
+    // the live one and ejects the dead one.
+    for i in 0..4 {
+        let resp = client::fetch(&client, node.shop(&format!("/p/{i}"))).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let before = peers().await;
+    assert_eq!(before["up"], false, "{before}");
+    assert_eq!(before["ejections_total"], 1, "{before}");
+
+    let rule =
+        "[[sites.rules]]\npath = \"/p/\"\nresponse_headers = { set = { \"X-Rule\" = \"1\" } }\n";
+    std::fs::write(&file, text(rule)).expect("config rewritten");
+    let (status, report) = node.reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{report}");
+    let after = peers().await;
+    assert_eq!(after["up"], false, "still ejected: {after}");
+    assert_eq!(after["ejections_total"], 1, "{after}");
+    assert_eq!(after["failures_total"], before["failures_total"], "{after}");
+    // And it is still skipped: every request goes to the live origin at
+    // once, with no new failure.
+    for i in 0..4 {
+        let resp = client::fetch(&client, node.shop(&format!("/p/after/{i}"))).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-rule"], "1");
+    }
+    assert_eq!(peers().await["failures_total"], before["failures_total"]);
+}
