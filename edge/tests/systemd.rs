@@ -1,5 +1,6 @@
 //! systemd integration, with real processes: the notify protocol observed
-//! on a `NOTIFY_SOCKET` the test binds (READY=1 once listening, MAINPID= and
+//! on a `NOTIFY_SOCKET` the test binds (READY=1 once listening, RELOADING=1
+//! and READY=1 around a SIGHUP reload, MAINPID= and
 //! READY=1 from the new process of an upgrade, STOPPING=1 on SIGTERM and
 //! never from the old process of an upgrade), and socket activation
 //! through `systemd-socket-activate` (by order and by name).
@@ -114,6 +115,13 @@ async fn notify_says_ready_once_listening_follows_an_upgrade_and_says_stopping()
         .expect("served right after READY=1");
     assert_eq!(resp.status(), 200);
 
+    // A reload (SIGHUP): RELOADING=1 with the time, then READY=1.
+    signal(old.0.id(), "HUP");
+    let reloading = next_notice(&notify).await;
+    assert_eq!(reloading[0], "RELOADING=1", "{reloading:?}");
+    assert!(reloading[1].starts_with("MONOTONIC_USEC="), "{reloading:?}");
+    assert_eq!(next_notice(&notify).await, ["READY=1"]);
+
     // An upgrade: the old process names the new main pid, the new one
     // says so too, with READY=1; no STOPPING=1 from the old one.
     signal(old.0.id(), "USR2");
@@ -169,46 +177,6 @@ async fn notify_says_ready_once_listening_follows_an_upgrade_and_says_stopping()
         async || !alive(new.0),
     )
     .await;
-}
-
-#[tokio::test]
-async fn reloading_carries_monotonic_usec() {
-    // The lead's reload calls `edge::notify::reloading`; the message format
-    // is checked here on a socket of our own.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&path).expect("bind");
-    // This test binary again, running only the ignored test below with
-    // the variable set (sd-notify reads it at each call).
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "send_reloading_from_a_child",
-            "--nocapture",
-            "--ignored",
-        ])
-        .env("NOTIFY_SOCKET", &path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("child test");
-    assert!(out.success());
-    let notice = next_notice(&socket).await;
-    assert_eq!(notice[0], "RELOADING=1");
-    let usec: u64 = notice[1]
-        .strip_prefix("MONOTONIC_USEC=")
-        .expect("MONOTONIC_USEC=")
-        .parse()
-        .expect("a number");
-    assert!(usec > 0);
-}
-
-/// Run by [`reloading_carries_monotonic_usec`] in a child with
-/// `NOTIFY_SOCKET` set (setting it here would need unsafe code).
-#[test]
-#[ignore = "run by reloading_carries_monotonic_usec"]
-fn send_reloading_from_a_child() {
-    edge::notify::reloading();
 }
 
 #[tokio::test]

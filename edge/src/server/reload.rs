@@ -148,7 +148,12 @@ impl<H: EdgeHooks> Reload for Reloader<H> {
     fn reload(&self) -> Result<Reloaded, ReloadError> {
         let started = Instant::now();
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        match self.apply(&applied) {
+        // systemd: RELOADING=1 now, READY=1 once done either way (a bad
+        // file leaves the node serving the running config).
+        crate::notify::reloading();
+        let result = self.apply(&applied);
+        crate::notify::ready();
+        match result {
             Ok((next, changes)) => {
                 *applied = next;
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
