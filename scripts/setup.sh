@@ -7,11 +7,13 @@
 #   compiling it from source cuts a cold build from ~35 min to ~1 min.
 # With --test (from scripts/test), also what the tests drive:
 # - chromium: the /dashboard page is checked in headless Chromium.
+# - systemd: its systemd-socket-activate runs edge with LISTEN_FDS set
+#   (edge/tests/systemd.rs); nothing is started as a service.
 set -euo pipefail
 
 packages=(libclang-dev librocksdb-dev)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(chromium)
+  packages+=(chromium systemd)
 fi
 
 missing=()
