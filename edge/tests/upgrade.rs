@@ -555,3 +555,119 @@ async fn a_binary_that_hangs_is_killed_after_the_upgrade_timeout() {
     assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "HIT");
     assert_eq!(edge.purge("/nothing").await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_failing_after_the_release_gives_the_data_directory_back() {
+    let origin = origin_with_cacheable_load().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin dir");
+    let exe = bin.join("edge");
+    std::fs::copy(EDGE, &exe).expect("copy the binary");
+    // The data directory from the config file, so that the new binary can
+    // be pointed elsewhere by EDGE_DATA_DIR.
+    let config = tmp.path().join("edge.toml");
+    let data = tmp.path().join("data");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", data.display().to_string()),
+    )
+    .expect("config");
+    let (listen, admin) = (free_port(), free_port());
+    let log = std::fs::File::create(tmp.path().join("edge.log")).expect("log file");
+    let child = edge_tests::process::clean_command(&exe)
+        .arg("--origin")
+        .arg(origin.url())
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--config", config.to_str().expect("path")])
+        .args(["--memory", "64MiB", "--disk", "128MiB"])
+        .env("EDGE_PURGE_TOKEN", TOKEN)
+        .env("EDGE_LOG", "info,foyer=warn,foyer_storage=warn,access=warn")
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("edge starts");
+    let mut edge = Edge {
+        child: Some(child),
+        dir: tmp.path().to_owned(),
+        listen,
+        admin,
+    };
+    let old = edge.pid();
+    edge.ready(old).await;
+    let probe = client::http1();
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "MISS");
+
+    // The new binary takes the sockets and the data directory, then fails
+    // to open a store (its data directory's `cache` is a file).
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).expect("other dir");
+    std::fs::write(other.join("cache"), "not a directory").expect("file");
+    let real = bin.join("edge.real");
+    std::fs::copy(EDGE, &real).expect("copy the binary");
+    let next = bin.join("edge.new");
+    std::fs::write(
+        &next,
+        format!(
+            "#!/bin/sh\nEDGE_DATA_DIR={} exec {} \"$@\"\n",
+            other.display(),
+            real.display()
+        ),
+    )
+    .expect("script");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::rename(&next, &exe).expect("replace the binary");
+    signal(old, "USR2");
+    eventually_within(
+        "the old process to take the data directory back",
+        Duration::from_secs(30),
+        async || edge.log().contains("data directory taken back"),
+    )
+    .await;
+    let log = edge.log();
+    assert!(
+        log.contains("data directory released to the new process"),
+        "{log}"
+    );
+    // Its exit or the end of its socket, whichever the old one sees first.
+    assert!(log.contains("binary upgrade failed"), "{log}");
+
+    // Still serving, from memory; purges durable again.
+    assert!(
+        edge.child
+            .as_mut()
+            .expect("child")
+            .try_wait()
+            .expect("wait")
+            .is_none()
+    );
+    assert_eq!(pid_file(&edge.data()), Some(old));
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "HIT");
+    assert_eq!(edge.purge("/warm").await, 200, "the purge database is back");
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "MISS");
+    assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "HIT");
+    // The lock is back too: another node on the directory is refused.
+    let mut second = edge_command(EDGE, origin.addr(), &data, free_port(), free_port())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("a second node starts");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut second, Duration::from_secs(20));
+        if status.is_none() {
+            let _ = second.kill();
+            let _ = second.wait();
+        }
+        status
+    })
+    .await
+    .expect("waiter");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the data directory is locked: {status:?}"
+    );
+}
