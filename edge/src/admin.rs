@@ -33,6 +33,8 @@ pub trait Live: Send + Sync {
     fn peers(&self) -> Vec<PeerView>;
     /// The sites in force, for `/sites`.
     fn sites(&self) -> Arc<Sites>;
+    /// How long a request body may take (`server.client_body_timeout`).
+    fn body_timeout(&self) -> std::time::Duration;
 }
 
 impl std::fmt::Debug for dyn Live {
@@ -50,8 +52,6 @@ pub struct AdminState {
     reloader: Arc<dyn Reload>,
     node: String,
     started: std::time::Instant,
-    /// How long a purge request body may take (`server.client_body_timeout`).
-    body_timeout: std::time::Duration,
     /// Set once shutdown begins, so `/healthz` tells load balancers to stop
     /// sending new traffic.
     pub draining: AtomicBool,
@@ -64,7 +64,6 @@ impl AdminState {
         live: Arc<dyn Live>,
         reloader: Arc<dyn Reload>,
         node: String,
-        body_timeout: std::time::Duration,
     ) -> Self {
         AdminState {
             registry,
@@ -74,7 +73,6 @@ impl AdminState {
             node,
             // Uptime for /healthz: monotonic, not cache semantics.
             started: std::time::Instant::now(),
-            body_timeout,
             draining: AtomicBool::new(false),
         }
     }
@@ -129,17 +127,12 @@ const MAX_PURGE_BODY: usize = 1 << 20;
 /// `/purge…`: read the body (bounded), hand it to the purge API.
 async fn purge(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let read = tokio::time::timeout(
-        state.body_timeout,
-        Limited::new(body, MAX_PURGE_BODY).collect(),
-    );
+    let body_timeout = state.live.body_timeout();
+    let read = tokio::time::timeout(body_timeout, Limited::new(body, MAX_PURGE_BODY).collect());
     let Ok(read) = read.await else {
         return purge_api::ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "purge request body not received within {:?}",
-                state.body_timeout
-            ),
+            format!("purge request body not received within {:?}", body_timeout),
         )
         .to_response()
         .map(Full::new);

@@ -455,3 +455,53 @@ async fn peers_that_stay_keep_their_health_across_a_reload() {
     }
     assert_eq!(peers().await["failures_total"], before["failures_total"]);
 }
+
+#[tokio::test]
+async fn connection_limits_apply_to_connections_accepted_after_a_reload() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = origin("a").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("edge.toml");
+    let (listen, admin) = (free_port(), free_port());
+    let server = |idle: &str| format!("[server]\nidle_timeout = \"{idle}\"\n");
+    std::fs::write(
+        &file,
+        config_text(listen, admin, dir.path(), &a.url(), &server("1h")),
+    )
+    .expect("config written");
+    let node = Node::start(&file, listen, admin).await;
+    // A connection accepted under the old settings.
+    let mut before = tokio::net::TcpStream::connect(("127.0.0.1", listen))
+        .await
+        .expect("connect");
+    std::fs::write(
+        &file,
+        config_text(listen, admin, dir.path(), &a.url(), &server("200ms")),
+    )
+    .expect("config rewritten");
+    let (status, report) = node.reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["sections_changed"], serde_json::json!(["server"]));
+    assert_eq!(report["needs_restart"], serde_json::json!([]));
+
+    // A new connection, idle after one answer, is closed by the new limit.
+    let request = b"GET /x HTTP/1.1\r\nhost: shop.test\r\n\r\n";
+    let mut after = tokio::net::TcpStream::connect(("127.0.0.1", listen))
+        .await
+        .expect("connect");
+    after.write_all(request).await.expect("request sent");
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), after.read_to_end(&mut seen)).await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+
+    // The connection from before keeps its hour: it still answers.
+    before.write_all(request).await.expect("request sent");
+    let mut head = [0u8; 12];
+    before.read_exact(&mut head).await.expect("an answer");
+    assert_eq!(&head, b"HTTP/1.1 200");
+}

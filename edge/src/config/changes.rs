@@ -65,13 +65,6 @@ pub fn live_part(applied: &Config, mut next: Config) -> (Config, Vec<&'static st
         "cache.memory" => cache.memory;
         "cache.disk" => cache.disk;
         "server.worker_threads" => server.worker_threads;
-        "server.max_connections" => server.max_connections;
-        "server.max_header_bytes" => server.max_header_bytes;
-        "server.max_headers" => server.max_headers;
-        "server.header_read_timeout" => server.header_read_timeout;
-        "server.idle_timeout" => server.idle_timeout;
-        "server.send_timeout" => server.send_timeout;
-        "server.shutdown_grace" => server.shutdown_grace;
         "server.upgrade_timeout" => server.upgrade_timeout;
         "tls.listen" => tls.listen;
         "tls.reload_interval" => tls.reload_interval;

@@ -370,6 +370,11 @@ impl<H: EdgeHooks> Pipeline<H> {
         &self.shared.fwd.fallback_routing
     }
 
+    /// How long a client may take to send a request body.
+    pub fn client_body_timeout(&self) -> std::time::Duration {
+        self.shared.fwd.client_body_timeout
+    }
+
     /// The pooled client to peers.
     pub fn upstream(&self) -> &Arc<Upstream> {
         &self.shared.fwd.upstream

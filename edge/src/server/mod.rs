@@ -6,6 +6,7 @@
 //! shutdown can let in-flight requests finish.
 
 pub(crate) mod idle;
+mod limits;
 pub mod reload;
 pub mod sockets;
 mod tls;
@@ -21,17 +22,16 @@ use std::time::Duration;
 use cache::Clock;
 use cache::store::{Store, StoreConfig};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState, Live};
-use crate::config::{Config, ServerConfig};
+use crate::config::Config;
 use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Parts as ProxyParts, Proxy};
@@ -39,6 +39,7 @@ use crate::sites::{Sites, SitesError};
 use crate::upgrade::{Launch, Successor, UpgradeTrigger, Upgrades};
 use crate::upstream::Upstream;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
+use limits::Limits;
 use purge_api::{PurgeConfig, Purger};
 use reload::Reloader;
 pub use reload::{ConfigSource, Reload, ReloadError, Reloaded};
@@ -121,6 +122,8 @@ pub struct Server<H = DefaultHooks> {
     /// The HTTPS listener and its certificates, if configured.
     tls: Option<TlsListener>,
     proxy: Arc<Proxy<H>>,
+    /// The connection settings, which a reload may change.
+    limits: Arc<Limits>,
     reloader: Arc<Reloader<H>>,
     metrics: Metrics,
     registry: Registry,
@@ -242,15 +245,18 @@ impl<H: EdgeHooks> Server<H> {
         // re-applies the one the server started with.
         let start = config.clone();
         let source: ConfigSource = Arc::new(move || Ok(start.clone()));
+        let limits = Arc::new(Limits::new(&config.server));
         let reloader = Arc::new(Reloader::new(
             source,
             config.clone(),
             proxy.clone(),
             tls.as_ref().map(|t| t.certs.clone()),
+            limits.clone(),
             metrics.clone(),
         ));
         Ok(Server {
             config,
+            limits,
             upgrades,
             reloader,
             listener,
@@ -288,13 +294,7 @@ impl<H: EdgeHooks> Server<H> {
     /// Reloads read the configuration from `source` (the binary passes
     /// the files and flags it started with).
     pub fn reload_from(&mut self, source: ConfigSource) {
-        self.reloader = Arc::new(Reloader::new(
-            source,
-            self.config.clone(),
-            self.proxy.clone(),
-            self.tls.as_ref().map(|t| t.certs.clone()),
-            self.metrics.clone(),
-        ));
+        self.reloader.read_from(source);
     }
 
     /// Reloads this server's configuration (for SIGHUP).
@@ -317,6 +317,7 @@ impl<H: EdgeHooks> Server<H> {
             admin_listener,
             tls,
             proxy,
+            limits,
             reloader,
             metrics,
             registry,
@@ -338,7 +339,6 @@ impl<H: EdgeHooks> Server<H> {
             proxy.clone(),
             reloader,
             config.node_name.clone(),
-            config.server.client_body_timeout,
         ));
         let (stop_admin, admin_stopped) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve(
@@ -347,14 +347,7 @@ impl<H: EdgeHooks> Server<H> {
             admin_stopped,
         ));
 
-        let builder = connection_builder(&config.server);
         let graceful = GracefulShutdown::new();
-        let limit = Arc::new(Semaphore::new(config.server.max_connections));
-        let timeouts = IoTimeouts {
-            idle: config.server.idle_timeout,
-            first_request: config.server.header_read_timeout,
-            send: config.server.send_timeout,
-        };
         let mut hand_over = upgrades.serving(proxy.purger().clone()).await;
         tokio::pin!(shutdown);
         loop {
@@ -362,7 +355,7 @@ impl<H: EdgeHooks> Server<H> {
                 biased;
                 () = &mut shutdown => break,
                 () = hand_over.done() => break,
-                permit = limit.clone().acquire_owned() => match permit {
+                permit = limits.permits.clone().acquire_owned() => match permit {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -408,11 +401,11 @@ impl<H: EdgeHooks> Server<H> {
             metrics.open_connections.inc();
             let open = metrics.open_connections.clone();
             let watcher = graceful.watcher();
-            let builder = builder.clone();
+            let settings = limits.now();
             // Only TLS connections need the acceptor.
             let acceptor = tls.as_ref().filter(|_| secure).map(|t| t.acceptor.clone());
-            let handshake_timeout = config.server.header_read_timeout;
             tokio::spawn(async move {
+                let (builder, timeouts) = (&settings.builder, settings.timeouts);
                 let result = match acceptor {
                     None => {
                         let io = TokioIo::new(IdleIo::new(stream, timeouts, activity));
@@ -422,8 +415,8 @@ impl<H: EdgeHooks> Server<H> {
                     }
                     Some(acceptor) => {
                         // The handshake shares the first request's deadline.
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                        {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(settings.handshake_timeout, handshake).await {
                             Ok(Ok(tls)) => {
                                 let io = TokioIo::new(IdleIo::new(tls, timeouts, activity));
                                 watcher
@@ -453,14 +446,14 @@ impl<H: EdgeHooks> Server<H> {
         drop(listener);
         drop(tls);
         admin_state.draining.store(true, Ordering::Relaxed);
-        let mut grace = config.server.shutdown_grace;
+        let mut grace = limits.now().shutdown_grace;
         info!(open = graceful.count(), grace = ?grace, "shutting down: no longer accepting");
         if let Some(linger) = hand_over.linger(grace) {
             // Handed over: HTTP/1.1 connections close after their next
             // response (`Connection: close`) rather than under a client
             // that may be sending on them; all permits back = all closed.
-            let all = u32::try_from(config.server.max_connections).unwrap_or(u32::MAX);
-            let _ = tokio::time::timeout(linger, limit.acquire_many(all)).await;
+            let all = u32::try_from(limits.max_connections()).unwrap_or(u32::MAX);
+            let _ = tokio::time::timeout(linger, limits.permits.acquire_many(all)).await;
             grace = grace.saturating_sub(linger);
         }
         match tokio::time::timeout(grace, graceful.shutdown()).await {
@@ -519,36 +512,6 @@ pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Serv
     }
 }
 
-/// HTTP/1.1 and HTTP/2 settings from the server limits.
-fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let max_head = cfg.max_header_bytes.as_usize();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(max_head.max(8192))
-        .max_headers(cfg.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(cfg.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
-        // Rapid reset (CVE-2023-44487): streams a client opens and cancels
-        // before they are served cost work without counting against the
-        // concurrency limit. Past 20 of them waiting, or 1024 streams this
-        // side had to reset for protocol errors, the connection gets
-        // GOAWAY (ENHANCE_YOUR_CALM). Spelled out so a dependency update
-        // cannot quietly change them.
-        .max_pending_accept_reset_streams(20)
-        .max_local_error_reset_streams(1024)
-        // PINGs find dead peers; they do not count as activity (see IdleIo).
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
-}
-
 /// A server running on a background task.
 #[derive(Debug)]
 pub struct ServerHandle {
@@ -603,5 +566,9 @@ impl<H: EdgeHooks> Live for Proxy<H> {
 
     fn sites(&self) -> Arc<Sites> {
         Proxy::sites(self)
+    }
+
+    fn body_timeout(&self) -> Duration {
+        self.pipeline().client_body_timeout()
     }
 }

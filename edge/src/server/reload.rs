@@ -19,6 +19,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
+use super::limits::Limits;
 use super::tls::{CertFiles, Certs, TlsError};
 use crate::config::changes::{self, Changes};
 use crate::config::{Config, ConfigError};
@@ -69,14 +70,15 @@ pub trait Reload: Send + Sync + std::fmt::Debug {
 }
 
 /// Reloads one server's configuration.
-pub struct Reloader<H> {
-    source: ConfigSource,
+pub(crate) struct Reloader<H> {
+    source: Mutex<ConfigSource>,
     /// The configuration in force; held for the whole reload so that two
     /// reloads never interleave (no await while it is held).
     applied: Mutex<Config>,
     proxy: Arc<Proxy<H>>,
     /// The TLS listener's certificates, if there is one.
     certs: Option<Arc<Certs>>,
+    limits: Arc<Limits>,
     metrics: Metrics,
     generation: AtomicU64,
 }
@@ -95,22 +97,34 @@ impl<H: EdgeHooks> Reloader<H> {
         applied: Config,
         proxy: Arc<Proxy<H>>,
         certs: Option<Arc<Certs>>,
+        limits: Arc<Limits>,
         metrics: Metrics,
     ) -> Self {
         Reloader {
-            source,
+            source: Mutex::new(source),
             applied: Mutex::new(applied),
             proxy,
             certs,
+            limits,
             metrics,
             generation: AtomicU64::new(1),
         }
     }
 
+    /// Reloads read the configuration from `source` from now on.
+    pub fn read_from(&self, source: ConfigSource) {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = source;
+    }
+
     /// Reads and checks everything, then swaps; returns the configuration
     /// now in force and what changed.
     fn apply(&self, applied: &Config) -> Result<(Config, Changes), ReloadError> {
-        let read = (self.source)()?;
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let read = source()?;
         let (next, kept) = changes::live_part(applied, read);
         let sites = Arc::new(Sites::compile(&next)?);
         // Certificates are read on every reload, changed or not: renewing
@@ -119,7 +133,9 @@ impl<H: EdgeHooks> Reloader<H> {
             (Some(certs), Some(files)) => Some((certs, Certs::stage(files)?)),
             _ => None,
         };
-        let upstream = if next.upstream == applied.upstream {
+        let upstream = if next.upstream == applied.upstream
+            && next.server.max_header_bytes == applied.server.max_header_bytes
+        {
             None
         } else {
             Some(Upstream::new(
@@ -140,6 +156,7 @@ impl<H: EdgeHooks> Reloader<H> {
             .reconfigure(super::purge_config(&next), next.cache.key_rules());
         spawn_peer_tasks(&pipeline, &next);
         self.proxy.install(pipeline);
+        self.limits.set(&next.server);
         Ok((next, changes))
     }
 }
