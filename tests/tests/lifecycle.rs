@@ -239,7 +239,10 @@ async fn a_data_dir_serves_one_edge_at_a_time() {
     config.cache.disk = "64MiB".parse().unwrap();
     let err = edge::Server::bind(config.clone()).await.unwrap_err();
     assert!(
-        matches!(err, edge::ServerError::DataDirInUse { .. }),
+        matches!(
+            err,
+            edge::ServerError::DataDir(edge::server::DataDirError::InUse { .. })
+        ),
         "second edge on one data dir: {err}"
     );
     first.stop().await;

@@ -5,6 +5,8 @@
 //! the idle timeout, counted against `max_connections`, and watched so that
 //! shutdown can let in-flight requests finish.
 
+pub(crate) mod data_dir;
+pub(crate) mod error;
 pub(crate) mod idle;
 mod limits;
 pub mod reload;
@@ -14,7 +16,6 @@ mod tls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -35,9 +36,12 @@ use crate::config::Config;
 use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Parts as ProxyParts, Proxy};
-use crate::sites::{Sites, SitesError};
+use crate::sites::Sites;
 use crate::upgrade::{Launch, Successor, UpgradeTrigger, Upgrades};
 use crate::upstream::Upstream;
+pub use data_dir::DataDirError;
+use data_dir::lock_data_dir;
+pub use error::ServerError;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use limits::Limits;
 use purge_api::{PurgeConfig, Purger};
@@ -45,47 +49,6 @@ use reload::Reloader;
 pub use reload::{ConfigSource, Reload, ReloadError, Reloaded};
 use sockets::Role;
 use tls::TlsListener;
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("cannot listen on {addr} (the {role} address): {source}")]
-    Bind {
-        addr: SocketAddr,
-        /// `listen` or `admin`.
-        role: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "data directory {} is in use by another edge process (lock file {})",
-        dir.display(),
-        dir.join(LOCK_FILE).display()
-    )]
-    DataDirInUse { dir: PathBuf },
-    #[error("cannot create data directory {}: {source}", path.display())]
-    DataDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Cache(#[from] cache::store::StoreError),
-    #[error(transparent)]
-    Sites(#[from] SitesError),
-    #[error(transparent)]
-    Purge(#[from] purge_api::PurgeError),
-    #[error(transparent)]
-    Tls(#[from] tls::TlsError),
-    #[error(transparent)]
-    UpstreamCa(#[from] crate::upstream::CaError),
-    #[error("cannot register metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    #[error("server task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-    #[error("binary upgrade: {0}")]
-    Upgrade(#[from] crate::upgrade::UpgradeError),
-}
 
 /// The next TLS connection, or never when there is no TLS listener.
 async fn accept_tls(
@@ -149,7 +112,7 @@ impl<H: EdgeHooks> Server<H> {
         hooks: H,
         clock: Clock,
     ) -> Result<Self, ServerError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| DataDirError::Io {
             path: config.data_dir.clone(),
             source,
         })?;
@@ -484,31 +447,6 @@ impl<H: EdgeHooks> Server<H> {
             stop: Some(tx),
             task,
         }
-    }
-}
-
-/// Name of the lock file in the data directory.
-const LOCK_FILE: &str = "edge.lock";
-
-/// Takes the data directory's lock: two processes writing one disk cache
-/// would corrupt each other's view of it.
-pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
-    let data_dir_err = |source| ServerError::DataDir {
-        path: dir.to_owned(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-        .map_err(data_dir_err)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::DataDirInUse {
-            dir: dir.to_owned(),
-        }),
-        Err(std::fs::TryLockError::Error(err)) => Err(data_dir_err(err)),
     }
 }
 

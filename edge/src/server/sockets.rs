@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::ServerError;
+use super::error::ServerError;
 
 /// What a listening socket is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -34,6 +34,8 @@
 //! stays off until the next restart or upgrade (reopening foyer under a
 //! running proxy is not supported), so it serves from memory and origin.
 
+pub(crate) mod error;
+pub use error::UpgradeError;
 use std::ffi::OsString;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -57,8 +59,9 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::notify;
+use crate::server::data_dir::{DataDirError, lock_data_dir};
+use crate::server::error::ServerError;
 use crate::server::sockets::{Inherited, Role, Source};
-use crate::server::{ServerError, lock_data_dir};
 
 /// Names the old process's upgrade socket to the new process.
 pub const SOCKET_ENV: &str = "EDGE_UPGRADE_SOCKET";
@@ -79,37 +82,6 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// Longest line of the protocol; anything longer is not the protocol.
 const MAX_LINE: usize = 256;
-
-/// Why an upgrade did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
-    #[error("upgrade socket {}: {source}", path.display())]
-    Socket {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start {}: {source}", exe.display())]
-    Spawn {
-        exe: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the new process exited before taking over ({0})")]
-    Exited(String),
-    #[error("the new process did not take over within {0:?} (server.upgrade_timeout)")]
-    Timeout(Duration),
-    #[error("upgrade conversation: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the other process closed the upgrade socket")]
-    Closed,
-    #[error("upgrade protocol: {0}")]
-    Protocol(String),
-    #[error("pid {peer} connected to the upgrade socket, not the new process {child}")]
-    Stranger { peer: i32, child: u32 },
-    #[error("cannot release the data directory: {0}")]
-    Release(String),
-}
 
 /// How this process was started, captured at the very start of `main`:
 /// once an upgrade renames a new binary over the old path,
@@ -837,11 +809,11 @@ impl Successor {
         let mut tries = 0;
         loop {
             match lock_data_dir(dir) {
-                Err(ServerError::DataDirInUse { .. }) if tries < 100 => {
+                Err(DataDirError::InUse { .. }) if tries < 100 => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                result => return result,
+                result => return Ok(result?),
             }
         }
     }
