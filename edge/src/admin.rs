@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::ops::reload::Reload;
 use crate::routing::PeerView;
-use crate::server::reload::Reload;
 use crate::sites::Sites;
 use crate::stats;
 use http_body_util::{BodyExt, LengthLimitError, Limited};

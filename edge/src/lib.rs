@@ -33,13 +33,12 @@ pub mod hooks;
 pub mod logging;
 pub mod man;
 pub mod metrics;
-pub mod notify;
+pub mod ops;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod sites;
 pub mod stats;
-pub mod upgrade;
 pub mod upstream;
 
 pub use config::Config;

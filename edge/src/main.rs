@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // Before anything can rename a new binary over ours (see `Launch`).
-    let launch = edge::upgrade::Launch::capture();
+    let launch = edge::ops::upgrade::Launch::capture();
     let cli = Cli::parse();
     if let Some(Command::Man) = &cli.command {
         return match edge::man::render(&mut std::io::stdout().lock()) {
@@ -87,7 +87,7 @@ fn run(
     config: Config,
     cli: Cli,
     logging: &Logging,
-    launch: Option<edge::upgrade::Launch>,
+    launch: Option<edge::ops::upgrade::Launch>,
 ) -> anyhow::Result<()> {
     // One worker: tokio's single-threaded scheduler does the same work
     // without the work-stealing machinery (queues, wakeups across threads)
@@ -193,7 +193,7 @@ fn error_chain(err: &anyhow::Error) -> String {
 
 /// Reloads the configuration on each SIGHUP (`systemctl reload`). The
 /// reload logs its outcome; a bad file changes nothing.
-fn spawn_reload_on_sighup(reloader: std::sync::Arc<dyn edge::server::Reload>) {
+fn spawn_reload_on_sighup(reloader: std::sync::Arc<dyn edge::ops::reload::Reload>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler; reload with POST /reload");
@@ -228,7 +228,7 @@ async fn shutdown_signal() {
 /// Each SIGUSR2 asks for a binary upgrade.
 fn upgrade_on_sigusr2(
     mut usr2: tokio::signal::unix::Signal,
-    trigger: edge::upgrade::UpgradeTrigger,
+    trigger: edge::ops::upgrade::UpgradeTrigger,
 ) {
     tokio::spawn(async move {
         while usr2.recv().await.is_some() {

@@ -60,3 +60,17 @@ impl std::fmt::Debug for Secret {
         f.write_str("***")
     }
 }
+
+impl PurgeSettings {
+    /// The purge machinery's settings.
+    pub fn for_purger(&self) -> purge_api::PurgeConfig {
+        purge_api::PurgeConfig {
+            token: self.token.as_ref().map(|t| t.0.clone()),
+            peers: self.peers.clone(),
+            rule_ttl: self.rule_ttl,
+            max_items: self.max_items,
+            retry_max: self.retry_max,
+            ..purge_api::PurgeConfig::default()
+        }
+    }
+}

@@ -33,5 +33,5 @@ pub enum ServerError {
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("binary upgrade: {0}")]
-    Upgrade(#[from] crate::upgrade::error::UpgradeError),
+    Upgrade(#[from] crate::ops::upgrade::error::UpgradeError),
 }

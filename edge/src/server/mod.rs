@@ -8,10 +8,9 @@
 pub(crate) mod data_dir;
 pub(crate) mod error;
 pub(crate) mod idle;
-mod limits;
-pub mod reload;
+pub(crate) mod limits;
 pub mod sockets;
-mod tls;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,18 +34,17 @@ use crate::admin::{self, AdminState, Live};
 use crate::config::Config;
 use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
+use crate::ops::reload::{self, ConfigSource, Reload, Reloader};
+use crate::ops::upgrade::{Launch, Successor, UpgradeTrigger, Upgrades};
 use crate::proxy::{ConnInfo, Parts as ProxyParts, Proxy};
 use crate::sites::Sites;
-use crate::upgrade::{Launch, Successor, UpgradeTrigger, Upgrades};
 use crate::upstream::Upstream;
 pub use data_dir::DataDirError;
 use data_dir::lock_data_dir;
 pub use error::ServerError;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 use limits::Limits;
-use purge_api::{PurgeConfig, Purger};
-use reload::Reloader;
-pub use reload::{ConfigSource, Reload, ReloadError, Reloaded};
+use purge_api::Purger;
 use sockets::Role;
 use tls::TlsListener;
 
@@ -57,18 +55,6 @@ async fn accept_tls(
     match tls {
         Some(tls) => tls.listener.accept().await,
         None => std::future::pending().await,
-    }
-}
-
-/// The purge machinery's settings from the config.
-fn purge_config(config: &Config) -> PurgeConfig {
-    PurgeConfig {
-        token: config.purge.token.as_ref().map(|t| t.0.clone()),
-        peers: config.purge.peers.clone(),
-        rule_ttl: config.purge.rule_ttl,
-        max_items: config.purge.max_items,
-        retry_max: config.purge.retry_max,
-        ..PurgeConfig::default()
     }
 }
 
@@ -187,7 +173,7 @@ impl<H: EdgeHooks> Server<H> {
         drop(passed);
         let purger = Purger::open(
             &config.data_dir.join("purge"),
-            purge_config(&config),
+            config.purge.for_purger(),
             store.clone(),
             config.cache.key_rules(),
             clock.clone(),

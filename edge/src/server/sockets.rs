@@ -1,5 +1,5 @@
 //! Where the listening sockets come from: handed over by the process being
-//! upgraded (see [`crate::upgrade`]), passed by systemd socket activation
+//! upgraded (see [`crate::ops::upgrade`]), passed by systemd socket activation
 //! (`LISTEN_FDS`), or bound here from the config's addresses.
 //!
 //! An inherited socket wins over the config's address for its role: the

@@ -19,13 +19,13 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
-use super::limits::Limits;
-use super::tls::{CertFiles, Certs, TlsError};
 use crate::config::changes::{self, Changes};
 use crate::config::{Config, ConfigError};
 use crate::hooks::EdgeHooks;
 use crate::metrics::Metrics;
 use crate::proxy::{Pipeline, Proxy};
+use crate::server::limits::Limits;
+use crate::server::tls::{CertFiles, Certs, TlsError};
 use crate::sites::{Sites, SitesError};
 use crate::upstream::{CaError, Upstream};
 
@@ -153,7 +153,7 @@ impl<H: EdgeHooks> Reloader<H> {
         }
         self.proxy
             .purger()
-            .reconfigure(super::purge_config(&next), next.cache.key_rules());
+            .reconfigure(next.purge.for_purger(), next.cache.key_rules());
         spawn_peer_tasks(&pipeline, &next);
         self.proxy.install(pipeline);
         self.limits.set(&next.server);
@@ -167,9 +167,9 @@ impl<H: EdgeHooks> Reload for Reloader<H> {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         // systemd: RELOADING=1 now, READY=1 once done either way (a bad
         // file leaves the node serving the running config).
-        crate::notify::reloading();
+        crate::ops::notify::reloading();
         let result = self.apply(&applied);
-        crate::notify::ready();
+        crate::ops::notify::ready();
         match result {
             Ok((next, changes)) => {
                 *applied = next;
@@ -220,7 +220,7 @@ impl<H: EdgeHooks> Reload for Reloader<H> {
 
 /// Starts the health probes and DNS re-resolution of a pipeline's peers;
 /// they stop by themselves once the pipeline is gone.
-pub(super) fn spawn_peer_tasks<H: EdgeHooks>(pipeline: &Pipeline<H>, config: &Config) {
+pub(crate) fn spawn_peer_tasks<H: EdgeHooks>(pipeline: &Pipeline<H>, config: &Config) {
     for (site, routing) in pipeline.sites().all().iter().zip(pipeline.routings()) {
         crate::routing::spawn_probes(routing, pipeline.upstream(), config);
         crate::routing::spawn_resolver(routing, &site.origins, config);

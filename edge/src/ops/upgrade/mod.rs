@@ -54,7 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::notify;
+use crate::ops::notify;
 use crate::server::data_dir::{DataDirError, lock_data_dir};
 use crate::server::error::ServerError;
 use crate::server::sockets::{Inherited, Role, Source};
