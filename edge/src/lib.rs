@@ -33,6 +33,7 @@ pub mod hooks;
 pub mod logging;
 pub mod man;
 pub mod metrics;
+pub mod observe;
 pub mod ops;
 pub mod proxy;
 pub mod routing;

@@ -16,6 +16,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{Config, LogFormat};
+use crate::observe::access_log::{AccessLog, Format, Settings, Sink};
 
 /// A file opened for appending at `path`, which [`reopen`](Self::reopen)
 /// opens again: after logrotate renamed it, lines go to a new file at the
@@ -100,10 +101,12 @@ impl<'a> MakeWriter<'a> for AccessWriter {
     }
 }
 
-/// What [`init`] set up that outlives it: the access-log file, if any.
+/// What [`init`] set up that outlives it: the access-log file, if any,
+/// and the buffered writer of access lines, if they are on.
 #[derive(Debug)]
 pub struct Logging {
     access_log: Option<Arc<ReopenableFile>>,
+    writer: Option<&'static AccessLog>,
 }
 
 /// Logs to stdout (text or JSON); access lines (target `access`) to
@@ -165,7 +168,23 @@ pub fn init(config: &Config) -> anyhow::Result<Logging> {
         .with(layers)
         .with(filter)
         .init();
-    Ok(Logging { access_log })
+    // Access lines are written by the buffered log, not as tracing events,
+    // when the filter lets them through (`EDGE_LOG=warn` turns them off).
+    let writer = if tracing::enabled!(target: "access", tracing::Level::INFO) {
+        let sink = match &access_log {
+            Some(file) => Sink::File(file.clone()),
+            None => Sink::Stdout,
+        };
+        let settings = Settings {
+            format: if json { Format::Json } else { Format::Text },
+            flush: config.access_log_flush,
+            buffer: config.access_log_buffer.as_usize(),
+        };
+        AccessLog::install(sink, settings).context("cannot start the access log writer")?
+    } else {
+        None
+    };
+    Ok(Logging { access_log, writer })
 }
 
 impl Logging {
@@ -184,21 +203,34 @@ impl Logging {
             }
         };
         let file = self.access_log.clone();
+        let writer = self.writer;
         tokio::spawn(async move {
             while usr1.recv().await.is_some() {
                 match &file {
-                    Some(file) => reopen(file),
+                    Some(file) => reopen(file, writer),
                     None => tracing::info!("SIGUSR1 received; no access log file to reopen"),
                 }
             }
         });
     }
+
+    /// Writes the access lines still pending (at exit).
+    pub fn flush(&self) {
+        if let Some(writer) = self.writer {
+            writer.flush();
+        }
+    }
 }
 
 /// One reopen, logged either way (on stdout: these are not access lines).
-fn reopen(file: &ReopenableFile) {
+/// The buffered writer first writes what it holds to the old file.
+fn reopen(file: &ReopenableFile, writer: Option<&'static AccessLog>) {
     let path = file.path().display();
-    match file.reopen() {
+    let reopened = match writer {
+        Some(writer) => writer.reopen(),
+        None => file.reopen(),
+    };
+    match reopened {
         Ok(()) => tracing::info!(path = %path, "SIGUSR1 received; access log reopened"),
         Err(err) => tracing::error!(
             path = %path,

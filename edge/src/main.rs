@@ -124,7 +124,10 @@ fn run(
         if let (Some(launch), Some(usr2)) = (launch, usr2) {
             upgrade_on_sigusr2(usr2, server.enable_upgrade(launch));
         }
-        server.run(shutdown_signal()).await?;
+        let served = server.run(shutdown_signal()).await;
+        // The lines of the last requests, before the process ends.
+        logging.flush();
+        served?;
         Ok(())
     })
 }

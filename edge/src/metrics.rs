@@ -36,6 +36,7 @@ pub mod names {
     pub const PURGE_BACKLOG: &str = "edge_purge_backlog";
     pub const CONFIG_RELOADS_TOTAL: &str = "edge_config_reloads_total";
     pub const CONFIG_GENERATION: &str = "edge_config_generation";
+    pub const ACCESS_LOG_DROPPED_TOTAL: &str = "edge_access_log_dropped_total";
     pub const PEER_UP: &str = "edge_peer_up";
     pub const PEER_ACTIVE: &str = "edge_peer_active_requests";
     pub const PEER_FAILURES_TOTAL: &str = "edge_peer_failures_total";

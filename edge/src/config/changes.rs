@@ -62,6 +62,8 @@ pub fn live_part(applied: &Config, mut next: Config) -> (Config, Vec<&'static st
         "node_name" => node_name;
         "log_format" => log_format;
         "access_log" => access_log;
+        "access_log_flush" => access_log_flush;
+        "access_log_buffer" => access_log_buffer;
         "cache.memory" => cache.memory;
         "cache.disk" => cache.disk;
         "server.worker_threads" => server.worker_threads;

@@ -62,6 +62,17 @@ pub struct Config {
     /// Write access lines (target `access`) to this file, appending, instead
     /// of stdout; other logs stay on stdout. Default: unset (stdout).
     pub access_log: Option<PathBuf>,
+    /// Access lines are written in batches, by a thread of their own, at
+    /// least this often: a crash loses at most this much of the log.
+    /// Default: `1s`.
+    #[serde(deserialize_with = "units::de_duration")]
+    pub access_log_flush: std::time::Duration,
+    /// A batch is written early once this much is pending (nginx's
+    /// `access_log … buffer=`). Lines are dropped, and counted in
+    /// `edge_access_log_dropped_total`, when 16 times this is pending (the
+    /// disk is full or slower than the traffic): serving never waits for
+    /// the log. Default: `64KiB`.
+    pub access_log_buffer: ByteSize,
     /// Origin servers, `http(s)://host[:port]` or `{ url = "...", weight = N,
     /// http2 = bool, tls_name = "...", tls_verify = bool }`;
     /// requests are spread over them by `upstream.balance`, falling through
@@ -97,6 +108,8 @@ impl Default for Config {
             node_name: "edge".to_owned(),
             log_format: LogFormat::Text,
             access_log: None,
+            access_log_flush: std::time::Duration::from_secs(1),
+            access_log_buffer: ByteSize::kib(64),
             origins: Vec::new(),
             shields: Vec::new(),
             sites: Vec::new(),

@@ -92,7 +92,10 @@ impl<H: EdgeHooks> Finisher<H> {
             .body_bytes(site, cache_status, source)
             .inc_by(body_bytes);
         let _enter = self.span.enter();
-        access_log(&self.session, &summary);
+        match crate::observe::access_log::installed() {
+            Some(log) => log.record(&self.session, &summary),
+            None => access_log(&self.session, &summary),
+        }
         self.hooks.logging(&self.session, &summary, &mut self.ctx);
     }
 }
@@ -107,8 +110,9 @@ impl<H: EdgeHooks> Drop for Finisher<H> {
     }
 }
 
-/// One line per request on the `access` target: text or JSON by the
-/// subscriber's format, fields named the same either way.
+/// One line per request on the `access` target, for an embedder whose
+/// process has no buffered access log (`observe::access_log`): text or
+/// JSON by the subscriber's format, fields named the same either way.
 fn access_log(session: &Session, summary: &RequestSummary) {
     let peer = session.peer.as_ref().map(|p| p.authority().as_str());
     info!(

@@ -134,6 +134,10 @@ impl<H: EdgeHooks> Server<H> {
         };
         sockets::leftovers(inherited);
         let registry = Registry::new();
+        if let Some(log) = crate::observe::access_log::installed() {
+            // Once per process: a second server in it shares the log.
+            let _ = registry.register(Box::new(log.dropped()));
+        }
         let sites = Arc::new(Sites::compile(&config)?);
         let site_names: Vec<String> = sites.all().iter().map(|s| s.name.clone()).collect();
         let metrics = Metrics::register_for_sites(&registry, &site_names)?;
