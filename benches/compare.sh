@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
-# edge beside nginx proxy_cache and Varnish, in one run on this box, with
-# nginx serving the files itself as the ceiling. Not part of the test command.
+# edge beside nginx proxy_cache, Varnish and Apache Traffic Server, in one
+# run on this box, with nginx serving the files itself as the ceiling. Not
+# part of the test command.
 #
 #   benches/compare.sh [-d SEC] [-r ROUNDS] [-s SCENARIOS] [--cache-mb MB] [--edge-extra FILE]
+#                      [--quiet-max-wait SEC]
+#
+# --quiet-max-wait SEC: the harness waits before each round for a quiet
+# machine, by default up to 600 s; on a shared box this caps the wait.
+#
+# Two edges: `edge` (28100, admin 28101) with its access log off
+# (EDGE_LOG=warn) and `edge-log` (28102, admin 28103) with its access log on
+# to a file, as operators run it (--access-log, EDGE_LOG=warn,access=info;
+# the buffered writer of access_log_flush / access_log_buffer), each with its
+# own data dir, both on CPU 0 with one worker. ATS (`trafficserver`, installed
+# with apt when missing; skipped when it cannot be) is `ats` on 28084.
+#
+# EDGE_BIN=PATH runs that edge binary instead of building target/release/edge
+# here (e.g. a release build made elsewhere of the same commit).
 #
 # --edge-extra FILE appends FILE to edge's config, with ORIGIN_URL replaced
 # by the bench origin and BENCH_HOST by the address the load goes to: e.g.
@@ -37,6 +52,7 @@ ROUNDS=3
 SCENARIOS=hit1k,hit256k,missfill,passuniq,zipf
 CACHE_MB=320
 EDGE_EXTRA=
+HARNESS_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -d) DURATION=$2; shift ;;
@@ -44,6 +60,7 @@ while [ $# -gt 0 ]; do
     -s) SCENARIOS=$2; shift ;;
     --cache-mb) CACHE_MB=$2; shift ;;
     --edge-extra) EDGE_EXTRA=$2; shift ;;
+    --quiet-max-wait) HARNESS_ARGS+=(--quiet-max-wait "$2"); shift ;;
     *) echo "unknown arg $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,12 +68,30 @@ done
 
 . benches/lib.sh
 ensure_tools nginx varnishd=varnish wrk
-bench_prepare compare --wipe
+# ATS is optional, as in the harness's install-deps.sh.
+ensure_tools traffic_manager=trafficserver 2>/dev/null ||
+  echo "trafficserver not installable; ATS will be skipped" >&2
+if [ -n "${EDGE_BIN:-}" ]; then
+  # bench_prepare without the build.
+  OUT=$ROOT/target/bench/compare-$(date +%Y%m%d-%H%M%S)
+  mkdir -p "$OUT"
+  EDGE_DATA=$(mktemp -d)
+  STOP_REFS_ARGS=--wipe
+  trap bench_cleanup EXIT
+else
+  bench_prepare compare --wipe
+  EDGE_BIN=$ROOT/target/release/edge
+fi
+"$EDGE_BIN" --version > "$OUT/edge-version.txt" 2>&1 || true
+# bench_cleanup stops only the edge in EDGE_PID.
+trap 'stop_edge; bench_cleanup' EXIT
+REFS=origin,static,nginx,varnish
+command -v traffic_manager >/dev/null && REFS=$REFS,ats
 ulimit -n 65536 2>/dev/null || true
 
 export CACHE_SIZE_MB=$CACHE_MB
 "$PERF/stop-refs.sh" --wipe >/dev/null 2>&1 || true
-"$PERF/start-refs.sh" --pinned --only origin,static,nginx,varnish
+"$PERF/start-refs.sh" --pinned --only "$REFS"
 cat > "$EDGE_DATA/edge.toml" <<TOML
 [server]
 worker_threads = 1
@@ -68,39 +103,66 @@ if [ -n "$EDGE_EXTRA" ]; then
 fi
 
 # start_edge MB: edge on 28100 (admin 28101) with tiers of MB each, on an
-# empty cache.
+# empty cache, access log off; then edge-log on 28102 (admin 28103), the
+# same with its access log on to a file, in its own data dir.
 start_edge() {
-  rm -rf "$EDGE_DATA/cache" "$EDGE_DATA/purge"
-  ports_free 28100 28101
-  EDGE_LOG=warn taskset -c 0 "$ROOT/target/release/edge" \
+  rm -rf "$EDGE_DATA/cache" "$EDGE_DATA/purge" "$EDGE_DATA/log-on/cache" "$EDGE_DATA/log-on/purge"
+  mkdir -p "$EDGE_DATA/log-on"
+  ports_free 28100 28101 28102 28103
+  EDGE_LOG=warn taskset -c 0 "$EDGE_BIN" \
     --config "$EDGE_DATA/edge.toml" \
     --origin http://127.0.0.1:28080 --listen 127.0.0.1:28100 --admin 127.0.0.1:28101 \
     --memory "${1}MiB" --disk "${1}MiB" \
     --data-dir "$EDGE_DATA" >> "$OUT/edge.log" 2>&1 &
   EDGE_PID=$!
   wait_healthy 127.0.0.1:28101
+  # Its access lines go to a file outside the output dir (~100 bytes a
+  # request, millions of requests); only its size is kept (stop_edge).
+  EDGE_LOG=warn,access=info taskset -c 0 "$EDGE_BIN" \
+    --config "$EDGE_DATA/edge.toml" \
+    --origin http://127.0.0.1:28080 --listen 127.0.0.1:28102 --admin 127.0.0.1:28103 \
+    --memory "${1}MiB" --disk "${1}MiB" \
+    --access-log "$EDGE_DATA/log-on/access.log" \
+    --data-dir "$EDGE_DATA/log-on" >> "$OUT/edge-log.log" 2>&1 &
+  EDGE_LOG_PID=$!
+  wait_healthy 127.0.0.1:28103
 }
 
 stop_edge() {
-  kill "$EDGE_PID" 2>/dev/null || true
-  wait "$EDGE_PID" 2>/dev/null || true
+  kill ${EDGE_PID:-} ${EDGE_LOG_PID:-} 2>/dev/null || true
+  wait ${EDGE_PID:-} ${EDGE_LOG_PID:-} 2>/dev/null || true
+  if [ -f "$EDGE_DATA/log-on/access.log" ]; then
+    echo "$(wc -l < "$EDGE_DATA/log-on/access.log") lines, $(stat -c %s "$EDGE_DATA/log-on/access.log") bytes" \
+      >> "$OUT/edge-log-access-log.txt"
+  fi
 }
 
 # bench TARGETS... : the shared harness over this run's scenarios.
 bench() {
-  "$PERF/bench.sh" -s "$1" -d "$DURATION" -r "$ROUNDS" -o "$2" "${@:3}"
+  "$PERF/bench.sh" -s "$1" -d "$DURATION" -r "$ROUNDS" -o "$2" ${HARNESS_ARGS[@]+"${HARNESS_ARGS[@]}"} "${@:3}"
 }
 TARGETS=(static=http://127.0.0.1:28081 nginx=http://127.0.0.1:28082
-  varnish=http://127.0.0.1:28083 edge=http://127.0.0.1:28100)
+  varnish=http://127.0.0.1:28083)
+# The harness reads ATS's hit and miss counts itself (traffic_ctl, for
+# names starting with ats).
+[[ ",$REFS," == *",ats,"* ]] && TARGETS+=(ats=http://127.0.0.1:28084)
+TARGETS+=(edge=http://127.0.0.1:28100 edge-log=http://127.0.0.1:28102)
 
-# The harness reads edge's hit and miss counts from its metrics.
-export BENCH_STATS_EDGE="curl -s http://127.0.0.1:28101/metrics | awk '/^edge_requests_total/ && /cache_status=\"(HIT|STALE|REVALIDATED)\"/ {h+=\$2} /^edge_requests_total/ && /cache_status=\"(MISS|EXPIRED)\"/ {m+=\$2} END {print h+0, m+0}'"
+# The harness reads each edge's hit and miss counts from its metrics
+# (BENCH_STATS_<NAME>, the name upper-cased with - as _).
+edge_stats() {
+  echo "curl -s http://127.0.0.1:$1/metrics | awk '/^edge_requests_total/ && /cache_status=\"(HIT|STALE|REVALIDATED)\"/ {h+=\$2} /^edge_requests_total/ && /cache_status=\"(MISS|EXPIRED)\"/ {m+=\$2} END {print h+0, m+0}'"
+}
+BENCH_STATS_EDGE=$(edge_stats 28101)
+BENCH_STATS_EDGE_LOG=$(edge_stats 28103)
+export BENCH_STATS_EDGE BENCH_STATS_EDGE_LOG
 
 start_edge "$CACHE_MB"
 : > "$OUT/harness.md"
 OTHERS=$(echo ",$SCENARIOS," | sed 's/,zipf,/,/g; s/^,//; s/,$//')
 if [ -n "$OTHERS" ]; then
   bench "$OTHERS" "$OUT" "${TARGETS[@]}" | tee -a "$OUT/harness.md"
+  curl -s http://127.0.0.1:28103/metrics | grep -i access_log > "$OUT/edge-log-metrics.txt" || true
   # The Zipf run writes its own.
   mv "$OUT/meta-pinned.json" "$OUT/meta-main.json" 2>/dev/null || true
 fi
@@ -112,7 +174,7 @@ if [[ ",$SCENARIOS," == *",zipf,"* ]]; then
   # ratio swung between 64 % and 85 % from round to round.
   stop_edge
   "$PERF/stop-refs.sh" --wipe >/dev/null 2>&1 || true
-  "$PERF/start-refs.sh" --pinned --only origin,static,nginx,varnish
+  "$PERF/start-refs.sh" --pinned --only "$REFS"
   start_edge "$CACHE_MB"
 
   # nginx trims its cache to max_size only now and then (its cache manager
@@ -127,7 +189,7 @@ if [[ ",$SCENARIOS," == *",zipf,"* ]]; then
   SAMPLER_PID=$!
   # (`|| true`: under `set -e` a failed kill would end the trap before the
   # cleanup, leaving the edge running to answer the next run.)
-  trap 'kill "$SAMPLER_PID" 2>/dev/null || true; bench_cleanup' EXIT
+  trap 'kill "$SAMPLER_PID" 2>/dev/null || true; stop_edge; bench_cleanup' EXIT
   renice -n 19 -p "$SAMPLER_PID" >/dev/null 2>&1 || true
   taskset -a -p -c 1 "$SAMPLER_PID" >/dev/null 2>&1 || true
   bench zipf "$OUT" "${TARGETS[@]}" | tee -a "$OUT/harness.md"
@@ -151,7 +213,10 @@ fi
 origin_count() { curl -s http://127.0.0.1:28080/status | awk '/^ *[0-9]+ +[0-9]+ +[0-9]+/ { print $3 }'; }
 echo "[" > "$OUT/burst.json"
 sep=""
-for target in nginx=28082 varnish=28083 edge=28100; do
+BURST=(nginx=28082 varnish=28083)
+[[ ",$REFS," == *",ats,"* ]] && BURST+=(ats=28084)
+BURST+=(edge=28100 edge-log=28102)
+for target in "${BURST[@]}"; do
   name=${target%%=*}; port=${target#*=}
   url="http://127.0.0.1:$port/obj/4m?burst=$RANDOM$RANDOM"
   before=$(origin_count)
@@ -165,5 +230,7 @@ done
 echo "]" >> "$OUT/burst.json"
 
 python3 "$ROOT/benches/compare_targets.py" "$OUT" | tee "$OUT/targets.md"
+# Issue 21's targets: the log-on edge, ATS, and per-round ratios.
+python3 "$ROOT/benches/compare_targets_21.py" "$OUT" | tee -a "$OUT/targets.md"
 cat "$OUT/harness.md" "$OUT/targets.md" > "$OUT/summary.md"
 echo "results: $OUT"
