@@ -3,8 +3,8 @@
 (`edge-log`) against nginx and against the log-off `edge`, pass-through
 against nginx, miss + fill against ATS, each as the ratio of the medians and
 as the ratio within every round (the box is noisy: a round runs every proxy
-back to back, so a ratio within a round shares its background), then the
-req/s of every round per scenario.
+back to back, so a ratio within a round shares its background), then each
+scenario's figure (req/s, MB/s for hit256k, offload % for zipf) per round.
 
     compare_targets_21.py OUT_DIR
 
@@ -98,19 +98,28 @@ def main():
                      f"{goal_text} | {met(kind, v, goal)} |")
 
     order = [t for t in ("edge", "edge-log", "nginx", "ats", "varnish", "static") if t in present]
-    for scen in ("hit1k", "passuniq", "missfill"):
+    # (scenario, field, what, digits): the figure each scenario is judged by.
+    per_round = [("hit1k", "rps", "req/s", 0), ("hit256k", "mbps", "MB/s", 1),
+                 ("passuniq", "rps", "req/s", 0), ("missfill", "rps", "req/s", 0),
+                 ("zipf", "offload_pct", "offload % (1 − origin / client requests)", 1)]
+    for scen, field, what, digits in per_round:
         if not any(r["scenario"] == scen for r in rows):
             continue
-        lines += ["", f"### {scen}: req/s per round", "",
+        lines += ["", f"### {scen}: {what} per round", "",
                   "| round | " + " | ".join(order) + " |", "|---" * (len(order) + 1) + "|"]
         table = {t: by_round(rows, scen, t) for t in order}
         for rnd in sorted({k for t in order for k in table[t]}):
             cells = []
             for t in order:
                 r = table[t].get(rnd)
-                cells.append("" if r is None else fmt(r["rps"]) + ("*" if r.get("noisy") else ""))
+                v = None if r is None else r.get(field)
+                cells.append("" if v is None else fmt(v, digits) + ("*" if r.get("noisy") else ""))
             lines.append(f"| {rnd} | " + " | ".join(cells) + " |")
-        lines.append("| median | " + " | ".join(fmt(median_rps(rows, scen, t)) for t in order) + " |")
+        medians = []
+        for t in order:
+            values = [r[field] for r in table[t].values() if r.get(field) is not None]
+            medians.append(fmt(statistics.median(values), digits) if values else "")
+        lines.append("| median | " + " | ".join(medians) + " |")
     lines += ["", "(* the harness flagged the run noisy: other load on the proxy's CPU.)"]
     print("\n".join(lines))
 
