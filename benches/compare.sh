@@ -132,7 +132,8 @@ stop_edge() {
   kill ${EDGE_PID:-} ${EDGE_LOG_PID:-} 2>/dev/null || true
   wait ${EDGE_PID:-} ${EDGE_LOG_PID:-} 2>/dev/null || true
   if [ -f "$EDGE_DATA/log-on/access.log" ]; then
-    echo "$(wc -l < "$EDGE_DATA/log-on/access.log") lines, $(stat -c %s "$EDGE_DATA/log-on/access.log") bytes" \
+    # One line per stop; the file is appended to across restarts.
+    echo "access.log so far: $(wc -l < "$EDGE_DATA/log-on/access.log") lines, $(stat -c %s "$EDGE_DATA/log-on/access.log") bytes" \
       >> "$OUT/edge-log-access-log.txt"
   fi
 }
