@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use prometheus::IntCounter;
 
+use super::log_file::ReopenableFile;
 use crate::hooks::{RequestSummary, Session};
-use crate::logging::ReopenableFile;
 
 /// Where batches go.
 #[derive(Debug)]

@@ -2,3 +2,4 @@
 //! access log (ARCHITECTURE.md's `observe/`).
 
 pub mod access_log;
+pub mod log_file;
