@@ -22,6 +22,8 @@ N=${2:-2000}
 command -v valgrind >/dev/null || { echo "valgrind missing" >&2; exit 2; }
 work=$(mktemp -d)
 # KEEP=dir keeps the callgrind files there (for callgrind_annotate).
+# PASS=1 sends unique uncacheable URLs instead (the passuniq path: every
+# request forwarded; the origin's own cost is not counted, it is Python).
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/; fi
@@ -57,7 +59,12 @@ TOML
   done
   curl -s -o /dev/null "${host[@]}" "http://127.0.0.1:$port/obj"   # the miss
   local urls=()
-  for _ in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/obj"); done
+  if [ "${PASS:-0}" = 1 ]; then
+    # Unique uncacheable URLs: every request a pass to the origin.
+    for i in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/nocache/$i"); done
+  else
+    for _ in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/obj"); done
+  fi
   curl -s "${host[@]}" "${urls[@]}" >/dev/null   # one keep-alive connection
   kill -TERM "$pid"; wait "$pid" || true
   if [ "${PIPELINE:-0}" = 1 ]; then

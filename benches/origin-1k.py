@@ -1,4 +1,5 @@
-"""The benches' origin: 1 KiB bodies, cacheable for an hour, on PORT.
+"""The benches' origin: 1 KiB bodies, cacheable for an hour, on PORT;
+under /nocache/ the same bodies with `Cache-Control: no-store` (passes).
 
     python3 benches/origin-1k.py PORT &
 """
@@ -14,7 +15,10 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "max-age=3600")
+        if self.path.startswith("/nocache/"):
+            self.send_header("Cache-Control", "no-store")
+        else:
+            self.send_header("Cache-Control", "max-age=3600")
         self.end_headers()
         self.wfile.write(body)
 
