@@ -276,6 +276,16 @@ async fn stop(new: &Adopted) {
     .await;
 }
 
+/// A copy of the edge binary under `dir/bin/`, which a test may replace
+/// (as a package upgrade renames a new one over it).
+fn copied_binary(dir: &std::path::Path) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).expect("bin dir");
+    let exe = bin.join("edge");
+    std::fs::copy(EDGE, &exe).expect("copy the binary");
+    exe
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigusr2_hands_over_under_load_without_a_failed_request() {
     let origin = origin_with_cacheable_load().await;
@@ -351,11 +361,7 @@ async fn sigusr2_hands_over_under_load_without_a_failed_request() {
 async fn a_binary_that_exits_at_once_leaves_the_old_process_serving() {
     let origin = origin_with_cacheable_load().await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    // A copy of the binary that the test can replace.
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir(&bin).expect("bin dir");
-    let exe = bin.join("edge");
-    std::fs::copy(EDGE, &exe).expect("copy the binary");
+    let exe = copied_binary(tmp.path());
     let mut edge = Edge::start(&exe, &origin, tmp.path());
     let old = edge.pid();
     edge.ready(old).await;
@@ -363,7 +369,7 @@ async fn a_binary_that_exits_at_once_leaves_the_old_process_serving() {
     assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "MISS");
 
     // Replaced the way a package manager does: a new file renamed over.
-    let broken = bin.join("edge.new");
+    let broken = exe.with_file_name("edge.new");
     std::fs::write(&broken, "#!/bin/sh\nexit 1\n").expect("script");
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -405,7 +411,7 @@ async fn a_binary_that_exits_at_once_leaves_the_old_process_serving() {
     assert_eq!(edge.purge("/nothing").await, 200, "purges still durable");
 
     // A later SIGUSR2 with a working binary upgrades, disk cache included.
-    let fixed = bin.join("edge.new");
+    let fixed = exe.with_file_name("edge.new");
     std::fs::copy(EDGE, &fixed).expect("copy the binary");
     std::fs::rename(&fixed, &exe).expect("replace the binary");
     let new = edge.upgrade(old).await;
@@ -493,10 +499,7 @@ async fn the_tls_listener_is_handed_over_too() {
 async fn a_binary_that_hangs_is_killed_after_the_upgrade_timeout() {
     let origin = origin_with_cacheable_load().await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir(&bin).expect("bin dir");
-    let exe = bin.join("edge");
-    std::fs::copy(EDGE, &exe).expect("copy the binary");
+    let exe = copied_binary(tmp.path());
     let config = tmp.path().join("edge.toml");
     std::fs::write(&config, "[server]\nupgrade_timeout = \"1s\"\n").expect("config");
     let mut edge = Edge::start_with(
@@ -517,7 +520,7 @@ async fn a_binary_that_hangs_is_killed_after_the_upgrade_timeout() {
         "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
         pid_of_hung.display()
     );
-    let next = bin.join("edge.new");
+    let next = exe.with_file_name("edge.new");
     std::fs::write(&next, script).expect("script");
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -560,10 +563,7 @@ async fn a_binary_that_hangs_is_killed_after_the_upgrade_timeout() {
 async fn a_new_process_failing_after_the_release_gives_the_data_directory_back() {
     let origin = origin_with_cacheable_load().await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir(&bin).expect("bin dir");
-    let exe = bin.join("edge");
-    std::fs::copy(EDGE, &exe).expect("copy the binary");
+    let exe = copied_binary(tmp.path());
     // The data directory from the config file, so that the new binary can
     // be pointed elsewhere by EDGE_DATA_DIR.
     let config = tmp.path().join("edge.toml");
@@ -604,9 +604,9 @@ async fn a_new_process_failing_after_the_release_gives_the_data_directory_back()
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).expect("other dir");
     std::fs::write(other.join("cache"), "not a directory").expect("file");
-    let real = bin.join("edge.real");
+    let real = exe.with_file_name("edge.real");
     std::fs::copy(EDGE, &real).expect("copy the binary");
-    let next = bin.join("edge.new");
+    let next = exe.with_file_name("edge.new");
     std::fs::write(
         &next,
         format!(
