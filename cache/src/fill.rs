@@ -19,7 +19,7 @@
 //! response, and the key is remembered as uncacheable for a while
 //! ("hit-for-pass") so that later requests do not wait at all.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::CacheKey;
 use crate::clock::Clock;
+use crate::key::KeyMap;
 use crate::meta::ObjectMeta;
 use crate::object::ObjectWriter;
 use crate::store::{Store, StoreError};
@@ -70,7 +71,7 @@ pub struct Fills {
     /// Window bytes held by every fill still referenced.
     held: Arc<AtomicU64>,
     store: Store,
-    inflight: Mutex<HashMap<CacheKey, Arc<Shared>>>,
+    inflight: Mutex<KeyMap<Arc<Shared>>>,
     pass: Mutex<PassList>,
     /// Hit-for-pass marks expire on the cache's clock.
     clock: Clock,
@@ -82,7 +83,7 @@ pub struct Fills {
 /// worth of them, not for ever.
 #[derive(Debug, Default)]
 struct PassList {
-    until: HashMap<CacheKey, SystemTime>,
+    until: KeyMap<SystemTime>,
     sweep_at: usize,
 }
 
@@ -198,7 +199,7 @@ impl Fills {
             config: ArcSwap::from_pointee(Fills::clamped(&store, config)),
             held: Arc::new(AtomicU64::new(0)),
             store,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(KeyMap::default()),
             pass: Mutex::new(PassList::default()),
             clock,
         }

@@ -59,6 +59,12 @@ impl KeyRules {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey([u8; 32]);
 
+/// A map by cache key for the in-memory tables a request touches (fills
+/// in flight, hit-for-pass marks, revalidations): foldhash, seeded per
+/// process, where std's SipHash cost a pass request ~2k instructions. The
+/// seed keeps clients from grinding URLs into one bucket.
+pub type KeyMap<V> = std::collections::HashMap<CacheKey, V, foldhash::fast::RandomState>;
+
 /// Bumped whenever the hashed layout changes, so old on-disk entries can
 /// never be mistaken for new ones.
 const KEY_VERSION: u8 = 1;

@@ -49,6 +49,6 @@ pub mod validation;
 
 pub use cache_control::CacheControl;
 pub use clock::Clock;
-pub use key::{CacheKey, KeyRules};
+pub use key::{CacheKey, KeyMap, KeyRules};
 pub use reason::NoCacheReason;
 pub use status::CacheStatus;

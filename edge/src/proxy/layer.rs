@@ -3,7 +3,6 @@
 //! rules and the clock; and the questions every phase asks of them (may
 //! this response be stored? does a purge cover that object?).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +13,7 @@ use cache::meta::{BodyLayout, ObjectMeta};
 use cache::object::{self, ObjectWriter};
 use cache::policy::{self, PolicyOptions};
 use cache::store::Store;
-use cache::{CacheKey, Clock, NoCacheReason, validation};
+use cache::{CacheKey, Clock, KeyMap, NoCacheReason, validation};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, response};
 use purge_api::Purger;
@@ -47,7 +46,7 @@ pub(crate) struct CacheLayer {
     pub slice_size: u64,
     /// Objects being revalidated: one revalidation at a time per object;
     /// the receiver wakes when it ends.
-    revalidating: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
+    revalidating: Arc<Mutex<KeyMap<watch::Receiver<()>>>>,
     /// Misses being fetched, shared by the requests that want them.
     pub fills: Arc<Fills>,
     pub purger: Arc<Purger>,

@@ -43,7 +43,9 @@ struct Inner {
     connector: Connector,
     idle_timeout: Duration,
     max_idle: usize,
-    slots: Mutex<HashMap<Peer, Slot>>,
+    /// foldhash: a `Peer` is hashed on every exchange, and SipHash over
+    /// its strings was a visible part of a pass request.
+    slots: Mutex<HashMap<Peer, Slot, foldhash::fast::RandomState>>,
     metrics: Metrics,
     exchanges: AtomicU64,
     reused: AtomicU64,
@@ -75,7 +77,7 @@ impl Pool {
             connector,
             idle_timeout,
             max_idle,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::default()),
             metrics,
             exchanges: AtomicU64::new(0),
             reused: AtomicU64::new(0),
@@ -149,7 +151,7 @@ impl Pool {
 }
 
 impl Inner {
-    fn slots(&self) -> MutexGuard<'_, HashMap<Peer, Slot>> {
+    fn slots(&self) -> MutexGuard<'_, HashMap<Peer, Slot, foldhash::fast::RandomState>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
