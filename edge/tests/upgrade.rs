@@ -276,6 +276,16 @@ async fn stop(new: &Adopted) {
     .await;
 }
 
+/// Renames a shell script over `exe`, as a package upgrade renames a new
+/// binary over the old one.
+fn replace_with_script(exe: &std::path::Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let next = exe.with_file_name("edge.new");
+    std::fs::write(&next, script).expect("script");
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::rename(&next, exe).expect("replace the binary");
+}
+
 /// A copy of the edge binary under `dir/bin/`, which a test may replace
 /// (as a package upgrade renames a new one over it).
 fn copied_binary(dir: &std::path::Path) -> std::path::PathBuf {
@@ -369,13 +379,7 @@ async fn a_binary_that_exits_at_once_leaves_the_old_process_serving() {
     assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "MISS");
 
     // Replaced the way a package manager does: a new file renamed over.
-    let broken = exe.with_file_name("edge.new");
-    std::fs::write(&broken, "#!/bin/sh\nexit 1\n").expect("script");
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    std::fs::rename(&broken, &exe).expect("replace the binary");
+    replace_with_script(&exe, "#!/bin/sh\nexit 1\n");
     signal(old, "USR2");
     eventually_within(
         "the old process to report the failed upgrade",
@@ -520,13 +524,7 @@ async fn a_binary_that_hangs_is_killed_after_the_upgrade_timeout() {
         "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
         pid_of_hung.display()
     );
-    let next = exe.with_file_name("edge.new");
-    std::fs::write(&next, script).expect("script");
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    std::fs::rename(&next, &exe).expect("replace the binary");
+    replace_with_script(&exe, &script);
     signal(old, "USR2");
     eventually_within(
         "the old process to give up on the new one",
@@ -606,21 +604,14 @@ async fn a_new_process_failing_after_the_release_gives_the_data_directory_back()
     std::fs::write(other.join("cache"), "not a directory").expect("file");
     let real = exe.with_file_name("edge.real");
     std::fs::copy(EDGE, &real).expect("copy the binary");
-    let next = exe.with_file_name("edge.new");
-    std::fs::write(
-        &next,
-        format!(
+    replace_with_script(
+        &exe,
+        &format!(
             "#!/bin/sh\nEDGE_DATA_DIR={} exec {} \"$@\"\n",
             other.display(),
             real.display()
         ),
-    )
-    .expect("script");
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    std::fs::rename(&next, &exe).expect("replace the binary");
+    );
     signal(old, "USR2");
     eventually_within(
         "the old process to take the data directory back",
