@@ -132,10 +132,14 @@ struct Lasting<H> {
     hooks: Arc<H>,
     metrics: Metrics,
     upstream: Arc<Upstream>,
-    cache: Option<Arc<CacheLayer>>,
-    store: Store,
-    purger: Arc<Purger>,
+    cache: CacheFrom,
     clock: Clock,
+}
+
+/// The cache layer of a first generation, or the one a reload carries over.
+enum CacheFrom {
+    Opened { store: Store, purger: Arc<Purger> },
+    Before(Arc<CacheLayer>),
 }
 
 impl<H: EdgeHooks> Pipeline<H> {
@@ -187,11 +191,11 @@ impl<H: EdgeHooks> Pipeline<H> {
             clock: lasting.clock.clone(),
         };
         let cache = match lasting.cache {
-            Some(before) => before.reconfigured(&config.cache),
-            None => CacheLayer::new(
-                lasting.store,
+            CacheFrom::Before(before) => before.reconfigured(&config.cache),
+            CacheFrom::Opened { store, purger } => CacheLayer::new(
+                store,
                 &config.cache,
-                lasting.purger,
+                purger,
                 lasting.clock,
                 config.node_name.clone(),
             ),
@@ -239,9 +243,7 @@ impl<H: EdgeHooks> Proxy<H> {
             hooks: Arc::new(hooks),
             metrics,
             upstream: Arc::new(upstream),
-            cache: None,
-            store,
-            purger,
+            cache: CacheFrom::Opened { store, purger },
             clock,
         };
         let first = Pipeline::build(config, sites, lasting, listen, &[]);
@@ -273,9 +275,7 @@ impl<H: EdgeHooks> Proxy<H> {
             hooks: fwd.hooks.clone(),
             metrics: Metrics::clone(&fwd.metrics),
             upstream: upstream.map_or_else(|| fwd.upstream.clone(), Arc::new),
-            cache: Some(now.shared.cache.clone()),
-            store: now.shared.cache.store.clone(),
-            purger: now.shared.cache.purger.clone(),
+            cache: CacheFrom::Before(now.shared.cache.clone()),
             clock: fwd.clock.clone(),
         };
         Arc::new(Pipeline::build(
