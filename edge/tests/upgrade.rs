@@ -39,6 +39,16 @@ struct Edge {
 }
 
 impl Edge {
+    /// The first process still runs and still owns the data directory.
+    fn assert_still_serving(&mut self, pid: u32) {
+        let child = self.child.as_mut().expect("child");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "pid {pid} exited"
+        );
+        assert_eq!(pid_file(&self.data()), Some(pid));
+    }
+
     fn start(bin: &Path, origin: &MockOrigin, dir: &Path) -> Edge {
         Edge::start_with(bin, origin, dir, &[])
     }
@@ -394,15 +404,7 @@ async fn a_binary_that_exits_at_once_leaves_the_old_process_serving() {
     );
 
     // Still the same process, with everything it had.
-    assert!(
-        edge.child
-            .as_mut()
-            .expect("child")
-            .try_wait()
-            .expect("wait")
-            .is_none()
-    );
-    assert_eq!(pid_file(&edge.data()), Some(old));
+    edge.assert_still_serving(old);
     assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "HIT");
     let writes = disk_writes(&edge.metrics().await);
     assert_eq!(edge.get(&probe, "/after-failure").await.x_cache(), "MISS");
@@ -544,15 +546,7 @@ async fn a_binary_that_hangs_is_killed_after_the_upgrade_timeout() {
         async || !alive(hung),
     )
     .await;
-    assert!(
-        edge.child
-            .as_mut()
-            .expect("child")
-            .try_wait()
-            .expect("wait")
-            .is_none()
-    );
-    assert_eq!(pid_file(&edge.data()), Some(old));
+    edge.assert_still_serving(old);
     assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "HIT");
     assert_eq!(edge.purge("/nothing").await, 200);
 }
@@ -628,15 +622,7 @@ async fn a_new_process_failing_after_the_release_gives_the_data_directory_back()
     assert!(log.contains("binary upgrade failed"), "{log}");
 
     // Still serving, from memory; purges durable again.
-    assert!(
-        edge.child
-            .as_mut()
-            .expect("child")
-            .try_wait()
-            .expect("wait")
-            .is_none()
-    );
-    assert_eq!(pid_file(&edge.data()), Some(old));
+    edge.assert_still_serving(old);
     assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "HIT");
     assert_eq!(edge.purge("/warm").await, 200, "the purge database is back");
     assert_eq!(edge.get(&probe, "/warm").await.x_cache(), "MISS");

@@ -243,12 +243,19 @@ fn write_stamp(out: &mut Vec<u8>, now: SystemTime, second: &mut u64, stamp: &mut
         *stamp = format!("{}.", text.trim_end_matches('Z'));
     }
     out.extend_from_slice(stamp.as_bytes());
-    let micros = since.subsec_micros();
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(micros);
-    out.extend(std::iter::repeat_n(b'0', 6 - digits.len()));
-    out.extend_from_slice(digits.as_bytes());
+    padded(out, since.subsec_micros(), 6);
     out.push(b'Z');
+}
+
+/// `n` in decimal, zero-padded to `width` digits.
+fn padded(out: &mut Vec<u8>, n: u32, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n);
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(digits.as_bytes());
 }
 
 fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
@@ -260,11 +267,7 @@ fn millis(out: &mut Vec<u8>, d: Duration) {
     let micros = d.as_micros();
     number(out, micros / 1000);
     out.push(b'.');
-    let frac = (micros % 1000) as u16;
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(frac);
-    out.extend(std::iter::repeat_n(b'0', 3 - digits.len()));
-    out.extend_from_slice(digits.as_bytes());
+    padded(out, (micros % 1000) as u32, 3);
 }
 
 /// The fields of a line, in order, as the writers need them.
