@@ -35,15 +35,7 @@ async fn access_lines_go_to_the_file_in_json() {
     .expect("edge starts");
     let client = client::http1();
     // The first request the edge answers, once it listens.
-    let resp = poll_until("the edge to answer", Duration::from_secs(20), async || {
-        let req = Request::get(format!("http://127.0.0.1:{listen}/logged?x=1"))
-            .body(Full::default())
-            .expect("request");
-        client::try_fetch(&client, req, Duration::from_secs(10))
-            .await
-            .ok_or("no answer")
-    })
-    .await;
+    let resp = first_answer(&client, listen, "/logged?x=1").await;
     assert_eq!(resp.status(), 200);
     let line = poll_until(
         &format!("an access line in {}", log.display()),
@@ -108,6 +100,23 @@ async fn get_ok(client: &client::TestClient, listen: u16, path: &str) {
     assert_eq!(resp.status(), 200, "{path}");
 }
 
+/// The first answer to `path` once the edge, just started, listens.
+async fn first_answer(
+    client: &client::TestClient,
+    listen: u16,
+    path: &str,
+) -> http::Response<bytes::Bytes> {
+    poll_until("the edge to answer", Duration::from_secs(20), async || {
+        let req = Request::get(format!("http://127.0.0.1:{listen}{path}"))
+            .body(Full::default())
+            .expect("request");
+        client::try_fetch(client, req, Duration::from_secs(10))
+            .await
+            .ok_or("no answer")
+    })
+    .await
+}
+
 /// Waits until the file at `path` has a line containing `needle`.
 async fn wait_for_line(path: &Path, needle: &str) {
     poll_until(
@@ -149,15 +158,7 @@ async fn sigusr1_after_a_move_sends_new_lines_to_a_new_file() {
     .expect("edge starts");
     let stdout = collect_stdout(&mut child);
     let client = client::http1();
-    poll_until("the edge to answer", Duration::from_secs(20), async || {
-        let req = Request::get(format!("http://127.0.0.1:{listen}/before?n=0"))
-            .body(Full::default())
-            .expect("request");
-        client::try_fetch(&client, req, Duration::from_secs(10))
-            .await
-            .ok_or("no answer")
-    })
-    .await;
+    first_answer(&client, listen, "/before?n=0").await;
     get_ok(&client, listen, "/before?n=1").await;
     wait_for_line(&log, "/before?n=1").await;
 
@@ -211,15 +212,7 @@ async fn sigusr1_without_an_access_log_file_keeps_the_node_serving() {
     .expect("edge starts");
     let stdout = collect_stdout(&mut child);
     let client = client::http1();
-    poll_until("the edge to answer", Duration::from_secs(20), async || {
-        let req = Request::get(format!("http://127.0.0.1:{listen}/x"))
-            .body(Full::default())
-            .expect("request");
-        client::try_fetch(&client, req, Duration::from_secs(10))
-            .await
-            .ok_or("no answer")
-    })
-    .await;
+    first_answer(&client, listen, "/x").await;
     send_signal(&child, "USR1");
     poll_until("SIGUSR1 to be logged", Duration::from_secs(5), async || {
         let text = stdout.lock().expect("stdout buffer").clone();
