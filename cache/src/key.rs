@@ -5,6 +5,8 @@ use std::fmt;
 
 use http::Method;
 
+use crate::encoding::{Accepted, Encoding};
+
 /// How the query string takes part in the key: parameters that never
 /// change the response (tracking tags such as `utm_source`) can be
 /// ignored, and the order of parameters can be made irrelevant.
@@ -110,6 +112,12 @@ impl CacheKey {
         h.update(&self.0);
         for name in names {
             update_field(&mut h, name.as_str().as_bytes());
+            if *name == http::header::ACCEPT_ENCODING {
+                // The codings accepted, whatever the spelling (issue 20):
+                // `gzip, br` and `br;q=0.9, GZIP` select one variant.
+                update_field(&mut h, &Accepted::parse(request).variant_form());
+                continue;
+            }
             let mut values = request.get_all(name).iter().peekable();
             if values.peek().is_none() {
                 h.update(&u64::MAX.to_le_bytes());
@@ -126,6 +134,21 @@ impl CacheKey {
             }
             update_field(&mut h, &normalised);
         }
+        CacheKey(*h.finalize().as_bytes())
+    }
+
+    /// The key of the body of the object under this key, body `body_id`
+    /// (its [`ObjectMeta::body_id`](crate::meta::ObjectMeta::body_id)),
+    /// in `encoding`: an object made by the edge from that body. A new
+    /// body (a new fill, a purge) has a new id, so an encoding can never
+    /// outlive the body it was made from.
+    pub fn encoded(&self, encoding: Encoding, body_id: u64) -> CacheKey {
+        let mut h = blake3::Hasher::new();
+        h.update(&[KEY_VERSION]);
+        update_field(&mut h, b"ENCODED");
+        h.update(&self.0);
+        update_field(&mut h, encoding.token().as_bytes());
+        h.update(&body_id.to_le_bytes());
         CacheKey(*h.finalize().as_bytes())
     }
 
@@ -220,6 +243,7 @@ mod tests {
             primary.variant(&names, &h)
         };
         assert_eq!(with("gzip, br"), with("gzip,br"));
+        assert_eq!(with("gzip, br"), with("br;q=0.9, GZIP"));
         assert_ne!(with("gzip"), with("br"));
         assert_ne!(with(""), primary.variant(&names, &HeaderMap::new()));
         assert_ne!(with("gzip"), primary);

@@ -12,6 +12,8 @@
 //! - [`validation`]: what a revalidation's answer comes to (refreshed,
 //!   replaced, unusable), 304 merging, client conditionals, invalidation
 //!   after unsafe methods;
+//! - [`encoding`]: content codings and `Accept-Encoding` (negotiation and
+//!   the normal form that keys variants);
 //! - [`Clock`]: the one injected source of "now";
 //! - [`NoCacheReason`]: why a response is not stored, typed end to end;
 //! - [`meta`]: `ObjectMeta` and its versioned encoding;
@@ -35,6 +37,7 @@
 pub mod cache_control;
 mod clock;
 pub mod decision;
+pub mod encoding;
 pub mod fill;
 mod key;
 pub mod meta;

@@ -67,6 +67,11 @@ pub struct ObjectMeta {
     pub vary: Vec<HeaderName>,
     /// Purge tags from `Surrogate-Key` / `Cache-Tag`.
     pub tags: Vec<String>,
+    /// Names this version of the body: new for every fill, kept when a
+    /// revalidation refreshes the head. Encodings made from the body are
+    /// stored under it (`CacheKey::encoded`). 0: stored by a binary that
+    /// did not record it (no encoding is stored for such an object).
+    pub body_id: u64,
 }
 
 /// Version of the encoding below; bumped on any change that old readers
@@ -101,6 +106,7 @@ impl ObjectMeta {
             body: BodyLayout::Inline(body),
             vary: Vec::new(),
             tags: Vec::new(),
+            body_id: 0,
         }
     }
 
@@ -144,6 +150,9 @@ impl ObjectMeta {
         for tag in &self.tags {
             put_bytes(out, tag.as_bytes());
         }
+        // Added within version 1, last: older binaries stop reading
+        // before it, and a meta they wrote decodes with body_id 0.
+        put_u64(out, self.body_id);
     }
 
     pub fn decode(mut input: &[u8]) -> Result<ObjectMeta, DecodeError> {
@@ -200,6 +209,7 @@ impl ObjectMeta {
                     .map_err(|_| DecodeError::Invalid("tag"))?,
             );
         }
+        let body_id = if r.is_empty() { 0 } else { get_u64(r)? };
         Ok(ObjectMeta {
             status,
             headers,
@@ -209,6 +219,7 @@ impl ObjectMeta {
             body,
             vary,
             tags,
+            body_id,
         })
     }
 
@@ -389,6 +400,7 @@ mod tests {
             body,
             vary: vec![HeaderName::from_static("accept-encoding")],
             tags: vec!["product-7".into()],
+            body_id: 7,
         }
     }
 
@@ -414,8 +426,9 @@ mod tests {
         meta.tags.clear();
         let mut bytes = Vec::new();
         meta.encode(&mut bytes);
-        // The encoding ends with three empty lists: headers, vary, tags.
-        bytes.truncate(bytes.len() - 12);
+        // The encoding ends with three empty lists (headers, vary, tags)
+        // and the body id.
+        bytes.truncate(bytes.len() - 20);
         let names = 24_577u32;
         put_u32(&mut bytes, names);
         for i in 0..names {
@@ -449,6 +462,17 @@ mod tests {
             meta.encode(&mut buf);
             assert_eq!(ObjectMeta::decode(&buf).unwrap(), meta);
         }
+    }
+
+    #[test]
+    fn a_meta_written_before_body_ids_decodes_with_none() {
+        let meta = sample(BodyLayout::Inline(Bytes::from_static(b"x")));
+        let mut buf = Vec::new();
+        meta.encode(&mut buf);
+        buf.truncate(buf.len() - 8);
+        let back = ObjectMeta::decode(&buf).unwrap();
+        assert_eq!(back.body_id, 0);
+        assert_eq!(ObjectMeta { body_id: 7, ..back }, meta);
     }
 
     #[test]

@@ -123,8 +123,13 @@ impl ObjectWriter {
         } else {
             primary.variant(&meta.vary, request)
         };
+        let object_id = new_object_id(&object_key);
+        let meta = ObjectMeta {
+            body_id: object_id,
+            ..meta
+        };
         ObjectWriter {
-            object_id: new_object_id(&object_key),
+            object_id,
             store,
             primary,
             object_key,

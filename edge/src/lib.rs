@@ -2,7 +2,7 @@
 //!
 //! This crate owns everything with a socket: the client-facing listener
 //! ([`server`]), one request's phases ([`proxy`]), the programmable surface
-//! ([`hooks`]), where misses go ([`routing`]: shields, origin pools, health
+//! ([`hooks`]), compression ([`transform`]), where misses go ([`routing`]: shields, origin pools, health
 //! probes), the pooled client to peers ([`upstream`]), the admin listener
 //! ([`admin`]), configuration ([`config`], [`cli`]), and the binary's logging
 //! ([`logging`]) and man page ([`man`]). Cache semantics live in
@@ -40,6 +40,7 @@ pub mod routing;
 pub mod server;
 pub mod sites;
 pub mod stats;
+pub mod transform;
 pub mod upstream;
 
 pub use config::Config;

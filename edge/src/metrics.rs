@@ -122,6 +122,8 @@ pub struct Metrics {
     /// Share of exchanges since start that reused a connection; set at
     /// scrape. For a window, divide the rates of `upstream_exchanges`.
     pub upstream_reuse_ratio: Gauge,
+    /// Compression work and stored encodings served (`transform/`).
+    pub compression: crate::transform::Metrics,
     /// The per-request series above, resolved once per label set.
     series: Arc<RequestSeries>,
     /// The `site` label's values, by `Site::index`.
@@ -303,6 +305,7 @@ impl Metrics {
                 names::UPSTREAM_REUSE_RATIO,
                 "Share of upstream requests since start sent on a reused connection",
             )?,
+            compression: crate::transform::Metrics::new(registry)?,
             series: Arc::new(RequestSeries::new(sites.len())),
             sites,
         };

@@ -4,7 +4,7 @@
 //! Every field documents its default; `examples/edge.toml` lists them all.
 //! A bad file is an error naming the file, line and key, never a panic.
 //!
-//! One module per section of the file (`cache`, `server`, `upstream`,
+//! One module per section of the file (`cache`, `compression`, `server`, `upstream`,
 //! `purge`, `tls`, `sites`; `peers` for `origins` and `shields`); `load` reads the
 //! file and lays the command line's [`Overrides`] over it, `validate` checks
 //! what serde cannot. The command line itself is `crate::cli`, which this
@@ -12,6 +12,7 @@
 
 mod cache;
 pub mod changes;
+mod compression;
 mod hosts;
 mod ipnet;
 mod lines;
@@ -33,6 +34,7 @@ use origin_shield::Peer;
 use serde::Deserialize;
 
 pub use cache::CacheConfig;
+pub use compression::CompressionConfig;
 pub use hosts::HostPattern;
 pub use ipnet::IpNet;
 pub use load::{ConfigError, Overrides};
@@ -93,6 +95,7 @@ pub struct Config {
     /// top-level `origins` serve every host no site names. Default: none.
     pub sites: Vec<SiteConfig>,
     pub cache: CacheConfig,
+    pub compression: CompressionConfig,
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub purge: PurgeSettings,
@@ -116,6 +119,7 @@ impl Default for Config {
             purge: PurgeSettings::default(),
             tls: TlsSettings::default(),
             cache: CacheConfig::default(),
+            compression: CompressionConfig::default(),
             server: ServerConfig::default(),
             upstream: UpstreamConfig::default(),
         }

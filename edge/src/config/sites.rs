@@ -38,6 +38,10 @@ pub struct SiteConfig {
     /// like a node without sites).
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// `false` turns `[compression]` off for the site's responses (rules
+    /// may turn it back on). Default: unset (`compression.enabled`).
+    #[serde(default)]
+    pub compression: Option<bool>,
 }
 
 /// Whether a rule's requests use the cache.
@@ -117,6 +121,10 @@ pub struct RuleConfig {
     pub response_headers: HeaderEdits,
     /// Answer with this redirect. Default: unset.
     pub redirect: Option<Redirect>,
+    /// `false`: never compress or decompress this rule's responses;
+    /// `true`: do, even where the site says `false` (when
+    /// `compression.enabled`). Default: unset (the site's choice).
+    pub compression: Option<bool>,
 }
 
 /// `{ 404 = "30s" }`: status codes (as TOML keys) to durations. A status

@@ -26,6 +26,7 @@ impl Config {
                 ),
             ));
         }
+        self.compression.validate()?;
         if self.tls.listen.is_some() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
             return Err((
                 "tls.listen",

@@ -200,6 +200,7 @@ impl CacheLayer {
             body: BodyLayout::Inline(Bytes::new()),
             vary: object::vary_names(headers).unwrap_or_default(),
             tags: tags(headers),
+            body_id: 0,
         })
     }
 

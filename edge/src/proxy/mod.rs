@@ -11,6 +11,7 @@
 
 mod bodies;
 mod cached;
+mod encode;
 mod fill;
 mod finish;
 mod forward;
@@ -50,11 +51,12 @@ use crate::metrics::Metrics;
 use crate::routing::Routing;
 use crate::server::idle::ConnActivity;
 use crate::sites::{RedirectTo, Sites};
+use crate::transform::{Compression, Transformer};
 use crate::upstream::Upstream;
 use finish::Finisher;
 use forward::Forwarder;
 use layer::CacheLayer;
-use respond::{Detail, Fwd, Mark};
+use respond::{BodyOf, Detail, Fwd, Mark};
 use shared::Shared;
 
 /// A rule's redirect: its status, `Location`, and no body.
@@ -202,6 +204,10 @@ impl<H: EdgeHooks> Pipeline<H> {
         };
         Pipeline {
             shared: Arc::new(Shared {
+                transform: Transformer {
+                    settings: Arc::new(Compression::from_config(&config.compression)),
+                    metrics: fwd.metrics.compression.clone(),
+                },
                 fwd,
                 cache: Arc::new(cache),
             }),
@@ -527,7 +533,15 @@ impl<H: EdgeHooks> Pipeline<H> {
         let (mut parts, body, upstream_status) = match session.cache_key {
             Some(key) if cacheable_method && !bypass => {
                 let served = cached::serve_cacheable(&self.shared, session, key, body, ctx).await?;
-                (served.head, served.body, served.upstream_status)
+                let mut parts = served.head;
+                let body = encode::streamed(
+                    &self.shared,
+                    session,
+                    &mut parts,
+                    served.body,
+                    served.body_of,
+                );
+                (parts, body, served.upstream_status)
             }
             _ => {
                 let body = self.shared.fwd.request_body(body);
@@ -540,7 +554,9 @@ impl<H: EdgeHooks> Pipeline<H> {
                 let mut parts = fetched.parts;
                 let mark = Mark::forwarded(CacheStatus::Pass, Fwd::Bypass);
                 respond::write_mark(&mut parts.headers, &self.shared.cache.node, &mark);
-                (parts, body::boxed(fetched.body), Some(status))
+                let body = body::boxed(fetched.body);
+                let body = encode::streamed(&self.shared, session, &mut parts, body, BodyOf::Other);
+                (parts, body, Some(status))
             }
         };
         self.finish_head(session, &mut parts, ctx).await;

@@ -21,6 +21,8 @@ pub(crate) struct Served {
     pub body: ProxyBody,
     /// The origin's status, when the origin was asked.
     pub upstream_status: Option<StatusCode>,
+    /// What the body is, for compression (`encode.rs`).
+    pub body_of: BodyOf,
 }
 
 impl Served {
@@ -33,8 +35,32 @@ impl Served {
             head,
             body,
             upstream_status,
+            body_of: BodyOf::Other,
         }
     }
+
+    /// The same, its body being `of`.
+    pub fn of(self, of: BodyOf) -> Self {
+        Served {
+            body_of: of,
+            ..self
+        }
+    }
+}
+
+/// What a response's body is, for the transform at the end of the
+/// pipeline (`encode.rs`).
+#[derive(Debug, Default)]
+pub(crate) enum BodyOf {
+    /// Not a stored object (a pass, a response not stored): transformed
+    /// as it streams, nothing kept.
+    #[default]
+    Other,
+    /// A stored object's, already transformed where it was read.
+    Transformed,
+    /// The body of an object being filled: an encoding made of it is
+    /// stored beside it.
+    Filling(std::sync::Arc<cache::fill::FillHead>),
 }
 
 /// RFC 9211 `fwd`: why the request went to the origin.

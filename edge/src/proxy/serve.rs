@@ -1,6 +1,7 @@
 //! Answers from a stored object: its head (`Age`, `Content-Length`, the
 //! mark with `ttl=`), the client's conditionals, ranges (206, multipart,
-//! 416) and the body, read from the store or slice by slice.
+//! 416) and the body, read from the store or slice by slice, or in the
+//! client's encoding (`encode.rs`).
 
 use std::sync::Arc;
 
@@ -15,7 +16,8 @@ use http::{Method, StatusCode, response};
 use tracing::debug;
 
 use super::bodies::Chain;
-use super::respond::{self, Mark, Served};
+use super::encode;
+use super::respond::{self, BodyOf, Mark, Served};
 use super::shared::Shared;
 use super::{slices, stored};
 use crate::body::{self, ProxyBody};
@@ -38,14 +40,27 @@ pub(crate) async fn serve_stored<H: EdgeHooks>(
         ..mark
     };
     respond::mark(session, &mut parts.headers, &shared.cache.node, &mark);
+    // The encoding first: the weak ETag it gives is what conditionals see.
+    let (plan, encoded) = encode::plan_stored(shared, session, found, &mut parts).await;
+    let done = |parts, body| Some(Served::new(parts, body, None).of(BodyOf::Transformed));
 
     if respond::answer_conditionals(session, &mut parts) {
-        return Some(Served::new(parts, body::empty(), None));
+        return done(parts, body::empty());
     }
     if session.req.method == Method::HEAD {
-        return Some(Served::new(parts, body::empty(), None));
+        return done(parts, body::empty());
     }
     let total = meta.body.len();
+    if plan.transforms() {
+        let body = match encode::encoded_body(shared, plan, encoded, &mut parts).await {
+            Some(body) => body,
+            None => {
+                let identity = body_range(shared, session, found, 0, total).await?;
+                encode::transcode_stored(shared, found, plan, identity)
+            }
+        };
+        return done(parts, body);
+    }
     if meta.status == StatusCode::OK {
         parts
             .headers
@@ -54,18 +69,18 @@ pub(crate) async fn serve_stored<H: EdgeHooks>(
             RangeAnswer::Full => {}
             RangeAnswer::Unsatisfiable => {
                 respond::unsatisfiable(&mut parts, total);
-                return Some(Served::new(parts, body::empty(), None));
+                return done(parts, body::empty());
             }
             RangeAnswer::Partial(ranges) => {
                 let body =
                     Box::pin(partial_body(shared, session, found, &mut parts, &ranges)).await?;
                 parts.status = StatusCode::PARTIAL_CONTENT;
-                return Some(Served::new(parts, body, None));
+                return done(parts, body);
             }
         }
     }
     let body = body_range(shared, session, found, 0, total).await?;
-    Some(Served::new(parts, body, None))
+    done(parts, body)
 }
 
 /// The bytes `start..start + len` of a stored object, whatever its layout,

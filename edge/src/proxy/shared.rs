@@ -1,14 +1,17 @@
 //! What every cache phase reaches: the upstream side ([`Forwarder`]) and
-//! the cache ([`CacheLayer`]), in one `Arc` that background work (a
+//! the cache ([`CacheLayer`]) and compression ([`Transformer`]), in one `Arc` that background work (a
 //! refresh, a slice fetched while a body streams) can keep.
 
 use std::sync::Arc;
 
 use super::forward::Forwarder;
 use super::layer::CacheLayer;
+use crate::transform::Transformer;
 
 #[derive(Debug)]
 pub(crate) struct Shared<H> {
     pub fwd: Forwarder<H>,
     pub cache: Arc<CacheLayer>,
+    /// Compression settings of this generation.
+    pub transform: Transformer,
 }

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use super::bodies::{Fill, FillBody, Ranged};
 use super::forward::Fetched;
-use super::respond::{self, Detail, Fwd, Mark, Served};
+use super::respond::{self, BodyOf, Detail, Fwd, Mark, Served};
 use super::shared::Shared;
 use super::slices::{self, SliceTap};
 use crate::body::{self, ReadTimeout};
@@ -238,6 +238,7 @@ pub(crate) fn serve_fill<H: EdgeHooks>(
         return Served::new(parts, body::empty(), Some(status));
     }
     let len = respond::content_length(&parts.headers);
+    let fill_head = reader.head().clone();
     let body = FillBody::new(reader, len);
     // A range on a miss: the whole object is fetched once (and stored),
     // the client gets its range as soon as those bytes arrive.
@@ -263,5 +264,5 @@ pub(crate) fn serve_fill<H: EdgeHooks>(
             _ => {}
         }
     }
-    Served::new(parts, body::boxed(body), Some(status))
+    Served::new(parts, body::boxed(body), Some(status)).of(BodyOf::Filling(fill_head))
 }

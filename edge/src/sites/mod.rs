@@ -153,7 +153,13 @@ impl Site {
             .rules
             .iter()
             .enumerate()
-            .map(|(i, rule)| Policy::compile(&config.name, i, rule, matcher.prefix(i)))
+            .map(|(i, rule)| {
+                let policy = Policy::compile(&config.name, i, rule, matcher.prefix(i))?;
+                Ok(Policy {
+                    compression: rule.compression.or(config.compression),
+                    ..policy
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok(Site {
             name: config.name.clone(),
@@ -164,7 +170,10 @@ impl Site {
             shields: config.shields.clone(),
             matcher,
             policies,
-            default_policy: Policy::default(),
+            default_policy: Policy {
+                compression: config.compression,
+                ..Policy::default()
+            },
             rules: config.rules.clone(),
         })
     }

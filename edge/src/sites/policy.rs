@@ -29,6 +29,9 @@ pub struct Policy {
     /// Edits of every response, hits included.
     pub response_headers: HeaderOps,
     pub redirect: Option<RedirectTo>,
+    /// The rule's (or else the site's) `compression` switch; unset:
+    /// `compression.enabled` decides.
+    pub compression: Option<bool>,
 }
 
 impl Policy {
@@ -77,6 +80,7 @@ impl Policy {
             request_headers: HeaderOps::compile(site, index, &rule.request_headers)?,
             response_headers: HeaderOps::compile(site, index, &rule.response_headers)?,
             redirect,
+            compression: rule.compression,
         })
     }
 
@@ -101,6 +105,7 @@ impl Policy {
             && self.request_headers.is_empty()
             && self.response_headers.is_empty()
             && self.redirect.is_none()
+            && self.compression.is_none()
     }
 }
 
