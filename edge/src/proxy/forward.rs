@@ -326,6 +326,7 @@ impl<H: EdgeHooks> Forwarder<H> {
         if trailers {
             // gRPC needs it end to end (an HTTP/2 peer may refuse a call
             // without it); the one TE value HTTP/2 allows (RFC 9113 §8.2.2).
+            // Dropped again if the request goes on HTTP/1.1 (upstream/pool.rs).
             h.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         // The body is forwarded at once; an origin's 100-continue would only

@@ -365,6 +365,9 @@ async fn reap(pool: Weak<Inner>) {
 /// HTTP/1.1 sends the path alone; `Host` names the site.
 fn for_h1(req: &mut Request<ProxyBody>, site: &Authority) {
     *req.version_mut() = Version::HTTP_11;
+    // `te: trailers` is kept for HTTP/2 peers (gRPC); in HTTP/1.1 it is a
+    // hop-by-hop field of this connection, which reads no trailers.
+    req.headers_mut().remove(header::TE);
     // A request given back unsent by HTTP/2 has lost its `Host`.
     if !req.headers().contains_key(header::HOST)
         && let Ok(host) = HeaderValue::from_str(site.as_str())
@@ -421,5 +424,13 @@ mod tests {
         for_h1(&mut req, &site);
         assert_eq!(req.uri().to_string(), "/a?b=1");
         assert_eq!(req.headers()["host"], "www.example.com");
+        let mut grpc = Request::post(peer.uri_for(Some(&"/s/M".parse().unwrap())))
+            .header("te", "trailers")
+            .body(body::empty())
+            .unwrap();
+        for_h2(&mut grpc, &peer, &site);
+        assert_eq!(grpc.headers()["te"], "trailers");
+        for_h1(&mut grpc, &site);
+        assert!(grpc.headers().get("te").is_none());
     }
 }
