@@ -19,7 +19,9 @@ use tracing::{Instrument, Span, debug, info};
 
 use crate::body::{BoxError, ProxyBody};
 use crate::metrics::Metrics;
-use crate::server::{ConnSlot, RequestActivity, TunnelGuard};
+use crate::server::idle::RequestActivity;
+use crate::server::limits::ConnSlot;
+use crate::server::tunnels::TunnelGuard;
 
 /// Why a tunnel ended (`edge_tunnels_closed_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
