@@ -39,6 +39,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// [`strip_hop_by_hop`] for a `101 Switching Protocols`, whose `Upgrade`
+/// and `Connection: upgrade` are the switch and go on to the client (the
+/// other fields `Connection` names still go).
+pub fn strip_hop_by_hop_but_upgrade(headers: &mut HeaderMap) {
+    let upgrade: Vec<HeaderValue> = headers.get_all(header::UPGRADE).iter().cloned().collect();
+    strip_hop_by_hop(headers);
+    if upgrade.is_empty() {
+        return;
+    }
+    for value in upgrade {
+        headers.append(header::UPGRADE, value);
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
+/// Whether `TE` lists `trailers` (RFC 9110 §10.1.4): the client reads
+/// trailer fields, which gRPC's status travels in.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            item.split(';')
+                .next()
+                .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
 /// The protocol name `Via` uses for a message's version (RFC 9110 §7.6.3).
 fn via_protocol(version: Version) -> &'static str {
     match version {
@@ -192,6 +222,38 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn a_switch_keeps_its_upgrade_fields_only() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, X-Secret"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("sec-websocket-accept", HeaderValue::from_static("abc"));
+        strip_hop_by_hop_but_upgrade(&mut h);
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert!(h.contains_key("sec-websocket-accept"));
+    }
+
+    #[test]
+    fn te_trailers_is_read_from_the_list() {
+        let te = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::TE, HeaderValue::from_static(v));
+            accepts_trailers(&h)
+        };
+        assert!(te("trailers"));
+        assert!(te("gzip;q=0.5, Trailers"));
+        assert!(!te("gzip"));
+        assert!(!te("trailersx"));
+        assert!(!accepts_trailers(&HeaderMap::new()));
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub mod names {
     pub const UPSTREAM_OPEN_CONNECTIONS: &str = "edge_upstream_open_connections";
     pub const UPSTREAM_EXCHANGES_TOTAL: &str = "edge_upstream_exchanges_total";
     pub const UPSTREAM_REUSE_RATIO: &str = "edge_upstream_connection_reuse_ratio";
+    pub const UPGRADES_TOTAL: &str = "edge_upgrades_total";
+    pub const OPEN_TUNNELS: &str = "edge_open_tunnels";
+    pub const TUNNEL_BYTES_TOTAL: &str = "edge_tunnel_bytes_total";
+    pub const TUNNELS_CLOSED_TOTAL: &str = "edge_tunnels_closed_total";
 }
 
 /// Latency buckets from 0.5 ms to 30 s: a hit on loopback is sub-millisecond,
@@ -124,6 +128,22 @@ pub struct Metrics {
     pub upstream_reuse_ratio: Gauge,
     /// Compression work and stored encodings served (`transform/`).
     pub compression: crate::transform::Metrics,
+    /// Requests that asked to switch protocols (`Upgrade`), by protocol
+    /// (a configured name, or `other`) and result: `tunnel` (101, bytes
+    /// relayed), `declined` (the origin answered without switching),
+    /// `not_allowed` (not in `server.upgrade_protocols`: forwarded without
+    /// `Upgrade`), `failed` (no peer, a bogus 101, or a socket not handed
+    /// over).
+    pub upgrades: IntCounterVec,
+    /// Tunnels open now (each also holds its client connection's place in
+    /// `open_connections`).
+    pub open_tunnels: IntGauge,
+    /// Bytes relayed by tunnels, by `direction` (`to_origin`, `to_client`).
+    pub tunnel_bytes: IntCounterVec,
+    /// Tunnels ended, by `reason`: `closed` (a side closed), `idle`
+    /// (`server.tunnel_idle_timeout`), `shutdown` (the grace period was
+    /// over), `error` (a socket failed).
+    pub tunnels_closed: IntCounterVec,
     /// The per-request series above, resolved once per label set.
     series: Arc<RequestSeries>,
     /// The `site` label's values, by `Site::index`.
@@ -306,6 +326,28 @@ impl Metrics {
                 "Share of upstream requests since start sent on a reused connection",
             )?,
             compression: crate::transform::Metrics::new(registry)?,
+            upgrades: IntCounterVec::new(
+                Opts::new(
+                    names::UPGRADES_TOTAL,
+                    "Requests that asked to switch protocols, by protocol and result",
+                ),
+                &["protocol", "result"],
+            )?,
+            open_tunnels: IntGauge::new(
+                names::OPEN_TUNNELS,
+                "Connections switched to another protocol (WebSocket) open now",
+            )?,
+            tunnel_bytes: IntCounterVec::new(
+                Opts::new(
+                    names::TUNNEL_BYTES_TOTAL,
+                    "Bytes relayed by tunnels, by direction",
+                ),
+                &["direction"],
+            )?,
+            tunnels_closed: IntCounterVec::new(
+                Opts::new(names::TUNNELS_CLOSED_TOTAL, "Tunnels ended, by reason"),
+                &["reason"],
+            )?,
             series: Arc::new(RequestSeries::new(sites.len())),
             sites,
         };
@@ -323,6 +365,12 @@ impl Metrics {
         m.config_generation.set(1);
         for connection in ["new", "reused"] {
             m.upstream_exchanges.with_label_values(&[connection]);
+        }
+        for direction in ["to_origin", "to_client"] {
+            m.tunnel_bytes.with_label_values(&[direction]);
+        }
+        for reason in ["closed", "idle", "shutdown", "error"] {
+            m.tunnels_closed.with_label_values(&[reason]);
         }
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -354,6 +402,10 @@ impl Metrics {
         registry.register(Box::new(m.upstream_open_connections.clone()))?;
         registry.register(Box::new(m.upstream_exchanges.clone()))?;
         registry.register(Box::new(m.upstream_reuse_ratio.clone()))?;
+        registry.register(Box::new(m.upgrades.clone()))?;
+        registry.register(Box::new(m.open_tunnels.clone()))?;
+        registry.register(Box::new(m.tunnel_bytes.clone()))?;
+        registry.register(Box::new(m.tunnels_closed.clone()))?;
         Ok(m)
     }
 }

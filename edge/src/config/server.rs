@@ -53,6 +53,17 @@ pub struct ServerConfig {
     /// Runtime worker threads; `0` means one per CPU, `1` a single-threaded
     /// scheduler (for a node pinned to one core). Default: `0`.
     pub worker_threads: usize,
+    /// HTTP/1.1 `Upgrade` protocols passed to the origin (with `Connection:
+    /// upgrade`) and, on its `101`, tunnelled both ways; compared without
+    /// case, on the token before any `/version`. A request asking for any
+    /// other protocol is forwarded as a plain request without `Upgrade`, as
+    /// nginx does. `[]` turns tunnels off. Default: `["websocket"]`.
+    pub upgrade_protocols: Vec<String>,
+    /// A tunnel (after a `101`) with no byte in either direction for this
+    /// long is closed. Not `idle_timeout`: that one counts requests, and a
+    /// tunnel is one request that never ends. Default: `300s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +80,8 @@ impl Default for ServerConfig {
             upgrade_timeout: Duration::from_secs(30),
             h2_max_concurrent_streams: 128,
             worker_threads: 0,
+            upgrade_protocols: vec!["websocket".to_owned()],
+            tunnel_idle_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -84,6 +84,17 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if let Some(bad) = self
+            .server
+            .upgrade_protocols
+            .iter()
+            .find(|p| !is_protocol_name(p))
+        {
+            return Err((
+                "server.upgrade_protocols",
+                format!("{bad:?} is not a protocol name (a token such as \"websocket\")"),
+            ));
+        }
         if self.cache.memory < ByteSize::mib(1) {
             return Err(("cache.memory", "must be at least 1MiB".into()));
         }
@@ -137,6 +148,10 @@ impl Config {
                 self.server.header_read_timeout,
             ),
             ("server.idle_timeout", self.server.idle_timeout),
+            (
+                "server.tunnel_idle_timeout",
+                self.server.tunnel_idle_timeout,
+            ),
             ("server.send_timeout", self.server.send_timeout),
             (
                 "server.client_body_timeout",
@@ -159,6 +174,16 @@ impl Config {
     }
 }
 
+/// An `Upgrade` protocol name as the config lists it: an RFC 9110 token,
+/// without the `/version` a request may add (the version is the origin's
+/// business).
+fn is_protocol_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +201,22 @@ mod tests {
         assert_eq!(key, "origins");
         let c = parse("origins = [\"http://127.0.0.1:1\"]").unwrap();
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn upgrade_protocols_are_tokens() {
+        let with = |list: &str| {
+            parse(&format!(
+                "origins = [\"http://127.0.0.1:1\"]\n[server]\nupgrade_protocols = {list}\n"
+            ))
+            .unwrap()
+            .validate()
+        };
+        assert!(with(r#"["websocket", "Custom-Proto"]"#).is_ok());
+        assert!(with("[]").is_ok());
+        for bad in [r#"[""]"#, r#"["web socket"]"#, r#"["websocket/13"]"#] {
+            let (key, _) = with(bad).unwrap_err();
+            assert_eq!(key, "server.upgrade_protocols", "{bad}");
+        }
     }
 }

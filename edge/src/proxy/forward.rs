@@ -212,7 +212,22 @@ impl<H: EdgeHooks> Forwarder<H> {
                             member.health.record_success();
                         }
                     }
-                    headers::strip_hop_by_hop(&mut parts.headers);
+                    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        if !upstream_req.headers.contains_key(header::UPGRADE) {
+                            // Nothing to switch to: what follows is not
+                            // HTTP, and the client asked for HTTP.
+                            return Err(ProxyError::Upstream {
+                                peer: peer.to_string(),
+                                source: "101 Switching Protocols to a request without Upgrade"
+                                    .into(),
+                            });
+                        }
+                        // The switch is this hop's and the client's too:
+                        // its two fields go on to the client.
+                        headers::strip_hop_by_hop_but_upgrade(&mut parts.headers);
+                    } else {
+                        headers::strip_hop_by_hop(&mut parts.headers);
+                    }
                     let exchange = cache::policy::Exchange {
                         request_time,
                         response_time: self.clock.now(),
@@ -306,7 +321,14 @@ impl<H: EdgeHooks> Forwarder<H> {
         parts.uri = peer.uri_for(session.req.uri.path_and_query());
         parts.headers = session.req.headers.clone();
         let h = &mut parts.headers;
+        let trailers = headers::accepts_trailers(h);
         headers::strip_hop_by_hop(h);
+        if trailers {
+            // gRPC needs it end to end (an HTTP/2 peer may refuse a call
+            // without it); the one TE value HTTP/2 allows (RFC 9113 §8.2.2).
+            // Dropped again if the request goes on HTTP/1.1 (upstream/pool.rs).
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         // The body is forwarded at once; an origin's 100-continue would only
         // reach us, never the client, which hyper already answered.
         h.remove(header::EXPECT);

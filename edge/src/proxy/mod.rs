@@ -1,8 +1,9 @@
 //! One request's life, phase by phase (ARCHITECTURE.md "One request"):
 //! validate (`validate.rs`), `request_filter`, `cache_key`, then the cache
 //! phases (`cached.rs`) for GET and HEAD with a key, or a pass through
-//! `forward.rs` for everything else; `response_filter`, and the end of the
-//! request (`finish.rs`).
+//! `forward.rs` for everything else (a protocol switch, `upgrade.rs`, is a
+//! pass whose `101` opens a tunnel, `tunnel.rs`); `response_filter`, and
+//! the end of the request (`finish.rs`).
 //!
 //! Files point one way, top to bottom: `mod.rs` → `cached.rs` →
 //! `revalidate.rs` / `fill.rs` → `sliced_miss.rs` → `join.rs` →
@@ -25,6 +26,8 @@ mod sliced_miss;
 mod slices;
 mod stored;
 mod stream;
+mod tunnel;
+mod upgrade;
 mod validate;
 
 use std::convert::Infallible;
@@ -39,6 +42,7 @@ use cache::{CacheStatus, Clock};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version, response};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use purge_api::Purger;
 use tracing::{Instrument, info, warn};
 
@@ -50,6 +54,8 @@ use crate::hooks::{EdgeHooks, Session};
 use crate::metrics::Metrics;
 use crate::routing::Routing;
 use crate::server::idle::ConnActivity;
+use crate::server::limits::ConnSlot;
+use crate::server::tunnels::Tunnels;
 use crate::sites::{RedirectTo, Sites};
 use crate::transform::{Compression, Transformer};
 use crate::upstream::Upstream;
@@ -72,6 +78,30 @@ fn redirect_head(redirect: &RedirectTo, path_and_query: &str) -> response::Parts
     parts
 }
 
+/// A protocol switch the config allows, and the client's side of it.
+struct Switch {
+    /// The config's names of the protocols asked for.
+    protocols: Vec<String>,
+    /// The client's `Upgrade`, narrowed to them.
+    upgrade: HeaderValue,
+    /// The client's socket once our `101` is written.
+    client: OnUpgrade,
+}
+
+/// Whether a request is a gRPC call (`application/grpc`, `+proto` and the
+/// like; gRPC-Web is a browser protocol over plain HTTP and not meant).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim_start();
+            v.get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+                && matches!(v.as_bytes().get(16), None | Some(b'+' | b';'))
+        })
+}
+
 /// What the server tells the proxy about the connection a request came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -79,6 +109,11 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// Requests in flight keep the connection from being closed as idle.
     pub activity: Arc<ConnActivity>,
+    /// The connection's place under `max_connections`, which a tunnel it
+    /// becomes keeps.
+    pub slot: Arc<ConnSlot>,
+    /// The server's tunnels, which a tunnel joins.
+    pub tunnels: Arc<Tunnels>,
 }
 
 /// The request pipeline, shared by every connection: the generation of
@@ -104,6 +139,9 @@ pub struct Pipeline<H> {
     sites: Arc<Sites>,
     /// Every site's routing, the default site's (or the first) first.
     routings: Vec<Arc<Routing>>,
+    /// `server.upgrade_protocols`, lowercase.
+    upgrade_protocols: Vec<String>,
+    tunnel_idle_timeout: std::time::Duration,
 }
 
 fn gauge<T: TryInto<i64>>(n: T) -> i64 {
@@ -221,6 +259,13 @@ impl<H: EdgeHooks> Pipeline<H> {
             strip_surrogate_key: config.purge.strip_surrogate_key,
             sites,
             routings,
+            upgrade_protocols: config
+                .server
+                .upgrade_protocols
+                .iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
+            tunnel_idle_timeout: config.server.tunnel_idle_timeout,
         }
     }
 
@@ -429,7 +474,7 @@ impl<H: EdgeHooks> Pipeline<H> {
             answered: false,
         };
         let outcome = self
-            .process(&mut pending.session, body, &mut pending.ctx)
+            .process(&mut pending.session, body, &mut pending.ctx, &conn, &span)
             .instrument(span.clone())
             .await;
         let response = match outcome {
@@ -500,6 +545,8 @@ impl<H: EdgeHooks> Pipeline<H> {
         session: &mut Session,
         body: Incoming,
         ctx: &mut H::Ctx,
+        conn: &ConnInfo,
+        span: &tracing::Span,
     ) -> Result<(Response<ProxyBody>, Option<StatusCode>), ProxyError> {
         validate::validate(&session.req)?;
         // The site by Host, and its rule: before the hooks, which may
@@ -527,9 +574,29 @@ impl<H: EdgeHooks> Pipeline<H> {
             return Ok((Response::from_parts(parts, body::empty()), None));
         }
 
+        match upgrade::ask(&session.req, &self.upgrade_protocols) {
+            upgrade::Ask::Plain => {}
+            upgrade::Ask::NotAllowed => {
+                self.count_upgrade(upgrade::OTHER, "not_allowed");
+            }
+            upgrade::Ask::Allowed { protocols, upgrade } => {
+                // Absent only on a connection served without upgrades.
+                if let Some(client) = session.req.extensions.remove::<OnUpgrade>() {
+                    let ask = Switch {
+                        protocols,
+                        upgrade,
+                        client,
+                    };
+                    return Box::pin(self.switch(session, body, ctx, conn, span, ask)).await;
+                }
+            }
+        }
+
         session.cache_key = self.hooks().cache_key(session, ctx);
         let cacheable_method = matches!(session.req.method, Method::GET | Method::HEAD);
-        let bypass = session.policy().cache == CacheMode::Bypass;
+        // A gRPC call is never a cache lookup, whatever its method: its
+        // answer is in trailers, which the cache does not store.
+        let bypass = session.policy().cache == CacheMode::Bypass || is_grpc(&session.req.headers);
         let (mut parts, body, upstream_status) = match session.cache_key {
             Some(key) if cacheable_method && !bypass => {
                 let served = cached::serve_cacheable(&self.shared, session, key, body, ctx).await?;
@@ -561,6 +628,90 @@ impl<H: EdgeHooks> Pipeline<H> {
         };
         self.finish_head(session, &mut parts, ctx).await;
         Ok((Response::from_parts(parts, body), upstream_status))
+    }
+
+    /// A request asking for an allowed protocol switch: a pass with the
+    /// `Upgrade` kept; on the origin's `101` the client gets it too and a
+    /// tunnel copies the bytes after it; any other answer is relayed as is.
+    async fn switch(
+        &self,
+        session: &mut Session,
+        body: Incoming,
+        ctx: &mut H::Ctx,
+        conn: &ConnInfo,
+        span: &tracing::Span,
+        ask: Switch,
+    ) -> Result<(Response<ProxyBody>, Option<StatusCode>), ProxyError> {
+        let Switch {
+            protocols,
+            upgrade,
+            client,
+        } = ask;
+        let label = protocols.first().map_or(upgrade::OTHER, String::as_str);
+        let body = self.shared.fwd.request_body(body);
+        let fields = upgrade::upstream_fields(&upgrade);
+        let fetched = match self.shared.fwd.forward(session, body, ctx, &fields).await {
+            Ok(fetched) => fetched,
+            Err(err) => {
+                self.count_upgrade(label, "failed");
+                return Err(err);
+            }
+        };
+        let mut parts = fetched.parts;
+        let status = parts.status;
+        let origin_body = body::boxed(fetched.body);
+        let answer = upgrade::answer(&protocols, status, parts.headers.get(header::UPGRADE));
+        let origin = parts.extensions.remove::<OnUpgrade>();
+        let body = match (answer, origin) {
+            (upgrade::Answer::Response, _) => {
+                self.count_upgrade(label, "declined");
+                origin_body
+            }
+            (upgrade::Answer::Switched(protocol), Some(origin)) => {
+                self.count_upgrade(&protocol, "tunnel");
+                tunnel::Tunnel {
+                    protocol,
+                    client,
+                    origin,
+                    idle_timeout: self.tunnel_idle_timeout,
+                    metrics: self.metrics().clone(),
+                    holds: tunnel::Holds {
+                        _activity: conn.activity.request_started(),
+                        _slot: conn.slot.clone(),
+                        guard: conn.tunnels.open(),
+                        _origin_body: origin_body,
+                    },
+                    span: span.clone(),
+                }
+                .spawn();
+                body::empty()
+            }
+            (upgrade::Answer::Switched(_) | upgrade::Answer::Bogus, _) => {
+                self.count_upgrade(label, "failed");
+                return Err(ProxyError::Upstream {
+                    peer: session
+                        .peer
+                        .as_ref()
+                        .map_or_else(String::new, ToString::to_string),
+                    source: format!(
+                        "101 to a protocol not asked for: {:?}",
+                        parts.headers.get(header::UPGRADE)
+                    )
+                    .into(),
+                });
+            }
+        };
+        let mark = Mark::forwarded(CacheStatus::Pass, Fwd::Bypass);
+        respond::write_mark(&mut parts.headers, &self.shared.cache.node, &mark);
+        self.finish_head(session, &mut parts, ctx).await;
+        Ok((Response::from_parts(parts, body), Some(status)))
+    }
+
+    fn count_upgrade(&self, protocol: &str, result: &str) {
+        self.metrics()
+            .upgrades
+            .with_label_values(&[protocol, result])
+            .inc();
     }
 
     /// What every answer of the pipeline gets last: `Via`, HTTP/1.1, the
@@ -612,5 +763,26 @@ impl<H: EdgeHooks> Pipeline<H> {
             .purge_url(&url)
             .await
             .unwrap_or_else(|err| err.to_response())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_by_content_type() {
+        let with = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            is_grpc(&h)
+        };
+        assert!(with("application/grpc"));
+        assert!(with("application/grpc+proto"));
+        assert!(with("Application/GRPC; charset=utf-8"));
+        assert!(!with("application/grpc-web"));
+        assert!(!with("application/grpcx"));
+        assert!(!with("application/json"));
+        assert!(!is_grpc(&http::HeaderMap::new()));
     }
 }

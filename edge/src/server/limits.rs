@@ -11,7 +11,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::sync::Semaphore;
+use prometheus::IntGauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::idle::IoTimeouts;
 use crate::config::ServerConfig;
@@ -90,6 +91,32 @@ impl Limits {
                 });
             }
         }
+    }
+}
+
+/// One connection's place under `max_connections` and in
+/// `edge_open_connections`, held by the connection and by a tunnel it
+/// became (which outlives hyper's connection): freed when the last of them
+/// ends.
+#[derive(Debug)]
+pub struct ConnSlot {
+    _permit: OwnedSemaphorePermit,
+    open: IntGauge,
+}
+
+impl ConnSlot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, open: IntGauge) -> Arc<Self> {
+        open.inc();
+        Arc::new(ConnSlot {
+            _permit: permit,
+            open,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 

@@ -1,9 +1,11 @@
 //! Listeners, the accept loop, connection limits and graceful shutdown.
 //!
 //! Each accepted connection is served by hyper-util's auto builder (HTTP/1.1
-//! with keep-alive, or HTTP/2 with prior knowledge), wrapped in [`IdleIo`] for
-//! the idle timeout, counted against `max_connections`, and watched so that
-//! shutdown can let in-flight requests finish.
+//! with keep-alive and upgrades, or HTTP/2 with prior knowledge), wrapped in
+//! [`IdleIo`] for the idle timeout, counted against `max_connections`, and
+//! watched so that shutdown can let in-flight requests finish; a connection
+//! switched to a tunnel is counted by [`Tunnels`] instead, and closed once
+//! the grace period is over.
 
 pub(crate) mod data_dir;
 pub(crate) mod error;
@@ -11,6 +13,7 @@ pub(crate) mod idle;
 pub(crate) mod limits;
 pub mod sockets;
 pub(crate) mod tls;
+pub(crate) mod tunnels;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,10 +46,12 @@ pub use data_dir::DataDirError;
 use data_dir::lock_data_dir;
 pub use error::ServerError;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
+pub use limits::ConnSlot;
 use limits::Limits;
 use purge_api::Purger;
 use sockets::Role;
 use tls::TlsListener;
+pub use tunnels::{TunnelGuard, Tunnels};
 
 /// The next TLS connection, or never when there is no TLS listener.
 async fn accept_tls(
@@ -76,6 +81,8 @@ pub struct Server<H = DefaultHooks> {
     reloader: Arc<Reloader<H>>,
     metrics: Metrics,
     registry: Registry,
+    /// Connections switched to another protocol (WebSocket).
+    tunnels: Arc<Tunnels>,
 }
 
 impl Server<DefaultHooks> {
@@ -207,8 +214,10 @@ impl<H: EdgeHooks> Server<H> {
             limits.clone(),
             metrics.clone(),
         ));
+        let tunnels = Tunnels::new(metrics.open_tunnels.clone());
         Ok(Server {
             config,
+            tunnels,
             limits,
             upgrades,
             reloader,
@@ -274,6 +283,7 @@ impl<H: EdgeHooks> Server<H> {
             reloader,
             metrics,
             registry,
+            tunnels,
         } = self;
         info!(
             listen = %listener.local_addr().unwrap_or(config.listen),
@@ -338,10 +348,14 @@ impl<H: EdgeHooks> Server<H> {
             };
             let _ = stream.set_nodelay(true);
             let activity = ConnActivity::new();
+            metrics.connections.inc();
+            let slot = ConnSlot::new(permit, metrics.open_connections.clone());
             let conn_info = ConnInfo {
                 client_addr,
                 scheme: if secure { "https" } else { "http" },
                 activity: activity.clone(),
+                slot: slot.clone(),
+                tunnels: tunnels.clone(),
             };
             let proxy = proxy.clone();
             let closing = hand_over.closing();
@@ -350,9 +364,6 @@ impl<H: EdgeHooks> Server<H> {
                 let response = proxy.clone().handle(req, conn_info.clone());
                 closing.clone().mark(h1, response)
             });
-            metrics.connections.inc();
-            metrics.open_connections.inc();
-            let open = metrics.open_connections.clone();
             let watcher = graceful.watcher();
             let settings = limits.now();
             // Only TLS connections need the acceptor.
@@ -363,7 +374,11 @@ impl<H: EdgeHooks> Server<H> {
                     None => {
                         let io = TokioIo::new(IdleIo::new(stream, timeouts, activity));
                         watcher
-                            .watch(builder.serve_connection(io, service).into_owned())
+                            .watch(
+                                builder
+                                    .serve_connection_with_upgrades(io, service)
+                                    .into_owned(),
+                            )
                             .await
                     }
                     Some(acceptor) => {
@@ -373,7 +388,11 @@ impl<H: EdgeHooks> Server<H> {
                             Ok(Ok(tls)) => {
                                 let io = TokioIo::new(IdleIo::new(tls, timeouts, activity));
                                 watcher
-                                    .watch(builder.serve_connection(io, service).into_owned())
+                                    .watch(
+                                        builder
+                                            .serve_connection_with_upgrades(io, service)
+                                            .into_owned(),
+                                    )
                                     .await
                             }
                             Ok(Err(err)) => {
@@ -390,8 +409,8 @@ impl<H: EdgeHooks> Server<H> {
                 if let Err(err) = result {
                     debug!(client = %client_addr, error = %err, "connection ended with error");
                 }
-                open.dec();
-                drop(permit);
+                // A tunnel the connection became holds its own clone.
+                drop(slot);
             });
         }
 
@@ -409,9 +428,22 @@ impl<H: EdgeHooks> Server<H> {
             let _ = tokio::time::timeout(linger, limits.permits.acquire_many(all)).await;
             grace = grace.saturating_sub(linger);
         }
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
+        let finished = async {
+            graceful.shutdown().await;
+            tunnels.drained().await;
+        };
+        match tokio::time::timeout(grace, finished).await {
             Ok(()) => info!("all connections finished"),
-            Err(_) => warn!("grace period over, dropping the remaining connections"),
+            Err(_) => {
+                warn!(
+                    tunnels = tunnels.count(),
+                    "grace period over, dropping the remaining connections"
+                );
+                // Tunnels have no request to finish: they only close.
+                // Waited for (briefly), so their ends are counted.
+                tunnels.close_all();
+                let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.drained()).await;
+            }
         }
         let _ = stop_admin.send(true);
         admin_task.await?;

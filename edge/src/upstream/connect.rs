@@ -209,7 +209,10 @@ impl Connector {
                 .handshake(io)
                 .await
                 .map_err(ConnectError::Handshake)?;
-            Ok((Sender::H1(sender), Box::pin(conn)))
+            // On a 101 the connection's task ends and hands the socket to
+            // the response's `OnUpgrade` (the tunnel); without this, hyper
+            // would close it instead.
+            Ok((Sender::H1(sender), Box::pin(conn.with_upgrades())))
         }
     }
 }

@@ -7,9 +7,11 @@
 //! and the request is put in the right form for its connection.
 //!
 //! HTTP/1.1: idle connections per peer (newest first), each back in the
-//! pool once its response body has been read. HTTP/2: one connection per
+//! pool once its response body has been read, unless it switched protocols
+//! (a `101` hands the socket to a tunnel). HTTP/2: one connection per
 //! peer carries every request as a stream; it is opened by one request
-//! while the others wait for it.
+//! while the others wait for it. A request carrying `Upgrade` always goes
+//! on HTTP/1.1, the only version that has it (RFC 9113 §8.2.2).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -115,14 +117,18 @@ impl Pool {
             .and_then(|host| Authority::try_from(host.as_bytes()).ok())
             .unwrap_or_else(|| peer.authority().clone());
         let mut fresh_only = false;
+        let h1_only = req.headers().contains_key(header::UPGRADE);
         loop {
-            let (sender, reused) = inner.checkout(peer, fresh_only).await?;
+            let (sender, reused) = inner.checkout(peer, fresh_only, h1_only).await?;
             let result = match sender {
                 Sender::H1(mut conn) => {
                     for_h1(&mut req, &site);
                     match conn.try_send_request(req).await {
                         Ok(resp) => {
-                            inner.give_back_when_idle(peer.clone(), conn);
+                            // A switched connection is the tunnel's now.
+                            if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                                inner.give_back_when_idle(peer.clone(), conn);
+                            }
                             Ok(resp)
                         }
                         Err(err) => Err(err),
@@ -171,13 +177,15 @@ impl Inner {
 
     /// A connection to `peer`, and whether it was already open. With
     /// `fresh_only` (a retry), no idle HTTP/1.1 connection is taken; the
-    /// shared HTTP/2 one still is unless it has closed.
+    /// shared HTTP/2 one still is unless it has closed. `h1_only`: an
+    /// HTTP/1.1 connection even to an HTTP/2 peer.
     async fn checkout(
         self: &Arc<Self>,
         peer: &Peer,
         fresh_only: bool,
+        h1_only: bool,
     ) -> Result<(Sender, bool), SendError> {
-        let wants_h2 = peer.transport().http2 && !self.h2_declined(peer);
+        let wants_h2 = peer.transport().http2 && !h1_only && !self.h2_declined(peer);
         if !wants_h2 {
             return self.checkout_h1(peer, fresh_only).await;
         }
@@ -357,6 +365,9 @@ async fn reap(pool: Weak<Inner>) {
 /// HTTP/1.1 sends the path alone; `Host` names the site.
 fn for_h1(req: &mut Request<ProxyBody>, site: &Authority) {
     *req.version_mut() = Version::HTTP_11;
+    // `te: trailers` is kept for HTTP/2 peers (gRPC); in HTTP/1.1 it is a
+    // hop-by-hop field of this connection, which reads no trailers.
+    req.headers_mut().remove(header::TE);
     // A request given back unsent by HTTP/2 has lost its `Host`.
     if !req.headers().contains_key(header::HOST)
         && let Ok(host) = HeaderValue::from_str(site.as_str())
@@ -413,5 +424,13 @@ mod tests {
         for_h1(&mut req, &site);
         assert_eq!(req.uri().to_string(), "/a?b=1");
         assert_eq!(req.headers()["host"], "www.example.com");
+        let mut grpc = Request::post(peer.uri_for(Some(&"/s/M".parse().unwrap())))
+            .header("te", "trailers")
+            .body(body::empty())
+            .unwrap();
+        for_h2(&mut grpc, &peer, &site);
+        assert_eq!(grpc.headers()["te"], "trailers");
+        for_h1(&mut grpc, &site);
+        assert!(grpc.headers().get("te").is_none());
     }
 }
