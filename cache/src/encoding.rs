@@ -50,73 +50,90 @@ impl Encoding {
     }
 }
 
-/// A request's `Accept-Encoding`, parsed: each coding with its weight.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Accepted {
-    /// Lower-cased coding tokens (and `*`) with their q-value in
-    /// thousandths; a coding listed twice keeps its first weight.
-    items: Vec<(String, u16)>,
+/// A request's `Accept-Encoding`: which codings it accepts, with which
+/// weight. Read in place (no allocation: it runs on every hit).
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted<'a> {
+    headers: &'a HeaderMap,
     /// The field was present (an absent field accepts any coding, §12.5.3,
     /// but a shared cache sends identity to such clients, as everyone does).
     present: bool,
 }
 
-impl Accepted {
-    pub fn parse(headers: &HeaderMap) -> Accepted {
-        let mut accepted = Accepted::default();
-        for value in headers.get_all(ACCEPT_ENCODING) {
-            accepted.present = true;
-            // A value that is not text accepts nothing more.
-            let Ok(text) = value.to_str() else { continue };
-            for item in text.split(',') {
+impl<'a> Accepted<'a> {
+    pub fn parse(headers: &'a HeaderMap) -> Accepted<'a> {
+        Accepted {
+            headers,
+            present: headers.contains_key(ACCEPT_ENCODING),
+        }
+    }
+
+    /// Each listed coding (trimmed, as written) with its weight in
+    /// thousandths; items with a malformed weight are left out, and a
+    /// value that is not text lists nothing.
+    fn items(&self) -> impl Iterator<Item = (&'a str, u16)> + 'a {
+        self.headers
+            .get_all(ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .filter_map(|item| {
                 let mut parts = item.split(';');
-                let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+                let coding = parts.next().unwrap_or("").trim();
                 if coding.is_empty() {
-                    continue;
+                    return None;
                 }
                 let q = parts
                     .find_map(|p| {
                         let (name, value) = p.split_once('=')?;
                         name.trim().eq_ignore_ascii_case("q").then(|| qvalue(value))
                     })
-                    // A malformed weight makes the item unusable.
-                    .unwrap_or(Some(1000));
-                let Some(q) = q else { continue };
-                if !accepted.items.iter().any(|(c, _)| *c == coding) {
-                    accepted.items.push((coding, q));
-                }
-            }
-        }
-        accepted
+                    .unwrap_or(Some(1000))?;
+                Some((coding, q))
+            })
     }
 
-    /// The weight of `token` (thousandths): its own entry, else `*`'s,
+    /// The weight of `token` (thousandths): its first entry, else `*`'s,
     /// else 0.
     fn weight(&self, token: &str) -> u16 {
-        let own = self.items.iter().find(|(c, _)| c == token);
-        let star = || self.items.iter().find(|(c, _)| c == "*");
-        own.or_else(star).map_or(0, |&(_, q)| q)
+        let mut star = None;
+        for (coding, q) in self.items() {
+            if coding.eq_ignore_ascii_case(token) {
+                return q;
+            }
+            if coding == "*" && star.is_none() {
+                star = Some(q);
+            }
+        }
+        star.unwrap_or(0)
     }
 
     /// Whether a response in `encoding` is acceptable.
     pub fn accepts(&self, encoding: Encoding) -> bool {
-        if encoding == Encoding::Gzip && self.items.iter().any(|(c, q)| c == "x-gzip" && *q > 0) {
-            return true;
+        self.weight_of(encoding) > 0
+    }
+
+    fn weight_of(&self, encoding: Encoding) -> u16 {
+        let own = self.weight(encoding.token());
+        if own == 0 && encoding == Encoding::Gzip {
+            return self
+                .items()
+                .find(|(c, _)| c.eq_ignore_ascii_case("x-gzip"))
+                .map_or(0, |(_, q)| q);
         }
-        self.weight(encoding.token()) > 0
+        own
     }
 
     /// The coding to answer with among `offered` (in the edge's order of
     /// preference): the highest weight wins, ties go to the earlier one;
     /// `None` when the client accepts none of them (identity then).
     pub fn preferred(&self, offered: &[Encoding]) -> Option<Encoding> {
+        if !self.present {
+            return None;
+        }
         let mut best: Option<(Encoding, u16)> = None;
         for &encoding in offered {
-            let q = if self.accepts(encoding) {
-                self.weight(encoding.token()).max(1)
-            } else {
-                0
-            };
+            let q = self.weight_of(encoding);
             if q > 0 && best.is_none_or(|(_, b)| q > b) {
                 best = Some((encoding, q));
             }
@@ -125,20 +142,29 @@ impl Accepted {
     }
 
     /// The normal form that keys a variant varying on `Accept-Encoding`:
-    /// the codings accepted (q > 0), sorted, so that spellings that differ
-    /// in order, case, whitespace or weights share one variant. Two
-    /// requests with the same form accept exactly the same codings, so a
-    /// response chosen for one is acceptable to the other. An absent field
-    /// and an empty one stay apart.
+    /// the codings accepted (q > 0), lower-cased and sorted, so that
+    /// spellings that differ in order, case, whitespace or weights share
+    /// one variant. Two requests with the same form accept exactly the
+    /// same codings, so a response chosen for one is acceptable to the
+    /// other. An absent field and an empty one stay apart; a coding listed
+    /// twice counts with its first weight.
     pub fn variant_form(&self) -> Vec<u8> {
-        let mut tokens: Vec<&str> = self
-            .items
-            .iter()
-            .filter(|(_, q)| *q > 0)
-            .map(|(c, _)| if c == "x-gzip" { "gzip" } else { c.as_str() })
-            .collect();
+        let mut seen: Vec<String> = Vec::new();
+        let mut tokens: Vec<String> = Vec::new();
+        for (coding, q) in self.items() {
+            let mut c = coding.to_ascii_lowercase();
+            if c == "x-gzip" {
+                c = "gzip".to_owned();
+            }
+            if seen.contains(&c) {
+                continue;
+            }
+            seen.push(c.clone());
+            if q > 0 {
+                tokens.push(c);
+            }
+        }
         tokens.sort_unstable();
-        tokens.dedup();
         let mut out = Vec::with_capacity(tokens.iter().map(|t| t.len() + 1).sum::<usize>() + 1);
         out.push(u8::from(self.present));
         for token in tokens {
@@ -173,51 +199,60 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn accepted(values: &[&'static str]) -> Accepted {
+    fn headers(values: &[&'static str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
             h.append(ACCEPT_ENCODING, HeaderValue::from_static(v));
         }
-        Accepted::parse(&h)
+        h
     }
 
     #[test]
     fn preference_is_br_then_zstd_then_gzip_unless_weights_say_otherwise() {
         let all = Encoding::PRODUCED;
         assert_eq!(
-            accepted(&["gzip, deflate, br, zstd"]).preferred(&all),
+            Accepted::parse(&headers(&["gzip, deflate, br, zstd"])).preferred(&all),
             Some(Encoding::Brotli)
         );
         assert_eq!(
-            accepted(&["gzip, zstd"]).preferred(&all),
+            Accepted::parse(&headers(&["gzip, zstd"])).preferred(&all),
             Some(Encoding::Zstd)
         );
         assert_eq!(
-            accepted(&["br;q=0.5, gzip"]).preferred(&all),
+            Accepted::parse(&headers(&["br;q=0.5, gzip"])).preferred(&all),
             Some(Encoding::Gzip)
         );
         assert_eq!(
-            accepted(&["br;q=0, gzip;q=0.1"]).preferred(&all),
+            Accepted::parse(&headers(&["br;q=0, gzip;q=0.1"])).preferred(&all),
             Some(Encoding::Gzip)
         );
-        assert_eq!(accepted(&["identity"]).preferred(&all), None);
-        assert_eq!(accepted(&[]).preferred(&all), None);
-        assert_eq!(accepted(&["*"]).preferred(&all), Some(Encoding::Brotli));
         assert_eq!(
-            accepted(&["*, br;q=0"]).preferred(&all),
+            Accepted::parse(&headers(&["identity"])).preferred(&all),
+            None
+        );
+        assert_eq!(Accepted::parse(&headers(&[])).preferred(&all), None);
+        assert_eq!(
+            Accepted::parse(&headers(&["*"])).preferred(&all),
+            Some(Encoding::Brotli)
+        );
+        assert_eq!(
+            Accepted::parse(&headers(&["*, br;q=0"])).preferred(&all),
             Some(Encoding::Zstd)
         );
-        assert_eq!(accepted(&["x-gzip"]).preferred(&all), Some(Encoding::Gzip));
+        assert_eq!(
+            Accepted::parse(&headers(&["x-gzip"])).preferred(&all),
+            Some(Encoding::Gzip)
+        );
         // Case and whitespace do not matter; a bad weight voids its item.
         assert_eq!(
-            accepted(&[" GZip ; Q=1.0 , br;q=2"]).preferred(&all),
+            Accepted::parse(&headers(&[" GZip ; Q=1.0 , br;q=2"])).preferred(&all),
             Some(Encoding::Gzip)
         );
     }
 
     #[test]
     fn spellings_of_the_same_codings_share_a_variant_form() {
-        let form = |v: &[&'static str]| accepted(v).variant_form();
+        let form = |v: &[&'static str]| Accepted::parse(&headers(v)).variant_form();
         assert_eq!(form(&["gzip, br"]), form(&["br,gzip"]));
         assert_eq!(form(&["gzip, br"]), form(&["BR;q=0.8 , Gzip"]));
         assert_eq!(form(&["gzip, br"]), form(&["gzip", "br"]));

@@ -114,18 +114,21 @@ impl Compression {
         else {
             return false;
         };
-        let ty = ty
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if ty == "text/event-stream" {
+        // No lower-cased copy: this runs on every hit.
+        let ty = ty.split(';').next().unwrap_or("").trim();
+        if ty.eq_ignore_ascii_case("text/event-stream") {
             return false;
         }
-        self.exact.iter().any(|t| *t == ty)
-            || self.prefixes.iter().any(|p| ty.starts_with(p.as_str()))
-            || self.suffixes.iter().any(|s| ty.ends_with(s.as_str()))
+        let starts = |p: &str| ty.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+        let ends = |s: &str| {
+            ty.len() >= s.len()
+                && ty
+                    .get(ty.len() - s.len()..)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(s))
+        };
+        self.exact.iter().any(|t| t.eq_ignore_ascii_case(ty))
+            || self.prefixes.iter().any(|p| starts(p))
+            || self.suffixes.iter().any(|s| ends(s))
     }
 }
 
