@@ -97,13 +97,7 @@ pub(crate) fn transcode_stored<H>(
     match plan {
         Plan::AsIs { .. } => identity,
         Plan::Encode(encoding) => {
-            let writer = transform::encoding_writer(
-                &shared.cache.store,
-                &found.object_key,
-                &found.meta,
-                encoding,
-                shared.cache.max_object_size,
-            );
+            let writer = writer(shared, &found.object_key, &found.meta, encoding);
             body::boxed(Transcoded::encode(
                 &shared.transform,
                 identity,
@@ -144,13 +138,7 @@ pub(crate) fn streamed<H>(
         Plan::AsIs { .. } => body,
         Plan::Encode(encoding) => {
             let writer = match &of {
-                BodyOf::Filling(head) => transform::encoding_writer(
-                    &shared.cache.store,
-                    &head.object_key,
-                    &head.meta,
-                    encoding,
-                    shared.cache.max_object_size,
-                ),
+                BodyOf::Filling(head) => writer(shared, &head.object_key, &head.meta, encoding),
                 BodyOf::Other | BodyOf::Transformed => None,
             };
             body::boxed(Transcoded::encode(
@@ -164,4 +152,15 @@ pub(crate) fn streamed<H>(
             body::boxed(Transcoded::decode(&shared.transform, body, encoding))
         }
     }
+}
+
+/// Stores `encoding` of the body of the object `meta` under `object_key`.
+fn writer<H>(
+    shared: &Shared<H>,
+    object_key: &cache::CacheKey,
+    meta: &cache::meta::ObjectMeta,
+    encoding: cache::encoding::Encoding,
+) -> Option<cache::object::ObjectWriter> {
+    let max_size = shared.cache.max_object_size;
+    transform::encoding_writer(&shared.cache.store, object_key, meta, encoding, max_size)
 }

@@ -116,6 +116,18 @@ impl Transcoded {
     }
 }
 
+impl Transcoded {
+    /// The next frame once the source has ended: the codec's last bytes,
+    /// else the trailers held, else the end.
+    fn end(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        match self.finish() {
+            Ok(rest) if rest.is_empty() => self.trailers.take().map(|t| Ok(Frame::trailers(t))),
+            Ok(rest) => Some(Ok(Frame::data(rest))),
+            Err(err) => Some(Err(err)),
+        }
+    }
+}
+
 impl Body for Transcoded {
     type Data = Bytes;
     type Error = BoxError;
@@ -131,7 +143,7 @@ impl Body for Transcoded {
         }
         loop {
             if this.codec.is_none() {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                return Poll::Ready(this.end());
             }
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -143,13 +155,7 @@ impl Body for Transcoded {
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(None) => {
-                    return match this.finish() {
-                        Ok(rest) if rest.is_empty() => {
-                            Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
-                        }
-                        Ok(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
-                        Err(err) => Poll::Ready(Some(Err(err))),
-                    };
+                    return Poll::Ready(this.end());
                 }
             };
             match frame.into_data() {
@@ -174,13 +180,7 @@ impl Body for Transcoded {
                     if let Ok(trailers) = frame.into_trailers() {
                         this.trailers = Some(trailers);
                     }
-                    return match this.finish() {
-                        Ok(rest) if rest.is_empty() => {
-                            Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
-                        }
-                        Ok(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
-                        Err(err) => Poll::Ready(Some(Err(err))),
-                    };
+                    return Poll::Ready(this.end());
                 }
             }
         }
