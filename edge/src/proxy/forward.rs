@@ -118,6 +118,22 @@ impl<H: EdgeHooks> Forwarder<H> {
         ctx: &mut H::Ctx,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<Fetched, ProxyError> {
+        let method = session.req.method.clone();
+        self.forward_as(session, method, body, ctx, extra).await
+    }
+
+    /// [`Self::forward`] with another method upstream than the client's:
+    /// the `GET` of a WebSocket handshake an HTTP/2 client asked for with
+    /// CONNECT (`h2_websocket.rs`). Peers are picked, and retries decided,
+    /// for that method.
+    pub async fn forward_as(
+        &self,
+        session: &mut Session,
+        method: Method,
+        body: ProxyBody,
+        ctx: &mut H::Ctx,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<Fetched, ProxyError> {
         // Only a request without a body can be sent again: a streamed body
         // is consumed by the first attempt.
         let replayable = body.is_end_stream();
@@ -127,7 +143,7 @@ impl<H: EdgeHooks> Forwarder<H> {
                 Some(peer) => vec![(peer, None)],
                 None => routing
                     .targets(
-                        &session.req.method,
+                        &method,
                         &session.req.headers,
                         session.cache_key,
                         session.client_addr.ip(),
@@ -139,8 +155,8 @@ impl<H: EdgeHooks> Forwarder<H> {
         let Some((first, _)) = targets.first() else {
             return Err(ProxyError::NoPeer);
         };
-        let mut upstream_req = self.upstream_request_parts(session, first, &body);
-        if session.cache_key.is_some() && matches!(session.req.method, Method::GET | Method::HEAD) {
+        let mut upstream_req = self.upstream_request_parts(session, &method, first, &body);
+        if session.cache_key.is_some() && matches!(method, Method::GET | Method::HEAD) {
             // The cache answers the client's conditionals and ranges itself;
             // upstream it asks for whole responses, validated by its own
             // validators.
@@ -157,7 +173,7 @@ impl<H: EdgeHooks> Forwarder<H> {
 
         routing.budget.deposit();
         let mut body = Some(body);
-        let idempotent = replayable && is_idempotent(&session.req.method);
+        let idempotent = replayable && is_idempotent(&method);
         // A pooled connection the peer closed just as we wrote to it fails
         // an otherwise healthy exchange: idempotent requests get one retry.
         let mut may_retry = idempotent;
@@ -312,11 +328,12 @@ impl<H: EdgeHooks> Forwarder<H> {
     fn upstream_request_parts(
         &self,
         session: &Session,
+        method: &Method,
         peer: &Peer,
         body: &ProxyBody,
     ) -> request::Parts {
         let (mut parts, ()) = Request::new(()).into_parts();
-        parts.method = session.req.method.clone();
+        parts.method = method.clone();
         parts.version = Version::HTTP_11;
         parts.uri = peer.uri_for(session.req.uri.path_and_query());
         parts.headers = session.req.headers.clone();

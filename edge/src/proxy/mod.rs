@@ -2,8 +2,9 @@
 //! validate (`validate.rs`), `request_filter`, `cache_key`, then the cache
 //! phases (`cached.rs`) for GET and HEAD with a key, or a pass through
 //! `forward.rs` for everything else (a protocol switch, `upgrade.rs`, is a
-//! pass whose `101` opens a tunnel, `tunnel.rs`); `response_filter`, and
-//! the end of the request (`finish.rs`).
+//! pass whose `101` opens a tunnel, `tunnel.rs`; so is an HTTP/2 client's
+//! WebSocket, `h2_websocket.rs`, translated to HTTP/1.1 upstream);
+//! `response_filter`, and the end of the request (`finish.rs`).
 //!
 //! Files point one way, top to bottom: `mod.rs` → `cached.rs` →
 //! `revalidate.rs` / `fill.rs` → `sliced_miss.rs` → `join.rs` →
@@ -16,6 +17,7 @@ mod encode;
 mod fill;
 mod finish;
 mod forward;
+mod h2_websocket;
 mod join;
 mod layer;
 mod respond;
@@ -64,6 +66,8 @@ use forward::Forwarder;
 use layer::CacheLayer;
 use respond::{BodyOf, Detail, Fwd, Mark};
 use shared::Shared;
+
+pub(crate) use h2_websocket::offer_connect_protocol;
 
 /// A rule's redirect: its status, `Location`, and no body.
 fn redirect_head(redirect: &RedirectTo, path_and_query: &str) -> response::Parts {
@@ -574,6 +578,23 @@ impl<H: EdgeHooks> Pipeline<H> {
             return Ok((Response::from_parts(parts, body::empty()), None));
         }
 
+        match h2_websocket::ask(&session.req, &self.upgrade_protocols) {
+            h2_websocket::Ask::Other => {}
+            h2_websocket::Ask::NotAllowed => {
+                self.count_upgrade(upgrade::OTHER, "not_allowed");
+                return Err(ProxyError::BadRequest(
+                    "extended CONNECT to a protocol not allowed",
+                ));
+            }
+            h2_websocket::Ask::WebSocket => {
+                // hyper gives every CONNECT one; without it no 200 could
+                // become a tunnel, and a CONNECT must not go on as such.
+                let Some(client) = session.req.extensions.remove::<OnUpgrade>() else {
+                    return Err(ProxyError::BadRequest("CONNECT is not supported"));
+                };
+                return Box::pin(self.connect_websocket(session, ctx, conn, span, client)).await;
+            }
+        }
         match upgrade::ask(&session.req, &self.upgrade_protocols) {
             upgrade::Ask::Plain => {}
             upgrade::Ask::NotAllowed => {
@@ -669,21 +690,7 @@ impl<H: EdgeHooks> Pipeline<H> {
             }
             (upgrade::Answer::Switched(protocol), Some(origin)) => {
                 self.count_upgrade(&protocol, "tunnel");
-                tunnel::Tunnel {
-                    protocol,
-                    client,
-                    origin,
-                    idle_timeout: self.tunnel_idle_timeout,
-                    metrics: self.metrics().clone(),
-                    holds: tunnel::Holds {
-                        _activity: conn.activity.request_started(),
-                        _slot: conn.slot.clone(),
-                        guard: conn.tunnels.open(),
-                        _origin_body: origin_body,
-                    },
-                    span: span.clone(),
-                }
-                .spawn();
+                self.open_tunnel(protocol, client, origin, origin_body, conn, span);
                 body::empty()
             }
             (upgrade::Answer::Switched(_) | upgrade::Answer::Bogus, _) => {
@@ -705,6 +712,102 @@ impl<H: EdgeHooks> Pipeline<H> {
         respond::write_mark(&mut parts.headers, &self.shared.cache.node, &mark);
         self.finish_head(session, &mut parts, ctx).await;
         Ok((Response::from_parts(parts, body), Some(status)))
+    }
+
+    /// An HTTP/2 client's WebSocket (RFC 8441): the CONNECT goes to the
+    /// peer an HTTP/1.1 upgrade would go to, as the `GET` handshake of RFC
+    /// 6455 with a key of ours; the origin's `101`, its accept checked,
+    /// becomes the client's `200` and a tunnel between the HTTP/2 stream
+    /// and the origin's socket; any other answer is the client's.
+    async fn connect_websocket(
+        &self,
+        session: &mut Session,
+        ctx: &mut H::Ctx,
+        conn: &ConnInfo,
+        span: &tracing::Span,
+        client: OnUpgrade,
+    ) -> Result<(Response<ProxyBody>, Option<StatusCode>), ProxyError> {
+        let label = h2_websocket::WEBSOCKET;
+        let Some(key) = h2_websocket::new_key() else {
+            self.count_upgrade(label, "failed");
+            return Err(ProxyError::Internal(
+                "no random bytes for a WebSocket key".into(),
+            ));
+        };
+        let fields = h2_websocket::upstream_fields(&key);
+        // hyper gives a CONNECT no body: its DATA frames are the tunnel's.
+        let forwarded = self
+            .shared
+            .fwd
+            .forward_as(session, Method::GET, body::empty(), ctx, &fields)
+            .await;
+        let fetched = match forwarded {
+            Ok(fetched) => fetched,
+            Err(err) => {
+                self.count_upgrade(label, "failed");
+                return Err(err);
+            }
+        };
+        let mut parts = fetched.parts;
+        let status = parts.status;
+        let origin_body = body::boxed(fetched.body);
+        let answer = h2_websocket::answer(status, &parts.headers, &key);
+        let origin = parts.extensions.remove::<OnUpgrade>();
+        let body = match (answer, origin) {
+            (h2_websocket::Answer::Declined, _) => {
+                self.count_upgrade(label, "declined");
+                origin_body
+            }
+            (h2_websocket::Answer::Switched, Some(origin)) => {
+                self.count_upgrade(label, "tunnel");
+                h2_websocket::client_head(&mut parts);
+                self.open_tunnel(label.to_owned(), client, origin, origin_body, conn, span);
+                body::empty()
+            }
+            (bad, _) => {
+                self.count_upgrade(label, "failed");
+                return Err(ProxyError::Upstream {
+                    peer: session
+                        .peer
+                        .as_ref()
+                        .map_or_else(String::new, ToString::to_string),
+                    source: format!("answer to a WebSocket handshake: {status}, {bad:?}").into(),
+                });
+            }
+        };
+        let mark = Mark::forwarded(CacheStatus::Pass, Fwd::Bypass);
+        respond::write_mark(&mut parts.headers, &self.shared.cache.node, &mark);
+        self.finish_head(session, &mut parts, ctx).await;
+        Ok((Response::from_parts(parts, body), Some(status)))
+    }
+
+    /// Starts the tunnel of a switched request, holding what it keeps
+    /// alive (the connection's slot and activity, the peer's in-flight
+    /// count through `origin_body`).
+    fn open_tunnel(
+        &self,
+        protocol: String,
+        client: OnUpgrade,
+        origin: OnUpgrade,
+        origin_body: ProxyBody,
+        conn: &ConnInfo,
+        span: &tracing::Span,
+    ) {
+        tunnel::Tunnel {
+            protocol,
+            client,
+            origin,
+            idle_timeout: self.tunnel_idle_timeout,
+            metrics: self.metrics().clone(),
+            holds: tunnel::Holds {
+                _activity: conn.activity.request_started(),
+                _slot: conn.slot.clone(),
+                guard: conn.tunnels.open(),
+                _origin_body: origin_body,
+            },
+            span: span.clone(),
+        }
+        .spawn();
     }
 
     fn count_upgrade(&self, protocol: &str, result: &str) {

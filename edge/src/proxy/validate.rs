@@ -1,6 +1,6 @@
 //! Requests no origin should see, refused before any phase runs (RFC
-//! 9112 §3.2 Host rules, user info, CONNECT, transfer codings other than
-//! chunked).
+//! 9112 §3.2 Host rules, user info, CONNECT but the extended CONNECT of
+//! RFC 8441, transfer codings other than chunked).
 
 use http::header;
 use http::{Method, Version, request};
@@ -42,7 +42,9 @@ pub(crate) fn validate(req: &request::Parts) -> Result<(), ProxyError> {
         }
         None => {}
     }
-    if req.method == Method::CONNECT {
+    // CONNECT proxying is not ours to do; an extended CONNECT (RFC 8441,
+    // HTTP/2 only) is a WebSocket, or refused by `h2_websocket::ask`.
+    if req.method == Method::CONNECT && !is_extended_connect(req) {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
     // Request smuggling (RFC 9112 §6.1): the only transfer coding we can
@@ -62,6 +64,13 @@ pub(crate) fn validate(req: &request::Parts) -> Result<(), ProxyError> {
         }
     }
     Ok(())
+}
+
+/// Whether a CONNECT carries a `:protocol` (RFC 8441 §4): hyper only
+/// reads one on HTTP/2, and only once the server offered
+/// SETTINGS_ENABLE_CONNECT_PROTOCOL.
+fn is_extended_connect(req: &request::Parts) -> bool {
+    req.version == Version::HTTP_2 && req.extensions.get::<hyper::ext::Protocol>().is_some()
 }
 
 /// Whether a `Host` value is `host [":" port]` (RFC 9110 §7.2, RFC 3986
@@ -145,6 +154,23 @@ mod tests {
         assert!(validate(&bad).is_err());
         let userinfo = parts(Request::get("/").header("host", "u@a"));
         assert!(validate(&userinfo).is_err());
+    }
+
+    #[test]
+    fn connect_only_as_an_extended_connect() {
+        let plain = parts(Request::connect("example.com:443").version(Version::HTTP_2));
+        assert!(validate(&plain).is_err());
+        let plain_h1 = parts(Request::connect("example.com:443").header("host", "example.com"));
+        assert!(validate(&plain_h1).is_err());
+        let mut extended =
+            parts(Request::connect("https://example.com/chat").version(Version::HTTP_2));
+        extended
+            .extensions
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        assert!(validate(&extended).is_ok());
+        // Not a thing HTTP/1.1 can carry, whatever the extensions say.
+        extended.version = Version::HTTP_11;
+        assert!(validate(&extended).is_err());
     }
 
     #[test]
