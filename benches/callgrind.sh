@@ -6,11 +6,13 @@
 # Access log off, as in the previous sessions' numbers; ACCESS=1 turns it on.
 # The whole process's count moves by ±10 % from run to run (how curl's
 # requests and tokio's wake-ups interleave under valgrind); PIPELINE=1
-# reports the inclusive cost of the request future (`Proxy::handle`'s
+# reports the inclusive cost of the request future (`Pipeline::handle`'s
 # poll: the proxy's own work, not hyper's I/O or the runtime), read with
 # callgrind_annotate, which repeats within about 1 %. (Not valgrind's
 # --toggle-collect: it flips on every nested entry, so what it counts
 # changes with inlining.)
+# OBJ=/text/obj hits a text/html object (compressible), and ACCEPT=br sends
+# that Accept-Encoding: a stored encoding's hit path (issue 20).
 # EXTRA=file appends that TOML to the edge's config (sites, rules); HOST=name
 # sends the hits with that Host (to reach a site).
 #   benches/callgrind.sh [EDGE_BINARY] [N]
@@ -48,6 +50,8 @@ TOML
   fi
   local host=()
   if [ -n "${HOST:-}" ]; then host=(-H "Host: $HOST"); fi
+  if [ -n "${ACCEPT:-}" ]; then host+=(-H "Accept-Encoding: $ACCEPT"); fi
+  local obj=${OBJ:-/obj}
   EDGE_LOG=$log_filter valgrind --tool=callgrind --callgrind-out-file="$work/cg.$hits" \
     "$EDGE" --config "$work/edge.toml" --origin "http://127.0.0.1:$origin_port" \
     --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --data-dir "$work/data" \
@@ -57,19 +61,19 @@ TOML
     curl -sf -o /dev/null "http://127.0.0.1:$admin/healthz" && break
     sleep 0.1
   done
-  curl -s -o /dev/null "${host[@]}" "http://127.0.0.1:$port/obj"   # the miss
+  curl -s -o /dev/null "${host[@]}" "http://127.0.0.1:$port$obj"   # the miss
   local urls=()
   if [ "${PASS:-0}" = 1 ]; then
     # Unique uncacheable URLs: every request a pass to the origin.
     for i in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/nocache/$i"); done
   else
-    for _ in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/obj"); done
+    for _ in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port$obj"); done
   fi
   curl -s "${host[@]}" "${urls[@]}" >/dev/null   # one keep-alive connection
   kill -TERM "$pid"; wait "$pid" || true
   if [ "${PIPELINE:-0}" = 1 ]; then
     callgrind_annotate --inclusive=yes "$work/cg.$hits" >"$work/annotated.$hits" 2>/dev/null
-    grep -F 'Proxy<H>::handle::{{closure}} ' "$work/annotated.$hits" | head -1 |
+    grep -F 'Pipeline<H>::handle::{{closure}} ' "$work/annotated.$hits" | head -1 |
       awk '{gsub(",", "", $1); print $1}'
   else
     grep -E "^summary:|^totals:" "$work/cg.$hits" | head -1 | awk '{print $2}'

@@ -1,5 +1,6 @@
 """The benches' origin: 1 KiB bodies, cacheable for an hour, on PORT;
-under /nocache/ the same bodies with `Cache-Control: no-store` (passes).
+under /nocache/ the same bodies with `Cache-Control: no-store` (passes);
+under /text/ as `text/html` (compressible: the encoded-hit path).
 
     python3 benches/origin-1k.py PORT &
 """
@@ -15,6 +16,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
+        if self.path.startswith("/text/"):
+            self.send_header("Content-Type", "text/html")
         if self.path.startswith("/nocache/"):
             self.send_header("Cache-Control", "no-store")
         else:

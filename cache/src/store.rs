@@ -370,12 +370,15 @@ impl Store {
     /// caller's.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<(Entry, Tier)>, StoreError> {
         let key = StoreKey(*key.as_bytes());
+        // The memory tier first, synchronously: a hit there is most
+        // lookups, and foyer's hybrid get sets up a disk fetch (an Arc'd
+        // context, clones, a timer) before it even looks. A removal marker
+        // there answers too: the disk may hold an older version.
+        if let Some(entry) = self.cache.memory().get(&key) {
+            return Ok(entry_of(entry.value(), Tier::Memory));
+        }
         if self.disk_released() {
-            return Ok(self
-                .cache
-                .memory()
-                .get(&key)
-                .and_then(|entry| entry_of(entry.value(), Tier::Memory)));
+            return Ok(None);
         }
         let Some(entry) = self.cache.get(&key).await.map_err(StoreError::Read)? else {
             return Ok(None);
@@ -450,8 +453,11 @@ impl Store {
             StoreValue::Chunk(bytes) => Some(bytes.clone()),
             _ => None,
         };
+        if let Some(entry) = self.cache.memory().get(&key) {
+            return Ok(chunk(entry.value()));
+        }
         if self.disk_released() {
-            return Ok(self.cache.memory().get(&key).and_then(|e| chunk(e.value())));
+            return Ok(None);
         }
         let entry = self.cache.get(&key).await.map_err(StoreError::Read)?;
         Ok(entry.and_then(|e| chunk(e.value())))
