@@ -58,14 +58,29 @@ pub struct Accepted<'a> {
     /// The field was present (an absent field accepts any coding, §12.5.3,
     /// but a shared cache sends identity to such clients, as everyone does).
     present: bool,
+    /// The first weight listed for br, zstd, gzip, deflate, x-gzip and
+    /// `*`, read in one pass.
+    weights: [Option<u16>; 6],
 }
+
+/// The tokens whose weights [`Accepted`] keeps, in `weights` order.
+const KNOWN: [&str; 6] = ["br", "zstd", "gzip", "deflate", "x-gzip", "*"];
 
 impl<'a> Accepted<'a> {
     pub fn parse(headers: &'a HeaderMap) -> Accepted<'a> {
-        Accepted {
+        let mut accepted = Accepted {
             headers,
             present: headers.contains_key(ACCEPT_ENCODING),
+            weights: [None; 6],
+        };
+        if accepted.present {
+            for (coding, q) in accepted.items() {
+                if let Some(i) = KNOWN.iter().position(|k| coding.eq_ignore_ascii_case(k)) {
+                    accepted.weights[i].get_or_insert(q);
+                }
+            }
         }
+        accepted
     }
 
     /// Each listed coding (trimmed, as written) with its weight in
@@ -78,34 +93,24 @@ impl<'a> Accepted<'a> {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|text| text.split(','))
             .filter_map(|item| {
-                let mut parts = item.split(';');
-                let coding = parts.next().unwrap_or("").trim();
+                let (coding, params) = item.split_once(';').unwrap_or((item, ""));
+                let coding = coding.trim();
                 if coding.is_empty() {
                     return None;
                 }
-                let q = parts
-                    .find_map(|p| {
-                        let (name, value) = p.split_once('=')?;
-                        name.trim().eq_ignore_ascii_case("q").then(|| qvalue(value))
-                    })
-                    .unwrap_or(Some(1000))?;
+                let q = if params.is_empty() {
+                    Some(1000)
+                } else {
+                    params
+                        .split(';')
+                        .find_map(|p| {
+                            let (name, value) = p.split_once('=')?;
+                            name.trim().eq_ignore_ascii_case("q").then(|| qvalue(value))
+                        })
+                        .unwrap_or(Some(1000))
+                }?;
                 Some((coding, q))
             })
-    }
-
-    /// The weight of `token` (thousandths): its first entry, else `*`'s,
-    /// else 0.
-    fn weight(&self, token: &str) -> u16 {
-        let mut star = None;
-        for (coding, q) in self.items() {
-            if coding.eq_ignore_ascii_case(token) {
-                return q;
-            }
-            if coding == "*" && star.is_none() {
-                star = Some(q);
-            }
-        }
-        star.unwrap_or(0)
     }
 
     /// Whether a response in `encoding` is acceptable.
@@ -113,15 +118,17 @@ impl<'a> Accepted<'a> {
         self.weight_of(encoding) > 0
     }
 
+    /// The weight of `encoding`: its own entry, else (gzip) `x-gzip`'s,
+    /// else `*`'s, else 0.
     fn weight_of(&self, encoding: Encoding) -> u16 {
-        let own = self.weight(encoding.token());
-        if own == 0 && encoding == Encoding::Gzip {
-            return self
-                .items()
-                .find(|(c, _)| c.eq_ignore_ascii_case("x-gzip"))
-                .map_or(0, |(_, q)| q);
-        }
-        own
+        let [br, zstd, gzip, deflate, x_gzip, star] = self.weights;
+        let own = match encoding {
+            Encoding::Brotli => br,
+            Encoding::Zstd => zstd,
+            Encoding::Gzip => gzip.filter(|&q| q > 0).or(x_gzip).or(gzip),
+            Encoding::Deflate => deflate,
+        };
+        own.or(star).unwrap_or(0)
     }
 
     /// The coding to answer with among `offered` (in the edge's order of
