@@ -126,8 +126,9 @@ impl Compression {
                     .get(ty.len() - s.len()..)
                     .is_some_and(|t| t.eq_ignore_ascii_case(s))
         };
-        self.exact.iter().any(|t| t.eq_ignore_ascii_case(ty))
-            || self.prefixes.iter().any(|p| starts(p))
+        // Prefixes first: `text/*` is most of what is compressed.
+        self.prefixes.iter().any(|p| starts(p))
+            || self.exact.iter().any(|t| t.eq_ignore_ascii_case(ty))
             || self.suffixes.iter().any(|s| ends(s))
     }
 }
