@@ -66,6 +66,18 @@ pub struct ServerConfig {
     pub tunnel_idle_timeout: Duration,
 }
 
+impl ServerConfig {
+    /// Whether HTTP/2 clients are offered SETTINGS_ENABLE_CONNECT_PROTOCOL
+    /// (RFC 8441): only when WebSocket, the one protocol edge translates
+    /// to an HTTP/1.1 upgrade, is allowed, so that clients of an edge
+    /// without it fall back to HTTP/1.1 as browsers do.
+    pub fn offers_connect_protocol(&self) -> bool {
+        self.upgrade_protocols
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("websocket"))
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -83,5 +95,22 @@ impl Default for ServerConfig {
             upgrade_protocols: vec!["websocket".to_owned()],
             tunnel_idle_timeout: Duration::from_secs(300),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_protocol_is_offered_only_with_websocket_allowed() {
+        let with = |protocols: &[&str]| ServerConfig {
+            upgrade_protocols: protocols.iter().map(|p| (*p).to_owned()).collect(),
+            ..ServerConfig::default()
+        };
+        assert!(with(&["websocket"]).offers_connect_protocol());
+        assert!(with(&["x", "WebSocket"]).offers_connect_protocol());
+        assert!(!with(&[]).offers_connect_protocol());
+        assert!(!with(&["x-custom"]).offers_connect_protocol());
     }
 }

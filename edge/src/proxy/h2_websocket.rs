@@ -49,15 +49,6 @@ pub(crate) fn ask(req: &request::Parts, allowed: &[String]) -> Ask {
     }
 }
 
-/// Whether the server should offer SETTINGS_ENABLE_CONNECT_PROTOCOL: only
-/// when it would accept the one protocol it translates, so that clients
-/// of an edge without it fall back to HTTP/1.1 as browsers do.
-pub(crate) fn offer_connect_protocol(upgrade_protocols: &[String]) -> bool {
-    upgrade_protocols
-        .iter()
-        .any(|p| p.eq_ignore_ascii_case(WEBSOCKET))
-}
-
 /// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64 (RFC 6455 §4.1).
 /// `None` only if the system's random source fails.
 pub(crate) fn new_key() -> Option<HeaderValue> {
@@ -191,17 +182,6 @@ mod tests {
         for (i, (req, allowed, want)) in table.into_iter().enumerate() {
             assert_eq!(ask(&req, allowed), want, "row {i}");
         }
-    }
-
-    #[test]
-    fn offered_only_with_websocket_allowed() {
-        assert!(offer_connect_protocol(&["websocket".to_owned()]));
-        assert!(offer_connect_protocol(&[
-            "x".to_owned(),
-            "WebSocket".to_owned()
-        ]));
-        assert!(!offer_connect_protocol(&[]));
-        assert!(!offer_connect_protocol(&["x-custom".to_owned()]));
     }
 
     #[test]

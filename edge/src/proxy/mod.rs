@@ -67,8 +67,6 @@ use layer::CacheLayer;
 use respond::{BodyOf, Detail, Fwd, Mark};
 use shared::Shared;
 
-pub(crate) use h2_websocket::offer_connect_protocol;
-
 /// A rule's redirect: its status, `Location`, and no body.
 fn redirect_head(redirect: &RedirectTo, path_and_query: &str) -> response::Parts {
     let (mut parts, ()) = Response::new(()).into_parts();

@@ -147,7 +147,7 @@ fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         // PINGs find dead peers; they do not count as activity (see IdleIo).
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
-    if crate::proxy::offer_connect_protocol(&cfg.upgrade_protocols) {
+    if cfg.offers_connect_protocol() {
         // WebSocket over HTTP/2 (RFC 8441): offered only when it would be
         // accepted, so that clients fall back to HTTP/1.1 otherwise.
         builder.http2().enable_connect_protocol();
