@@ -15,6 +15,7 @@ use edge_tests::{MockOrigin, Reply, TestEdge, client, eventually, metrics};
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::Full;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest};
@@ -123,15 +124,43 @@ async fn connect(edge: &TestEdge, path: &str) -> Result<Client, WsError> {
 
 /// The next message, within a bound so that a broken tunnel fails the
 /// test instead of hanging it.
-async fn next(ws: &mut Client) -> Option<Result<Message, WsError>> {
+async fn next<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Option<Result<Message, WsError>> {
     tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
         .expect("a message or the end within 10s")
 }
 
-async fn echoed(ws: &mut Client, msg: Message) -> Message {
+async fn echoed<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    msg: Message,
+) -> Message {
     ws.send(msg).await.unwrap();
     next(ws).await.expect("a message").unwrap()
+}
+
+/// Closes `ws` from the client: the origin's answer to the close, the end
+/// of the stream, and the tunnel counted as closed once both directions
+/// have ended.
+async fn close_from_the_client<S: AsyncRead + AsyncWrite + Unpin>(
+    edge: &TestEdge,
+    mut ws: WebSocketStream<S>,
+) {
+    ws.close(None).await.unwrap();
+    match next(&mut ws).await {
+        Some(Ok(Message::Close(_))) | None => {}
+        other => panic!("expected the close handshake, got {other:?}"),
+    }
+    assert!(matches!(
+        next(&mut ws).await,
+        None | Some(Err(WsError::ConnectionClosed))
+    ));
+    drop(ws);
+    eventually("the tunnel counted as closed", async || {
+        closed_for(edge, "closed").await
+    })
+    .await;
 }
 
 fn upgrades(text: &str, protocol: &str, result: &str) -> f64 {
@@ -204,22 +233,7 @@ async fn the_client_closes() {
         echoed(&mut ws, Message::text("hi")).await,
         Message::text("hi")
     );
-    ws.close(None).await.unwrap();
-    // The origin's answer to our close, then the end of the stream.
-    match next(&mut ws).await {
-        Some(Ok(Message::Close(_))) | None => {}
-        other => panic!("expected the close handshake, got {other:?}"),
-    }
-    assert!(matches!(
-        next(&mut ws).await,
-        None | Some(Err(WsError::ConnectionClosed))
-    ));
-    // The client's socket closes too: both directions have ended.
-    drop(ws);
-    eventually("the tunnel counted as closed", async || {
-        closed_for(&edge, "closed").await
-    })
-    .await;
+    close_from_the_client(&edge, ws).await;
 }
 
 #[tokio::test]
@@ -477,17 +491,6 @@ async fn h2_ws(edge: &TestEdge, path: &str, fields: &[(&str, &str)]) -> (H2Clien
     (ws, head)
 }
 
-async fn h2_next(ws: &mut H2Client) -> Option<Result<Message, WsError>> {
-    tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("a message or the end within 10s")
-}
-
-async fn h2_echoed(ws: &mut H2Client, msg: Message) -> Message {
-    ws.send(msg).await.unwrap();
-    h2_next(ws).await.expect("a message").unwrap()
-}
-
 #[tokio::test]
 async fn h2_text_and_binary_frames_echo_through_the_edge() {
     let origin = WsOrigin::start().await;
@@ -500,10 +503,10 @@ async fn h2_text_and_binary_frames_echo_through_the_edge() {
     assert!(!head.contains_key("upgrade"), "{head:?}");
     assert!(head.contains_key("via"), "{head:?}");
 
-    let text = h2_echoed(&mut ws, Message::text("hello over h2")).await;
+    let text = echoed(&mut ws, Message::text("hello over h2")).await;
     assert_eq!(text, Message::text("hello over h2"));
     let bytes = vec![0u8, 1, 2, 254, 255];
-    let binary = h2_echoed(&mut ws, Message::binary(bytes.clone())).await;
+    let binary = echoed(&mut ws, Message::binary(bytes.clone())).await;
     assert_eq!(binary, Message::binary(bytes));
 
     // The origin got an HTTP/1.1 handshake made by the edge.
@@ -537,9 +540,9 @@ async fn h2_a_one_mebibyte_message_arrives_whole() {
     let edge = TestEdge::start(&origin.url()).await;
     let (mut ws, _) = h2_ws(&edge, "/big", &[]).await;
     let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
-    let back = h2_echoed(&mut ws, Message::binary(big.clone())).await;
+    let back = echoed(&mut ws, Message::binary(big.clone())).await;
     assert_eq!(back.into_data().as_ref(), big.as_slice());
-    let after = h2_echoed(&mut ws, Message::text("after")).await;
+    let after = echoed(&mut ws, Message::text("after")).await;
     assert_eq!(after, Message::text("after"));
 }
 
@@ -549,23 +552,10 @@ async fn h2_the_client_closes() {
     let edge = TestEdge::start(&origin.url()).await;
     let (mut ws, _) = h2_ws(&edge, "/chat", &[]).await;
     assert_eq!(
-        h2_echoed(&mut ws, Message::text("hi")).await,
+        echoed(&mut ws, Message::text("hi")).await,
         Message::text("hi")
     );
-    ws.close(None).await.unwrap();
-    match h2_next(&mut ws).await {
-        Some(Ok(Message::Close(_))) | None => {}
-        other => panic!("expected the close handshake, got {other:?}"),
-    }
-    assert!(matches!(
-        h2_next(&mut ws).await,
-        None | Some(Err(WsError::ConnectionClosed))
-    ));
-    drop(ws);
-    eventually("the tunnel counted as closed", async || {
-        closed_for(&edge, "closed").await
-    })
-    .await;
+    close_from_the_client(&edge, ws).await;
 }
 
 #[tokio::test]
@@ -695,12 +685,12 @@ async fn h2_a_quiet_tunnel_is_closed_after_the_tunnel_idle_timeout() {
     let edge = TestEdge::start_with(&origin.url(), |c| c.server.tunnel_idle_timeout = idle).await;
     let (mut ws, _) = h2_ws(&edge, "/chat", &[]).await;
     assert_eq!(
-        h2_echoed(&mut ws, Message::text("hi")).await,
+        echoed(&mut ws, Message::text("hi")).await,
         Message::text("hi")
     );
     // A monotonic measure of a real timeout, not cache time.
     let quiet_since = Instant::now();
-    let end = h2_next(&mut ws).await;
+    let end = next(&mut ws).await;
     assert!(
         matches!(end, None | Some(Err(_))),
         "the edge ends the stream: {end:?}"
@@ -719,7 +709,7 @@ async fn h2_shutdown_closes_tunnels_after_the_grace_period() {
     let mut edge = TestEdge::start_with(&origin.url(), |c| c.server.shutdown_grace = grace).await;
     let (mut ws, _) = h2_ws(&edge, "/chat", &[]).await;
     assert_eq!(
-        h2_echoed(&mut ws, Message::text("hi")).await,
+        echoed(&mut ws, Message::text("hi")).await,
         Message::text("hi")
     );
     let handle = edge.take_handle();
@@ -727,10 +717,10 @@ async fn h2_shutdown_closes_tunnels_after_the_grace_period() {
     let asked = Instant::now();
     let stopped = tokio::spawn(handle.shutdown());
     assert_eq!(
-        h2_echoed(&mut ws, Message::text("still here")).await,
+        echoed(&mut ws, Message::text("still here")).await,
         Message::text("still here")
     );
-    let end = h2_next(&mut ws).await;
+    let end = next(&mut ws).await;
     assert!(
         matches!(end, None | Some(Err(_))),
         "closed by the edge: {end:?}"
