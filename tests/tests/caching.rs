@@ -572,3 +572,54 @@ async fn conditionals_on_uncacheable_responses_are_still_answered() {
     assert_eq!(changed.status(), 200);
     assert_eq!(&changed.body()[..], b"private data");
 }
+
+/// An origin that answers every request with one chunked response that
+/// ends in trailers (HTTP/1.1 §7.1.2), on a fresh connection each time.
+async fn origin_with_trailers() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
+                              Trailer: x-checksum\r\nCache-Control: max-age=60\r\n\
+                              Connection: close\r\n\r\n\
+                              5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n";
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_cacheable_response_with_trailers_is_stored_and_served_whole() {
+    let addr = origin_with_trailers().await;
+    let edge = TestEdge::start(&format!("http://{addr}")).await;
+    // Over HTTP/1.1 and HTTP/2 (where the end of a body is a frame flag,
+    // and a response without trailers must still end).
+    for (client, path) in [(client::http1(), "/t1"), (client::h2c(), "/t2")] {
+        for want in ["MISS", "HIT"] {
+            let req = Request::get(edge.url(path)).body(Full::default()).unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(10), fetch(&client, req))
+                .await
+                .expect("the response ends");
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.x_cache(), want, "{path}");
+            assert_eq!(&resp.body()[..], b"hello world");
+        }
+    }
+}
