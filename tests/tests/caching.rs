@@ -577,8 +577,10 @@ async fn conditionals_on_uncacheable_responses_are_still_answered() {
 /// ends in trailers (HTTP/1.1 §7.1.2), on a fresh connection each time.
 async fn origin_with_trailers() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
