@@ -324,12 +324,14 @@ async fn a_quiet_tunnel_is_closed_after_the_tunnel_idle_timeout() {
     let idle = Duration::from_millis(300);
     let edge = TestEdge::start_with(&origin.url(), |c| c.server.tunnel_idle_timeout = idle).await;
     let mut ws = connect(&edge, "/chat").await.unwrap();
+    // A monotonic measure of a real timeout, not cache time, started
+    // before the echo: the edge's idle timer starts when it relays the
+    // echo, which is before this client sees it.
+    let quiet_since = Instant::now();
     assert_eq!(
         echoed(&mut ws, Message::text("hi")).await,
         Message::text("hi")
     );
-    // A monotonic measure of a real timeout, not cache time.
-    let quiet_since = Instant::now();
     let end = next(&mut ws).await;
     assert!(
         matches!(end, None | Some(Err(_))),
@@ -684,12 +686,14 @@ async fn h2_a_quiet_tunnel_is_closed_after_the_tunnel_idle_timeout() {
     let idle = Duration::from_millis(300);
     let edge = TestEdge::start_with(&origin.url(), |c| c.server.tunnel_idle_timeout = idle).await;
     let (mut ws, _) = h2_ws(&edge, "/chat", &[]).await;
+    // A monotonic measure of a real timeout, not cache time, started
+    // before the echo: the edge's idle timer starts when it relays the
+    // echo, which is before this client sees it.
+    let quiet_since = Instant::now();
     assert_eq!(
         echoed(&mut ws, Message::text("hi")).await,
         Message::text("hi")
     );
-    // A monotonic measure of a real timeout, not cache time.
-    let quiet_since = Instant::now();
     let end = next(&mut ws).await;
     assert!(
         matches!(end, None | Some(Err(_))),
