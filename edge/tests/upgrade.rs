@@ -56,14 +56,29 @@ impl Edge {
     fn start_with(bin: &Path, origin: &MockOrigin, dir: &Path, extra: &[&str]) -> Edge {
         let (listen, admin) = (free_port(), free_port());
         let log = std::fs::File::create(dir.join("edge.log")).expect("log file");
-        let child = edge_command(bin, origin.addr(), &dir.join("data"), listen, admin)
-            .args(["--memory", "64MiB", "--disk", "128MiB"])
-            .args(extra)
-            .env("EDGE_LOG", "info,foyer=warn,foyer_storage=warn,access=warn")
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("edge starts");
+        let spawn = || {
+            edge_command(bin, origin.addr(), &dir.join("data"), listen, admin)
+                .args(["--memory", "64MiB", "--disk", "128MiB"])
+                .args(extra)
+                .env("EDGE_LOG", "info,foyer=warn,foyer_storage=warn,access=warn")
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log.try_clone().expect("log file"))
+                .spawn()
+        };
+        // A binary this test process just copied can be "busy" for a
+        // moment: another test's fork, before its exec, still holds the
+        // copy's write descriptor (ETXTBSY). Retried, a bounded number of
+        // times, as cargo does.
+        let mut tries = 0;
+        let child = loop {
+            match spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other.expect("edge starts"),
+            }
+        };
         Edge {
             child: Some(child),
             dir: dir.to_owned(),
