@@ -163,6 +163,33 @@ async fn close_from_the_client<S: AsyncRead + AsyncWrite + Unpin>(
     .await;
 }
 
+/// One echo on `ws`, then quiet: the edge ends the tunnel no sooner than
+/// `idle` after it relayed the echo, and counts it as idle.
+async fn closed_when_quiet<S: AsyncRead + AsyncWrite + Unpin>(
+    edge: &TestEdge,
+    mut ws: WebSocketStream<S>,
+    idle: Duration,
+) {
+    // A monotonic measure of a real timeout, not cache time, started
+    // before the echo: the edge's idle timer starts when it relays the
+    // echo, which is before this client sees it.
+    let quiet_since = Instant::now();
+    assert_eq!(
+        echoed(&mut ws, Message::text("hi")).await,
+        Message::text("hi")
+    );
+    let end = next(&mut ws).await;
+    assert!(
+        matches!(end, None | Some(Err(_))),
+        "the edge ends the tunnel: {end:?}"
+    );
+    assert!(quiet_since.elapsed() >= idle, "{:?}", quiet_since.elapsed());
+    eventually("the tunnel counted as idle", async || {
+        closed_for(edge, "idle").await
+    })
+    .await;
+}
+
 fn upgrades(text: &str, protocol: &str, result: &str) -> f64 {
     metrics::value(
         text,
@@ -323,25 +350,8 @@ async fn a_quiet_tunnel_is_closed_after_the_tunnel_idle_timeout() {
     let origin = WsOrigin::start().await;
     let idle = Duration::from_millis(300);
     let edge = TestEdge::start_with(&origin.url(), |c| c.server.tunnel_idle_timeout = idle).await;
-    let mut ws = connect(&edge, "/chat").await.unwrap();
-    // A monotonic measure of a real timeout, not cache time, started
-    // before the echo: the edge's idle timer starts when it relays the
-    // echo, which is before this client sees it.
-    let quiet_since = Instant::now();
-    assert_eq!(
-        echoed(&mut ws, Message::text("hi")).await,
-        Message::text("hi")
-    );
-    let end = next(&mut ws).await;
-    assert!(
-        matches!(end, None | Some(Err(_))),
-        "the edge closes the socket: {end:?}"
-    );
-    assert!(quiet_since.elapsed() >= idle, "{:?}", quiet_since.elapsed());
-    eventually("the tunnel counted as idle", async || {
-        closed_for(&edge, "idle").await
-    })
-    .await;
+    let ws = connect(&edge, "/chat").await.unwrap();
+    closed_when_quiet(&edge, ws, idle).await;
 }
 
 #[tokio::test]
@@ -685,25 +695,8 @@ async fn h2_a_quiet_tunnel_is_closed_after_the_tunnel_idle_timeout() {
     let origin = WsOrigin::start().await;
     let idle = Duration::from_millis(300);
     let edge = TestEdge::start_with(&origin.url(), |c| c.server.tunnel_idle_timeout = idle).await;
-    let (mut ws, _) = h2_ws(&edge, "/chat", &[]).await;
-    // A monotonic measure of a real timeout, not cache time, started
-    // before the echo: the edge's idle timer starts when it relays the
-    // echo, which is before this client sees it.
-    let quiet_since = Instant::now();
-    assert_eq!(
-        echoed(&mut ws, Message::text("hi")).await,
-        Message::text("hi")
-    );
-    let end = next(&mut ws).await;
-    assert!(
-        matches!(end, None | Some(Err(_))),
-        "the edge ends the stream: {end:?}"
-    );
-    assert!(quiet_since.elapsed() >= idle, "{:?}", quiet_since.elapsed());
-    eventually("the tunnel counted as idle", async || {
-        closed_for(&edge, "idle").await
-    })
-    .await;
+    let (ws, _) = h2_ws(&edge, "/chat", &[]).await;
+    closed_when_quiet(&edge, ws, idle).await;
 }
 
 #[tokio::test]
