@@ -26,6 +26,8 @@ work=$(mktemp -d)
 # KEEP=dir keeps the callgrind files there (for callgrind_annotate).
 # PASS=1 sends unique uncacheable URLs instead (the passuniq path: every
 # request forwarded; the origin's own cost is not counted, it is Python).
+# MISS=1 sends unique cacheable URLs (the missfill path: every request a
+# miss whose response is stored).
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/; fi
@@ -66,6 +68,8 @@ TOML
   if [ "${PASS:-0}" = 1 ]; then
     # Unique uncacheable URLs: every request a pass to the origin.
     for i in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/nocache/$i"); done
+  elif [ "${MISS:-0}" = 1 ]; then
+    for i in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port/obj/$i"); done
   else
     for _ in $(seq 1 "$hits"); do urls+=("http://127.0.0.1:$port$obj"); done
   fi
