@@ -80,6 +80,11 @@ impl Session {
     /// only): scheme, host, and path with the query as configured
     /// (`cache.key_ignore_query_params`, `cache.key_sort_query`).
     pub fn default_cache_key(&self) -> Option<CacheKey> {
+        let access = &self.policy().access;
+        if access.signed_urls.is_some() {
+            // Every signed link to one object shares one copy.
+            return self.key_for(&self.req.method, &access.key_path(self.path_and_query()));
+        }
         self.key_for(&self.req.method, self.path_and_query())
     }
 

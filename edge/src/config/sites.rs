@@ -10,6 +10,7 @@ use std::time::Duration;
 use origin_shield::Peer;
 use serde::{Deserialize, Deserializer};
 
+use super::access::{AccessConfig, RateLimitConfig, RealIpConfig, SignedUrlsConfig};
 use super::peers::{self, ShieldPeer};
 use super::units::{de_duration, de_opt_duration};
 
@@ -42,6 +43,22 @@ pub struct SiteConfig {
     /// may turn it back on). Default: unset (`compression.enabled`).
     #[serde(default)]
     pub compression: Option<bool>,
+    /// Access control (`docs/access.md`): the client address behind
+    /// trusted proxies. Default: unset (rules may set their own).
+    #[serde(default)]
+    pub real_ip: Option<RealIpConfig>,
+    /// Only these networks may send requests (`403`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// These networks are refused (`403`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub deny: Option<Vec<String>>,
+    /// A token bucket per key (`429`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// HMAC-SHA256 signed links (`403`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub signed_urls: Option<SignedUrlsConfig>,
 }
 
 /// Whether a rule's requests use the cache.
@@ -125,6 +142,17 @@ pub struct RuleConfig {
     /// `true`: do, even where the site says `false` (when
     /// `compression.enabled`). Default: unset (the site's choice).
     pub compression: Option<bool>,
+    /// Access control (`docs/access.md`): the client address behind
+    /// trusted proxies. Default: the site's.
+    pub real_ip: Option<RealIpConfig>,
+    /// Only these networks may send requests (`403`). Default: the site's.
+    pub allow: Option<Vec<String>>,
+    /// These networks are refused (`403`). Default: the site's.
+    pub deny: Option<Vec<String>>,
+    /// A token bucket per key (`429`). Default: the site's.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// HMAC-SHA256 signed links (`403`). Default: the site's.
+    pub signed_urls: Option<SignedUrlsConfig>,
 }
 
 /// `{ 404 = "30s" }`: status codes (as TOML keys) to durations. A status
@@ -158,6 +186,25 @@ fn de_status_durations<'de, D: Deserializer<'de>>(
     let raw = BTreeMap::<Status, Ttl>::deserialize(d)?;
     Ok(raw.into_iter().map(|(s, t)| (s.0, t.0)).collect())
 }
+
+macro_rules! access_of {
+    ($t:ty) => {
+        impl $t {
+            /// The access keys this table sets.
+            pub fn access(&self) -> AccessConfig {
+                AccessConfig {
+                    real_ip: self.real_ip.clone(),
+                    allow: self.allow.clone(),
+                    deny: self.deny.clone(),
+                    rate_limit: self.rate_limit.clone(),
+                    signed_urls: self.signed_urls.clone(),
+                }
+            }
+        }
+    };
+}
+access_of!(SiteConfig);
+access_of!(RuleConfig);
 
 impl SiteConfig {
     /// How errors name the site: `site "shop"`.

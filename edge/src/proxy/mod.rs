@@ -377,6 +377,17 @@ impl<H: EdgeHooks> Proxy<H> {
         m.cache_capacity_bytes
             .with_label_values(&["disk"])
             .set(gauge(store.disk_capacity()));
+        for site in now.sites.all() {
+            let limiters = site.rate_limiters();
+            let label = m.site_label(site.index);
+            m.rate_limit_keys
+                .with_label_values(&[label])
+                .set(gauge(limiters.iter().map(|l| l.keys()).sum::<usize>()));
+            let overflowed: u64 = limiters.iter().map(|l| l.take_overflowed()).sum();
+            m.rate_limit_overflow
+                .with_label_values(&[label])
+                .inc_by(overflowed);
+        }
         m.purge_rules.set(gauge(cache.purger.rules().len()));
         m.purge_backlog.set(gauge(cache.purger.backlog_now()));
         cache.purger.counts.export(|kind, delta| {
@@ -488,11 +499,21 @@ impl<H: EdgeHooks> Pipeline<H> {
                 {
                     let _enter = span.enter();
                     match err.source_side() {
+                        // Refusals can come in floods: the access log and
+                        // the counter have them.
+                        _ if matches!(err, ProxyError::Refused(_)) => {
+                            tracing::debug!(error = %err, "access refused");
+                        }
                         ErrorSource::Downstream => info!(error = %err, "refused request"),
                         _ => warn!(error = %err, "proxy error"),
                     }
                 }
                 pending.error = Some(err.as_str());
+                if let ProxyError::Refused(refusal) = &err {
+                    self.metrics()
+                        .refused(pending.session.site, refusal.as_str())
+                        .inc();
+                }
                 let (mut parts, body) = err.to_response().into_parts();
                 if err.source_side() != ErrorSource::Downstream
                     || pending.session.cache_key.is_some()
@@ -559,6 +580,20 @@ impl<H: EdgeHooks> Pipeline<H> {
         session.site = site.index;
         let policy = site.policy(&session.req.method, session.req.uri.path());
         session.rule = policy.rule;
+        let access = &policy.access;
+        if !access.is_empty() {
+            // The address limits, IP rules, logs and X-Forwarded-For use.
+            let client = access.client(session.client_addr.ip(), &session.req.headers);
+            session.client_addr.set_ip(client);
+            access
+                .check(
+                    client,
+                    session.path_and_query(),
+                    &session.req.headers,
+                    &self.shared.fwd.clock,
+                )
+                .map_err(ProxyError::Refused)?;
+        }
 
         if let Some(early) = self.hooks().request_filter(session, ctx).await {
             return Ok((early.map(body::full), None));
