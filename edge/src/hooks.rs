@@ -57,6 +57,9 @@ pub struct Session {
     /// body from the origin (slices not yet stored): it is counted as a
     /// miss, so hit ratios are not overstated.
     pub(crate) origin_fetched: Arc<std::sync::atomic::AtomicBool>,
+    /// The claims of the JWT a rule's `jwt` check verified, for the hooks
+    /// after `request_filter`; `None` without such a check.
+    pub jwt_claims: Option<crate::access::jwt::Claims>,
 }
 
 impl Session {

@@ -70,26 +70,44 @@ signed_urls = {{ secret_env = "SIGNED_TEST_SECRET", secret2_env = "SIGNED_TEST_O
         _dir: dir,
     };
     let health = format!("http://127.0.0.1:{admin}/healthz");
-    eventually_within("the edge to be ready", Duration::from_secs(30), async || {
-        let req = http::Request::get(&health)
-            .body(http_body_util::Full::default())
-            .expect("request");
-        edge_tests::client::try_fetch(&edge_tests::client::http1(), req, Duration::from_secs(2))
-            .await
-            .is_some_and(|r| r.status() == 200)
-    })
+    eventually_within(
+        "the edge to be ready",
+        Duration::from_secs(30),
+        async || {
+            let req = http::Request::get(&health)
+                .body(http_body_util::Full::default())
+                .expect("request");
+            edge_tests::client::try_fetch(&edge_tests::client::http1(), req, Duration::from_secs(2))
+                .await
+                .is_some_and(|r| r.status() == 200)
+        },
+    )
     .await;
     edge
 }
 
 fn edge_sign(path: &str) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
-        .args(["sign", path, "--expires", "1h", "--secret-env", "SIGNED_TEST_SECRET"])
+        .args([
+            "sign",
+            path,
+            "--expires",
+            "1h",
+            "--secret-env",
+            "SIGNED_TEST_SECRET",
+        ])
         .env("SIGNED_TEST_SECRET", SECRET)
         .output()
         .expect("edge sign runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 fn unix_now() -> u64 {
@@ -127,7 +145,11 @@ async fn signed_links_pass_share_one_copy_and_bad_ones_get_403() {
     let second = get_with(&edge.url(&other), &[HOST]).await;
     assert_eq!(second.status(), 200);
     assert_eq!(second.x_cache(), "HIT");
-    assert_eq!(origin.hits("/v/a.mp4"), 1, "one origin fetch for both links");
+    assert_eq!(
+        origin.hits("/v/a.mp4"),
+        1,
+        "one origin fetch for both links"
+    );
 
     let expired = sign(SECRET, "/v/a.mp4", unix_now() - 60);
     let tampered = link.replace("/v/a.mp4", "/v/b.mp4");

@@ -1,6 +1,7 @@
 //! Access control, one rule action each (`docs/access.md`): the client
 //! address behind trusted proxies ([`real_ip`]), IP rules ([`ip_rules`]),
-//! signed URLs ([`signed`]) and rate limits ([`rate_limit`]). Compiled
+//! signed URLs ([`signed`]), JWT ([`jwt`]) and rate limits
+//! ([`rate_limit`]). Compiled
 //! once per site and rule into an [`Access`] that the rule's `Policy`
 //! carries; the proxy asks [`Access::check`] right after the rule is
 //! chosen and answers a [`Refusal`] with a short 4xx before anything else
@@ -11,6 +12,7 @@
 //! reads); knows nothing of the proxy.
 
 pub mod ip_rules;
+pub mod jwt;
 pub mod rate_limit;
 pub mod real_ip;
 pub mod signed;
@@ -24,6 +26,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{AccessConfig, LimitScope};
 use ip_rules::{IpRules, IpVerdict};
+use jwt::{Claims, Jwt, TokenError};
 use rate_limit::{LimitVerdict, RateLimiter};
 use real_ip::RealIp;
 use signed::{SignatureError, SignedUrls};
@@ -40,8 +43,20 @@ pub enum AccessError {
     },
     #[error("{field}: {name:?} is not a header name")]
     Header { field: &'static str, name: String },
-    #[error("signed_urls: ${env} is not set or shorter than 16 bytes")]
-    Secret { env: String },
+    #[error("{field}: ${env} is not set or shorter than 16 bytes")]
+    Secret { field: &'static str, env: String },
+    #[error("jwt.jwks_file {path}: {source}")]
+    JwksRead {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("jwt.jwks_file {path}: {source}")]
+    Jwks {
+        path: std::path::PathBuf,
+        #[source]
+        source: jwt::JwksError,
+    },
 }
 
 /// A site's or rule's compiled checks; each piece is shared by the rules
@@ -52,6 +67,7 @@ pub struct Access {
     pub ip_rules: Option<Arc<IpRules>>,
     pub rate_limit: Option<Arc<RateLimiter>>,
     pub signed_urls: Option<Arc<SignedUrls>>,
+    pub jwt: Option<Arc<Jwt>>,
 }
 
 /// Why a request is refused; `as_str` is the access log's `error` and the
@@ -61,6 +77,7 @@ pub enum Refusal {
     IpDenied,
     IpNotAllowed,
     Signature(SignatureError),
+    Token(TokenError),
     RateLimited {
         retry_after: Duration,
         policy: HeaderValue,
@@ -73,6 +90,7 @@ impl Refusal {
             Refusal::IpDenied => "ip_denied",
             Refusal::IpNotAllowed => "ip_not_allowed",
             Refusal::Signature(e) => e.as_str(),
+            Refusal::Token(e) => e.as_str(),
             Refusal::RateLimited { .. } => "rate_limited",
         }
     }
@@ -80,6 +98,7 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Token(_) => StatusCode::UNAUTHORIZED,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -88,6 +107,17 @@ impl Refusal {
     /// seconds, rounded up) and the IETF httpapi draft's `RateLimit-Policy`
     /// and `RateLimit` for a 429.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
+        if let Refusal::Token(why) = self {
+            // RFC 6750 §3: no error code when no token was sent.
+            let challenge = match why {
+                TokenError::Missing => "Bearer realm=\"edge\"",
+                _ => "Bearer realm=\"edge\", error=\"invalid_token\"",
+            };
+            headers.insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         if let Refusal::RateLimited {
             retry_after,
             policy,
@@ -150,17 +180,9 @@ impl Access {
         let signed_urls = match &config.signed_urls {
             None => outer.signed_urls.clone(),
             Some(s) => {
-                let read = |env: &str| {
-                    std::env::var(env)
-                        .ok()
-                        .filter(|v| v.len() >= 16)
-                        .ok_or_else(|| AccessError::Secret {
-                            env: env.to_owned(),
-                        })
-                };
-                let mut secrets = vec![read(&s.secret_env)?];
+                let mut secrets = vec![secret("signed_urls.secret_env", &s.secret_env)?];
                 if let Some(second) = &s.secret2_env {
-                    secrets.push(read(second)?);
+                    secrets.push(secret("signed_urls.secret2_env", second)?);
                 }
                 let secrets: Vec<&[u8]> = secrets.iter().map(|s| s.as_bytes()).collect();
                 Some(Arc::new(SignedUrls::new(
@@ -171,11 +193,49 @@ impl Access {
                 )))
             }
         };
+        let jwt = match &config.jwt {
+            None => outer.jwt.clone(),
+            Some(j) => {
+                let jwks = match &j.jwks_file {
+                    None => None,
+                    Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                        AccessError::JwksRead {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?),
+                };
+                let hs256 = match &j.secret_env {
+                    None => None,
+                    Some(env) => Some(secret("jwt.secret_env", env)?),
+                };
+                let header = HeaderName::from_bytes(j.header.as_bytes()).map_err(|_| {
+                    AccessError::Header {
+                        field: "jwt.header",
+                        name: j.header.clone(),
+                    }
+                })?;
+                let compiled = Jwt::new(
+                    jwks.as_deref(),
+                    hs256.as_deref().map(str::as_bytes),
+                    j.issuer.as_deref(),
+                    j.audience.as_deref(),
+                    header,
+                    j.leeway,
+                )
+                .map_err(|source| AccessError::Jwks {
+                    path: j.jwks_file.clone().unwrap_or_default(),
+                    source,
+                })?;
+                Some(Arc::new(compiled))
+            }
+        };
         Ok(Access {
             real_ip,
             ip_rules,
             rate_limit,
             signed_urls,
+            jwt,
         })
     }
 
@@ -185,6 +245,7 @@ impl Access {
             && self.ip_rules.is_none()
             && self.rate_limit.is_none()
             && self.signed_urls.is_none()
+            && self.jwt.is_none()
     }
 
     /// The client address to use for a request from `peer`.
@@ -196,15 +257,16 @@ impl Access {
     }
 
     /// The checks of a request from `client` (after [`client`](Self::client))
-    /// in order: IP rules, signature, then a rate limit of scope `all` (so
-    /// that refused requests do not use up a client's tokens).
+    /// in order: IP rules, signature, JWT, then a rate limit of scope
+    /// `all` (so that refused requests do not use up a client's tokens).
+    /// A verified token's claims are the answer.
     pub fn check(
         &self,
         client: IpAddr,
         path_and_query: &str,
         headers: &HeaderMap,
         clock: &Clock,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<Claims>, Refusal> {
         if let Some(rules) = &self.ip_rules {
             match rules.verdict(client) {
                 IpVerdict::Allowed => {}
@@ -217,7 +279,12 @@ impl Access {
                 .verify(path_and_query, clock.now())
                 .map_err(Refusal::Signature)?;
         }
-        self.limit(LimitScope::All, client, headers, clock)
+        let claims = match &self.jwt {
+            Some(jwt) => Some(jwt.verify(headers, clock.now()).map_err(Refusal::Token)?),
+            None => None,
+        };
+        self.limit(LimitScope::All, client, headers, clock)?;
+        Ok(claims)
     }
 
     /// The rate limit of scope `misses`, asked when a request is about to
@@ -267,4 +334,15 @@ impl Access {
             .as_ref()
             .is_some_and(|s| s.strip_from_origin)
     }
+}
+
+/// A secret from the environment, at least 16 bytes.
+fn secret(field: &'static str, env: &str) -> Result<String, AccessError> {
+    std::env::var(env)
+        .ok()
+        .filter(|v| v.len() >= 16)
+        .ok_or_else(|| AccessError::Secret {
+            field,
+            env: env.to_owned(),
+        })
 }

@@ -1,8 +1,10 @@
 //! Access control keys of a site or a rule (`docs/access.md`): the client
 //! address behind trusted proxies (`real_ip`), IP rules (`allow`, `deny`),
-//! a rate limit (`rate_limit`) and signed URLs (`signed_urls`). Plain data as the file says it; `validate_access` checks what
+//! a rate limit (`rate_limit`), signed URLs (`signed_urls`) and JWT
+//! (`jwt`). Plain data as the file says it; `validate_access` checks what
 //! serde cannot and `crate::access` compiles it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -28,6 +30,8 @@ pub struct AccessConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// HMAC-SHA256 signed links. Default: unset.
     pub signed_urls: Option<SignedUrlsConfig>,
+    /// JSON Web Tokens. Default: unset.
+    pub jwt: Option<JwtConfig>,
 }
 
 impl AccessConfig {
@@ -43,6 +47,7 @@ impl AccessConfig {
                 .signed_urls
                 .clone()
                 .or_else(|| outer.signed_urls.clone()),
+            jwt: self.jwt.clone().or_else(|| outer.jwt.clone()),
         }
     }
 
@@ -179,6 +184,42 @@ fn yes() -> bool {
     true
 }
 
+/// JWT bearer tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// A JWKS file (`{"keys": [...]}`) with the RS256, ES256 and EdDSA
+    /// keys; read again on every reload. Default: unset (then
+    /// `secret_env` is required).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The environment variable with an HS256 secret (at least 16 bytes).
+    /// Default: unset.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// The required `iss`. Default: unset (not checked).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The required `aud` (a token may list several). Default: unset
+    /// (not checked).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The header with `Bearer <token>`. Default: `Authorization`.
+    #[serde(default = "default_jwt_header")]
+    pub header: String,
+    /// Clock skew allowed on `exp` and `nbf`. Default: `30s`.
+    #[serde(default = "thirty_seconds", deserialize_with = "de_duration")]
+    pub leeway: Duration,
+}
+
+fn default_jwt_header() -> String {
+    "Authorization".to_owned()
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
 /// What serde cannot check in `access`; the error names the field
 /// relative to the table the keys sit in (`rate_limit.requests`).
 pub(super) fn validate_access(access: &AccessConfig) -> Result<(), (String, String)> {
@@ -246,6 +287,29 @@ pub(super) fn validate_access(access: &AccessConfig) -> Result<(), (String, Stri
                 "signed_urls.signature_param".into(),
                 "must differ from expires_param".into(),
             ));
+        }
+    }
+    if let Some(jwt) = &access.jwt {
+        header_name("jwt.header", &jwt.header)?;
+        match (&jwt.jwks_file, &jwt.secret_env) {
+            (None, None) => {
+                return Err((
+                    "jwt".into(),
+                    "set `jwks_file` (RS256, ES256, EdDSA) or `secret_env` (HS256)".into(),
+                ));
+            }
+            (Some(path), _) => {
+                std::fs::metadata(path).map_err(|e| {
+                    (
+                        "jwt.jwks_file".to_owned(),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+            }
+            (None, Some(_)) => {}
+        }
+        if let Some(env) = &jwt.secret_env {
+            secret("jwt.secret_env", env)?;
         }
     }
     Ok(())

@@ -35,7 +35,7 @@ use origin_shield::Peer;
 use serde::Deserialize;
 
 pub use access::{
-    AccessConfig, LimitKey, LimitScope, RateLimitConfig, RealIpConfig, SignedUrlsConfig,
+    AccessConfig, JwtConfig, LimitKey, LimitScope, RateLimitConfig, RealIpConfig, SignedUrlsConfig,
 };
 pub use cache::CacheConfig;
 pub use compression::CompressionConfig;

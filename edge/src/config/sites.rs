@@ -10,7 +10,7 @@ use std::time::Duration;
 use origin_shield::Peer;
 use serde::{Deserialize, Deserializer};
 
-use super::access::{AccessConfig, RateLimitConfig, RealIpConfig, SignedUrlsConfig};
+use super::access::{AccessConfig, JwtConfig, RateLimitConfig, RealIpConfig, SignedUrlsConfig};
 use super::peers::{self, ShieldPeer};
 use super::units::{de_duration, de_opt_duration};
 
@@ -59,6 +59,9 @@ pub struct SiteConfig {
     /// HMAC-SHA256 signed links (`403`). Default: unset (rules may set their own).
     #[serde(default)]
     pub signed_urls: Option<SignedUrlsConfig>,
+    /// JWT bearer tokens (`401`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
 }
 
 /// Whether a rule's requests use the cache.
@@ -70,6 +73,10 @@ pub enum CacheMode {
     Default,
     /// Never stored, never served from the cache (`X-Cache: PASS`).
     Bypass,
+    /// As `default`, and requests that a `jwt` check let in share the cache
+    /// too: the token header is not sent to the origin (edge checked it)
+    /// and nothing of it is in the key. Without it such requests pass.
+    Shared,
 }
 
 /// Header edits: `set` replaces (or adds) each field, `remove` drops them.
@@ -113,7 +120,7 @@ pub struct RuleConfig {
     pub path_regex: Option<String>,
     /// Methods the rule applies to. Default: all.
     pub methods: Vec<String>,
-    /// `default` or `bypass`. Default: `default`.
+    /// `default`, `bypass` or `shared`. Default: `default`.
     pub cache: CacheMode,
     /// Freshness for storable responses that carry none (and, with
     /// `ttl_override`, in place of the origin's). Default: unset.
@@ -153,6 +160,8 @@ pub struct RuleConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// HMAC-SHA256 signed links (`403`). Default: the site's.
     pub signed_urls: Option<SignedUrlsConfig>,
+    /// JWT bearer tokens (`401`). Default: the site's.
+    pub jwt: Option<JwtConfig>,
 }
 
 /// `{ 404 = "30s" }`: status codes (as TOML keys) to durations. A status
@@ -198,6 +207,7 @@ macro_rules! access_of {
                     deny: self.deny.clone(),
                     rate_limit: self.rate_limit.clone(),
                     signed_urls: self.signed_urls.clone(),
+                    jwt: self.jwt.clone(),
                 }
             }
         }

@@ -479,6 +479,7 @@ impl<H: EdgeHooks> Pipeline<H> {
                 site: 0,
                 rule: None,
                 origin_fetched: Default::default(),
+                jwt_claims: None,
             },
             ctx: self.hooks().new_ctx(),
             _activity: conn.activity.request_started(),
@@ -585,7 +586,7 @@ impl<H: EdgeHooks> Pipeline<H> {
             // The address limits, IP rules, logs and X-Forwarded-For use.
             let client = access.client(session.client_addr.ip(), &session.req.headers);
             session.client_addr.set_ip(client);
-            access
+            session.jwt_claims = access
                 .check(
                     client,
                     session.path_and_query(),
@@ -593,6 +594,14 @@ impl<H: EdgeHooks> Pipeline<H> {
                     &self.shared.fwd.clock,
                 )
                 .map_err(ProxyError::Refused)?;
+            if let (Some(jwt), Some(_)) = (&access.jwt, &session.jwt_claims)
+                && policy.cache == CacheMode::Shared
+            {
+                // The response is for everyone the token check lets in:
+                // the origin must not tailor it to the token (and RFC 9111
+                // §3.5 would keep a response to `Authorization` out).
+                session.req.headers.remove(&jwt.header);
+            }
         }
 
         if let Some(early) = self.hooks().request_filter(session, ctx).await {
@@ -650,7 +659,11 @@ impl<H: EdgeHooks> Pipeline<H> {
         let cacheable_method = matches!(session.req.method, Method::GET | Method::HEAD);
         // A gRPC call is never a cache lookup, whatever its method: its
         // answer is in trailers, which the cache does not store.
-        let bypass = session.policy().cache == CacheMode::Bypass || is_grpc(&session.req.headers);
+        // A JWT-authenticated request passes unless its rule shares it:
+        // the answer may be this user's own.
+        let bypass = session.policy().cache == CacheMode::Bypass
+            || is_grpc(&session.req.headers)
+            || (session.jwt_claims.is_some() && session.policy().cache != CacheMode::Shared);
         let (mut parts, body, upstream_status) = match session.cache_key {
             Some(key) if cacheable_method && !bypass => {
                 let served = cached::serve_cacheable(&self.shared, session, key, body, ctx).await?;

@@ -38,6 +38,7 @@ fn rule(rule: &RuleConfig) -> Value {
         "cache": match rule.cache {
             CacheMode::Default => "default",
             CacheMode::Bypass => "bypass",
+            CacheMode::Shared => "shared",
         },
         "ttl": rule.ttl.map(duration),
         "ttl_override": rule.ttl_override,

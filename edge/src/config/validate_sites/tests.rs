@@ -565,8 +565,16 @@ fn access_keys_are_checked_with_their_line() {
     let base = "[[sites]]\nname = \"shop\"\nhosts = [\"shop.example\"]\norigins = [\"http://127.0.0.1:9\"]\n[[sites.rules]]\npath = \"/a/\"\n";
     // (the rule's access line, key, a piece of the message)
     let cases = [
-        ("deny = [\"10.0.0.0/33\"]", "sites[0].rules[0].deny", "prefix length"),
-        ("allow = [\"nope\"]", "sites[0].rules[0].allow", "not an address"),
+        (
+            "deny = [\"10.0.0.0/33\"]",
+            "sites[0].rules[0].deny",
+            "prefix length",
+        ),
+        (
+            "allow = [\"nope\"]",
+            "sites[0].rules[0].allow",
+            "not an address",
+        ),
         (
             "rate_limit = { requests = 0, per = \"1s\" }",
             "sites[0].rules[0].rate_limit.requests",
@@ -592,7 +600,10 @@ fn access_keys_are_checked_with_their_line() {
         let text = format!("{base}{line}\n");
         let (at, got, message) = invalid(&text);
         assert_eq!(got, key, "{line}: {message}");
-        assert!(message.contains(why) && message.contains("site \"shop\""), "{message}");
+        assert!(
+            message.contains(why) && message.contains("site \"shop\""),
+            "{message}"
+        );
         assert_eq!(at, Some(7), "{line}");
     }
     let bad_key = format!("{base}rate_limit = {{ requests = 1, key = \"cookie\" }}\n");
