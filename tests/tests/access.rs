@@ -57,19 +57,35 @@ async fn the_sixth_request_in_ten_seconds_gets_429_with_retry_after_and_ratelimi
         .parse()
         .expect("seconds");
     assert!((1..=2).contains(&retry), "{retry}");
-    assert_eq!(refused.header("ratelimit-policy"), Some("\"edge\";q=5;w=10"));
-    assert!(refused.header("ratelimit").is_some_and(|v| v.contains("r=0")));
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some("\"edge\";q=5;w=10")
+    );
+    assert!(
+        refused
+            .header("ratelimit")
+            .is_some_and(|v| v.contains("r=0"))
+    );
     assert!(refused.text().len() < 64, "a short body");
     // hits count too: these were one miss and four hits
     assert_eq!(origin.hits("/a"), 1);
     // another key is unaffected
-    assert_eq!(get_with(&edge.url("/a"), &as_key("bob")).await.status(), 200);
+    assert_eq!(
+        get_with(&edge.url("/a"), &as_key("bob")).await.status(),
+        200
+    );
     // after the window the key passes again
     edge.advance(Duration::from_secs(10));
-    assert_eq!(get_with(&edge.url("/a"), &as_key("alice")).await.status(), 200);
+    assert_eq!(
+        get_with(&edge.url("/a"), &as_key("alice")).await.status(),
+        200
+    );
     let metrics = edge.metrics().await;
     assert_eq!(
-        value(&metrics, "edge_refused_total{reason=\"rate_limited\",site=\"shop\"}"),
+        value(
+            &metrics,
+            "edge_refused_total{reason=\"rate_limited\",site=\"shop\"}"
+        ),
         Some(1.0)
     );
 }
@@ -114,7 +130,10 @@ async fn real_ip_from_a_trusted_proxy_feeds_ip_rules_and_x_forwarded_for() {
     assert!(!xff.contains("127.0.0.1"), "{xff}");
     let metrics = edge.metrics().await;
     assert_eq!(
-        value(&metrics, "edge_refused_total{reason=\"ip_denied\",site=\"shop\"}"),
+        value(
+            &metrics,
+            "edge_refused_total{reason=\"ip_denied\",site=\"shop\"}"
+        ),
         Some(1.0)
     );
 }
@@ -160,5 +179,127 @@ deny = ["2001:db8:bad::/48"]
     for (path, client, want) in cases {
         let resp = get_with(&edge.url(path), &[SHOP, ("x-forwarded-for", client)]).await;
         assert_eq!(resp.status(), want, "{path} from {client}");
+    }
+}
+
+mod jwt {
+    use super::*;
+    use edge::access::jwt::testing::{ed25519, token};
+    use serde_json::json;
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    }
+
+    async fn jwt_edge(
+        origin: &MockOrigin,
+        jwk: &serde_json::Value,
+    ) -> (TestEdge, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, json!({ "keys": [jwk] }).to_string()).expect("jwks");
+        let keys = format!(
+            r#"[[sites.rules]]
+path = "/private/"
+jwt = {{ jwks_file = "{0}", issuer = "https://id.example", audience = "edge" }}
+[[sites.rules]]
+path = "/shared/"
+cache = "shared"
+jwt = {{ jwks_file = "{0}", issuer = "https://id.example", audience = "edge" }}
+"#,
+            jwks.display()
+        );
+        (site_edge(origin, &keys).await, dir)
+    }
+
+    #[tokio::test]
+    async fn valid_missing_bad_signature_and_wrong_audience() {
+        let origin = origin().await;
+        let (key, jwk) = ed25519("k1");
+        let (edge, _dir) = jwt_edge(&origin, &jwk).await;
+        let sign = |m: &[u8]| key.sign(m).as_ref().to_vec();
+        let claims = |aud: &str| json!({ "sub": "u1", "iss": "https://id.example", "aud": aud, "exp": now() + 600 });
+        let good = format!("Bearer {}", token("EdDSA", "k1", &claims("edge"), sign));
+        let (other, _) = ed25519("k1");
+        let forged = format!(
+            "Bearer {}",
+            token("EdDSA", "k1", &claims("edge"), |m| other
+                .sign(m)
+                .as_ref()
+                .to_vec())
+        );
+        let audience = format!("Bearer {}", token("EdDSA", "k1", &claims("other"), sign));
+
+        let ok = get_with(&edge.url("/private/a"), &[SHOP, ("authorization", &good)]).await;
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.x_cache(), "PASS", "private: not from the shared cache");
+        let again = get_with(&edge.url("/private/a"), &[SHOP, ("authorization", &good)]).await;
+        assert_eq!(again.x_cache(), "PASS");
+        assert_eq!(origin.hits("/private/a"), 2);
+
+        let missing = get_with(&edge.url("/private/a"), &[SHOP]).await;
+        assert_eq!(missing.status(), 401);
+        assert_eq!(
+            missing.header("www-authenticate"),
+            Some("Bearer realm=\"edge\"")
+        );
+        for bad in [&forged, &audience] {
+            let resp = get_with(&edge.url("/private/a"), &[SHOP, ("authorization", bad)]).await;
+            assert_eq!(resp.status(), 401);
+            assert!(
+                resp.header("www-authenticate")
+                    .is_some_and(|v| v.contains("invalid_token"))
+            );
+        }
+        assert_eq!(
+            origin.hits("/private/a"),
+            2,
+            "refusals never reach the origin"
+        );
+        let metrics = edge.metrics().await;
+        for (reason, n) in [
+            ("jwt_missing", 1.0),
+            ("jwt_signature", 1.0),
+            ("jwt_claims", 1.0),
+        ] {
+            let series = format!("edge_refused_total{{reason=\"{reason}\",site=\"shop\"}}");
+            assert_eq!(value(&metrics, &series), Some(n), "{series}");
+        }
+    }
+
+    #[tokio::test]
+    async fn cache_shared_stores_one_copy_and_keeps_the_token_from_the_origin() {
+        let origin = origin().await;
+        let (key, jwk) = ed25519("k1");
+        let (edge, _dir) = jwt_edge(&origin, &jwk).await;
+        let bearer = |sub: &str| {
+            let claims = json!({ "sub": sub, "iss": "https://id.example", "aud": "edge", "exp": now() + 600 });
+            format!(
+                "Bearer {}",
+                token("EdDSA", "k1", &claims, |m| key.sign(m).as_ref().to_vec())
+            )
+        };
+        let first = get_with(
+            &edge.url("/shared/a"),
+            &[SHOP, ("authorization", &bearer("u1"))],
+        )
+        .await;
+        assert_eq!(first.status(), 200);
+        let second = get_with(
+            &edge.url("/shared/a"),
+            &[SHOP, ("authorization", &bearer("u2"))],
+        )
+        .await;
+        assert_eq!(second.status(), 200);
+        assert_eq!(second.x_cache(), "HIT");
+        assert_eq!(origin.hits("/shared/a"), 1);
+        let seen = origin.last_request("/shared/a").expect("fetched");
+        assert!(seen.headers.get("authorization").is_none());
+        // still checked on a hit
+        let none = get_with(&edge.url("/shared/a"), &[SHOP]).await;
+        assert_eq!(none.status(), 401);
     }
 }
