@@ -18,7 +18,9 @@ use super::units::{de_duration, de_opt_duration};
 pub const DEFAULT_SITE: &str = "default";
 
 /// One site: the hosts it answers for and where its misses go.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// (`Default` is for code that builds one; a file must set `name`, `hosts`
+/// and `origins`.)
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// Used in metrics (`site` label), logs and errors. Required, unique.
