@@ -520,6 +520,12 @@ fn the_sites_of_the_shipped_example_are_valid_and_complete() {
     assert_eq!(config.sites[0].rules.len(), 3);
     let block = &example[start..];
     for key in [
+        "real_ip",
+        "rate_limit",
+        "signed_urls",
+        "jwt",
+        "allow",
+        "deny",
         "name",
         "hosts",
         "origins",
