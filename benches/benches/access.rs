@@ -75,7 +75,9 @@ fn bench(c: &mut Criterion) {
     let mut xff = HeaderMap::new();
     xff.insert(
         "x-forwarded-for",
-        "198.51.100.1, 203.0.113.7, 10.1.0.1".parse().expect("value"),
+        "198.51.100.1, 203.0.113.7, 10.1.0.1"
+            .parse()
+            .expect("value"),
     );
     let peer: IpAddr = "10.2.0.1".parse().expect("ip");
     c.bench_function("access/real_ip_3_hops", |b| {
