@@ -55,6 +55,7 @@ fn bench(c: &mut Criterion) {
             ..AccessConfig::default()
         },
         &Access::default(),
+        None,
     )
     .expect("compiles");
     c.bench_function("access/ip_rules_11_nets", |b| {
@@ -70,6 +71,7 @@ fn bench(c: &mut Criterion) {
             ..AccessConfig::default()
         },
         &Access::default(),
+        None,
     )
     .expect("compiles");
     let mut xff = HeaderMap::new();

@@ -137,7 +137,12 @@ impl Refusal {
 impl Access {
     /// Compiles `config`; keys it leaves unset come from `outer` (the
     /// site's, under a rule) as they are, sharing their state.
-    pub fn compile(config: &AccessConfig, outer: &Access) -> Result<Access, AccessError> {
+    /// `rule` is the rule's index (`None` for the site's own keys).
+    pub fn compile(
+        config: &AccessConfig,
+        outer: &Access,
+        rule: Option<usize>,
+    ) -> Result<Access, AccessError> {
         let nets = |field: &'static str, list: &[String]| {
             list.iter()
                 .map(|n| {
@@ -175,7 +180,7 @@ impl Access {
         };
         let rate_limit = match &config.rate_limit {
             None => outer.rate_limit.clone(),
-            Some(r) => Some(Arc::new(RateLimiter::new(r))),
+            Some(r) => Some(Arc::new(RateLimiter::at(r, rule))),
         };
         let signed_urls = match &config.signed_urls {
             None => outer.signed_urls.clone(),

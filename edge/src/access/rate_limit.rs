@@ -49,6 +49,10 @@ pub struct RateLimiter {
     hasher: foldhash::quality::RandomState,
     /// `RateLimit-Policy`, computed once.
     policy_header: HeaderValue,
+    /// What it was made from, and where (`None`: the site's, else the
+    /// rule's index): a reload keeps the buckets of a limiter whose both
+    /// are unchanged.
+    pub(crate) made_from: (Option<usize>, RateLimitConfig),
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +92,11 @@ fn nanos(now: SystemTime) -> u64 {
 
 impl RateLimiter {
     pub fn new(config: &RateLimitConfig) -> RateLimiter {
+        RateLimiter::at(config, None)
+    }
+
+    /// A limiter of the site (`rule = None`) or of rule `rule`.
+    pub fn at(config: &RateLimitConfig, rule: Option<usize>) -> RateLimiter {
         let requests = config.requests.max(1);
         let per_ns = u64::try_from(config.per.as_nanos()).unwrap_or(u64::MAX);
         let interval = (per_ns / u64::from(requests)).max(1);
@@ -115,6 +124,7 @@ impl RateLimiter {
             hasher: foldhash::quality::RandomState::default(),
             policy_header: HeaderValue::from_str(&policy)
                 .unwrap_or(HeaderValue::from_static("\"edge\"")),
+            made_from: (rule, config.clone()),
         }
     }
 

@@ -70,6 +70,27 @@ impl Sites {
         })
     }
 
+    /// Takes over the rate limit buckets of `previous` (the sites a reload
+    /// replaces) for every limiter of the same site, place (the site, or
+    /// rule N) and settings: a reload must not hand every client a full
+    /// bucket again.
+    pub fn keep_limits_of(&mut self, previous: &Sites) {
+        for site in &mut self.sites {
+            let Some(before) = previous.by_name(&site.name) else {
+                continue;
+            };
+            let old = before.rate_limiters();
+            let policies = site.policies.iter_mut().chain([&mut site.default_policy]);
+            for policy in policies {
+                if let Some(limit) = &mut policy.access.rate_limit
+                    && let Some(kept) = old.iter().find(|o| o.made_from == limit.made_from)
+                {
+                    *limit = kept.clone();
+                }
+            }
+        }
+    }
+
     /// The policy of rule `rule` of site `site` (as `Site::index` and
     /// `Policy::rule` name them), or the default policy: what a request
     /// carries instead of a reference into the table.
@@ -159,16 +180,16 @@ impl Site {
                 source,
             }
         };
-        let site_access =
-            Access::compile(&config.access(), &Access::default()).map_err(access_error(None))?;
+        let site_access = Access::compile(&config.access(), &Access::default(), None)
+            .map_err(access_error(None))?;
         let policies = config
             .rules
             .iter()
             .enumerate()
             .map(|(i, rule)| {
                 let policy = Policy::compile(&config.name, i, rule, matcher.prefix(i))?;
-                let access =
-                    Access::compile(&rule.access(), &site_access).map_err(access_error(Some(i)))?;
+                let access = Access::compile(&rule.access(), &site_access, Some(i))
+                    .map_err(access_error(Some(i)))?;
                 Ok(Policy {
                     compression: rule.compression.or(config.compression),
                     access,
