@@ -29,6 +29,10 @@ impl Drop for Edge {
 }
 
 impl Edge {
+    fn access_log(&self) -> std::path::PathBuf {
+        self._dir.path().join("access.log")
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.listen)
     }
@@ -57,9 +61,13 @@ signed_urls = {{ secret_env = "SIGNED_TEST_SECRET", secret2_env = "SIGNED_TEST_O
     let child = common::edge_command(origin.addr(), &dir.path().join("data"), listen, admin)
         .arg("--config")
         .arg(&config)
+        .arg("--access-log")
+        .arg(dir.path().join("access.log"))
+        .args(["--log-format", "json"])
         .env("SIGNED_TEST_SECRET", SECRET)
         .env("SIGNED_TEST_OLD_SECRET", OLD_SECRET)
-        .env("EDGE_LOG", "warn")
+        // access lines are info on their own target
+        .env("EDGE_LOG", "warn,access=info")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -164,6 +172,36 @@ async fn signed_links_pass_share_one_copy_and_bad_ones_get_403() {
         assert_eq!(resp.status(), want, "{path}");
         assert!(resp.text().len() < 64);
     }
+    // every refusal is in the access log with its reason
+    let log = edge.access_log();
+    let reasons = edge_tests::poll_until(
+        "the refusals in the access log",
+        Duration::from_secs(5),
+        async || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let reasons: Vec<String> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|j| j["status"] == 403)
+                .filter_map(|j| j["error"].as_str().map(str::to_owned))
+                .collect();
+            if reasons.len() == 4 {
+                Ok(reasons)
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        reasons,
+        [
+            "signature_expired",
+            "signature_invalid",
+            "signature_missing",
+            "signature_invalid"
+        ]
+    );
     // outside the rule nothing is asked
     assert_eq!(get_with(&edge.url("/free"), &[HOST]).await.status(), 200);
     assert_eq!(origin.hits("/v/b.mp4"), 0);
