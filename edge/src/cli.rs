@@ -141,6 +141,25 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
         interval: f64,
     },
+    /// Print a signed link for a site with `signed_urls` (docs/access.md):
+    /// URL (a path or a full URL) with the expiry and HMAC-SHA256
+    /// signature parameters added, signed with the secret in $ENV.
+    Sign {
+        /// The link to sign: `/video/a.mp4` or `https://host/video/a.mp4`
+        url: String,
+        /// How long the link stays valid (`1h`, `7d`)
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::config::parse_duration)]
+        expires: std::time::Duration,
+        /// The environment variable with the secret (as `signed_urls.secret_env`)
+        #[arg(long, value_name = "ENV", default_value = "EDGE_URL_SECRET")]
+        secret_env: String,
+        /// The expiry parameter (as `signed_urls.expires_param`)
+        #[arg(long, value_name = "NAME", default_value = "expires")]
+        expires_param: String,
+        /// The signature parameter (as `signed_urls.signature_param`)
+        #[arg(long, value_name = "NAME", default_value = "sig")]
+        signature_param: String,
+    },
     /// Print the man page (roff) to stdout, for packaging:
     /// `edge man | gzip -9n > edge.1.gz`.
     #[command(hide = true)]

@@ -80,6 +80,9 @@ pub enum ProxyError {
     LoopDetected(usize),
     #[error("internal error: {0}")]
     Internal(String),
+    /// An access check said no (`crate::access`): 403 or 429.
+    #[error("refused: {}", .0.as_str())]
+    Refused(crate::access::Refusal),
 }
 
 impl ProxyError {
@@ -90,7 +93,8 @@ impl ProxyError {
             | ProxyError::ClientBodyTimeout(_)
             | ProxyError::OnlyIfCached
             | ProxyError::Misdirected(_)
-            | ProxyError::UnsupportedCoding => ErrorSource::Downstream,
+            | ProxyError::UnsupportedCoding
+            | ProxyError::Refused(_) => ErrorSource::Downstream,
             ProxyError::NoPeer
             | ProxyError::Internal(_)
             | ProxyError::LoopDetected(_)
@@ -125,6 +129,7 @@ impl ProxyError {
             ProxyError::LoopDetected(_) => StatusCode::LOOP_DETECTED,
             ProxyError::PeersBusy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Refused(refusal) => refusal.status(),
         }
     }
 
@@ -148,6 +153,7 @@ impl ProxyError {
             ProxyError::LoopDetected(_) => "loop_detected",
             ProxyError::PeersBusy => "peers_busy",
             ProxyError::Internal(_) => "internal",
+            ProxyError::Refused(refusal) => refusal.as_str(),
         }
     }
 
@@ -182,7 +188,13 @@ impl ProxyError {
             header::CACHE_CONTROL,
             header::HeaderValue::from_static("no-store"),
         );
-        if self.source_side() == ErrorSource::Downstream {
+        if let ProxyError::Refused(refusal) = self {
+            refusal.write_headers(headers);
+        }
+        // A refusal keeps the connection: the client did nothing wrong
+        // with the protocol, and closing would cost a reconnect per 429.
+        if self.source_side() == ErrorSource::Downstream && !matches!(self, ProxyError::Refused(_))
+        {
             headers.insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),

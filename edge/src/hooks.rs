@@ -57,6 +57,9 @@ pub struct Session {
     /// body from the origin (slices not yet stored): it is counted as a
     /// miss, so hit ratios are not overstated.
     pub(crate) origin_fetched: Arc<std::sync::atomic::AtomicBool>,
+    /// The claims of the JWT a rule's `jwt` check verified, for the hooks
+    /// after `request_filter`; `None` without such a check.
+    pub jwt_claims: Option<crate::access::jwt::Claims>,
 }
 
 impl Session {
@@ -80,6 +83,11 @@ impl Session {
     /// only): scheme, host, and path with the query as configured
     /// (`cache.key_ignore_query_params`, `cache.key_sort_query`).
     pub fn default_cache_key(&self) -> Option<CacheKey> {
+        let access = &self.policy().access;
+        if access.signed_urls.is_some() {
+            // Every signed link to one object shares one copy.
+            return self.key_for(&self.req.method, &access.key_path(self.path_and_query()));
+        }
         self.key_for(&self.req.method, self.path_and_query())
     }
 

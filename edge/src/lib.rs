@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod admin;
 pub mod body;
 pub mod cli;

@@ -43,6 +43,25 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Sign {
+        url,
+        expires,
+        secret_env,
+        expires_param,
+        signature_param,
+    }) = &cli.command
+    {
+        return match sign(url, *expires, secret_env, expires_param, signature_param) {
+            Ok(link) => {
+                println!("{link}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("edge sign: {}", error_chain(&err));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(err) => {
@@ -239,4 +258,38 @@ fn upgrade_on_sigusr2(
             trigger.request();
         }
     });
+}
+
+/// `edge sign URL`: the link with its expiry and signature.
+fn sign(
+    url: &str,
+    valid_for: std::time::Duration,
+    secret_env: &str,
+    expires_param: &str,
+    signature_param: &str,
+) -> anyhow::Result<String> {
+    let secret = std::env::var(secret_env)
+        .with_context(|| format!("${secret_env} is not set (the signed_urls secret)"))?;
+    anyhow::ensure!(
+        secret.len() >= 16,
+        "the secret in ${secret_env} is shorter than 16 bytes"
+    );
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("{url:?} is not a URL or path"))?;
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let prefix = &url[..url.len() - path_and_query.len().min(url.len())];
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .saturating_add(valid_for)
+        .as_secs();
+    let signed = edge::access::signed::sign(
+        secret.as_bytes(),
+        path_and_query,
+        expires,
+        expires_param,
+        signature_param,
+    );
+    Ok(format!("{prefix}{signed}"))
 }

@@ -50,6 +50,9 @@ pub mod names {
     pub const OPEN_TUNNELS: &str = "edge_open_tunnels";
     pub const TUNNEL_BYTES_TOTAL: &str = "edge_tunnel_bytes_total";
     pub const TUNNELS_CLOSED_TOTAL: &str = "edge_tunnels_closed_total";
+    pub const REFUSED_TOTAL: &str = "edge_refused_total";
+    pub const RATE_LIMIT_KEYS: &str = "edge_rate_limit_keys";
+    pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "edge_rate_limit_overflow_total";
 }
 
 /// Latency buckets from 0.5 ms to 30 s: a hit on loopback is sub-millisecond,
@@ -144,6 +147,15 @@ pub struct Metrics {
     /// (`server.tunnel_idle_timeout`), `shutdown` (the grace period was
     /// over), `error` (a socket failed).
     pub tunnels_closed: IntCounterVec,
+    /// Requests refused by an access check, by site and reason
+    /// (`ip_denied`, `ip_not_allowed`, `rate_limited`, `signature_missing`,
+    /// `signature_invalid`, `signature_expired`).
+    pub refused: IntCounterVec,
+    /// Keys the rate limiters track, by site; set at scrape.
+    pub rate_limit_keys: IntGaugeVec,
+    /// Checks by keys that found their limiter full (`max_keys`) and
+    /// shared its overflow bucket, by site; added at scrape.
+    pub rate_limit_overflow: IntCounterVec,
     /// The per-request series above, resolved once per label set.
     series: Arc<RequestSeries>,
     /// The `site` label's values, by `Site::index`.
@@ -348,6 +360,24 @@ impl Metrics {
                 Opts::new(names::TUNNELS_CLOSED_TOTAL, "Tunnels ended, by reason"),
                 &["reason"],
             )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    names::REFUSED_TOTAL,
+                    "Requests refused by an access check, by site and reason",
+                ),
+                &["site", "reason"],
+            )?,
+            rate_limit_keys: IntGaugeVec::new(
+                Opts::new(names::RATE_LIMIT_KEYS, "Keys tracked by rate limits"),
+                &["site"],
+            )?,
+            rate_limit_overflow: IntCounterVec::new(
+                Opts::new(
+                    names::RATE_LIMIT_OVERFLOW_TOTAL,
+                    "Rate limit checks of keys beyond max_keys (one shared bucket)",
+                ),
+                &["site"],
+            )?,
             series: Arc::new(RequestSeries::new(sites.len())),
             sites,
         };
@@ -406,6 +436,9 @@ impl Metrics {
         registry.register(Box::new(m.open_tunnels.clone()))?;
         registry.register(Box::new(m.tunnel_bytes.clone()))?;
         registry.register(Box::new(m.tunnels_closed.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
+        registry.register(Box::new(m.rate_limit_keys.clone()))?;
+        registry.register(Box::new(m.rate_limit_overflow.clone()))?;
         Ok(m)
     }
 }
@@ -520,6 +553,20 @@ impl Metrics {
             sites,
             ..self.clone()
         }
+    }
+
+    /// `edge_refused_total{site, reason}`; refusals are rare next to
+    /// requests, so the label lookup is not cached.
+    pub fn refused(&self, site: usize, reason: &str) -> IntCounter {
+        let site = self.site_label(site);
+        self.refused.with_label_values(&[site, reason])
+    }
+
+    /// The `site` label of a site index.
+    pub fn site_label(&self, site: usize) -> &str {
+        self.sites
+            .get(self.site_index(site))
+            .map_or("default", String::as_str)
     }
 
     /// `site` if it names a site, else the first (never out of range).

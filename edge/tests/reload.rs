@@ -505,3 +505,70 @@ async fn connection_limits_apply_to_connections_accepted_after_a_reload() {
     before.read_exact(&mut head).await.expect("an answer");
     assert_eq!(&head, b"HTTP/1.1 200");
 }
+
+/// Access rules come with a reload, and a JWKS file is read again on each
+/// one, even when the config file itself did not change.
+#[tokio::test]
+async fn a_reload_brings_new_access_rules_and_reads_the_jwks_again() {
+    use edge::access::jwt::testing::{ed25519, token};
+
+    let origin = origin("one").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin) = (free_port(), free_port());
+    let config = dir.path().join("edge.toml");
+    let jwks = dir.path().join("jwks.json");
+    let (old_key, old_jwk) = ed25519("k");
+    let (new_key, new_jwk) = ed25519("k");
+    let write_jwks = |jwk: &serde_json::Value| {
+        std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).expect("jwks");
+    };
+    write_jwks(&old_jwk);
+    std::fs::write(
+        &config,
+        config_text(listen, admin, dir.path(), &origin.url(), ""),
+    )
+    .expect("config");
+    let node = Node::start(&config, listen, admin).await;
+    let http = client::http1();
+    let status = async |req| client::fetch(&http, req).await.status().as_u16();
+    assert_eq!(status(node.shop("/a")).await, 200);
+
+    let rules = format!(
+        "deny = [\"127.0.0.2\"]\n[[sites.rules]]\npath = \"/api/\"\njwt = {{ jwks_file = \"{}\" }}\n",
+        jwks.display()
+    );
+    std::fs::write(
+        &config,
+        config_text(listen, admin, dir.path(), &origin.url(), &rules),
+    )
+    .expect("config");
+    assert_eq!(node.reload(Some(TOKEN)).await.0, 200);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({ "sub": "u", "exp": exp });
+    let with = |key: &ring::signature::Ed25519KeyPair| {
+        let t = token("EdDSA", "k", &claims, |m| key.sign(m).as_ref().to_vec());
+        let mut req = node.shop("/api/x");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("value"),
+        );
+        req
+    };
+    assert_eq!(
+        status(node.shop("/api/x")).await,
+        401,
+        "the new rule is in force"
+    );
+    assert_eq!(status(with(&old_key)).await, 200);
+    assert_eq!(status(with(&new_key)).await, 401);
+
+    // the keys rotate: the same config, a new JWKS, a reload
+    write_jwks(&new_jwk);
+    assert_eq!(node.reload(Some(TOKEN)).await.0, 200);
+    assert_eq!(status(with(&new_key)).await, 200);
+    assert_eq!(status(with(&old_key)).await, 401);
+}

@@ -329,6 +329,7 @@ async fn compression_can_be_turned_off_for_a_site_or_a_rule() {
             shields: Vec::new(),
             rules: Vec::new(),
             compression: Some(false),
+            ..SiteConfig::default()
         };
         site.rules.push(RuleConfig {
             path: Some("/static/".into()),

@@ -10,6 +10,7 @@
 //! what serde cannot. The command line itself is `crate::cli`, which this
 //! module does not know.
 
+mod access;
 mod cache;
 pub mod changes;
 mod compression;
@@ -33,6 +34,9 @@ use std::path::PathBuf;
 use origin_shield::Peer;
 use serde::Deserialize;
 
+pub use access::{
+    AccessConfig, JwtConfig, LimitKey, LimitScope, RateLimitConfig, RealIpConfig, SignedUrlsConfig,
+};
 pub use cache::CacheConfig;
 pub use compression::CompressionConfig;
 pub use hosts::HostPattern;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use origin_shield::Peer;
 use serde::{Deserialize, Deserializer};
 
+use super::access::{AccessConfig, JwtConfig, RateLimitConfig, RealIpConfig, SignedUrlsConfig};
 use super::peers::{self, ShieldPeer};
 use super::units::{de_duration, de_opt_duration};
 
@@ -17,7 +18,9 @@ use super::units::{de_duration, de_opt_duration};
 pub const DEFAULT_SITE: &str = "default";
 
 /// One site: the hosts it answers for and where its misses go.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// (`Default` is for code that builds one; a file must set `name`, `hosts`
+/// and `origins`.)
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// Used in metrics (`site` label), logs and errors. Required, unique.
@@ -42,6 +45,25 @@ pub struct SiteConfig {
     /// may turn it back on). Default: unset (`compression.enabled`).
     #[serde(default)]
     pub compression: Option<bool>,
+    /// Access control (`docs/access.md`): the client address behind
+    /// trusted proxies. Default: unset (rules may set their own).
+    #[serde(default)]
+    pub real_ip: Option<RealIpConfig>,
+    /// Only these networks may send requests (`403`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// These networks are refused (`403`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub deny: Option<Vec<String>>,
+    /// A token bucket per key (`429`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// HMAC-SHA256 signed links (`403`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub signed_urls: Option<SignedUrlsConfig>,
+    /// JWT bearer tokens (`401`). Default: unset (rules may set their own).
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
 }
 
 /// Whether a rule's requests use the cache.
@@ -53,6 +75,10 @@ pub enum CacheMode {
     Default,
     /// Never stored, never served from the cache (`X-Cache: PASS`).
     Bypass,
+    /// As `default`, and requests that a `jwt` check let in share the cache
+    /// too: the token header is not sent to the origin (edge checked it)
+    /// and nothing of it is in the key. Without it such requests pass.
+    Shared,
 }
 
 /// Header edits: `set` replaces (or adds) each field, `remove` drops them.
@@ -96,7 +122,7 @@ pub struct RuleConfig {
     pub path_regex: Option<String>,
     /// Methods the rule applies to. Default: all.
     pub methods: Vec<String>,
-    /// `default` or `bypass`. Default: `default`.
+    /// `default`, `bypass` or `shared`. Default: `default`.
     pub cache: CacheMode,
     /// Freshness for storable responses that carry none (and, with
     /// `ttl_override`, in place of the origin's). Default: unset.
@@ -125,6 +151,19 @@ pub struct RuleConfig {
     /// `true`: do, even where the site says `false` (when
     /// `compression.enabled`). Default: unset (the site's choice).
     pub compression: Option<bool>,
+    /// Access control (`docs/access.md`): the client address behind
+    /// trusted proxies. Default: the site's.
+    pub real_ip: Option<RealIpConfig>,
+    /// Only these networks may send requests (`403`). Default: the site's.
+    pub allow: Option<Vec<String>>,
+    /// These networks are refused (`403`). Default: the site's.
+    pub deny: Option<Vec<String>>,
+    /// A token bucket per key (`429`). Default: the site's.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// HMAC-SHA256 signed links (`403`). Default: the site's.
+    pub signed_urls: Option<SignedUrlsConfig>,
+    /// JWT bearer tokens (`401`). Default: the site's.
+    pub jwt: Option<JwtConfig>,
 }
 
 /// `{ 404 = "30s" }`: status codes (as TOML keys) to durations. A status
@@ -158,6 +197,26 @@ fn de_status_durations<'de, D: Deserializer<'de>>(
     let raw = BTreeMap::<Status, Ttl>::deserialize(d)?;
     Ok(raw.into_iter().map(|(s, t)| (s.0, t.0)).collect())
 }
+
+macro_rules! access_of {
+    ($t:ty) => {
+        impl $t {
+            /// The access keys this table sets.
+            pub fn access(&self) -> AccessConfig {
+                AccessConfig {
+                    real_ip: self.real_ip.clone(),
+                    allow: self.allow.clone(),
+                    deny: self.deny.clone(),
+                    rate_limit: self.rate_limit.clone(),
+                    signed_urls: self.signed_urls.clone(),
+                    jwt: self.jwt.clone(),
+                }
+            }
+        }
+    };
+}
+access_of!(SiteConfig);
+access_of!(RuleConfig);
 
 impl SiteConfig {
     /// How errors name the site: `site "shop"`.

@@ -65,9 +65,12 @@ pub(super) fn validate_sites(sites: &[SiteConfig]) -> Result<(), Invalid> {
                     .into(),
             );
         }
+        super::access::validate_access(&site.access())
+            .map_err(|(field, why)| invalid(&field, why))?;
         for (r, rule) in site.rules.iter().enumerate() {
             check_rule(rule)
                 .map_err(|(field, why)| (field.to_owned(), why))
+                .and_then(|()| super::access::validate_access(&rule.access()))
                 .and_then(|()| edits("request_headers", &rule.request_headers))
                 .and_then(|()| edits("response_headers", &rule.response_headers))
                 .map_err(|(field, why)| {

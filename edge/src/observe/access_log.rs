@@ -437,6 +437,7 @@ mod tests {
             site: 0,
             rule: None,
             origin_fetched: Arc::default(),
+            jwt_claims: None,
         }
     }
 

@@ -126,7 +126,9 @@ impl<H: EdgeHooks> Reloader<H> {
             .clone();
         let read = source()?;
         let (next, kept) = changes::live_part(applied, read);
-        let sites = Arc::new(Sites::compile(&next)?);
+        let mut sites = Sites::compile(&next)?;
+        sites.keep_limits_of(&self.proxy.sites());
+        let sites = Arc::new(sites);
         // Certificates are read on every reload, changed or not: renewing
         // them in place and sending SIGHUP is the usual way.
         let certs = match (&self.certs, CertFiles::from_settings(&next.tls)) {

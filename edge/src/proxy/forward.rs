@@ -134,6 +134,14 @@ impl<H: EdgeHooks> Forwarder<H> {
         ctx: &mut H::Ctx,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<Fetched, ProxyError> {
+        // A rate limit of scope `misses` counts what reaches the origin:
+        // misses, passes and revalidations, not hits.
+        let access = &session.policy().access;
+        if access.rate_limit.is_some() {
+            access
+                .check_origin(session.client_addr.ip(), &session.req.headers, &self.clock)
+                .map_err(ProxyError::Refused)?;
+        }
         // Only a request without a body can be sent again: a streamed body
         // is consumed by the first attempt.
         let replayable = body.is_end_stream();
@@ -335,7 +343,16 @@ impl<H: EdgeHooks> Forwarder<H> {
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = method.clone();
         parts.version = Version::HTTP_11;
-        parts.uri = peer.uri_for(session.req.uri.path_and_query());
+        let access = &session.policy().access;
+        parts.uri = if access.strips_origin() {
+            // The signature is edge's business; the origin sees the link
+            // every signed copy of it stands for.
+            let stripped = access.key_path(session.path_and_query());
+            let pq = http::uri::PathAndQuery::try_from(stripped.as_ref()).ok();
+            peer.uri_for(pq.as_ref().or(session.req.uri.path_and_query()))
+        } else {
+            peer.uri_for(session.req.uri.path_and_query())
+        };
         parts.headers = session.req.headers.clone();
         let h = &mut parts.headers;
         let trailers = headers::accepts_trailers(h);
@@ -460,6 +477,7 @@ pub(crate) fn background_session(session: &Session, key: CacheKey) -> Session {
         rule: session.rule,
         // Shared: what the copy fetches counts against the request.
         origin_fetched: session.origin_fetched.clone(),
+        jwt_claims: session.jwt_claims.clone(),
     }
 }
 

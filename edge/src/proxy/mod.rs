@@ -377,6 +377,17 @@ impl<H: EdgeHooks> Proxy<H> {
         m.cache_capacity_bytes
             .with_label_values(&["disk"])
             .set(gauge(store.disk_capacity()));
+        for site in now.sites.all() {
+            let limiters = site.rate_limiters();
+            let label = m.site_label(site.index);
+            m.rate_limit_keys
+                .with_label_values(&[label])
+                .set(gauge(limiters.iter().map(|l| l.keys()).sum::<usize>()));
+            let overflowed: u64 = limiters.iter().map(|l| l.take_overflowed()).sum();
+            m.rate_limit_overflow
+                .with_label_values(&[label])
+                .inc_by(overflowed);
+        }
         m.purge_rules.set(gauge(cache.purger.rules().len()));
         m.purge_backlog.set(gauge(cache.purger.backlog_now()));
         cache.purger.counts.export(|kind, delta| {
@@ -468,6 +479,7 @@ impl<H: EdgeHooks> Pipeline<H> {
                 site: 0,
                 rule: None,
                 origin_fetched: Default::default(),
+                jwt_claims: None,
             },
             ctx: self.hooks().new_ctx(),
             _activity: conn.activity.request_started(),
@@ -488,11 +500,21 @@ impl<H: EdgeHooks> Pipeline<H> {
                 {
                     let _enter = span.enter();
                     match err.source_side() {
+                        // Refusals can come in floods: the access log and
+                        // the counter have them.
+                        _ if matches!(err, ProxyError::Refused(_)) => {
+                            tracing::debug!(error = %err, "access refused");
+                        }
                         ErrorSource::Downstream => info!(error = %err, "refused request"),
                         _ => warn!(error = %err, "proxy error"),
                     }
                 }
                 pending.error = Some(err.as_str());
+                if let ProxyError::Refused(refusal) = &err {
+                    self.metrics()
+                        .refused(pending.session.site, refusal.as_str())
+                        .inc();
+                }
                 let (mut parts, body) = err.to_response().into_parts();
                 if err.source_side() != ErrorSource::Downstream
                     || pending.session.cache_key.is_some()
@@ -559,6 +581,28 @@ impl<H: EdgeHooks> Pipeline<H> {
         session.site = site.index;
         let policy = site.policy(&session.req.method, session.req.uri.path());
         session.rule = policy.rule;
+        let access = &policy.access;
+        if !access.is_empty() {
+            // The address limits, IP rules, logs and X-Forwarded-For use.
+            let client = access.client(session.client_addr.ip(), &session.req.headers);
+            session.client_addr.set_ip(client);
+            session.jwt_claims = access
+                .check(
+                    client,
+                    session.path_and_query(),
+                    &session.req.headers,
+                    &self.shared.fwd.clock,
+                )
+                .map_err(ProxyError::Refused)?;
+            if let (Some(jwt), Some(_)) = (&access.jwt, &session.jwt_claims)
+                && policy.cache == CacheMode::Shared
+            {
+                // The response is for everyone the token check lets in:
+                // the origin must not tailor it to the token (and RFC 9111
+                // §3.5 would keep a response to `Authorization` out).
+                session.req.headers.remove(&jwt.header);
+            }
+        }
 
         if let Some(early) = self.hooks().request_filter(session, ctx).await {
             return Ok((early.map(body::full), None));
@@ -615,7 +659,11 @@ impl<H: EdgeHooks> Pipeline<H> {
         let cacheable_method = matches!(session.req.method, Method::GET | Method::HEAD);
         // A gRPC call is never a cache lookup, whatever its method: its
         // answer is in trailers, which the cache does not store.
-        let bypass = session.policy().cache == CacheMode::Bypass || is_grpc(&session.req.headers);
+        // A JWT-authenticated request passes unless its rule shares it:
+        // the answer may be this user's own.
+        let bypass = session.policy().cache == CacheMode::Bypass
+            || is_grpc(&session.req.headers)
+            || (session.jwt_claims.is_some() && session.policy().cache != CacheMode::Shared);
         let (mut parts, body, upstream_status) = match session.cache_key {
             Some(key) if cacheable_method && !bypass => {
                 let served = cached::serve_cacheable(&self.shared, session, key, body, ctx).await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::Site;
-use crate::config::{CacheMode, HeaderEdits, RuleConfig};
+use crate::config::{AccessConfig, CacheMode, HeaderEdits, LimitKey, LimitScope, RuleConfig};
 
 pub(crate) fn rules(rules: &[RuleConfig]) -> Value {
     Value::Array(rules.iter().map(rule).collect())
@@ -38,6 +38,7 @@ fn rule(rule: &RuleConfig) -> Value {
         "cache": match rule.cache {
             CacheMode::Default => "default",
             CacheMode::Bypass => "bypass",
+            CacheMode::Shared => "shared",
         },
         "ttl": rule.ttl.map(duration),
         "ttl_override": rule.ttl_override,
@@ -54,6 +55,47 @@ fn rule(rule: &RuleConfig) -> Value {
             "to": r.to,
             "status": r.status,
             "keep_path": r.keep_path,
+        })),
+        "access": access(&rule.access()),
+    })
+}
+
+/// The rule's own access keys (the site's are not repeated); secrets are
+/// named by their environment variable only.
+fn access(a: &AccessConfig) -> Value {
+    json!({
+        "real_ip": a.real_ip.as_ref().map(|r| json!({ "from": r.from, "header": r.header })),
+        "allow": a.allow,
+        "deny": a.deny,
+        "rate_limit": a.rate_limit.as_ref().map(|r| json!({
+            "requests": r.requests,
+            "per": duration(r.per),
+            "burst": r.burst,
+            "key": match &r.key {
+                LimitKey::ClientIp => "client_ip".to_owned(),
+                LimitKey::Site => "site".to_owned(),
+                LimitKey::Header(name) => format!("header:{name}"),
+            },
+            "scope": match r.scope {
+                LimitScope::All => "all",
+                LimitScope::Misses => "misses",
+            },
+            "max_keys": r.max_keys,
+        })),
+        "signed_urls": a.signed_urls.as_ref().map(|s| json!({
+            "secret_env": s.secret_env,
+            "secret2_env": s.secret2_env,
+            "expires_param": s.expires_param,
+            "signature_param": s.signature_param,
+            "strip_from_origin": s.strip_from_origin,
+        })),
+        "jwt": a.jwt.as_ref().map(|j| json!({
+            "jwks_file": j.jwks_file,
+            "secret_env": j.secret_env,
+            "issuer": j.issuer,
+            "audience": j.audience,
+            "header": j.header,
+            "leeway": duration(j.leeway),
         })),
     })
 }

@@ -38,6 +38,13 @@ pub enum SitesError {
         rule: usize,
         name: String,
     },
+    #[error("site {site:?}{}: {source}", rule.map(|r| format!(" rules[{r}]")).unwrap_or_default())]
+    Access {
+        site: String,
+        rule: Option<usize>,
+        #[source]
+        source: crate::access::AccessError,
+    },
     #[error("site {site:?} rules[{rule}]: redirect: {reason}")]
     Redirect {
         site: String,

@@ -17,9 +17,12 @@ mod hosts;
 mod policy;
 mod rules;
 
+use std::sync::Arc;
+
 use http::Method;
 use origin_shield::Peer;
 
+use crate::access::Access;
 use crate::config::HostPattern;
 use crate::config::{Config, RuleConfig, ShieldPeer, SiteConfig};
 pub use error::SitesError;
@@ -65,6 +68,27 @@ impl Sites {
             hosts,
             no_policy: Policy::default(),
         })
+    }
+
+    /// Takes over the rate limit buckets of `previous` (the sites a reload
+    /// replaces) for every limiter of the same site, place (the site, or
+    /// rule N) and settings: a reload must not hand every client a full
+    /// bucket again.
+    pub fn keep_limits_of(&mut self, previous: &Sites) {
+        for site in &mut self.sites {
+            let Some(before) = previous.by_name(&site.name) else {
+                continue;
+            };
+            let old = before.rate_limiters();
+            let policies = site.policies.iter_mut().chain([&mut site.default_policy]);
+            for policy in policies {
+                if let Some(limit) = &mut policy.access.rate_limit
+                    && let Some(kept) = old.iter().find(|o| o.made_from == limit.made_from)
+                {
+                    *limit = kept.clone();
+                }
+            }
+        }
     }
 
     /// The policy of rule `rule` of site `site` (as `Site::index` and
@@ -149,14 +173,26 @@ impl Site {
 
     fn compile(config: &SiteConfig, index: usize) -> Result<Site, SitesError> {
         let matcher = Matcher::compile(&config.name, &config.rules)?;
+        let access_error = |rule: Option<usize>| {
+            move |source| SitesError::Access {
+                site: config.name.clone(),
+                rule,
+                source,
+            }
+        };
+        let site_access = Access::compile(&config.access(), &Access::default(), None)
+            .map_err(access_error(None))?;
         let policies = config
             .rules
             .iter()
             .enumerate()
             .map(|(i, rule)| {
                 let policy = Policy::compile(&config.name, i, rule, matcher.prefix(i))?;
+                let access = Access::compile(&rule.access(), &site_access, Some(i))
+                    .map_err(access_error(Some(i)))?;
                 Ok(Policy {
                     compression: rule.compression.or(config.compression),
+                    access,
                     ..policy
                 })
             })
@@ -172,6 +208,7 @@ impl Site {
             policies,
             default_policy: Policy {
                 compression: config.compression,
+                access: site_access,
                 ..Policy::default()
             },
             rules: config.rules.clone(),
@@ -195,6 +232,20 @@ impl Site {
     pub fn policy_at(&self, rule: Option<usize>) -> &Policy {
         rule.and_then(|i| self.policies.get(i))
             .unwrap_or(&self.default_policy)
+    }
+
+    /// Every distinct rate limiter of the site's policies (a site's limit
+    /// that rules inherit is one), for the gauges.
+    pub fn rate_limiters(&self) -> Vec<Arc<crate::access::rate_limit::RateLimiter>> {
+        let mut out: Vec<Arc<crate::access::rate_limit::RateLimiter>> = Vec::new();
+        for policy in self.policies.iter().chain([&self.default_policy]) {
+            if let Some(l) = &policy.access.rate_limit
+                && !out.iter().any(|o| Arc::ptr_eq(o, l))
+            {
+                out.push(l.clone());
+            }
+        }
+        out
     }
 
     /// Whether the site has any rule (without, it behaves like a node

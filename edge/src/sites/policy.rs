@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::SitesError;
+use crate::access::Access;
 use crate::config::{CacheMode, HeaderEdits, RuleConfig};
 
 /// The outcome of the rules for one request: cache mode, TTL defaults,
@@ -32,6 +33,9 @@ pub struct Policy {
     /// The rule's (or else the site's) `compression` switch; unset:
     /// `compression.enabled` decides.
     pub compression: Option<bool>,
+    /// The access checks (`crate::access`): the rule's keys over the
+    /// site's. Empty when neither sets any.
+    pub access: Access,
 }
 
 impl Policy {
@@ -81,6 +85,7 @@ impl Policy {
             response_headers: HeaderOps::compile(site, index, &rule.response_headers)?,
             redirect,
             compression: rule.compression,
+            access: Access::default(),
         })
     }
 
@@ -106,6 +111,7 @@ impl Policy {
             && self.response_headers.is_empty()
             && self.redirect.is_none()
             && self.compression.is_none()
+            && self.access.is_empty()
     }
 }
 

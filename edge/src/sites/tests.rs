@@ -232,3 +232,47 @@ fn what_validation_should_catch_is_an_error_not_a_panic() {
         assert!(err.to_string().starts_with(want), "{err} vs {want}");
     }
 }
+
+#[test]
+fn a_reload_keeps_the_buckets_of_unchanged_limits_only() {
+    let text = |rule_limit: u32| {
+        format!(
+            "[[sites]]\nname = \"shop\"\nhosts = [\"shop.example\"]\norigins = [\"http://127.0.0.1:9\"]\n\
+             rate_limit = {{ requests = 5, per = \"10s\" }}\n\
+             [[sites.rules]]\npath = \"/a/\"\n\
+             [[sites.rules]]\npath = \"/b/\"\nrate_limit = {{ requests = {rule_limit} }}\n"
+        )
+    };
+    let before = compile(&text(1));
+    let limit = |sites: &Sites, path: &str| {
+        let shop = sites.by_name("shop").expect("shop");
+        shop.policy(&Method::GET, path)
+            .access
+            .rate_limit
+            .clone()
+            .expect("a limit")
+    };
+    // the site's limit is one set of buckets for the rules that inherit it
+    assert!(Arc::ptr_eq(
+        &limit(&before, "/a/x"),
+        &limit(&before, "/other")
+    ));
+    let mut same = compile(&text(1));
+    same.keep_limits_of(&before);
+    assert!(Arc::ptr_eq(&limit(&same, "/a/x"), &limit(&before, "/a/x")));
+    assert!(Arc::ptr_eq(
+        &limit(&same, "/other"),
+        &limit(&before, "/a/x")
+    ));
+    assert!(Arc::ptr_eq(&limit(&same, "/b/x"), &limit(&before, "/b/x")));
+    let mut changed = compile(&text(2));
+    changed.keep_limits_of(&before);
+    assert!(Arc::ptr_eq(
+        &limit(&changed, "/a/x"),
+        &limit(&before, "/a/x")
+    ));
+    assert!(!Arc::ptr_eq(
+        &limit(&changed, "/b/x"),
+        &limit(&before, "/b/x")
+    ));
+}

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 pub use edge_tests::free_port;
+// Not every test file that includes this module uses every helper.
+#[allow(unused_imports)]
 pub use edge_tests::process::TOKEN;
 
 /// The `edge` binary for `origin` on `dir`, listening on `listen` and

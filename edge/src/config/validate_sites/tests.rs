@@ -520,6 +520,12 @@ fn the_sites_of_the_shipped_example_are_valid_and_complete() {
     assert_eq!(config.sites[0].rules.len(), 3);
     let block = &example[start..];
     for key in [
+        "real_ip",
+        "rate_limit",
+        "signed_urls",
+        "jwt",
+        "allow",
+        "deny",
         "name",
         "hosts",
         "origins",
@@ -558,4 +564,55 @@ fn the_first_example_of_the_guide_is_valid() {
     let config = Config::from_toml(&guide[start..end], Path::new("sites.md")).unwrap();
     config.validate().unwrap();
     assert_eq!(config.sites.len(), 2);
+}
+
+#[test]
+fn access_keys_are_checked_with_their_line() {
+    let base = "[[sites]]\nname = \"shop\"\nhosts = [\"shop.example\"]\norigins = [\"http://127.0.0.1:9\"]\n[[sites.rules]]\npath = \"/a/\"\n";
+    // (the rule's access line, key, a piece of the message)
+    let cases = [
+        (
+            "deny = [\"10.0.0.0/33\"]",
+            "sites[0].rules[0].deny",
+            "prefix length",
+        ),
+        (
+            "allow = [\"nope\"]",
+            "sites[0].rules[0].allow",
+            "not an address",
+        ),
+        (
+            "rate_limit = { requests = 0, per = \"1s\" }",
+            "sites[0].rules[0].rate_limit.requests",
+            "at least 1",
+        ),
+        (
+            "rate_limit = { requests = 1, key = \"header:bad name\" }",
+            "sites[0].rules[0].rate_limit.key",
+            "header field name",
+        ),
+        (
+            "real_ip = { from = [] }",
+            "sites[0].rules[0].real_ip.from",
+            "at least one",
+        ),
+        (
+            "signed_urls = { secret_env = \"EDGE_TEST_UNSET_SECRET_23\" }",
+            "sites[0].rules[0].signed_urls.secret_env",
+            "is not set",
+        ),
+    ];
+    for (line, key, why) in cases {
+        let text = format!("{base}{line}\n");
+        let (at, got, message) = invalid(&text);
+        assert_eq!(got, key, "{line}: {message}");
+        assert!(
+            message.contains(why) && message.contains("site \"shop\""),
+            "{message}"
+        );
+        assert_eq!(at, Some(7), "{line}");
+    }
+    let bad_key = format!("{base}rate_limit = {{ requests = 1, key = \"cookie\" }}\n");
+    let err = Config::from_toml(&bad_key, Path::new("edge.toml")).expect_err("bad key");
+    assert!(err.to_string().contains("edge.toml:7"), "{err}");
 }
