@@ -81,6 +81,20 @@ impl Cluster {
             warn!("the purger already has a purge bus; keeping it");
         }
         let js = async_nats::jetstream::new(client.clone());
+        // Best effort, bounded: with NATS up, the stream exists before the
+        // first purge is published here (else that one answers 202).
+        let ready = tokio::time::timeout(config.publish_timeout, async {
+            while client.connection_state() != async_nats::connection::State::Connected {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            bus::ensure_stream(&js, &config).await
+        })
+        .await;
+        match ready {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(error = %err, "purge stream not ready yet; purges queue until it is"),
+            Err(_) => warn!("NATS not reachable yet; purges queue until it is"),
+        }
         let (stop, stopped) = watch::channel(false);
         let (members_tx, members) = watch::channel(Members::default());
         let mut tasks = vec![

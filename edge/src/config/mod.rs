@@ -12,6 +12,7 @@
 
 mod cache;
 pub mod changes;
+mod cluster;
 mod compression;
 mod hosts;
 mod ipnet;
@@ -34,6 +35,7 @@ use origin_shield::Peer;
 use serde::Deserialize;
 
 pub use cache::CacheConfig;
+pub use cluster::ClusterSettings;
 pub use compression::CompressionConfig;
 pub use hosts::HostPattern;
 pub use ipnet::IpNet;
@@ -99,6 +101,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub purge: PurgeSettings,
+    pub cluster: ClusterSettings,
     pub tls: TlsSettings,
 }
 
@@ -117,6 +120,7 @@ impl Default for Config {
             shields: Vec::new(),
             sites: Vec::new(),
             purge: PurgeSettings::default(),
+            cluster: ClusterSettings::default(),
             tls: TlsSettings::default(),
             cache: CacheConfig::default(),
             compression: CompressionConfig::default(),
