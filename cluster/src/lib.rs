@@ -92,7 +92,9 @@ impl Cluster {
         .await;
         match ready {
             Ok(Ok(_)) => {}
-            Ok(Err(err)) => warn!(error = %err, "purge stream not ready yet; purges queue until it is"),
+            Ok(Err(err)) => {
+                warn!(error = %err, "purge stream not ready yet; purges queue until it is")
+            }
             Err(_) => warn!("NATS not reachable yet; purges queue until it is"),
         }
         let (stop, stopped) = watch::channel(false);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -25,27 +25,42 @@ pub type Members = Arc<Vec<Member>>;
 
 /// Opens the bucket, creating it if absent (one value per key, entries
 /// living `member_ttl`).
+///
+/// The bucket's stream is created here with the settings async-nats'
+/// `create_key_value` uses, rather than through it: that call first reads
+/// the account's JetStream info, whose answer from a 2.9 server (Debian's)
+/// async-nats 0.42 cannot decode.
 pub async fn bucket(js: &jetstream::Context, config: &ClusterConfig) -> Result<kv::Store> {
     let wrap = |e: Box<dyn std::error::Error + Send + Sync>| Error::Bucket {
         bucket: config.bucket.clone(),
         source: e,
     };
     match js.get_key_value(&config.bucket).await {
-        Ok(store) => Ok(store),
-        Err(err) if err.kind() == jetstream::context::KeyValueErrorKind::GetBucket => js
-            .create_key_value(kv::Config {
-                bucket: config.bucket.clone(),
-                description: "edge nodes: one key per node, a heartbeat per third of max_age"
-                    .to_owned(),
-                history: 1,
-                max_age: config.member_ttl,
-                num_replicas: config.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| wrap(Box::new(e))),
-        Err(err) => Err(wrap(Box::new(err))),
+        Ok(store) => return Ok(store),
+        Err(err) if err.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {}
+        Err(err) => return Err(wrap(Box::new(err))),
     }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{}", config.bucket),
+        description: Some(
+            "edge nodes: one key per node, a heartbeat per third of max_age".to_owned(),
+        ),
+        subjects: vec![format!("$KV.{}.>", config.bucket)],
+        max_messages_per_subject: 1,
+        max_age: config.member_ttl,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: config.replicas,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| wrap(Box::new(e)))?;
+    js.get_key_value(&config.bucket)
+        .await
+        .map_err(|e| wrap(Box::new(e)))
 }
 
 /// Heartbeats and watches until `stop`, then deletes this node's entry.

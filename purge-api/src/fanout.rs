@@ -118,7 +118,7 @@ impl Fanout {
                         entry.last_error = Some(why);
                     }
                     if purger.delivered(&peer, &id).await.is_ok() {
-                        purger.delivered_one();
+                        purger.delivered_one(&peer);
                     }
                 }
                 Ok(()) => {
@@ -128,7 +128,7 @@ impl Fanout {
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&(peer.clone(), id.clone()));
                     match purger.delivered(&peer, &id).await {
-                        Ok(()) => purger.delivered_one(),
+                        Ok(()) => purger.delivered_one(&peer),
                         Err(err) => warn!(error = %err, "cannot update the purge outbox"),
                     }
                 }

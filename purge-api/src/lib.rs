@@ -612,10 +612,16 @@ impl Purger {
         self.bus.get()
     }
 
-    pub(crate) fn delivered_one(&self) {
+    pub(crate) fn delivered_one(&self, peer: &str) {
+        let less = |n: u64| n.checked_sub(1);
         let _ = self
             .backlog
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, less);
+        if peer == BUS_PEER {
+            let _ = self
+                .bus_backlog
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, less);
+        }
     }
 
     /// Closes the purge database for the process taking over the data

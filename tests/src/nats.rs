@@ -66,7 +66,11 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server never listened on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server never listened on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

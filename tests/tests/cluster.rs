@@ -64,9 +64,11 @@ async fn cached_at(edge: &TestEdge, path: &str) {
 }
 
 async fn purged_within(edge: &TestEdge, path: &str, limit: Duration) {
-    eventually_within(&format!("{path} purged at {}", edge.addr()), limit, async || {
-        cache_status(edge, path).await != "HIT"
-    })
+    eventually_within(
+        &format!("{path} purged at {}", edge.addr()),
+        limit,
+        async || cache_status(edge, path).await != "HIT",
+    )
     .await;
 }
 
@@ -117,10 +119,14 @@ async fn a_purge_at_one_node_is_in_force_at_all_three() {
     .await;
     assert_eq!(resp.status(), 200);
     for n in &nodes {
-        eventually_within("soft purge: served stale or revalidated", PROPAGATION, async || {
-            let resp = get_with(&n.url("/soft"), &[HOST]).await;
-            resp.header("x-cache").is_some_and(|c| c != "HIT")
-        })
+        eventually_within(
+            "soft purge: served stale or revalidated",
+            PROPAGATION,
+            async || {
+                let resp = get_with(&n.url("/soft"), &[HOST]).await;
+                resp.header("x-cache").is_some_and(|c| c != "HIT")
+            },
+        )
         .await;
     }
     assert!(metric(&nodes[0], "edge_cluster_purges_published_total").await >= 3.0);
@@ -142,16 +148,26 @@ async fn with_nats_down_purges_get_202_and_reach_every_node_once_it_is_back() {
         metric(&a, "edge_cluster_connected").await == 0.0
     })
     .await;
-    let resp = post(&a.admin_url("/purge"), r#"{"urls": ["http://cdn.test/shared"]}"#).await;
+    let resp = post(
+        &a.admin_url("/purge"),
+        r#"{"urls": ["http://cdn.test/shared"]}"#,
+    )
+    .await;
     assert_eq!(resp.status(), 202, "{:?}", resp.body());
     let answer: serde_json::Value = serde_json::from_slice(resp.body()).expect("json");
     assert_eq!(answer["cluster"], "queued");
     // Applied here at once; the node keeps serving.
     assert_eq!(cache_status(&a, "/shared").await, "MISS");
-    assert_eq!(cache_status(&b, "/shared").await, "HIT", "B cannot know yet");
-    eventually_within("the purge to show as queued", Duration::from_secs(5), async || {
-        metric(&a, "edge_cluster_purges_queued").await >= 1.0
-    })
+    assert_eq!(
+        cache_status(&b, "/shared").await,
+        "HIT",
+        "B cannot know yet"
+    );
+    eventually_within(
+        "the purge to show as queued",
+        Duration::from_secs(5),
+        async || metric(&a, "edge_cluster_purges_queued").await >= 1.0,
+    )
     .await;
     nats.restart();
     purged_within(&b, "/shared", Duration::from_secs(10)).await;
@@ -173,7 +189,11 @@ async fn a_node_down_during_a_purge_applies_it_when_it_restarts() {
     cached_at(&c, "/shared").await;
     // C stops with the object in its disk tier; its durable consumer stays.
     c.stop().await;
-    let resp = post(&a.admin_url("/purge"), r#"{"urls": ["http://cdn.test/shared"]}"#).await;
+    let resp = post(
+        &a.admin_url("/purge"),
+        r#"{"urls": ["http://cdn.test/shared"]}"#,
+    )
+    .await;
     assert_eq!(resp.status(), 200, "{:?}", resp.body());
     let c = node(&origin, dirs[1].path(), "c", Some(&nats)).await;
     purged_within(&c, "/shared", PROPAGATION).await;
@@ -195,7 +215,11 @@ async fn a_node_joining_after_a_purge_never_serves_what_it_purged() {
     cached_at(&d, "/old").await;
     d.stop().await;
     let a = node(&origin, dirs[0].path(), "a", Some(&nats)).await;
-    let resp = post(&a.admin_url("/purge"), r#"{"urls": ["http://cdn.test/old"]}"#).await;
+    let resp = post(
+        &a.admin_url("/purge"),
+        r#"{"urls": ["http://cdn.test/old"]}"#,
+    )
+    .await;
     assert_eq!(resp.status(), 200, "{:?}", resp.body());
     let d = node(&origin, dirs[1].path(), "d", Some(&nats)).await;
     // Its new consumer replays the stream from now − rule_ttl.
@@ -222,15 +246,26 @@ async fn members_register_in_the_bucket_and_a_clean_stop_leaves_at_once() {
         })
         .await
     };
-    eventually_within("both members seen by the edge", Duration::from_secs(5), async || {
-        metric(&edge, "edge_cluster_members").await == 2.0
-    })
+    eventually_within(
+        "both members seen by the edge",
+        Duration::from_secs(5),
+        async || metric(&edge, "edge_cluster_members").await == 2.0,
+    )
     .await;
     shield.stop().await;
     // Well under the 3 s TTL: the shield deleted its entry.
-    eventually_within("the shield gone from the edge's view", Duration::from_secs(2), async || {
-        metric(&edge, "edge_cluster_members").await == 1.0
-    })
+    eventually_within(
+        "the shield gone from the edge's view",
+        Duration::from_secs(2),
+        async || metric(&edge, "edge_cluster_members").await == 1.0,
+    )
     .await;
-    assert!(metric(&edge, "edge_cluster_membership_changes_total{change=\"leave\"}").await >= 1.0);
+    assert!(
+        metric(
+            &edge,
+            "edge_cluster_membership_changes_total{change=\"leave\"}"
+        )
+        .await
+            >= 1.0
+    );
 }

@@ -88,7 +88,10 @@ impl ClusterSettings {
         let node = cluster::Member {
             name: node_name.to_owned(),
             role: self.role,
-            url: self.url.clone().unwrap_or_else(|| format!("http://{listen}")),
+            url: self
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("http://{listen}")),
             admin_url: self
                 .admin_url
                 .clone()
