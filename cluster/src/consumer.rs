@@ -97,10 +97,7 @@ async fn consume(
         let (kind, outcome) = apply(purger, &message.payload).await;
         metrics.applied.with_label_values(&[outcome]).inc();
         // Acked only once the purge is stored here (or can never be).
-        message
-            .ack_with(kind)
-            .await
-            .map_err(|e| consumer_error(e))?;
+        message.ack_with(kind).await.map_err(&consumer_error)?;
     }
     Ok(())
 }
