@@ -397,7 +397,7 @@ mod tests {
     }
 
     /// One value for every flag of `FLAGS`.
-    const EVERY_FLAG: [(&str, &str); 16] = [
+    const EVERY_FLAG: [(&str, &str); 19] = [
         ("--origin", "http://127.0.0.1:1"),
         ("--shield", "s1=http://127.0.0.1:2"),
         ("--balance", "least_conn"),
@@ -414,6 +414,9 @@ mod tests {
         ("--node-name", "n1"),
         ("--log-format", "json"),
         ("--access-log", "access.log"),
+        ("--cluster", "nats://127.0.0.1:7"),
+        ("--role", "shield"),
+        ("--cluster-token", "nats-token"),
     ];
 
     #[test]
@@ -457,6 +460,9 @@ mod tests {
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.access_log.as_deref(), Some(Path::new("access.log")));
+        assert_eq!(c.cluster.servers, ["nats://127.0.0.1:7"]);
+        assert_eq!(c.cluster.role, cluster::Role::Shield);
+        assert_eq!(c.cluster.token, Some(Secret("nats-token".into())));
         assert!(FLAGS.iter().all(|f| cli.sets(f.key)));
     }
 
