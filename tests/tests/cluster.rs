@@ -269,3 +269,55 @@ async fn members_register_in_the_bucket_and_a_clean_stop_leaves_at_once() {
             >= 1.0
     );
 }
+
+/// Purge propagation across 5 nodes on loopback (issue 22's benchmark):
+/// from the API's 200 to the purge being held at every node, polled on
+/// each node's `GET /purge/{id}`. Run with
+/// `cargo test -p edge-tests --test cluster --release -- --ignored --nocapture propagation`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn propagation_across_five_nodes() {
+    let nats = NatsServer::start();
+    let origin = MockOrigin::start().await;
+    let dirs = dirs(5);
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(node(&origin, dir.path(), &format!("p{i}"), Some(&nats)).await);
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let rounds: usize = std::env::var("PURGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let (mut api, mut everywhere) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let sent = std::time::Instant::now();
+        let body = format!(r#"{{"urls": ["http://cdn.test/p{i}"]}}"#);
+        let resp = post(&nodes[i % 5].admin_url("/purge"), &body).await;
+        assert_eq!(resp.status(), 200);
+        let acked = sent.elapsed();
+        let answer: serde_json::Value = serde_json::from_slice(resp.body()).expect("json");
+        let id = answer["id"].as_str().expect("id").to_owned();
+        let start = std::time::Instant::now();
+        for n in &nodes {
+            let url = n.admin_url(&format!("/purge/{id}"));
+            eventually_within("purge held", Duration::from_secs(5), async || {
+                get_with(&url, &[("authorization", &bearer)]).await.status() == 200
+            })
+            .await;
+        }
+        api.push(acked);
+        everywhere.push(start.elapsed());
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p) as usize]
+    };
+    eprintln!(
+        "{rounds} purges, 5 nodes: API (with JetStream ack) p50 {:?} p99 {:?}; 200 → in force everywhere p50 {:?} p99 {:?}",
+        pct(&mut api, 0.5),
+        pct(&mut api, 0.99),
+        pct(&mut everywhere, 0.5),
+        pct(&mut everywhere, 0.99)
+    );
+}
