@@ -9,11 +9,13 @@
 # - chromium: the /dashboard page is checked in headless Chromium.
 # - systemd: its systemd-socket-activate runs edge with LISTEN_FDS set
 #   (edge/tests/systemd.rs); nothing is started as a service.
+# - nats-server: the cluster tests (tests/tests/cluster.rs) start their own
+#   JetStream servers on free ports (-js -sd TMPDIR); never as a service.
 set -euo pipefail
 
 packages=(libclang-dev librocksdb-dev)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(chromium systemd)
+  packages+=(chromium systemd nats-server)
 fi
 
 missing=()

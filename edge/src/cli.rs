@@ -68,6 +68,30 @@ pub struct Cli {
     )]
     pub peers: Vec<String>,
 
+    /// NATS server of the cluster, `nats://HOST:PORT` (JetStream on):
+    /// purges and membership go through it instead of --peer lists.
+    /// Repeat for several servers of one NATS cluster.
+    #[arg(
+        long = "cluster",
+        value_name = "URL",
+        env = "EDGE_CLUSTER",
+        value_delimiter = ','
+    )]
+    pub cluster: Vec<String>,
+
+    /// This node's role in the cluster: edge or shield [default: edge]
+    #[arg(long, value_name = "ROLE", env = "EDGE_ROLE")]
+    pub role: Option<ClusterRole>,
+
+    /// Token for NATS; from the environment, so it stays out of `ps`
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "EDGE_CLUSTER_TOKEN",
+        hide_env_values = true
+    )]
+    pub cluster_token: Option<String>,
+
     /// Also serve HTTPS on this address (needs --tls-cert and --tls-key)
     #[arg(long, value_name = "ADDR", env = "EDGE_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
@@ -126,6 +150,24 @@ pub struct Cli {
 }
 
 /// Commands other than serving.
+/// `--role`: clap's view of [`cluster::Role`] (that crate knows no clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterRole {
+    /// Serves clients, fetching misses through the shields.
+    Edge,
+    /// A member of the edges' ring.
+    Shield,
+}
+
+impl ClusterRole {
+    fn role(self) -> cluster::Role {
+        match self {
+            ClusterRole::Edge => cluster::Role::Edge,
+            ClusterRole::Shield => cluster::Role::Shield,
+        }
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Live view of a running node (like varnishstat): hit ratios, req/s,
@@ -257,6 +299,10 @@ flags! {
     purge_token: "--purge-token" => "purge.token",
         |c, v| c.purge.token = Some(Secret(v.clone()));
     peers: "--peer" => "purge.peers", |c, v| c.purge.peers = v.clone();
+    cluster: "--cluster" => "cluster.servers", |c, v| c.cluster.servers = v.clone();
+    role: "--role" => "cluster.role", |c, v| c.cluster.role = v.role();
+    cluster_token: "--cluster-token" => "cluster.token",
+        |c, v| c.cluster.token = Some(Secret(v.clone()));
     tls_listen: "--tls-listen" => "tls.listen", |c, v| c.tls.listen = Some(*v);
     tls_cert: "--tls-cert" => "tls.cert", |c, v| c.tls.cert = Some(v.clone());
     tls_key: "--tls-key" => "tls.key", |c, v| c.tls.key = Some(v.clone());
@@ -370,7 +416,7 @@ mod tests {
     }
 
     /// One value for every flag of `FLAGS`.
-    const EVERY_FLAG: [(&str, &str); 16] = [
+    const EVERY_FLAG: [(&str, &str); 19] = [
         ("--origin", "http://127.0.0.1:1"),
         ("--shield", "s1=http://127.0.0.1:2"),
         ("--balance", "least_conn"),
@@ -387,6 +433,9 @@ mod tests {
         ("--node-name", "n1"),
         ("--log-format", "json"),
         ("--access-log", "access.log"),
+        ("--cluster", "nats://127.0.0.1:7"),
+        ("--role", "shield"),
+        ("--cluster-token", "nats-token"),
     ];
 
     #[test]
@@ -430,6 +479,9 @@ mod tests {
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.access_log.as_deref(), Some(Path::new("access.log")));
+        assert_eq!(c.cluster.servers, ["nats://127.0.0.1:7"]);
+        assert_eq!(c.cluster.role, cluster::Role::Shield);
+        assert_eq!(c.cluster.token, Some(Secret("nats-token".into())));
         assert!(FLAGS.iter().all(|f| cli.sets(f.key)));
     }
 

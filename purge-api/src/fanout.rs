@@ -15,8 +15,9 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::Purger;
+use crate::bus::BUS_PEER;
 use crate::rules::PurgeRecord;
+use crate::{Purger, forwarded};
 
 /// The path peers accept forwarded purges on.
 pub const REPLICATE_PATH: &str = "/purge/replicate";
@@ -83,7 +84,8 @@ impl Fanout {
                 return Some(Duration::from_secs(1));
             }
         };
-        purger.set_backlog(owed.len());
+        let to_bus = owed.iter().filter(|(peer, _)| peer == BUS_PEER).count();
+        purger.set_backlog(owed.len(), to_bus);
         // Delivery backoff is a timer, not cache semantics: monotonic.
         let now = Instant::now();
         let mut next_due: Option<Duration> = None;
@@ -116,7 +118,7 @@ impl Fanout {
                         entry.last_error = Some(why);
                     }
                     if purger.delivered(&peer, &id).await.is_ok() {
-                        purger.delivered_one();
+                        purger.delivered_one(&peer);
                     }
                 }
                 Ok(()) => {
@@ -126,7 +128,7 @@ impl Fanout {
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&(peer.clone(), id.clone()));
                     match purger.delivered(&peer, &id).await {
-                        Ok(()) => purger.delivered_one(),
+                        Ok(()) => purger.delivered_one(&peer),
                         Err(err) => warn!(error = %err, "cannot update the purge outbox"),
                     }
                 }
@@ -154,10 +156,18 @@ impl Fanout {
 
     async fn send(&self, purger: &Purger, peer: &str, record: &PurgeRecord) -> Result<(), Failure> {
         // The peer derives URL keys under its own key rules.
-        let forwarded = PurgeRecord {
-            url_keys: Vec::new(),
-            ..record.clone()
-        };
+        let forwarded = forwarded(record);
+        if peer == BUS_PEER {
+            return match purger.bus() {
+                Some(bus) => bus
+                    .publish(&forwarded)
+                    .await
+                    .map_err(|e| Failure::Retry(e.to_string())),
+                // Queued by a run with a cluster, restarted without one:
+                // kept for when the bus is back.
+                None => Err(Failure::Retry("no purge bus attached".to_owned())),
+            };
+        }
         let body = serde_json::to_vec(&forwarded).map_err(|e| Failure::Retry(e.to_string()))?;
         let mut req = Request::post(format!("{}{REPLICATE_PATH}", peer.trim_end_matches('/')))
             .header(header::CONTENT_TYPE, "application/json");

@@ -5,20 +5,23 @@
 //! - [`db`]: RocksDB under `DATA_DIR/purge`, every write synced before the
 //!   API answers;
 //! - [`api`]: the JSON API's parsing, validation and bearer-token check;
-//! - [`fanout`]: the durable outbox that delivers purges to peers.
+//! - [`fanout`]: the durable outbox that delivers purges to peers;
+//! - [`bus`]: the seam to a purge bus every node reads (the `cluster`
+//!   crate's JetStream stream), fed from the same outbox.
 //!
 //! [`Purger`] ties them together. It knows no sockets: `edge` mounts
 //! [`Purger::handle`] on its admin listener and asks [`Purger::verdict`]
 //! about every object it finds.
 
 pub mod api;
+pub mod bus;
 pub mod db;
 pub mod fanout;
 pub mod rules;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -32,6 +35,7 @@ use tracing::{error, info, warn};
 
 pub use api::{ApiError, Auth};
 use api::{check_token, json_response, parse_request};
+pub use bus::{BUS_PEER, BusError, PurgeBus};
 use db::Db;
 use fanout::{Attempts, Fanout, REPLICATE_PATH};
 pub use rules::{PurgeRecord, RuleSet, Verdict};
@@ -120,6 +124,11 @@ pub struct Purger {
     pub counts: PurgeCounts,
     /// Outbox entries at the courier's last pass.
     backlog: AtomicU64,
+    /// Of those, purges still to publish on the bus.
+    bus_backlog: AtomicU64,
+    /// The cluster's purge bus, once attached (never detached: a node
+    /// leaves a cluster by restarting without one).
+    bus: OnceLock<Arc<dyn PurgeBus>>,
     /// Orders writes that change the rules (new purges, the expiry sweep),
     /// so a sweep never rebuilds the index from a read older than a purge.
     apply: tokio::sync::Mutex<()>,
@@ -280,6 +289,8 @@ impl Purger {
             wake: Arc::new(Notify::new()),
             counts: PurgeCounts::default(),
             backlog: AtomicU64::new(0),
+            bus_backlog: AtomicU64::new(0),
+            bus: OnceLock::new(),
             apply: tokio::sync::Mutex::new(()),
             clock,
         }))
@@ -353,7 +364,68 @@ impl Purger {
     async fn api_purge(self: &Arc<Self>, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
         let record = parse_request(body, &self.key_rules.load(), self.config.load().max_items)?;
         let record = self.accept(record).await?;
-        Ok(json_response(StatusCode::OK, &self.summary(&record)))
+        let Some(bus) = self.bus.get() else {
+            return Ok(json_response(StatusCode::OK, &self.summary(&record)));
+        };
+        // In force here and durable (with its outbox entry) already; the
+        // 200 also promises the bus holds it, so every node will apply it.
+        let mut summary = self.summary(&record);
+        match bus.publish(&forwarded(&record)).await {
+            Ok(()) => {
+                self.bus_published(&record.id).await;
+                summary["cluster"] = "published".into();
+                Ok(json_response(StatusCode::OK, &summary))
+            }
+            Err(err) => {
+                warn!(id = %record.id, error = %err, "purge applied here, queued for the cluster");
+                self.bus_backlog.fetch_add(1, Ordering::Relaxed);
+                self.wake.notify_one();
+                summary["cluster"] = "queued".into();
+                Ok(json_response(StatusCode::ACCEPTED, &summary))
+            }
+        }
+    }
+
+    /// Attaches the cluster's purge bus: from now on every purge accepted
+    /// here is published on it (queued in the outbox while it is away).
+    /// A second bus is refused (returned).
+    pub fn attach_bus(&self, bus: Arc<dyn PurgeBus>) -> Result<(), Arc<dyn PurgeBus>> {
+        self.bus.set(bus)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Purges accepted here and not yet acknowledged by the bus, as of the
+    /// courier's last pass (no I/O).
+    pub fn bus_backlog_now(&self) -> usize {
+        self.bus_backlog.load(Ordering::Relaxed) as usize
+    }
+
+    /// The bus acknowledged purge `id`: its outbox entry goes.
+    async fn bus_published(&self, id: &str) {
+        if let Err(err) = self.delivered(BUS_PEER, id).await {
+            // The courier publishes it again; receivers skip the duplicate.
+            warn!(id, error = %err, "cannot update the purge outbox");
+        }
+    }
+
+    /// Applies a purge another node published on the bus: checked as a
+    /// forwarded purge, dated by this node's clock, stored (synced) and in
+    /// force before this returns, so the caller may acknowledge it. One
+    /// already held (this node's own, a redelivery) changes nothing.
+    pub async fn apply_replicated(
+        self: &Arc<Self>,
+        record: PurgeRecord,
+    ) -> Result<Replicated, ApiError> {
+        let mut record =
+            api::check_forwarded(record, &self.key_rules.load(), self.config.load().max_items)?;
+        if self.record(&record.id).await.is_some() {
+            return Ok(Replicated::Known);
+        }
+        record.at = rules::millis(self.clock.now());
+        self.store_record(record, false).await?;
+        self.counts.replicated.fetch_add(1, Ordering::Relaxed);
+        Ok(Replicated::Applied)
     }
 
     /// Purges one URL (the `PURGE` method of the main listener).
@@ -451,11 +523,16 @@ impl Purger {
 
     async fn apply(self: Arc<Self>, record: PurgeRecord, forward: bool) -> Result<(), ApiError> {
         let _order = self.apply.lock().await;
-        let peers = if forward {
+        let mut peers = if forward {
             self.config.load().peers.clone()
         } else {
             Vec::new()
         };
+        if forward && self.bus.get().is_some() {
+            // Owed to the bus until it acknowledges: a crash before the
+            // ack, or NATS away, leaves it for the courier.
+            peers.push(BUS_PEER.to_owned());
+        }
         let db = self.db.clone();
         let stored = record.clone();
         // A synced RocksDB write blocks for an fsync: off the async threads.
@@ -526,14 +603,25 @@ impl Purger {
             .map_err(|e| PurgeError::Task(e.to_string()))?
     }
 
-    pub(crate) fn set_backlog(&self, n: usize) {
+    pub(crate) fn set_backlog(&self, n: usize, bus: usize) {
         self.backlog.store(n as u64, Ordering::Relaxed);
+        self.bus_backlog.store(bus as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn delivered_one(&self) {
+    pub(crate) fn bus(&self) -> Option<&Arc<dyn PurgeBus>> {
+        self.bus.get()
+    }
+
+    pub(crate) fn delivered_one(&self, peer: &str) {
+        let less = |n: u64| n.checked_sub(1);
         let _ = self
             .backlog
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, less);
+        if peer == BUS_PEER {
+            let _ = self
+                .bus_backlog
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, less);
+        }
     }
 
     /// Closes the purge database for the process taking over the data
@@ -573,7 +661,7 @@ impl Purger {
                 let Some(purger) = weak.upgrade() else {
                     return;
                 };
-                let wait = if purger.config.load().peers.is_empty() {
+                let wait = if purger.config.load().peers.is_empty() && purger.bus.get().is_none() {
                     None
                 } else {
                     purger.fanout.deliver_due(&purger).await
@@ -625,6 +713,24 @@ impl Purger {
             self.rules.rebuild(&live, watermark);
         }
         Ok(())
+    }
+}
+
+/// What [`Purger::apply_replicated`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicated {
+    /// Stored and in force now.
+    Applied,
+    /// Held already (this node's own purge, or delivered before).
+    Known,
+}
+
+/// A purge as another node receives it: without URL keys, which each node
+/// derives under its own key rules.
+pub fn forwarded(record: &PurgeRecord) -> PurgeRecord {
+    PurgeRecord {
+        url_keys: Vec::new(),
+        ..record.clone()
     }
 }
 

@@ -3,7 +3,7 @@
 //! ([`client`]), what tests read off responses ([`ResponseExt`]), waiting
 //! without guessing ([`wait`], [`Gate`]) and the `edge` binary as a child
 //! process ([`process`]). Every test owns its own origin and edge on
-//! 127.0.0.1. Time is a shared adjustable clock per test (`clocks.rs`):
+//! 127.0.0.1; cluster tests start their own `nats-server` ([`nats`]). Time is a shared adjustable clock per test (`clocks.rs`):
 //! [`TestEdge::advance`] ages stored objects instead of a sleep.
 
 pub mod certs;
@@ -13,6 +13,7 @@ mod edge;
 mod gate;
 pub mod logs;
 pub mod metrics;
+pub mod nats;
 mod origin;
 pub mod process;
 mod response;

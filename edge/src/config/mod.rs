@@ -13,6 +13,7 @@
 mod access;
 mod cache;
 pub mod changes;
+mod cluster;
 mod compression;
 mod hosts;
 mod ipnet;
@@ -38,6 +39,7 @@ pub use access::{
     AccessConfig, JwtConfig, LimitKey, LimitScope, RateLimitConfig, RealIpConfig, SignedUrlsConfig,
 };
 pub use cache::CacheConfig;
+pub use cluster::ClusterSettings;
 pub use compression::CompressionConfig;
 pub use hosts::HostPattern;
 pub use ipnet::IpNet;
@@ -103,6 +105,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub purge: PurgeSettings,
+    pub cluster: ClusterSettings,
     pub tls: TlsSettings,
 }
 
@@ -121,6 +124,7 @@ impl Default for Config {
             shields: Vec::new(),
             sites: Vec::new(),
             purge: PurgeSettings::default(),
+            cluster: ClusterSettings::default(),
             tls: TlsSettings::default(),
             cache: CacheConfig::default(),
             compression: CompressionConfig::default(),

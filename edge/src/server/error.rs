@@ -25,6 +25,8 @@ pub enum ServerError {
     #[error(transparent)]
     Purge(#[from] purge_api::PurgeError),
     #[error(transparent)]
+    Cluster(#[from] cluster::Error),
+    #[error(transparent)]
     Tls(#[from] super::tls::TlsError),
     #[error(transparent)]
     UpstreamCa(#[from] crate::upstream::CaError),

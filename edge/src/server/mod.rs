@@ -296,6 +296,19 @@ impl<H: EdgeHooks> Server<H> {
             tls::spawn_reloader(&tls.certs, config.tls.reload_interval);
         }
         proxy.purger().spawn_background();
+        // After the purger's courier: the bus it attaches is fed from the
+        // outbox. Connecting never waits for NATS (it may be down).
+        let cluster = match config.cluster.for_cluster(
+            &config.node_name,
+            listener.local_addr().unwrap_or(config.listen),
+            admin_listener.local_addr().unwrap_or(config.admin),
+            config.purge.rule_ttl,
+        ) {
+            Some(settings) => {
+                Some(cluster::Cluster::start(settings, proxy.purger().clone(), &registry).await?)
+            }
+            None => None,
+        };
         let admin_state = Arc::new(AdminState::new(
             registry,
             proxy.purger(),
@@ -444,6 +457,11 @@ impl<H: EdgeHooks> Server<H> {
                 tunnels.close_all();
                 let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.drained()).await;
             }
+        }
+        if let Some(cluster) = cluster {
+            // Deletes this node's membership entry: the others drop it now
+            // rather than after the heartbeat TTL.
+            cluster.leave().await;
         }
         let _ = stop_admin.send(true);
         admin_task.await?;
