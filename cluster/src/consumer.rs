@@ -20,17 +20,20 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 /// Consumes until `stop` turns true, reconnecting after any failure.
+/// `caught_up` turns true once nothing is pending for this consumer: every
+/// purge the stream held when it started is applied here.
 pub async fn run(
     js: jetstream::Context,
     config: Arc<ClusterConfig>,
     purger: Arc<Purger>,
     metrics: Metrics,
+    caught_up: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let outcome = tokio::select! {
-            outcome = consume(&js, &config, &purger, &metrics) => outcome,
+            outcome = consume(&js, &config, &purger, &metrics, &caught_up) => outcome,
             _ = stop.wait_for(|s| *s) => return,
         };
         if let Err(err) = outcome {
@@ -51,6 +54,7 @@ async fn consume(
     config: &ClusterConfig,
     purger: &Arc<Purger>,
     metrics: &Metrics,
+    caught_up: &watch::Sender<bool>,
 ) -> Result<()> {
     let stream = ensure_stream(js, config).await?;
     let name = config.durable_name();
@@ -82,6 +86,14 @@ async fn consume(
         )
         .await
         .map_err(|e| consumer_error(Box::new(e)))?;
+    let mut consumer = consumer;
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| consumer_error(Box::new(e)))?;
+    if info.num_pending == 0 && info.num_ack_pending == 0 {
+        caught_up.send_replace(true);
+    }
     let mut messages = consumer
         .messages()
         .await
@@ -98,6 +110,9 @@ async fn consume(
         metrics.applied.with_label_values(&[outcome]).inc();
         // Acked only once the purge is stored here (or can never be).
         message.ack_with(kind).await.map_err(&consumer_error)?;
+        if message.info().is_ok_and(|info| info.pending == 0) {
+            caught_up.send_replace(true);
+        }
     }
     Ok(())
 }

@@ -64,6 +64,10 @@ pub struct Cluster {
     metrics: Metrics,
 }
 
+/// The longest a starting node holds its listeners for the purge stream's
+/// backlog (a stream of `rule_ttl` of purges replays in well under this).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+
 impl Cluster {
     /// Connects (in the background: an unreachable NATS is not an error;
     /// purges queue in the outbox until it is back), attaches the purge
@@ -90,6 +94,7 @@ impl Cluster {
             bus::ensure_stream(&js, &config).await
         })
         .await;
+        let stream_ready = matches!(ready, Ok(Ok(_)));
         match ready {
             Ok(Ok(_)) => {}
             Ok(Err(err)) => {
@@ -98,6 +103,7 @@ impl Cluster {
             Err(_) => warn!("NATS not reachable yet; purges queue until it is"),
         }
         let (stop, stopped) = watch::channel(false);
+        let (caught_up_tx, mut caught_up) = watch::channel(false);
         let (members_tx, members) = watch::channel(Members::default());
         let mut tasks = vec![
             tokio::spawn(consumer::run(
@@ -105,6 +111,7 @@ impl Cluster {
                 config.clone(),
                 purger.clone(),
                 metrics.clone(),
+                caught_up_tx,
                 stopped.clone(),
             )),
             tokio::spawn(membership::run(
@@ -120,6 +127,19 @@ impl Cluster {
             metrics.clone(),
             stopped,
         )));
+        // A node that just joined (or was down) must not serve what was
+        // purged meanwhile: the listeners accept only once the purges the
+        // stream holds are applied here. Bounded, and only when NATS
+        // answered: without it the node serves at once, as a lone node.
+        if stream_ready {
+            let wait = tokio::time::timeout(CATCH_UP_WAIT, caught_up.wait_for(|c| *c)).await;
+            if wait.is_err() {
+                warn!(
+                    waited = ?CATCH_UP_WAIT,
+                    "purge stream not caught up; serving while the rest is applied"
+                );
+            }
+        }
         info!(servers = ?config.servers, node = %config.node.name, role = config.node.role.as_str(), "cluster on NATS JetStream");
         Ok(Cluster {
             client,
