@@ -184,6 +184,10 @@ impl Upgrades {
     /// The server accepts from now on: tells the old process (after an
     /// upgrade) or systemd, writes the pid file, and waits for SIGUSR2.
     pub(crate) async fn serving(mut self, purger: Arc<Purger>) -> HandOver {
+        // Before anyone hears this process is ready: the old process exits
+        // once told, and a reader of the pid file (logrotate, the systemd
+        // upgrade test) must then find this pid, not none.
+        write_pid_file(&self.data_dir);
         match self.successor.take() {
             Some(successor) => {
                 successor.serving().await;
@@ -191,7 +195,6 @@ impl Upgrades {
             }
             None => notify::ready(),
         }
-        write_pid_file(&self.data_dir);
         let (done, handed) = oneshot::channel();
         let lock = self.lock.clone();
         let data_dir = self.data_dir.clone();
