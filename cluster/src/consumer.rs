@@ -72,7 +72,7 @@ async fn consume(
         .map_err(|e| consumer_error(Box::new(e)))?;
     // An existing durable consumer is resumed as it is (its start time was
     // set when it was created); only a new one takes this start.
-    let consumer = stream
+    let mut consumer = stream
         .get_or_create_consumer(
             &name,
             pull::Config {
@@ -86,7 +86,6 @@ async fn consume(
         )
         .await
         .map_err(|e| consumer_error(Box::new(e)))?;
-    let mut consumer = consumer;
     let info = consumer
         .info()
         .await
@@ -101,16 +100,17 @@ async fn consume(
     info!(consumer = %name, stream = %config.stream, "consuming purges from JetStream");
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| consumer_error(Box::new(e)))?;
-        if let Ok(info) = message.info() {
+        let pending = message.info().ok().map(|info| info.pending);
+        if let Some(pending) = pending {
             metrics
                 .stream_lag
-                .set(i64::try_from(info.pending).unwrap_or(i64::MAX));
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
         }
         let (kind, outcome) = apply(purger, &message.payload).await;
         metrics.applied.with_label_values(&[outcome]).inc();
         // Acked only once the purge is stored here (or can never be).
         message.ack_with(kind).await.map_err(&consumer_error)?;
-        if message.info().is_ok_and(|info| info.pending == 0) {
+        if pending == Some(0) {
             caught_up.send_replace(true);
         }
     }
