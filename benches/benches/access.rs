@@ -110,8 +110,30 @@ fn bench(c: &mut Criterion) {
         .as_secs()
         + 3600;
     let link = sign(secret, "/video/a.mp4?quality=hd", expires, "expires", "sig");
+    // A link seen before: remembered, no HMAC.
     c.bench_function("access/signed_url", |b| {
         b.iter(|| black_box(signed.verify(black_box(&link), clock.now())))
+    });
+    // Every request a link not seen lately (100 000 links cycled, far more
+    // than are remembered): the HMAC and the insertion each time.
+    let first = SignedUrls::new(&[secret], "expires", "sig", true);
+    let links: Vec<String> = (0..100_000)
+        .map(|i| {
+            sign(
+                secret,
+                &format!("/video/{i}.mp4"),
+                expires,
+                "expires",
+                "sig",
+            )
+        })
+        .collect();
+    let mut i = 0;
+    c.bench_function("access/signed_url_first_sight", |b| {
+        b.iter(|| {
+            i = (i + 1) % links.len();
+            black_box(first.verify(black_box(&links[i]), clock.now()))
+        })
     });
 
     let (key, jwk) = ed25519("k");

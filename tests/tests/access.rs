@@ -303,3 +303,37 @@ jwt = {{ jwks_file = "{0}", issuer = "https://id.example", audience = "edge" }}
         assert_eq!(none.status(), 401);
     }
 }
+
+/// `edge --origin URL` with a top-level `[access]`: the default site's
+/// checks, as a `[[sites]]` entry's own keys.
+#[tokio::test]
+async fn top_level_access_applies_to_the_default_site_only() {
+    let origin = origin().await;
+    let text = format!(
+        "origins = [\"{}\"]\n\
+         [access]\n\
+         deny = [\"127.0.0.0/8\"]\n\
+         [[sites]]\nname = \"shop\"\nhosts = [\"shop.example\"]\norigins = [\"{}\"]\n",
+        origin.url(),
+        origin.url()
+    );
+    let config = Config::from_toml(&text, Path::new("access-test.toml")).expect("parses");
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.access = config.access.clone();
+        c.sites = config.sites.clone();
+    })
+    .await;
+    let refused = get_with(&edge.url("/a"), &[("host", "other.example")]).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(origin.hits("/a"), 0);
+    // A named site does not inherit the default site's keys.
+    assert_eq!(get_with(&edge.url("/a"), &[SHOP]).await.status(), 200);
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        value(
+            &metrics,
+            "edge_refused_total{reason=\"ip_denied\",site=\"default\"}"
+        ),
+        Some(1.0)
+    );
+}

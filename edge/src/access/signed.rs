@@ -5,8 +5,14 @@
 //!
 //! Both parameters leave the cache key (every signed link to one object
 //! shares one copy) and, with `strip_from_origin`, the origin request.
+//!
+//! A link that verified once is remembered until it expires
+//! ([`VerifiedLinks`]): a popular link costs one HMAC, not one per hit.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::BuildHasher as _;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -17,6 +23,7 @@ use ring::hmac;
 #[derive(Debug)]
 pub struct SignedUrls {
     keys: Vec<hmac::Key>,
+    verified: VerifiedLinks,
     pub(crate) expires_param: Box<str>,
     pub(crate) signature_param: Box<str>,
     pub(crate) strip_from_origin: bool,
@@ -40,6 +47,86 @@ impl SignatureError {
             SignatureError::Invalid => "signature_invalid",
             SignatureError::Expired => "signature_expired",
         }
+    }
+}
+
+/// Links whose signature was checked, with their expiry. Bounded: at most
+/// [`LINKS_PER_SHARD`] × [`SHARDS`] links of at most [`MAX_LINK`] bytes
+/// (~4.5 MiB at worst); a full shard first drops its expired links, and
+/// if none had expired, all of them (they verify again at the next hit).
+/// A reload makes a new `SignedUrls`, so a secret that was removed stops
+/// admitting links at once.
+///
+/// Only links that verified are inserted, and a lookup compares the whole
+/// link as sent, so the cache can admit nothing the HMAC would refuse.
+#[derive(Debug)]
+struct VerifiedLinks {
+    shards: Box<[Mutex<LinkShard>]>,
+    /// Keyed per process: nobody can aim links at one shard.
+    hasher: foldhash::quality::RandomState,
+}
+
+/// Hash of the link → (the link, its expiry in Unix seconds).
+type LinkShard = HashMap<u64, (Box<str>, u64), foldhash::fast::RandomState>;
+
+const SHARDS: usize = 8;
+const LINKS_PER_SHARD: usize = 512;
+/// Longer links are verified on every request rather than held.
+const MAX_LINK: usize = 1024;
+
+impl VerifiedLinks {
+    fn new() -> Self {
+        VerifiedLinks {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: foldhash::quality::RandomState::default(),
+        }
+    }
+
+    fn shard(
+        &self,
+        hash: u64,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (Box<str>, u64), foldhash::fast::RandomState>> {
+        // The low bits pick the map's bucket; the high ones the shard.
+        let i = (hash >> 58) as usize % SHARDS;
+        // A panic while held leaves a map that is still consistent.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The expiry of `link` if it verified before.
+    fn get(&self, link: &str) -> Option<u64> {
+        if link.len() > MAX_LINK {
+            return None;
+        }
+        let hash = self.hasher.hash_one(link);
+        let shard = self.shard(hash);
+        // Two links with one hash: the one held is compared whole, so the
+        // other is a miss and goes through the HMAC.
+        shard
+            .get(&hash)
+            .and_then(|(held, expires)| (**held == *link).then_some(*expires))
+    }
+
+    fn insert(&self, link: &str, expires: u64, now: u64) {
+        if link.len() > MAX_LINK {
+            return;
+        }
+        let hash = self.hasher.hash_one(link);
+        let mut shard = self.shard(hash);
+        if shard.len() >= LINKS_PER_SHARD && !shard.contains_key(&hash) {
+            shard.retain(|_, (_, e)| *e >= now);
+            if shard.len() >= LINKS_PER_SHARD {
+                shard.clear();
+            }
+        }
+        shard.insert(hash, (link.into(), expires));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.len()))
+            .sum()
     }
 }
 
@@ -108,6 +195,7 @@ impl SignedUrls {
                 .iter()
                 .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s))
                 .collect(),
+            verified: VerifiedLinks::new(),
             expires_param: expires_param.into(),
             signature_param: signature_param.into(),
             strip_from_origin,
@@ -119,6 +207,27 @@ impl SignedUrls {
     /// about links that were never valid; `hmac::verify` compares in
     /// constant time.
     pub fn verify(&self, path_and_query: &str, now: SystemTime) -> Result<(), SignatureError> {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let expires = match self.verified.get(path_and_query) {
+            Some(expires) => expires,
+            None => {
+                let expires = self.check_signature(path_and_query)?;
+                if now <= expires {
+                    self.verified.insert(path_and_query, expires, now);
+                }
+                expires
+            }
+        };
+        if now > expires {
+            return Err(SignatureError::Expired);
+        }
+        Ok(())
+    }
+
+    /// The link's expiry, if its signature is one of ours.
+    fn check_signature(&self, path_and_query: &str) -> Result<u64, SignatureError> {
         let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
         let (Some(sig), Some(expires)) = (
             param(query, &self.signature_param),
@@ -137,14 +246,7 @@ impl SignedUrls {
         {
             return Err(SignatureError::Invalid);
         }
-        let expires: u64 = expires.parse().map_err(|_| SignatureError::Invalid)?;
-        let now = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if now > expires {
-            return Err(SignatureError::Expired);
-        }
-        Ok(())
+        expires.parse().map_err(|_| SignatureError::Invalid)
     }
 
     /// The parameters that leave the cache key.
@@ -213,6 +315,41 @@ mod tests {
         assert_eq!(s.verify(&rotated, at(1)), Ok(()));
         let other = sign(b"somebody else's key", "/v/a.mp4", 2_000, "expires", "sig");
         assert_eq!(s.verify(&other, at(1)), Err(SignatureError::Invalid));
+    }
+
+    #[test]
+    fn verified_links_are_remembered_until_they_expire_and_bounded() {
+        let s = SignedUrls::new(&[SECRET], "expires", "sig", true);
+        let link = sign(SECRET, "/v/a.mp4", 2_000, "expires", "sig");
+        assert_eq!(s.verify(&link, at(1)), Ok(()));
+        assert_eq!(s.verified.get(&link), Some(2_000));
+        // Held, and still refused once expired.
+        assert_eq!(s.verify(&link, at(2_001)), Err(SignatureError::Expired));
+        // A link that failed is never held; one byte off is not the held one.
+        let tampered = link.replace("a.mp4", "b.mp4");
+        assert_eq!(s.verify(&tampered, at(1)), Err(SignatureError::Invalid));
+        assert_eq!(s.verified.get(&tampered), None);
+        let expired = sign(SECRET, "/v/old", 5, "expires", "sig");
+        assert_eq!(s.verify(&expired, at(6)), Err(SignatureError::Expired));
+        assert_eq!(s.verified.get(&expired), None);
+        // Another process's secret is not admitted by this one's memory.
+        let other = SignedUrls::new(&[OLD], "expires", "sig", true);
+        assert_eq!(other.verify(&link, at(1)), Err(SignatureError::Invalid));
+        // Bounded, however many links verify.
+        for i in 0..(SHARDS * LINKS_PER_SHARD * 3) {
+            let l = sign(SECRET, &format!("/o/{i}"), 2_000, "expires", "sig");
+            assert_eq!(s.verify(&l, at(1)), Ok(()));
+        }
+        assert!(s.verified.len() <= SHARDS * LINKS_PER_SHARD);
+        let long = sign(
+            SECRET,
+            &format!("/{}", "x".repeat(MAX_LINK)),
+            2_000,
+            "expires",
+            "sig",
+        );
+        assert_eq!(s.verify(&long, at(1)), Ok(()));
+        assert_eq!(s.verified.get(&long), None);
     }
 
     #[test]

@@ -80,7 +80,10 @@ fn sites(config: &Config) -> Vec<(String, String)> {
     let mut sites = Vec::new();
     if !config.origins.is_empty() {
         // The top-level origins are the default site.
-        let shape = format!("{:?} {:?}", config.origins, config.shields);
+        let shape = format!(
+            "{:?} {:?} {:?}",
+            config.origins, config.shields, config.access
+        );
         sites.push((super::DEFAULT_SITE.to_owned(), shape));
     }
     for site in &config.sites {

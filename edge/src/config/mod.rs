@@ -100,6 +100,11 @@ pub struct Config {
     /// More sites on this node, by `Host` (see `config/sites.rs`); the
     /// top-level `origins` serve every host no site names. Default: none.
     pub sites: Vec<SiteConfig>,
+    /// The access keys of the default site (the top-level `origins`), as a
+    /// `[[sites]]` entry sets them on its own table: `real_ip`, `allow`,
+    /// `deny`, `rate_limit`, `signed_urls`, `jwt` (`docs/access.md`).
+    /// Default: none.
+    pub access: AccessConfig,
     pub cache: CacheConfig,
     pub compression: CompressionConfig,
     pub server: ServerConfig,
@@ -123,6 +128,7 @@ impl Default for Config {
             origins: Vec::new(),
             shields: Vec::new(),
             sites: Vec::new(),
+            access: AccessConfig::default(),
             purge: PurgeSettings::default(),
             cluster: ClusterSettings::default(),
             tls: TlsSettings::default(),

@@ -12,6 +12,16 @@ impl Config {
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         self.validate_top_level()
             .map_err(|(key, message)| (key.to_owned(), message))?;
+        super::access::validate_access(&self.access)
+            .map_err(|(key, message)| (format!("access.{key}"), message))?;
+        if !self.access.is_empty() && self.origins.is_empty() {
+            return Err((
+                "access".into(),
+                "`[access]` is the default site's (the top-level `origins`), and there is none: \
+                 put the keys on a `[[sites]]` entry"
+                    .into(),
+            ));
+        }
         super::validate_sites::validate_sites(&self.sites)
     }
 
@@ -218,5 +228,20 @@ mod tests {
             let (key, _) = with(bad).unwrap_err();
             assert_eq!(key, "server.upgrade_protocols", "{bad}");
         }
+    }
+
+    #[test]
+    fn top_level_access_is_checked_and_needs_a_default_site() {
+        let text = "origins = [\"http://127.0.0.1:9\"]\n[access]\ndeny = [\"10.0.0.0/33\"]\n";
+        let (key, why) = parse(text).unwrap().validate().unwrap_err();
+        assert_eq!(key, "access.deny", "{why}");
+        assert_eq!(super::super::lines::key_line(text, &key), Some(3));
+        let text = "[access]\nallow = [\"10.0.0.0/8\"]\n\
+             [[sites]]\nname = \"a\"\nhosts = [\"a.example\"]\norigins = [\"http://127.0.0.1:9\"]\n";
+        let (key, why) = parse(text).unwrap().validate().unwrap_err();
+        assert_eq!(key, "access", "{why}");
+        assert!(why.contains("[[sites]]"), "{why}");
+        let ok = "origins = [\"http://127.0.0.1:9\"]\n[access]\nallow = [\"10.0.0.0/8\"]\n";
+        assert!(parse(ok).unwrap().validate().is_ok());
     }
 }

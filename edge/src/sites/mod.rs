@@ -49,7 +49,7 @@ impl Sites {
         let has_default = !config.origins.is_empty();
         let mut sites = Vec::with_capacity(config.sites.len() + usize::from(has_default));
         if has_default {
-            sites.push(Site::compile_default(config));
+            sites.push(Site::compile_default(config)?);
         }
         let mut hosts = HostTable::new(has_default.then_some(0));
         for site in &config.sites {
@@ -156,8 +156,16 @@ pub struct Site {
 }
 
 impl Site {
-    fn compile_default(config: &Config) -> Site {
-        Site {
+    fn compile_default(config: &Config) -> Result<Site, SitesError> {
+        let access =
+            Access::compile(&config.access, &Access::default(), None).map_err(|source| {
+                SitesError::Access {
+                    site: DEFAULT_SITE.to_owned(),
+                    rule: None,
+                    source,
+                }
+            })?;
+        Ok(Site {
             name: DEFAULT_SITE.to_owned(),
             index: 0,
             is_default: true,
@@ -166,9 +174,12 @@ impl Site {
             shields: config.shields.clone(),
             matcher: Matcher::default(),
             policies: Box::default(),
-            default_policy: Policy::default(),
+            default_policy: Policy {
+                access,
+                ..Policy::default()
+            },
             rules: Vec::new(),
-        }
+        })
     }
 
     fn compile(config: &SiteConfig, index: usize) -> Result<Site, SitesError> {
