@@ -154,8 +154,30 @@ fn bench(c: &mut Criterion) {
     );
     let mut auth = HeaderMap::new();
     auth.insert("authorization", bearer.parse().expect("value"));
+    // A token seen before: its claims checked, its signature remembered.
     c.bench_function("access/jwt_eddsa", |b| {
         b.iter(|| black_box(jwt.verify(&auth, clock.now()).is_ok()))
+    });
+    // Every request a token not seen lately (10 000 users, more than are
+    // remembered): the signature each time.
+    let users: Vec<HeaderMap> = (0..10_000)
+        .map(|i| {
+            let claims = serde_json::json!({ "sub": format!("u{i}"), "iss": "https://id.example", "aud": "edge", "exp": expires });
+            let bearer = format!(
+                "Bearer {}",
+                token("EdDSA", "k", &claims, |m| key.sign(m).as_ref().to_vec())
+            );
+            let mut auth = HeaderMap::new();
+            auth.insert("authorization", bearer.parse().expect("value"));
+            auth
+        })
+        .collect();
+    let mut u = 0;
+    c.bench_function("access/jwt_eddsa_first_sight", |b| {
+        b.iter(|| {
+            u = (u + 1) % users.len();
+            black_box(jwt.verify(&users[u], clock.now()).is_ok())
+        })
     });
 }
 

@@ -4,6 +4,10 @@
 //! token only to pick among the configured keys of that kind; `none` and
 //! anything else are refused. Then `exp`, `nbf` (with a leeway), `iss` and
 //! `aud`. The claims are kept for the hooks (`Session::jwt_claims`).
+//!
+//! A token whose signature verified is remembered with its claims
+//! ([`Verified`]); its claims are checked again at every request, its
+//! signature once.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,6 +17,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderName};
 use ring::{hmac, signature};
 use serde_json::{Map, Value};
+
+use super::verified::Verified;
+
+/// Tokens of at most 4 KiB are remembered, 2048 of them (~8.5 MiB at
+/// worst); longer ones are verified on every request.
+const REMEMBERED_TOKENS: usize = 2048;
+const MAX_REMEMBERED_TOKEN: usize = 4096;
 
 /// A token's claims, as the hooks see them.
 pub type Claims = Arc<Map<String, Value>>;
@@ -43,6 +54,8 @@ pub struct Jwt {
     audience: Option<Box<str>>,
     pub(crate) header: HeaderName,
     leeway: u64,
+    /// Tokens whose signature verified → their claims.
+    verified: Verified<Claims>,
 }
 
 /// Why a token is refused (the `reason` label: `jwt_*`).
@@ -156,6 +169,7 @@ impl Jwt {
             audience: audience.map(Into::into),
             header,
             leeway: leeway.as_secs(),
+            verified: Verified::new(REMEMBERED_TOKENS, MAX_REMEMBERED_TOKEN),
         })
     }
 
@@ -170,7 +184,22 @@ impl Jwt {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(TokenError::Missing),
         };
-        self.verify_token(token, now)
+        if let Some((claims, _)) = self.verified.get(token) {
+            self.check_claims(&claims, now)?;
+            return Ok(claims);
+        }
+        let claims = self.verify_token(token, now)?;
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Kept while `exp` (with the leeway) allows; without `exp`, until
+        // pushed out.
+        let until = claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .map_or(u64::MAX, |t| (t as u64).saturating_add(self.leeway));
+        self.verified.insert(token, claims.clone(), until, secs);
+        Ok(claims)
     }
 
     fn verify_token(&self, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
@@ -467,5 +496,33 @@ mod tests {
         let bearer = format!("Bearer {}", with(&|_| {}));
         headers.insert("authorization", bearer.parse().expect("value"));
         assert!(j.verify(&headers, at(NOW)).is_ok());
+    }
+
+    #[test]
+    fn a_remembered_token_still_has_its_claims_checked_and_only_itself_admitted() {
+        let (ed, jwk) = ed25519("k");
+        let j = jwt(&json!({ "keys": [jwk] }), None);
+        let good = token("EdDSA", "k", &claims(), |m| ed.sign(m).as_ref().to_vec());
+        let mut headers = HeaderMap::new();
+        let bearer = |t: &str| format!("Bearer {t}").parse().expect("value");
+        headers.insert("authorization", bearer(&good));
+        assert!(j.verify(&headers, at(NOW)).is_ok());
+        assert!(j.verified.get(&good).is_some(), "remembered");
+        assert!(j.verify(&headers, at(NOW)).is_ok());
+        // Expiry is asked again of the remembered claims.
+        assert_eq!(
+            j.verify(&headers, at(NOW + 60 + 31)).map(drop),
+            Err(TokenError::Expired)
+        );
+        // The same claims under another signature are not the held token.
+        let (head, rest) = good.split_once('.').expect("parts");
+        let (body, _) = rest.split_once('.').expect("parts");
+        let forged = format!("{head}.{body}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]));
+        headers.insert("authorization", bearer(&forged));
+        assert_eq!(
+            j.verify(&headers, at(NOW)).map(drop),
+            Err(TokenError::Signature)
+        );
+        assert!(j.verified.get(&forged).is_none());
     }
 }

@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod rate_limit;
 pub mod real_ip;
 pub mod signed;
+mod verified;
 
 use std::net::IpAddr;
 use std::sync::Arc;

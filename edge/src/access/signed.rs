@@ -7,23 +7,28 @@
 //! shares one copy) and, with `strip_from_origin`, the origin request.
 //!
 //! A link that verified once is remembered until it expires
-//! ([`VerifiedLinks`]): a popular link costs one HMAC, not one per hit.
+//! ([`Verified`]): a popular link costs one HMAC, not one per hit.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::hash::BuildHasher as _;
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 
+use super::verified::Verified;
+
+/// Links of at most 1 KiB are remembered, 4096 of them (~4.5 MiB at
+/// worst); longer ones are verified on every request.
+const REMEMBERED_LINKS: usize = 4096;
+const MAX_REMEMBERED_LINK: usize = 1024;
+
 /// The compiled setting: keys and parameter names.
 #[derive(Debug)]
 pub struct SignedUrls {
     keys: Vec<hmac::Key>,
-    verified: VerifiedLinks,
+    /// Links that verified → their expiry.
+    verified: Verified<()>,
     pub(crate) expires_param: Box<str>,
     pub(crate) signature_param: Box<str>,
     pub(crate) strip_from_origin: bool,
@@ -47,86 +52,6 @@ impl SignatureError {
             SignatureError::Invalid => "signature_invalid",
             SignatureError::Expired => "signature_expired",
         }
-    }
-}
-
-/// Links whose signature was checked, with their expiry. Bounded: at most
-/// [`LINKS_PER_SHARD`] × [`SHARDS`] links of at most [`MAX_LINK`] bytes
-/// (~4.5 MiB at worst); a full shard first drops its expired links, and
-/// if none had expired, all of them (they verify again at the next hit).
-/// A reload makes a new `SignedUrls`, so a secret that was removed stops
-/// admitting links at once.
-///
-/// Only links that verified are inserted, and a lookup compares the whole
-/// link as sent, so the cache can admit nothing the HMAC would refuse.
-#[derive(Debug)]
-struct VerifiedLinks {
-    shards: Box<[Mutex<LinkShard>]>,
-    /// Keyed per process: nobody can aim links at one shard.
-    hasher: foldhash::quality::RandomState,
-}
-
-/// Hash of the link → (the link, its expiry in Unix seconds).
-type LinkShard = HashMap<u64, (Box<str>, u64), foldhash::fast::RandomState>;
-
-const SHARDS: usize = 8;
-const LINKS_PER_SHARD: usize = 512;
-/// Longer links are verified on every request rather than held.
-const MAX_LINK: usize = 1024;
-
-impl VerifiedLinks {
-    fn new() -> Self {
-        VerifiedLinks {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: foldhash::quality::RandomState::default(),
-        }
-    }
-
-    fn shard(
-        &self,
-        hash: u64,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, (Box<str>, u64), foldhash::fast::RandomState>> {
-        // The low bits pick the map's bucket; the high ones the shard.
-        let i = (hash >> 58) as usize % SHARDS;
-        // A panic while held leaves a map that is still consistent.
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The expiry of `link` if it verified before.
-    fn get(&self, link: &str) -> Option<u64> {
-        if link.len() > MAX_LINK {
-            return None;
-        }
-        let hash = self.hasher.hash_one(link);
-        let shard = self.shard(hash);
-        // Two links with one hash: the one held is compared whole, so the
-        // other is a miss and goes through the HMAC.
-        shard
-            .get(&hash)
-            .and_then(|(held, expires)| (**held == *link).then_some(*expires))
-    }
-
-    fn insert(&self, link: &str, expires: u64, now: u64) {
-        if link.len() > MAX_LINK {
-            return;
-        }
-        let hash = self.hasher.hash_one(link);
-        let mut shard = self.shard(hash);
-        if shard.len() >= LINKS_PER_SHARD && !shard.contains_key(&hash) {
-            shard.retain(|_, (_, e)| *e >= now);
-            if shard.len() >= LINKS_PER_SHARD {
-                shard.clear();
-            }
-        }
-        shard.insert(hash, (link.into(), expires));
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |s| s.len()))
-            .sum()
     }
 }
 
@@ -202,7 +127,7 @@ impl SignedUrls {
                 .iter()
                 .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s))
                 .collect(),
-            verified: VerifiedLinks::new(),
+            verified: Verified::new(REMEMBERED_LINKS, MAX_REMEMBERED_LINK),
             expires_param: expires_param.into(),
             signature_param: signature_param.into(),
             strip_from_origin,
@@ -218,11 +143,11 @@ impl SignedUrls {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let expires = match self.verified.get(path_and_query) {
-            Some(expires) => expires,
+            Some(((), expires)) => expires,
             None => {
                 let expires = self.check_signature(path_and_query)?;
                 if now <= expires {
-                    self.verified.insert(path_and_query, expires, now);
+                    self.verified.insert(path_and_query, (), expires, now);
                 }
                 expires
             }
@@ -329,7 +254,7 @@ mod tests {
         let s = SignedUrls::new(&[SECRET], "expires", "sig", true);
         let link = sign(SECRET, "/v/a.mp4", 2_000, "expires", "sig");
         assert_eq!(s.verify(&link, at(1)), Ok(()));
-        assert_eq!(s.verified.get(&link), Some(2_000));
+        assert_eq!(s.verified.get(&link), Some(((), 2_000)));
         // Held, and still refused once expired.
         assert_eq!(s.verify(&link, at(2_001)), Err(SignatureError::Expired));
         // A link that failed is never held; one byte off is not the held one.
@@ -343,14 +268,14 @@ mod tests {
         let other = SignedUrls::new(&[OLD], "expires", "sig", true);
         assert_eq!(other.verify(&link, at(1)), Err(SignatureError::Invalid));
         // Bounded, however many links verify.
-        for i in 0..(SHARDS * LINKS_PER_SHARD * 3) {
+        for i in 0..(REMEMBERED_LINKS * 3) {
             let l = sign(SECRET, &format!("/o/{i}"), 2_000, "expires", "sig");
             assert_eq!(s.verify(&l, at(1)), Ok(()));
         }
-        assert!(s.verified.len() <= SHARDS * LINKS_PER_SHARD);
+        assert!(s.verified.len() <= REMEMBERED_LINKS);
         let long = sign(
             SECRET,
-            &format!("/{}", "x".repeat(MAX_LINK)),
+            &format!("/{}", "x".repeat(MAX_REMEMBERED_LINK)),
             2_000,
             "expires",
             "sig",
