@@ -345,3 +345,80 @@ async fn accept_language_spellings_share_a_variant() {
     let other = get_with(&url, &[("accept-language", "de")]).await;
     assert_eq!((other.x_cache(), other.text().as_str()), ("MISS", "de"));
 }
+
+// --- 8. interim responses ---
+
+/// An origin that answers every request with `102`, then `103 Early Hints`
+/// (with a `Link` and a marker header), then a cacheable 200, on a fresh
+/// connection each time; counts the requests.
+async fn origin_with_interim_responses() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = "HTTP/1.1 102 Processing\r\nx-interim: processing\r\n\r\n\
+                              HTTP/1.1 103 Early Hints\r\n\
+                              Link: </style.css>; rel=preload; as=style\r\n\
+                              x-interim: early-hints\r\n\
+                              Cache-Control: no-store\r\n\r\n\
+                              HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\
+                              Cache-Control: max-age=60\r\nConnection: close\r\n\r\nfinal";
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// hyper 1.x's server cannot send 1xx responses (see README "Interim
+/// responses"), so the edge does not forward them yet; what it must do
+/// already is keep them out of the final response and out of the cache:
+/// no `Link`, no `x-interim`, and the interim `no-store` must not stop the
+/// 200 from being stored.
+#[tokio::test]
+async fn interim_responses_never_reach_the_final_response_or_the_cache() {
+    use std::sync::atomic::Ordering;
+    let (addr, hits) = origin_with_interim_responses().await;
+    let edge = TestEdge::start(&format!("http://{addr}")).await;
+    for (client, path) in [(client::http1(), "/i1"), (client::h2c(), "/i2")] {
+        for want in ["MISS", "HIT"] {
+            let req = Request::get(edge.url(path)).body(Full::default()).unwrap();
+            let resp = fetch(&client, req).await;
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(resp.x_cache(), want, "{path}");
+            assert_eq!(resp.text(), "final");
+            assert_eq!(resp.header("cache-control"), Some("max-age=60"));
+            assert!(resp.header("link").is_none(), "{path}: a 103 header leaked");
+            assert!(
+                resp.header("x-interim").is_none(),
+                "{path}: a 1xx header leaked"
+            );
+        }
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "one fetch per path");
+}
