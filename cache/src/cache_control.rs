@@ -1,4 +1,5 @@
-//! Parsing `Cache-Control` and its CDN cousins (RFC 9111 §5.2, RFC 9213).
+//! Parsing `Cache-Control` (RFC 9111 §5.2); its CDN cousins, read more
+//! strictly, are in `targeted.rs` and end up in the same [`CacheControl`].
 //!
 //! Directive names are case-insensitive; unknown directives are kept but
 //! ignored by the policy; a malformed argument makes that directive invalid
@@ -39,6 +40,12 @@ impl CacheControl {
             }
         }
         Some(cc)
+    }
+
+    /// Directives already split and typed (`targeted.rs` reads
+    /// `CDN-Cache-Control` as a Structured Field); names are lower-case.
+    pub(crate) fn from_directives(directives: Vec<(String, Option<String>)>) -> CacheControl {
+        CacheControl { directives }
     }
 
     /// Parses one field value.
@@ -114,7 +121,7 @@ impl CacheControl {
 }
 
 /// Splits a comma-separated list, keeping commas inside quoted strings.
-fn split_list(text: &str) -> Vec<&str> {
+pub(crate) fn split_list(text: &str) -> Vec<&str> {
     let mut items = Vec::new();
     let mut start = 0;
     let mut quoted = false;

@@ -123,6 +123,10 @@ impl CacheKey {
                 h.update(&u64::MAX.to_le_bytes());
                 continue;
             }
+            if *name == http::header::ACCEPT_LANGUAGE {
+                update_field(&mut h, &language_variant_form(values));
+                continue;
+            }
             let mut normalised = Vec::new();
             for value in values {
                 for item in value.as_bytes().split(|b| *b == b',') {
@@ -208,6 +212,28 @@ impl fmt::Debug for CacheKey {
     }
 }
 
+/// `Accept-Language` as it keys a variant (issue 25): language ranges
+/// and their weights are case-insensitive (RFC 9110 §12.4.2, §12.5.4,
+/// RFC 4647 §2.1) and whitespace around them is not significant, and
+/// ranges of equal weight come in no meaningful order, so the members
+/// (all lines together) are lower-cased, stripped of whitespace and
+/// sorted: `en-US, fr;q=0.8` and `FR; q=0.8,en-us` are one variant.
+fn language_variant_form<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) -> Vec<u8> {
+    let mut members: Vec<Vec<u8>> = values
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(|member| {
+            member
+                .iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .map(u8::to_ascii_lowercase)
+                .collect::<Vec<u8>>()
+        })
+        .filter(|member| !member.is_empty())
+        .collect();
+    members.sort_unstable();
+    members.join(&b',')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +310,29 @@ mod tests {
         two_lines.append("accept-encoding", HeaderValue::from_static("gzip"));
         two_lines.append("accept-encoding", HeaderValue::from_static("br"));
         assert_eq!(primary.variant(&names, &two_lines), with("gzip, br"));
+    }
+
+    #[test]
+    fn accept_language_variants_ignore_order_case_and_spaces() {
+        use http::{HeaderMap, HeaderName, HeaderValue};
+        let primary = key("x", "/");
+        let names = [HeaderName::from_static("accept-language")];
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("accept-language", HeaderValue::from_static(v));
+            primary.variant(&names, &h)
+        };
+        let base = with("en-US, fr;q=0.8");
+        assert_eq!(base, with("fr;q=0.8, en-US"));
+        assert_eq!(base, with("EN-us,FR;Q=0.8"));
+        assert_eq!(base, with("  en-us ,  fr ; q=0.8 "));
+        let mut two_lines = HeaderMap::new();
+        two_lines.append("accept-language", HeaderValue::from_static("fr;q=0.8"));
+        two_lines.append("accept-language", HeaderValue::from_static("en-US"));
+        assert_eq!(primary.variant(&names, &two_lines), base);
+        assert_ne!(base, with("en-US, fr;q=0.5"));
+        assert_ne!(base, with("de"));
+        assert_ne!(with(""), primary.variant(&names, &HeaderMap::new()));
     }
 
     #[test]

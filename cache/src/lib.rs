@@ -14,6 +14,9 @@
 //!   after unsafe methods;
 //! - [`encoding`]: content codings and `Accept-Encoding` (negotiation and
 //!   the normal form that keys variants);
+//! - [`date`]: HTTP-dates in all three forms, any case;
+//! - [`targeted`]: `CDN-Cache-Control` (a Structured Field) and
+//!   `Surrogate-Control`, ignored whole when malformed;
 //! - [`Clock`]: the one injected source of "now";
 //! - [`NoCacheReason`]: why a response is not stored, typed end to end;
 //! - [`meta`]: `ObjectMeta` and its versioned encoding;
@@ -36,6 +39,7 @@
 
 pub mod cache_control;
 mod clock;
+pub mod date;
 pub mod decision;
 pub mod encoding;
 pub mod fill;
@@ -48,6 +52,7 @@ mod reason;
 pub mod slice;
 mod status;
 pub mod store;
+pub mod targeted;
 pub mod validation;
 
 pub use cache_control::CacheControl;

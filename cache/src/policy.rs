@@ -11,6 +11,7 @@ use http::{HeaderMap, Method, StatusCode, header};
 
 use crate::cache_control::{CacheControl, Seconds};
 pub use crate::reason::NoCacheReason;
+use crate::targeted;
 
 /// Operator choices where the RFC allows several behaviours.
 #[derive(Debug, Clone)]
@@ -135,16 +136,20 @@ impl StoredPolicy {
 
 /// The caching directives that apply to us: `CDN-Cache-Control`, else
 /// `Surrogate-Control`, else `Cache-Control` (RFC 9213 §2.1: a targeted
-/// field replaces the general one entirely).
+/// field replaces the general one entirely; one that is malformed is
+/// ignored entirely, see [`targeted`](crate::targeted)).
 pub fn response_directives(headers: &HeaderMap, opts: &PolicyOptions) -> CacheControl {
-    if opts.honor_cdn_cache_control {
-        for name in ["cdn-cache-control", "surrogate-control"] {
-            if let Some(cc) = CacheControl::from_headers(headers, name) {
-                return cc;
-            }
-        }
+    targeted_directives(headers, opts)
+        .or_else(|| CacheControl::from_headers(headers, header::CACHE_CONTROL))
+        .unwrap_or_default()
+}
+
+/// The targeted field that applies to us, if one is there and well formed.
+fn targeted_directives(headers: &HeaderMap, opts: &PolicyOptions) -> Option<CacheControl> {
+    if !opts.honor_cdn_cache_control {
+        return None;
     }
-    CacheControl::from_headers(headers, header::CACHE_CONTROL).unwrap_or_default()
+    targeted::cdn_cache_control(headers).or_else(|| targeted::surrogate_control(headers))
 }
 
 /// Directives of a request; `Pragma: no-cache` counts as `no-cache` when
@@ -177,6 +182,25 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Status codes whose semantics RFC 9110 §15 defines and whose responses
+/// this cache stores by the ordinary rules: what `must-understand`
+/// (RFC 9111 §5.2.2.3) calls understood. Interim, 206 and 304 are never
+/// stored whole and were refused before this is asked.
+fn understood_status(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=205
+            | 300..=305
+            | 307
+            | 308
+            | 400..=418
+            | 421
+            | 422
+            | 426
+            | 500..=505
     )
 }
 
@@ -244,7 +268,14 @@ pub fn storable_with(
         return Err(NoCacheReason::RequestNoStore);
     }
     let cc = response_directives(resp_headers, opts);
-    if cc.has("no-store") {
+    // §5.2.2.3: `must-understand` limits storing to status codes whose
+    // caching rules we implement, and for those it overrides `no-store`
+    // (a cache that does not know `must-understand` honours `no-store`).
+    let must_understand = cc.has("must-understand");
+    if must_understand && !understood_status(status) {
+        return Err(NoCacheReason::Status);
+    }
+    if cc.has("no-store") && !must_understand {
         return Err(NoCacheReason::NoStore);
     }
     // Qualified `private="f"` would let a shared cache store the rest; the
@@ -309,10 +340,7 @@ fn window(cc: &CacheControl, name: &str) -> Option<Duration> {
 fn shared_despite_cookies(headers: &HeaderMap, cc: &CacheControl, opts: &PolicyOptions) -> bool {
     cc.has("public")
         || cc.seconds("s-maxage") != Seconds::Absent
-        || (opts.honor_cdn_cache_control
-            && ["cdn-cache-control", "surrogate-control"]
-                .iter()
-                .any(|name| headers.contains_key(*name)))
+        || targeted_directives(headers, opts).is_some()
         || headers
             .get_all(header::VARY)
             .iter()
@@ -408,18 +436,26 @@ pub fn corrected_initial_age(headers: &HeaderMap, exchange: Exchange) -> Duratio
         .response_time
         .duration_since(date)
         .unwrap_or(Duration::ZERO);
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        // §1.2.2: larger values are 2^31; never overflow below.
-        .map(|secs| Duration::from_secs(secs.min(1 << 31)))
-        .unwrap_or(Duration::ZERO);
+    let age_value = age_value(headers).unwrap_or(Duration::ZERO);
     let response_delay = exchange
         .response_time
         .duration_since(exchange.request_time)
         .unwrap_or(Duration::ZERO);
     apparent_age.max(age_value.saturating_add(response_delay))
+}
+
+/// The `Age` a response arrived with (RFC 9111 §5.1): delta-seconds,
+/// capped at 2^31 (§1.2.2, so nothing below overflows). A list-valued
+/// field (`Age: 7200, 0`, or two lines) is invalid, and the first member
+/// counts: reading it as no Age would make an old response fresh.
+pub fn age_value(headers: &HeaderMap) -> Option<Duration> {
+    let first = headers.get(header::AGE)?.to_str().ok()?;
+    let member = first.split(',').next().unwrap_or(first).trim();
+    if member.is_empty() || !member.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = member.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs.min(1 << 31)))
 }
 
 /// `current_age` of RFC 9111 §4.2.3 at `now`.
@@ -530,10 +566,7 @@ pub fn stale_if_error_allows(
 }
 
 fn date_header(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+    headers.get(name).and_then(crate::date::from_header)
 }
 
 #[cfg(test)]

@@ -144,11 +144,10 @@ fn if_range_matches(if_range: &str, stored: &HeaderMap) -> bool {
     if if_range.starts_with("W/") {
         return false;
     }
-    let date = httpdate::parse_http_date(if_range).ok();
+    let date = crate::date::parse(if_range);
     let last_modified = stored
         .get(header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+        .and_then(crate::date::from_header);
     date.is_some() && date == last_modified
 }
 

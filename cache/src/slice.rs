@@ -62,7 +62,7 @@ pub fn validator(headers: &HeaderMap) -> Option<&HeaderValue> {
         return Some(etag);
     }
     let last_modified = headers.get(header::LAST_MODIFIED)?;
-    let date = |v: &HeaderValue| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok();
+    let date = crate::date::from_header;
     let (modified, served) = (date(last_modified)?, date(headers.get(header::DATE)?)?);
     let strong = served
         .duration_since(modified)

@@ -20,8 +20,9 @@ pub enum Revalidated {
         meta: Box<ObjectMeta>,
         kept: Result<(), NoCacheReason>,
     },
-    /// A 304 that does not describe the stored response: useless to the
-    /// client, who never asked conditionally; fetch in full.
+    /// A 304 that names another representation (another validator), or
+    /// answers a request that sent none: useless to the client, who never
+    /// asked conditionally; fetch in full.
     Unusable,
     /// The origin answered 5xx; `serve_stale` when `stale-if-error` lets
     /// the stored response stand in for it.
@@ -176,23 +177,27 @@ pub fn head_confirms(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
     }
 }
 
-/// Whether a 304 (or HEAD response) describes the stored response
-/// (RFC 9111 §4.3.4): same strong validator, or same Last-Modified when
-/// neither carries an ETag.
+/// Whether a 304 to the conditional request made for `stored` describes
+/// it (RFC 9111 §4.3.4): the same ETag, else the same Last-Modified. A 304
+/// that repeats no validator at all answers the validators we sent for
+/// this very response (§4.3.3; RFC 9110 §15.4.5 lets an origin leave them
+/// out), so it is trusted: refusing it would cost the origin a second,
+/// unconditional request. A validator the stored response lacks, or a
+/// different one, names another representation.
 pub fn validators_match(stored: &HeaderMap, fresh: &HeaderMap) -> bool {
     match (stored.get(header::ETAG), fresh.get(header::ETAG)) {
         (Some(a), Some(b)) => a == b,
-        (None, None) => match (
+        (None, Some(_)) => false,
+        (stored_etag, None) => match (
             stored.get(header::LAST_MODIFIED),
             fresh.get(header::LAST_MODIFIED),
         ) {
             (Some(a), Some(b)) => a == b,
-            // Nothing to compare: a 304 to our own conditional is trusted.
-            _ => true,
+            // A Last-Modified where we sent an ETag alone: not ours.
+            (None, Some(_)) => stored_etag.is_none(),
+            // No validator in the 304: the answer to our own conditional.
+            (_, None) => true,
         },
-        // One side has an ETag, the other does not: a different
-        // representation.
-        _ => false,
     }
 }
 
@@ -240,8 +245,11 @@ pub fn evaluate_client_conditionals(
         }
         return None;
     }
+    // Without a Last-Modified, the stored response's Date is when it was
+    // last known to be unchanged (RFC 9110 §13.1.3, RFC 9111 §4.3.2).
     if safe
-        && let (Some(since), Some(lm)) = (date(req.get(header::IF_MODIFIED_SINCE)), last_modified)
+        && let Some(since) = date(req.get(header::IF_MODIFIED_SINCE))
+        && let Some(lm) = last_modified.or_else(|| date(stored.get(header::DATE)))
         && lm <= since
     {
         return Some(StatusCode::NOT_MODIFIED);
@@ -278,8 +286,7 @@ fn etag_list_matches(list: &str, etag: Option<&str>, strong: bool) -> bool {
 }
 
 fn date(v: Option<&HeaderValue>) -> Option<SystemTime> {
-    v.and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+    v.and_then(crate::date::from_header)
 }
 
 /// Methods whose successful responses invalidate stored responses for the
@@ -372,7 +379,11 @@ mod tests {
         let v2 = headers(&[("etag", "\"v2\"")]);
         assert!(validators_match(&v1, &v1));
         assert!(!validators_match(&v1, &v2));
-        assert!(!validators_match(&v1, &HeaderMap::new()));
+        // A 304 with no validator at all answers our own conditional
+        // (RFC 9111 §4.3.3, issue 25); one with another kind does not.
+        assert!(validators_match(&v1, &HeaderMap::new()));
+        assert!(!validators_match(&v1, &headers(&[("last-modified", OLD)])));
+        assert!(!validators_match(&HeaderMap::new(), &v1));
         let lm_old = headers(&[("last-modified", OLD)]);
         let lm_new = headers(&[("last-modified", NEW)]);
         assert!(!validators_match(&lm_old, &lm_new));
@@ -468,6 +479,44 @@ mod tests {
                 &stored
             ),
             None
+        );
+    }
+
+    #[test]
+    fn if_modified_since_falls_back_to_the_stored_date() {
+        // RFC 9110 §13.1.3, RFC 9111 §4.3.2: without Last-Modified, the
+        // stored response's Date is when it was last known unchanged.
+        let stored = headers(&[("date", OLD), ("etag", "\"v1\"")]);
+        let ok = StatusCode::OK;
+        let get = Method::GET;
+        let ask = |pairs| evaluate_client_conditionals(&get, &headers(pairs), ok, &stored);
+        assert_eq!(
+            ask(&[("if-modified-since", OLD)]),
+            Some(StatusCode::NOT_MODIFIED)
+        );
+        assert_eq!(
+            ask(&[("if-modified-since", NEW)]),
+            Some(StatusCode::NOT_MODIFIED)
+        );
+        assert_eq!(
+            ask(&[("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT")]),
+            None
+        );
+        // Last-Modified, when there, still wins over Date.
+        let both = headers(&[("date", NEW), ("last-modified", OLD)]);
+        assert_eq!(
+            evaluate_client_conditionals(
+                &get,
+                &headers(&[("if-modified-since", "Mon, 01 Jan 2024 12:00:00 GMT")]),
+                ok,
+                &both
+            ),
+            Some(StatusCode::NOT_MODIFIED)
+        );
+        // Obsolete and case-folded forms are read too.
+        assert_eq!(
+            ask(&[("if-modified-since", "monday, 01-jan-24 00:00:00 gmt")]),
+            Some(StatusCode::NOT_MODIFIED)
         );
     }
 

@@ -177,13 +177,34 @@ fn check_policy(resp: &HeaderMap, cc: &CacheControl) {
     }
 }
 
-/// `CDN-Cache-Control` replaces `Cache-Control` when honoured, and is
+/// `CDN-Cache-Control` replaces `Cache-Control` when honoured and well
+/// formed (a Structured Dictionary with typed directives, issue 25), and is
 /// ignored otherwise.
-fn check_cdn_precedence(lines: &[HeaderValue], cc: &CacheControl) {
+fn check_cdn_precedence(lines: &[HeaderValue], _cc: &CacheControl) {
     let mut resp = headers_with(&HeaderName::from_static("cdn-cache-control"), lines);
     resp.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
     let honoured = PolicyOptions::default();
-    assert_eq!(&policy::response_directives(&resp, &honoured), cc);
+    let applied = policy::response_directives(&resp, &honoured);
+    match cache::targeted::cdn_cache_control(&resp) {
+        Some(targeted) => {
+            for name in [
+                "max-age",
+                "s-maxage",
+                "stale-while-revalidate",
+                "stale-if-error",
+            ] {
+                assert!(
+                    !matches!(
+                        targeted.seconds(name),
+                        cache::cache_control::Seconds::Invalid
+                    ),
+                    "a typed {name} is never invalid"
+                );
+            }
+            assert_eq!(applied, targeted);
+        }
+        None => assert_eq!(applied, CacheControl::parse("max-age=5")),
+    }
     let ignored = PolicyOptions {
         honor_cdn_cache_control: false,
         ..PolicyOptions::default()

@@ -2,15 +2,17 @@
 //! `Last-Modified` for freshness (`policy`), `If-Modified-Since` and
 //! `If-Unmodified-Since` (`validation`), the date form of `If-Range`
 //! (`range`) and the `Last-Modified` validator of slices (`slice`).
-//! Those wrappers are private, so they are driven through the public
-//! functions that use them; `httpdate` itself is only the oracle.
+//! They all read through `cache::date::parse`, driven here through the
+//! public functions that use it; the oracle is `httpdate` itself, given
+//! the text in the canonical case that RFC 9110 §5.6.7 says to accept in
+//! any case (issue 25).
 //!
 //! The input is text lines: a `Date`, an `Expires`/`If-*` date, a
 //! `Last-Modified`, and two decimal numbers (seconds since the epoch).
 //!
 //! Properties:
 //! - every reader accepts a value exactly when `httpdate` accepts its
-//!   trimmed text (never panics on the rest), and falls back as the RFC
+//!   trimmed text in canonical case (never panics on the rest), and falls back as the RFC
 //!   says (`Date` to the response time, a bad `Expires` to "expired");
 //! - a heuristic lifetime is at most a tenth of the `Last-Modified` age
 //!   and at most its cap;
@@ -32,7 +34,12 @@ const MAX_DATE_SECS: u64 = 253_402_300_799;
 
 /// What every date reader of the cache should make of a field value.
 fn oracle(v: Option<&HeaderValue>) -> Option<SystemTime> {
-    httpdate::parse_http_date(v?.to_str().ok()?.trim()).ok()
+    let text = v?.to_str().ok()?.trim();
+    // No HTTP-date is longer; the cache does not look further.
+    if text.len() > 40 {
+        return None;
+    }
+    httpdate::parse_http_date(&cache::date::canonical_case(text)).ok()
 }
 
 fn with(pairs: &[(header::HeaderName, &Option<HeaderValue>)]) -> HeaderMap {

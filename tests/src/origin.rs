@@ -36,6 +36,9 @@ pub struct Reply {
     head_delay: Duration,
     /// When set, the head waits until it opens (after `head_delay`).
     head_gate: Option<Gate>,
+    /// The headers of the 304 a matching `If-None-Match` gets, instead of
+    /// the reply's own (an origin that repeats no validator).
+    not_modified: Option<Vec<(String, String)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +74,7 @@ impl Reply {
             body: ReplyBody::Full(body.into()),
             head_delay: Duration::ZERO,
             head_gate: None,
+            not_modified: None,
         }
     }
 
@@ -158,6 +162,19 @@ impl Reply {
     /// Waits this long before sending the response head.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.head_delay = delay;
+        self
+    }
+
+    /// Answers a matching `If-None-Match` with a 304 carrying only
+    /// `headers` (and `Date`), not the reply's: e.g. no `ETag` at all, as
+    /// RFC 9110 §15.4.5 allows an origin that sent it before.
+    pub fn not_modified_with(mut self, headers: &[(&str, &str)]) -> Self {
+        self.not_modified = Some(
+            headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
         self
     }
 
@@ -476,7 +493,7 @@ async fn respond(
             .is_ok_and(|v| v.split(',').any(|t| t.trim() == etag))
     {
         let mut builder = dated(Response::builder().status(304), &reply, &state.clock);
-        for (name, value) in &reply.headers {
+        for (name, value) in reply.not_modified.as_ref().unwrap_or(&reply.headers) {
             builder = builder.header(name, value);
         }
         let resp = builder

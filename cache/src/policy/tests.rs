@@ -640,3 +640,152 @@ fn rule_stale_windows_apply_where_the_response_has_none() {
     assert_eq!(own.stale_while_revalidate, Some(Duration::from_secs(1)));
     assert_eq!(own.lifetime, Duration::from_secs(10));
 }
+
+// --- issue 25: conformance, last mile ---
+
+#[test]
+fn list_valued_age_uses_its_first_member() {
+    // RFC 9111 §5.1: a list-valued Age uses the first member; "7200, 0"
+    // must not parse as no Age at all (which would make it fresh).
+    let p = store(&[("cache-control", "max-age=3600"), ("age", "7200, 0")]).unwrap();
+    assert_eq!(p.corrected_initial_age, Duration::from_secs(7200));
+    assert_eq!(reuse(&p, "", T0), Reuse::Revalidate);
+    let p = store(&[("cache-control", "max-age=3600"), ("age", " 10 ,7200")]).unwrap();
+    assert_eq!(p.corrected_initial_age, Duration::from_secs(10));
+    // An Age that is not delta-seconds is still no Age.
+    let p = store(&[("cache-control", "max-age=3600"), ("age", "soon, 5")]).unwrap();
+    assert_eq!(p.corrected_initial_age, Duration::ZERO);
+}
+
+#[test]
+fn cdn_cache_control_is_a_structured_dictionary() {
+    let cc = ("cache-control", "max-age=60");
+    let lifetime = |targeted: (&str, &str)| store(&[cc, targeted]).map(|p| p.lifetime.as_secs());
+    // RFC 9213 §2.1 / RFC 9651: a field that does not parse, or whose
+    // directive has the wrong type, is ignored as a whole.
+    for ignored in [
+        "max-age=10000, &&&&&",
+        "max-age=\"10000\"",
+        "max-age=10.5",
+        "max-age=(1 2)",
+        "no-store=\"yes\"",
+        "max-age=-5",
+    ] {
+        assert_eq!(
+            lifetime(("cdn-cache-control", ignored)),
+            Ok(60),
+            "{ignored}"
+        );
+    }
+    assert_eq!(lifetime(("cdn-cache-control", "max-age=10000")), Ok(10000));
+    assert_eq!(
+        lifetime((
+            "cdn-cache-control",
+            "max-age=600;x=1, public, x-ext=\"any\""
+        )),
+        Ok(600)
+    );
+    assert_eq!(
+        lifetime(("cdn-cache-control", "no-store")),
+        Err(NoCacheReason::NoStore)
+    );
+    // `?0` is false: the directive is not there.
+    assert_eq!(
+        lifetime(("cdn-cache-control", "max-age=100, no-store=?0")),
+        Ok(100)
+    );
+    // Surrogate-Control (Edge Architecture 1.0) is not a Structured Field,
+    // but its directives are as strict: a malformed field is ignored
+    // (`&&&&&` would be a token there, an extension directive).
+    assert_eq!(lifetime(("surrogate-control", "max-age=300")), Ok(300));
+    for ignored in ["max-age=\"300\"", "max-age=300, @@@", "max-age=soon"] {
+        assert_eq!(
+            lifetime(("surrogate-control", ignored)),
+            Ok(60),
+            "{ignored}"
+        );
+    }
+    // An ignored CDN-Cache-Control does not make a cookie response shared.
+    assert_eq!(
+        store_with(
+            StatusCode::OK,
+            &[("cookie", "a=b")],
+            &[cc, ("cdn-cache-control", "max-age=\"10\"")],
+            &PolicyOptions::default()
+        ),
+        Err(NoCacheReason::Cookie)
+    );
+}
+
+#[test]
+fn obsolete_and_case_folded_http_dates_are_read() {
+    // T0 + 600 = Tue, 14 Nov 2023 22:23:20 GMT (RFC 9110 §5.6.7).
+    for expires in [
+        "Tue, 14 Nov 2023 22:23:20 GMT",
+        "Tuesday, 14-Nov-23 22:23:20 GMT",
+        "Tue Nov 14 22:23:20 2023",
+        "tue, 14 nov 2023 22:23:20 gmt",
+        "TUESDAY, 14-NOV-23 22:23:20 GMT",
+        "tue nov 14 22:23:20 2023",
+    ] {
+        let p = store(&[("expires", expires)]).unwrap();
+        assert_eq!(p.lifetime, Duration::from_secs(600), "{expires}");
+    }
+    // Truly invalid: already expired, still stored for revalidation.
+    for expires in ["0", "-1", "Tue, 32 Nov 2023 22:23:20 GMT", "Tuesday"] {
+        let p = store(&[("expires", expires)]).unwrap();
+        assert_eq!(p.lifetime, Duration::ZERO, "{expires}");
+    }
+    // Last-Modified and Date go through the same reader.
+    let p = store(&[
+        ("date", "tue, 14 nov 2023 22:13:20 gmt"),
+        ("last-modified", "Tue Nov 14 21:56:40 2023"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (p.lifetime, p.source),
+        (Duration::from_secs(100), FreshnessSource::Heuristic)
+    );
+}
+
+#[test]
+fn must_understand_overrides_no_store_for_understood_statuses() {
+    // RFC 9111 §5.2.2.3.
+    let p = store(&[("cache-control", "must-understand, no-store, max-age=60")]).unwrap();
+    assert_eq!(p.lifetime, Duration::from_secs(60));
+    assert_eq!(reuse(&p, "", T0 + 10), Reuse::Fresh);
+    let p = store_with(
+        StatusCode::NOT_FOUND,
+        &[],
+        &[("cache-control", "max-age=60, no-store, must-understand")],
+        &PolicyOptions::default(),
+    );
+    assert!(p.is_ok());
+    // A status code we do not know: not stored, no-store or not.
+    let unknown = StatusCode::from_u16(299).unwrap();
+    for cc in [
+        "must-understand, no-store, max-age=60",
+        "must-understand, max-age=60",
+    ] {
+        assert_eq!(
+            store_with(
+                unknown,
+                &[],
+                &[("cache-control", cc)],
+                &PolicyOptions::default()
+            ),
+            Err(NoCacheReason::Status),
+            "{cc}"
+        );
+    }
+    // Without must-understand, no-store still wins.
+    assert_eq!(
+        store(&[("cache-control", "no-store, max-age=60")]),
+        Err(NoCacheReason::NoStore)
+    );
+    // private is not no-store: must-understand does not lift it.
+    assert_eq!(
+        store(&[("cache-control", "must-understand, private, max-age=60")]),
+        Err(NoCacheReason::Private)
+    );
+}

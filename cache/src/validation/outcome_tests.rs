@@ -101,7 +101,13 @@ fn outcomes() {
     let table: Vec<Row> = vec![
         // stored, method, validators sent, answer status, answer headers, now, outcome
         (&etag, get(), true,  304, &[("etag", "\"v1\"")], T0 + 70, "refreshed"),
-        (&etag, get(), true,  304, &[],                   T0 + 70, "unusable"),
+        // A 304 without validators answers the conditional we sent for
+        // this response (RFC 9111 §4.3.3): it refreshes it (issue 25).
+        (&etag, get(), true,  304, &[],                   T0 + 70, "refreshed"),
+        (&etag, get(), true,  304, &[("cache-control", "max-age=600")], T0 + 70, "refreshed"),
+        (&etag, Method::HEAD, true, 304, &[],             T0 + 70, "refreshed"),
+        (&etag, get(), false, 304, &[],                   T0 + 70, "unusable"),
+        (&etag, get(), true,  304, &[("last-modified", "Wed, 15 Nov 2023 22:00:00 GMT")], T0 + 70, "unusable"),
         (&etag, get(), true,  304, &[("etag", "\"v2\"")], T0 + 70, "unusable"),
         (&etag, get(), false, 304, &[("etag", "\"v1\"")], T0 + 70, "unusable"),
         (&lm,   get(), true,  304, &[],                   T0 + 70, "refreshed"),

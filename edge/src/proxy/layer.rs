@@ -14,7 +14,7 @@ use cache::object::{self, ObjectWriter};
 use cache::policy::{self, PolicyOptions};
 use cache::store::Store;
 use cache::{CacheKey, Clock, KeyMap, NoCacheReason, validation};
-use http::header::{self, HeaderMap};
+use http::header::HeaderMap;
 use http::{Method, StatusCode, response};
 use purge_api::Purger;
 use tokio::sync::watch;
@@ -286,11 +286,8 @@ fn tags(headers: &HeaderMap) -> Vec<String> {
 /// its one-second resolution would make fetches just after a purge look
 /// older than it.
 fn content_time(meta: &ObjectMeta) -> SystemTime {
-    let age = meta
-        .headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
+    // A list-valued Age counts its first member, as for freshness.
+    let age = policy::age_value(&meta.headers).unwrap_or(Duration::ZERO);
     meta.request_time
         .checked_sub(age)
         .unwrap_or(meta.request_time)
