@@ -8,7 +8,7 @@ use clap::Parser;
 use origin_shield::balance::Policy;
 use origin_shield::{Peer, Role};
 
-use crate::config::{ByteSize, Config, LogFormat, Overrides, Secret, ShieldPeer};
+use crate::config::{AccessLogFormat, ByteSize, Config, LogFormat, Overrides, Secret, ShieldPeer};
 
 /// A CDN edge caching node.
 ///
@@ -140,6 +140,10 @@ pub struct Cli {
     /// Log format [default: text]
     #[arg(long, value_name = "FORMAT", env = "EDGE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Access line format: combined (nginx's), json or text [default: as --log-format]
+    #[arg(long, value_name = "FORMAT", env = "EDGE_ACCESS_LOG_FORMAT")]
+    pub access_log_format: Option<AccessLogFormat>,
 
     /// Append access lines to FILE instead of stdout [default: stdout]
     #[arg(long, value_name = "FILE", env = "EDGE_ACCESS_LOG")]
@@ -313,6 +317,8 @@ flags! {
     disk: "--disk" => "cache.disk", |c, v| c.cache.disk = *v;
     node_name: "--node-name" => "node_name", |c, v| c.node_name = v.clone();
     log_format: "--log-format" => "log_format", |c, v| c.log_format = *v;
+    access_log_format: "--access-log-format" => "access_log_format",
+        |c, v| c.access_log_format = Some(*v);
     access_log: "--access-log" => "access_log",
         |c, v| c.access_log = Some(v.clone());
 }

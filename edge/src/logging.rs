@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::{Config, LogFormat};
+use crate::config::{AccessLogFormat, Config, LogFormat};
 use crate::observe::access_log::{AccessLog, Format, Settings, Sink};
 pub use crate::observe::log_file::{FileGuard, ReopenableFile};
 
@@ -105,7 +105,13 @@ pub fn init(config: &Config) -> anyhow::Result<Logging> {
             None => Sink::Stdout,
         };
         let settings = Settings {
-            format: if json { Format::Json } else { Format::Text },
+            format: match config.access_log_format {
+                Some(AccessLogFormat::Combined) => Format::Combined,
+                Some(AccessLogFormat::Json) => Format::Json,
+                Some(AccessLogFormat::Text) => Format::Text,
+                None if json => Format::Json,
+                None => Format::Text,
+            },
             flush: config.access_log_flush,
             buffer: config.access_log_buffer.as_usize(),
         };

@@ -228,3 +228,79 @@ async fn sigusr1_without_an_access_log_file_keeps_the_node_serving() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `--access-log-format combined`: every line is nginx's `combined`, as a
+/// parser of nginx logs (GoAccess, a regex of the format) reads it, with
+/// edge's cache status, tier and duration after it.
+#[tokio::test]
+async fn combined_lines_parse_as_nginx_combined() {
+    let origin = MockOrigin::start_site().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("access.log");
+    let (listen, admin) = (free_port(), free_port());
+    let mut child = edge_command(
+        env!("CARGO_BIN_EXE_edge"),
+        origin.addr(),
+        &dir.path().join("data"),
+        listen,
+        admin,
+    )
+    .arg("--access-log")
+    .arg(&log)
+    .args(["--access-log-format", "combined"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("edge starts");
+    let client = client::http1();
+    assert_eq!(first_answer(&client, listen, "/c?x=1").await.status(), 200);
+    let req = Request::get(format!("http://127.0.0.1:{listen}/c?x=1"))
+        .header("referer", "https://shop.example/page")
+        .header("user-agent", "curl/8.0 \"quoted\"")
+        .body(Full::default())
+        .expect("request");
+    let resp = client::try_fetch(&client, req, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert_eq!(resp.status(), 200);
+    wait_for_line(&log, "cache=HIT").await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // nginx's `log_format combined`, field by field.
+    let combined = regex::Regex::new(
+        r#"^(?P<addr>\S+) - (?P<user>\S+) \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) "(?P<referer>[^"]*)" "(?P<agent>[^"]*)"(?P<rest>.*)$"#,
+    )
+    .expect("regex");
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<_> = text
+        .lines()
+        .map(|l| {
+            combined
+                .captures(l)
+                .unwrap_or_else(|| panic!("not combined: {l}"))
+        })
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let (miss, hit) = (&lines[0], &lines[1]);
+    assert_eq!(&miss["addr"], "127.0.0.1");
+    assert_eq!(&miss["user"], "-");
+    assert_eq!(&miss["request"], "GET /c?x=1 HTTP/1.1");
+    assert_eq!(&miss["status"], "200");
+    assert_eq!(&miss["referer"], "-");
+    assert!(
+        miss["rest"].starts_with(" cache=MISS tier=- duration_ms="),
+        "{}",
+        &miss["rest"]
+    );
+    assert_eq!(&hit["referer"], "https://shop.example/page");
+    // A quote in a field is escaped as nginx does, so the field ends where
+    // it should.
+    assert_eq!(&hit["agent"], r"curl/8.0 \x22quoted\x22");
+    assert!(hit["bytes"].parse::<u64>().expect("bytes") > 0);
+    assert!(
+        hit["rest"].starts_with(" cache=HIT tier=memory duration_ms="),
+        "{}",
+        &hit["rest"]
+    );
+}

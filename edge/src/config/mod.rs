@@ -67,6 +67,10 @@ pub struct Config {
     pub node_name: String,
     /// `text` or `json`. Default: `text`.
     pub log_format: LogFormat,
+    /// The access lines' format: `combined` (nginx's, with cache status,
+    /// tier and duration appended), `json` or `text` (`key=value`).
+    /// Default: unset (as `log_format`).
+    pub access_log_format: Option<AccessLogFormat>,
     /// Write access lines (target `access`) to this file, appending, instead
     /// of stdout; other logs stay on stdout. Default: unset (stdout).
     pub access_log: Option<PathBuf>,
@@ -123,6 +127,7 @@ impl Default for Config {
             node_name: "edge".to_owned(),
             log_format: LogFormat::Text,
             access_log: None,
+            access_log_format: None,
             access_log_flush: std::time::Duration::from_secs(1),
             access_log_buffer: ByteSize::kib(64),
             origins: Vec::new(),
@@ -147,4 +152,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `access_log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// nginx's `combined` (GoAccess and log parsers read it), then
+    /// `cache=`, `tier=` and `duration_ms=`.
+    Combined,
+    /// One JSON object per line (the field names of docs/logging.md).
+    Json,
+    /// `key=value` fields.
+    Text,
 }

@@ -8,7 +8,9 @@
 //! (`edge_access_log_dropped_total`).
 //!
 //! Lines are text (`TIME  INFO access: key=value …`, the shape tracing gave
-//! them) or JSON with the same field names, by `log_format`.
+//! them), JSON with the same field names, or nginx's `combined` with the
+//! cache status, tier and duration appended, by `access_log_format`
+//! (default: as `log_format`).
 
 use std::io::Write as _;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -33,6 +35,9 @@ pub enum Sink {
 pub enum Format {
     Text,
     Json,
+    /// `ADDR - - [02/Dec/2026:18:20:00 +0000] "GET /a HTTP/1.1" 200 1024
+    /// "REFERER" "USER-AGENT" cache=HIT tier=memory duration_ms=0.120`.
+    Combined,
 }
 
 /// The settings of the writer.
@@ -80,6 +85,9 @@ struct Pending {
     /// The second's text prefix of the timestamp, and which second it is.
     second: u64,
     stamp: String,
+    /// The same for `combined`'s `[02/Dec/2026:18:20:00 +0000]`.
+    local_second: u64,
+    local_stamp: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,6 +148,8 @@ impl AccessLog {
             lines,
             second,
             stamp,
+            local_second,
+            local_stamp,
             ..
         } = &mut *pending;
         match shared.settings.format {
@@ -151,6 +161,11 @@ impl AccessLog {
                 lines.extend_from_slice(br#"{"timestamp":""#);
                 write_stamp(lines, now, second, stamp);
                 json_line(lines, session, summary);
+            }
+            Format::Combined => {
+                combined_line(lines, session, summary, |out| {
+                    write_local_stamp(out, now, local_second, local_stamp);
+                });
             }
         }
         if lines.len() >= shared.settings.buffer && !pending.woken {
@@ -247,6 +262,37 @@ fn write_stamp(out: &mut Vec<u8>, now: SystemTime, second: &mut u64, stamp: &mut
     out.push(b'Z');
 }
 
+/// `02/Dec/2026:18:20:00 +0000` (nginx's `$time_local`, in UTC),
+/// formatted once per second.
+fn write_local_stamp(out: &mut Vec<u8>, now: SystemTime, second: &mut u64, stamp: &mut String) {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    if *second != secs || stamp.is_empty() {
+        *second = secs;
+        let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        // "2026-12-02T18:20:00Z"
+        let t = humantime::format_rfc3339_seconds(whole).to_string();
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let month = t
+            .get(5..7)
+            .and_then(|m| m.parse::<usize>().ok())
+            .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+            .copied()
+            .unwrap_or("Jan");
+        *stamp = format!(
+            "{}/{month}/{}:{} +0000",
+            t.get(8..10).unwrap_or("01"),
+            t.get(0..4).unwrap_or("1970"),
+            t.get(11..19).unwrap_or("00:00:00"),
+        );
+    }
+    out.extend_from_slice(stamp.as_bytes());
+}
+
 /// `n` in decimal, zero-padded to `width` digits.
 fn padded(out: &mut Vec<u8>, n: u32, width: usize) {
     let mut digits = itoa::Buffer::new();
@@ -280,9 +326,18 @@ struct Fields<'a> {
     peer: &'a str,
     cache: &'static str,
     tier: Option<&'static str>,
+    referer: Option<&'a str>,
+    user_agent: Option<&'a str>,
 }
 
 fn fields<'a>(session: &'a Session) -> Fields<'a> {
+    let header = |name: http::header::HeaderName| {
+        session
+            .req
+            .headers
+            .get(name)
+            .map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or("(not UTF-8)"))
+    };
     Fields {
         client: session.client_addr.ip(),
         method: session.req.method.as_str(),
@@ -295,6 +350,8 @@ fn fields<'a>(session: &'a Session) -> Fields<'a> {
             .map_or("-", |p| p.authority().as_str()),
         cache: session.cache_status.as_str(),
         tier: session.cache_tier.map(|t| t.as_str()),
+        referer: header(http::header::REFERER),
+        user_agent: header(http::header::USER_AGENT),
     }
 }
 
@@ -344,7 +401,64 @@ fn text_line(out: &mut Vec<u8>, session: &Session, summary: &RequestSummary) {
     }
     out.extend_from_slice(b" body_end=");
     out.extend_from_slice(summary.end.as_str().as_bytes());
+    if let Some(referer) = f.referer {
+        out.extend_from_slice(b" referer=");
+        quoted(out, referer);
+    }
+    if let Some(agent) = f.user_agent {
+        out.extend_from_slice(b" user_agent=");
+        quoted(out, agent);
+    }
     out.push(b'\n');
+}
+
+/// nginx's `combined`, then edge's own fields:
+/// `$remote_addr - $remote_user [$time_local] "$request" $status
+/// $body_bytes_sent "$http_referer" "$http_user_agent"` + ` cache=HIT
+/// tier=memory duration_ms=0.120` (`tier=-` when no tier answered).
+fn combined_line(
+    out: &mut Vec<u8>,
+    session: &Session,
+    summary: &RequestSummary,
+    stamp: impl FnOnce(&mut Vec<u8>),
+) {
+    let f = fields(session);
+    let _ = write!(out, "{}", f.client);
+    out.extend_from_slice(b" - - [");
+    stamp(out);
+    out.extend_from_slice(b"] \"");
+    ncsa_escaped(out, f.method);
+    out.push(b' ');
+    ncsa_escaped(out, f.path);
+    out.push(b' ');
+    out.extend_from_slice(f.version.as_bytes());
+    out.extend_from_slice(b"\" ");
+    number(out, summary.status.as_u16());
+    out.push(b' ');
+    number(out, summary.body_bytes);
+    out.extend_from_slice(b" \"");
+    ncsa_escaped(out, f.referer.unwrap_or("-"));
+    out.extend_from_slice(b"\" \"");
+    ncsa_escaped(out, f.user_agent.unwrap_or("-"));
+    out.extend_from_slice(b"\" cache=");
+    out.extend_from_slice(f.cache.as_bytes());
+    out.extend_from_slice(b" tier=");
+    out.extend_from_slice(f.tier.unwrap_or("-").as_bytes());
+    out.extend_from_slice(b" duration_ms=");
+    millis(out, summary.duration);
+    out.push(b'\n');
+}
+
+/// As nginx's default `escape`: `"`, `\\` and bytes below 32 or above 126
+/// as `\xXX`, so a quoted field never holds a quote and a line is one line.
+fn ncsa_escaped(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        if b == b'"' || b == b'\\' || !(32..=126).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(b);
+        }
+    }
 }
 
 /// A client-given string in double quotes, escaped as JSON does (so a
@@ -407,7 +521,16 @@ fn json_line(out: &mut Vec<u8>, session: &Session, summary: &RequestSummary) {
     }
     out.extend_from_slice(br#","body_end":""#);
     out.extend_from_slice(summary.end.as_str().as_bytes());
-    out.extend_from_slice(b"\"}\n");
+    out.push(b'"');
+    if let Some(referer) = f.referer {
+        out.extend_from_slice(br#","referer":"#);
+        quoted(out, referer);
+    }
+    if let Some(agent) = f.user_agent {
+        out.extend_from_slice(br#","user_agent":"#);
+        quoted(out, agent);
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 #[cfg(test)]
@@ -507,6 +630,35 @@ mod tests {
              version=HTTP/1.1 status=200 bytes=1024 duration_ms=1.500 peer=- cache=HIT \
              tier=memory body_end=complete\n"
         );
+    }
+
+    #[test]
+    fn combined_lines_are_nginx_combined_then_edge_fields() {
+        let mut s = session("/a?q=1");
+        s.req
+            .headers
+            .insert("user-agent", "Mozilla/5.0 \"X11\"".parse().expect("value"));
+        let mut out = Vec::new();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_652_768);
+        let (mut second, mut stamp) = (0, String::new());
+        combined_line(&mut out, &s, &summary(), |o| {
+            write_local_stamp(o, t, &mut second, &mut stamp)
+        });
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "192.0.2.7 - - [02/Dec/2025:05:19:28 +0000] \"GET /a?q=1 HTTP/1.1\" 200 1024 \
+             \"-\" \"Mozilla/5.0 \\x22X11\\x22\" cache=HIT tier=memory duration_ms=1.500\n"
+        );
+        let mut out = Vec::new();
+        ncsa_escaped(&mut out, "a\\b\n\u{7f}é");
+        assert_eq!(String::from_utf8_lossy(&out), r"a\x5Cb\x0A\x7F\xC3\xA9");
+        // Referer and User-Agent in the other formats, when sent.
+        let mut out = Vec::new();
+        json_line(&mut out, &s, &summary());
+        let line = format!("{{\"timestamp\":\"{}", String::from_utf8_lossy(&out));
+        let json: serde_json::Value = serde_json::from_str(line.trim()).expect("JSON");
+        assert_eq!(json["user_agent"], "Mozilla/5.0 \"X11\"");
+        assert!(json.get("referer").is_none());
     }
 
     #[test]

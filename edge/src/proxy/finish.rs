@@ -115,6 +115,13 @@ impl<H: EdgeHooks> Drop for Finisher<H> {
 /// JSON by the subscriber's format, fields named the same either way.
 fn access_log(session: &Session, summary: &RequestSummary) {
     let peer = session.peer.as_ref().map(|p| p.authority().as_str());
+    let header = |name| {
+        session
+            .req
+            .headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
     info!(
         target: "access",
         client = %session.client_addr.ip(),
@@ -131,5 +138,7 @@ fn access_log(session: &Session, summary: &RequestSummary) {
         upstream_status = summary.upstream_status.map(|s| s.as_u16()),
         error = summary.error,
         body_end = summary.end.as_str(),
+        referer = header(http::header::REFERER),
+        user_agent = header(http::header::USER_AGENT),
     );
 }
