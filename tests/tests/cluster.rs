@@ -10,7 +10,9 @@ use bytes::Bytes;
 use edge::config::Secret;
 use edge_tests::client::{self, get_with};
 use edge_tests::nats::NatsServer;
-use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, eventually_within, metrics};
+use edge_tests::{
+    MockOrigin, Reply, ResponseExt, TestEdge, eventually_within, metrics, poll_until,
+};
 use http::{Request, Response};
 use http_body_util::Full;
 
@@ -322,4 +324,307 @@ async fn propagation_across_five_nodes() {
         pct(&mut everywhere, 0.5),
         pct(&mut everywhere, 0.99)
     );
+}
+
+// ---- The shield ring from live membership ----
+
+/// Names the child-process node [`child_node`] runs (`origin nats dir
+/// name`), set only by [`ChildNode::spawn`].
+const CHILD: &str = "EDGE_TESTS_CLUSTER_CHILD";
+/// How long a membership entry lives without a heartbeat in the ring test.
+const RING_TTL: Duration = Duration::from_secs(2);
+
+/// A shield in a process of its own (this test binary, run again on
+/// [`child_node`]), so that it can be SIGKILLed: no clean leave, no
+/// flush, its heartbeats just stop. Killed on drop.
+struct ChildNode {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+}
+
+impl ChildNode {
+    fn spawn(origin: &MockOrigin, nats: &NatsServer, dir: &Path, name: &str) -> ChildNode {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().expect("the test binary");
+        let spec = format!("{} {} {} {name}", origin.url(), nats.url(), dir.display());
+        let mut child = std::process::Command::new(exe)
+            .args(["child_node", "--exact", "--ignored", "--nocapture"])
+            .env(CHILD, spec)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the test binary runs again");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the addresses, then drains the pipe until the child dies.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(addrs) = line.strip_prefix("CHILD-NODE ") {
+                    let _ = tx.send(addrs.to_owned());
+                }
+            }
+        });
+        let addrs = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the child node reports its addresses");
+        let (addr, admin) = addrs.split_once(' ').expect("two addresses");
+        ChildNode {
+            child,
+            addr: addr.parse().expect("listen address"),
+            admin: admin.parse().expect("admin address"),
+        }
+    }
+
+    fn kill9(&mut self) {
+        // std's kill is SIGKILL on Unix.
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A ring member for the ring test: `role`, the short TTL, no static
+/// shields.
+async fn tier_node(
+    origin_url: &str,
+    dir: &Path,
+    name: &str,
+    role: cluster::Role,
+    nats_url: String,
+) -> TestEdge {
+    let name = name.to_owned();
+    TestEdge::start_in(origin_url, dir, move |c| {
+        c.node_name = name;
+        c.purge.token = Some(Secret(TOKEN.into()));
+        c.cluster.servers = vec![nats_url];
+        c.cluster.role = role;
+        c.cluster.publish_timeout = Duration::from_millis(500);
+        c.cluster.member_ttl = RING_TTL;
+    })
+    .await
+}
+
+/// The node [`ChildNode::spawn`] starts: a shield that runs until killed.
+/// Does nothing when run any other way.
+#[tokio::test]
+#[ignore = "run in a child process by the_shield_ring_follows_live_membership"]
+async fn child_node() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(' ').collect();
+    let [origin, nats, dir, name] = parts[..] else {
+        panic!("{CHILD}: {spec:?}");
+    };
+    let node = tier_node(
+        origin,
+        Path::new(dir),
+        name,
+        cluster::Role::Shield,
+        nats.to_owned(),
+    )
+    .await;
+    println!("CHILD-NODE {} {}", node.addr(), node.admin_addr());
+    std::future::pending::<()>().await;
+}
+
+/// The shields on `admin`'s ring, by `host:port`, with their source.
+async fn ring_at(admin: &str) -> Vec<(String, String)> {
+    let resp = get_with(&format!("{admin}/peers"), &[]).await;
+    let peers: serde_json::Value = serde_json::from_slice(resp.body()).expect("peers json");
+    let mut ring: Vec<(String, String)> = peers
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|p| p["role"] == "shield")
+        .map(|p| {
+            (
+                p["peer"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim_start_matches("http://")
+                    .to_owned(),
+                p["source"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    ring.sort();
+    ring
+}
+
+/// Waits until every node in `admins` has exactly the shields `expected`
+/// (`host:port`) on its ring, all from the cluster.
+async fn rings_are(admins: &[String], expected: &[std::net::SocketAddr], limit: Duration) {
+    let mut want: Vec<(String, String)> = expected
+        .iter()
+        .map(|a| (a.to_string(), "cluster".to_owned()))
+        .collect();
+    want.sort();
+    for admin in admins {
+        poll_until(&format!("the ring at {admin}"), limit, async || {
+            let ring = ring_at(admin).await;
+            if ring == want {
+                Ok(())
+            } else {
+                Err(format!("{ring:?}"))
+            }
+        })
+        .await;
+    }
+}
+
+/// Which shield fetched the response from the origin: the first hop in
+/// `Via` (origin side first) that is a shield.
+fn fetched_by(resp: &Response<Bytes>) -> String {
+    let via = resp.header("via").unwrap_or("").to_owned();
+    via.split(',')
+        .map(str::trim)
+        .find_map(|hop| hop.strip_prefix("1.1 "))
+        .filter(|name| name.starts_with("shield-"))
+        .unwrap_or_else(|| panic!("no shield in Via: {via:?}"))
+        .to_owned()
+}
+
+/// GETs every key through `edge`: each answered 200, each fetched from
+/// the origin exactly `fetches` times so far; returns the fetching shield
+/// of each key.
+async fn owners(
+    edge: &TestEdge,
+    origin: &MockOrigin,
+    keys: &[String],
+    fetches: usize,
+) -> Vec<String> {
+    let mut owners = Vec::new();
+    for key in keys {
+        let resp = get_with(&edge.url(key), &[HOST]).await;
+        assert_eq!(resp.status(), 200, "{key} through {}", edge.addr());
+        assert_eq!(resp.body(), key.as_str());
+        assert_eq!(origin.hits(key), fetches, "{key}: origin fetches");
+        owners.push(fetched_by(&resp));
+    }
+    owners
+}
+
+/// A hard purge of every key, published at `at` and held at every node
+/// of `admins` before this returns.
+async fn purge_all(at: &TestEdge, admins: &[String]) {
+    let resp = post(&at.admin_url("/purge"), r#"{"prefixes": ["cdn.test/k"]}"#).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    let answer: serde_json::Value = serde_json::from_slice(resp.body()).expect("json");
+    let id = answer["id"].as_str().expect("id").to_owned();
+    let bearer = format!("Bearer {TOKEN}");
+    for admin in admins {
+        let url = format!("{admin}/purge/{id}");
+        eventually_within("the purge held everywhere", PROPAGATION, async || {
+            get_with(&url, &[("authorization", &bearer)]).await.status() == 200
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shield_ring_follows_live_membership() {
+    let nats = NatsServer::start();
+    let origin = MockOrigin::start().await;
+    origin.fallback(|path| {
+        Reply::ok(path.to_owned())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"v1\"")
+    });
+    let dirs = dirs(5);
+    let url = origin.url();
+    let node = async |i: usize, name: &str, role| {
+        tier_node(&url, dirs[i].path(), name, role, nats.url()).await
+    };
+    let shield_a = node(0, "shield-a", cluster::Role::Shield).await;
+    let shield_b = node(1, "shield-b", cluster::Role::Shield).await;
+    let edge_1 = node(2, "edge-1", cluster::Role::Edge).await;
+    let edge_2 = node(3, "edge-2", cluster::Role::Edge).await;
+    let edges = [edge_1.admin_url(""), edge_2.admin_url("")];
+    let mut everyone = vec![shield_a.admin_url(""), shield_b.admin_url("")];
+    everyone.extend(edges.iter().cloned());
+    // No static shields anywhere: the ring is the cluster's.
+    rings_are(
+        &edges,
+        &[shield_a.addr(), shield_b.addr()],
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let keys: Vec<String> = (0..48).map(|i| format!("/k/{i}")).collect();
+    // A cold object costs one origin fetch across the tier: both edges
+    // ask, the key's shield fetches once.
+    let first = owners(&edge_1, &origin, &keys, 1).await;
+    assert_eq!(
+        owners(&edge_2, &origin, &keys, 1).await,
+        first,
+        "both edges agree on the owners"
+    );
+    for shield in ["shield-a", "shield-b"] {
+        assert!(
+            first.iter().any(|o| o == shield),
+            "{shield} owns no key: {first:?}"
+        );
+    }
+
+    // A third shield joins: only its share of the keys moves, to it.
+    let mut shield_c = ChildNode::spawn(&origin, &nats, dirs[4].path(), "shield-c");
+    rings_are(
+        &edges,
+        &[shield_a.addr(), shield_b.addr(), shield_c.addr],
+        Duration::from_secs(5),
+    )
+    .await;
+    everyone.push(format!("http://{}", shield_c.admin));
+    purge_all(&edge_1, &everyone).await;
+    let second = owners(&edge_1, &origin, &keys, 2).await;
+    assert_eq!(owners(&edge_2, &origin, &keys, 2).await, second);
+    let mut moved = 0;
+    for (key, (before, after)) in keys.iter().zip(first.iter().zip(&second)) {
+        if before != after {
+            assert_eq!(
+                after, "shield-c",
+                "{key} moved from {before} to {after}, not to the new shield"
+            );
+            moved += 1;
+        }
+    }
+    eprintln!("{moved} of 48 keys moved to shield-c when it joined");
+    // A third of 48 is 16; binomially, 6 to 28 is beyond ±3 sd.
+    assert!(
+        (6..=28).contains(&moved),
+        "{moved} of 48 keys moved to shield-c"
+    );
+
+    // shield-c is SIGKILLed: until its entry ages out, its keys fall
+    // through to the next shield on the ring (connection refused costs no
+    // retry budget), and every request succeeds.
+    shield_c.kill9();
+    let killed = std::time::Instant::now();
+    everyone.pop();
+    purge_all(&edge_1, &everyone).await;
+    let third = owners(&edge_1, &origin, &keys, 3).await;
+    assert_eq!(
+        third, first,
+        "with shield-c dead, each key is where it was before it joined"
+    );
+    // Its keys move within the heartbeat TTL (and a sweep's granularity).
+    rings_are(&edges, &[shield_a.addr(), shield_b.addr()], RING_TTL * 2).await;
+    let gone = killed.elapsed();
+    eprintln!("shield-c off both edges' rings {gone:?} after SIGKILL (member_ttl {RING_TTL:?})");
+    assert!(
+        gone <= RING_TTL + RING_TTL / 2,
+        "shield-c dropped after {gone:?}"
+    );
+    purge_all(&edge_2, &everyone).await;
+    assert_eq!(owners(&edge_2, &origin, &keys, 4).await, first);
+    assert_eq!(owners(&edge_1, &origin, &keys, 4).await, first);
 }
