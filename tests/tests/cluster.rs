@@ -628,3 +628,104 @@ async fn the_shield_ring_follows_live_membership() {
     assert_eq!(owners(&edge_2, &origin, &keys, 4).await, first);
     assert_eq!(owners(&edge_1, &origin, &keys, 4).await, first);
 }
+
+// ---- A 3-server NATS cluster ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_of_three_nats_servers_killed_purges_keep_flowing() {
+    let mut servers = NatsServer::cluster(3).await;
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let origin = MockOrigin::start().await;
+    origin.fallback(|path| cacheable(path));
+    let dirs = dirs(3);
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let urls = urls.clone();
+        nodes.push(
+            TestEdge::start_in(&origin.url(), dir.path(), move |c| {
+                c.node_name = format!("r{i}");
+                c.purge.token = Some(Secret(TOKEN.into()));
+                c.purge.retry_max = Duration::from_millis(300);
+                // Every edge knows all three servers; the stream (and the
+                // membership bucket) is replicated on all three.
+                c.cluster.servers = urls;
+                c.cluster.replicas = 3;
+                c.cluster.publish_timeout = Duration::from_millis(500);
+                c.cluster.member_ttl = Duration::from_secs(3);
+            })
+            .await,
+        );
+    }
+    // The R3 stream exists once every node's purge is acknowledged.
+    for (i, n) in nodes.iter().enumerate() {
+        cached_at(n, &format!("/warm/{i}")).await;
+        eventually_within(
+            "a purge published on the R3 stream",
+            Duration::from_secs(10),
+            async || {
+                let body = format!(r#"{{"urls": ["http://cdn.test/warm/{i}"]}}"#);
+                let resp = post(&n.admin_url("/purge"), &body).await;
+                let answer: serde_json::Value =
+                    serde_json::from_slice(resp.body()).unwrap_or_default();
+                resp.status() == 200 && answer["cluster"] == "published"
+            },
+        )
+        .await;
+    }
+    let paths: Vec<String> = (0..3).map(|i| format!("/after-kill/{i}")).collect();
+    for n in &nodes {
+        for path in &paths {
+            cached_at(n, path).await;
+        }
+    }
+    // Kill the server node r0 is connected to: r0 has to fail over.
+    let mut victim = None;
+    poll_until("r0's NATS server", Duration::from_secs(5), async || {
+        for (i, s) in servers.iter().enumerate() {
+            if s.has_client("edge r0").await {
+                victim = Some(i);
+                return Ok(());
+            }
+        }
+        Err("no server lists edge r0")
+    })
+    .await;
+    let victim = victim.expect("found");
+    servers[victim].stop();
+    // A purge at each node, r0 first: accepted at once (200, or 202 while
+    // a client reconnects or the stream elects a new leader), and in force
+    // at all three.
+    for (n, path) in nodes.iter().zip(&paths) {
+        let body = format!(r#"{{"urls": ["http://cdn.test{path}"]}}"#);
+        let resp = post(&n.admin_url("/purge"), &body).await;
+        assert!(
+            resp.status() == 200 || resp.status() == 202,
+            "{}: {:?}",
+            resp.status(),
+            resp.body()
+        );
+        for m in &nodes {
+            purged_within(m, path, Duration::from_secs(10)).await;
+        }
+    }
+    // And with two of three servers the stream keeps its quorum: purges
+    // are acknowledged again (200, "published") at every node.
+    for n in &nodes {
+        eventually_within(
+            "purges published with a server down",
+            Duration::from_secs(10),
+            async || {
+                let resp = post(&n.admin_url("/purge"), r#"{"tags": ["none"]}"#).await;
+                let answer: serde_json::Value =
+                    serde_json::from_slice(resp.body()).unwrap_or_default();
+                resp.status() == 200 && answer["cluster"] == "published"
+            },
+        )
+        .await;
+        assert_eq!(metric(n, "edge_cluster_connected").await, 1.0);
+    }
+    assert!(
+        !servers[victim].has_client("edge r0").await,
+        "the killed server is gone"
+    );
+}
