@@ -275,9 +275,13 @@ async fn members_register_in_the_bucket_and_a_clean_stop_leaves_at_once() {
 }
 
 /// Purge propagation across 5 nodes on loopback (issue 22's benchmark):
-/// from the API's 200 to the purge being held at every node, polled on
-/// each node's `GET /purge/{id}`. Run with
-/// `cargo test -p edge-tests --test cluster --release -- --ignored --nocapture propagation`.
+/// from the API's 200 to the purge being held at every node (each node's
+/// `GET /purge/{id}` polled every millisecond, all five at once), and the
+/// API's own latency (stored, synced, acknowledged by JetStream). Two
+/// runs of `PURGES` (500) purges, round robin over the nodes:
+/// back-to-back (each sent as soon as the last one's 200 is back) and
+/// paced at `RATE` (100) purges a second. `benches/cluster-propagation.sh`
+/// runs it on a release build.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn propagation_across_five_nodes() {
@@ -288,42 +292,105 @@ async fn propagation_across_five_nodes() {
     for (i, dir) in dirs.iter().enumerate() {
         nodes.push(node(&origin, dir.path(), &format!("p{i}"), Some(&nats)).await);
     }
-    let bearer = format!("Bearer {TOKEN}");
-    let rounds: usize = std::env::var("PURGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
-    let (mut api, mut everywhere) = (Vec::new(), Vec::new());
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rounds = env("PURGES", 500);
+    let rate = env("RATE", 100).max(1);
+    let admins: Vec<String> = nodes.iter().map(|n| n.admin_url("")).collect();
+    // Warm-up: the stream exists and every connection is open.
+    measure(&admins, 20, None).await;
+    for (mode, pace) in [
+        ("back-to-back", None),
+        ("paced", Some(Duration::from_secs(1) / rate as u32)),
+    ] {
+        let (mut api, mut everywhere) = measure(&admins, rounds, pace).await;
+        let label = match pace {
+            None => mode.to_owned(),
+            Some(_) => format!("{mode} at {rate}/s"),
+        };
+        eprintln!(
+            "PROPAGATION {label}: {rounds} purges, 5 nodes: API (with JetStream ack) p50 {:.1} ms p99 {:.1} ms; 200 -> in force at all 5 p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            percentile(&mut api, 0.5),
+            percentile(&mut api, 0.99),
+            percentile(&mut everywhere, 0.5),
+            percentile(&mut everywhere, 0.99),
+            percentile(&mut everywhere, 1.0),
+        );
+    }
+}
+
+/// `p` (0..=1) of `v`, in milliseconds (nearest rank).
+fn percentile(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let rank = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len());
+    v[rank - 1].as_secs_f64() * 1000.0
+}
+
+/// Sends `rounds` purges round robin over `admins` (the next as soon as
+/// the last 200 is back, or every `pace`), each followed by its own
+/// watcher; returns each purge's API latency and its time from the 200
+/// to being held at every node.
+async fn measure(
+    admins: &[String],
+    rounds: usize,
+    pace: Option<Duration>,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let http = client::http1();
+    let mut api = Vec::new();
+    let mut watchers = tokio::task::JoinSet::new();
+    let mut tick = pace.map(|p| {
+        let mut t = tokio::time::interval(p);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
     for i in 0..rounds {
+        if let Some(tick) = &mut tick {
+            tick.tick().await;
+        }
         let sent = std::time::Instant::now();
         let body = format!(r#"{{"urls": ["http://cdn.test/p{i}"]}}"#);
-        let resp = post(&nodes[i % 5].admin_url("/purge"), &body).await;
-        assert_eq!(resp.status(), 200);
-        let acked = sent.elapsed();
+        let resp = post(&format!("{}/purge", admins[i % admins.len()]), &body).await;
+        assert_eq!(resp.status(), 200, "{:?}", resp.body());
+        let acked = std::time::Instant::now();
+        api.push(acked - sent);
         let answer: serde_json::Value = serde_json::from_slice(resp.body()).expect("json");
         let id = answer["id"].as_str().expect("id").to_owned();
-        let start = std::time::Instant::now();
-        for n in &nodes {
-            let url = n.admin_url(&format!("/purge/{id}"));
-            eventually_within("purge held", Duration::from_secs(5), async || {
-                get_with(&url, &[("authorization", &bearer)]).await.status() == 200
-            })
-            .await;
-        }
-        api.push(acked);
-        everywhere.push(start.elapsed());
+        let urls: Vec<String> = admins.iter().map(|a| format!("{a}/purge/{id}")).collect();
+        let http = http.clone();
+        watchers.spawn(async move {
+            let mut held = tokio::task::JoinSet::new();
+            for url in urls {
+                let http = http.clone();
+                held.spawn(async move {
+                    let deadline = acked + Duration::from_secs(10);
+                    loop {
+                        let req = Request::get(&url)
+                            .header("authorization", format!("Bearer {TOKEN}"))
+                            .body(Full::default())
+                            .expect("request");
+                        if client::fetch(&http, req).await.status() == 200 {
+                            return;
+                        }
+                        assert!(std::time::Instant::now() < deadline, "{url} never held");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                });
+            }
+            while let Some(done) = held.join_next().await {
+                done.expect("watcher");
+            }
+            acked.elapsed()
+        });
     }
-    let pct = |v: &mut Vec<Duration>, p: f64| {
-        v.sort();
-        v[((v.len() as f64 - 1.0) * p) as usize]
-    };
-    eprintln!(
-        "{rounds} purges, 5 nodes: API (with JetStream ack) p50 {:?} p99 {:?}; 200 → in force everywhere p50 {:?} p99 {:?}",
-        pct(&mut api, 0.5),
-        pct(&mut api, 0.99),
-        pct(&mut everywhere, 0.5),
-        pct(&mut everywhere, 0.99)
-    );
+    let mut everywhere = Vec::new();
+    while let Some(done) = watchers.join_next().await {
+        everywhere.push(done.expect("watcher"));
+    }
+    (api, everywhere)
 }
 
 // ---- The shield ring from live membership ----
