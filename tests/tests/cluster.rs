@@ -256,6 +256,12 @@ async fn members_register_in_the_bucket_and_a_clean_stop_leaves_at_once() {
         async || metric(&edge, "edge_cluster_members").await == 2.0,
     )
     .await;
+    // What the dashboard's cluster panel shows.
+    let stats = get_with(&edge.admin_url("/stats.json"), &[]).await;
+    let stats: serde_json::Value = serde_json::from_slice(stats.body()).expect("stats json");
+    assert_eq!(stats["cluster"]["connected"], true, "{stats}");
+    assert_eq!(stats["cluster"]["members"], 2, "{stats}");
+    assert!(stats["cluster"]["joins"].as_u64() >= Some(2), "{stats}");
     shield.stop().await;
     // Well under the 3 s TTL: the shield deleted its entry.
     eventually_within(
@@ -703,7 +709,7 @@ async fn with_one_of_three_nats_servers_killed_purges_keep_flowing() {
     let mut servers = NatsServer::cluster(3).await;
     let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
     let origin = MockOrigin::start().await;
-    origin.fallback(|path| cacheable(path));
+    origin.fallback(cacheable);
     let dirs = dirs(3);
     let mut nodes = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
