@@ -68,6 +68,10 @@ pub struct Cluster {
 /// backlog (a stream of `rule_ttl` of purges replays in well under this).
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 
+/// The longest a starting node waits for the membership bucket's current
+/// entries (one small message per node).
+const MEMBERS_WAIT: Duration = Duration::from_secs(3);
+
 impl Cluster {
     /// Connects (in the background: an unreachable NATS is not an error;
     /// purges queue in the outbox until it is back), attaches the purge
@@ -132,12 +136,25 @@ impl Cluster {
         // stream holds are applied here. Bounded, and only when NATS
         // answered: without it the node serves at once, as a lone node.
         if stream_ready {
-            let wait = tokio::time::timeout(CATCH_UP_WAIT, caught_up.wait_for(|c| *c)).await;
-            if wait.is_err() {
+            // (`is_err` at once: the Ok holds a borrow of the watch.)
+            let late = tokio::time::timeout(CATCH_UP_WAIT, caught_up.wait_for(|c| *c))
+                .await
+                .is_err();
+            if late {
                 warn!(
                     waited = ?CATCH_UP_WAIT,
                     "purge stream not caught up; serving while the rest is applied"
                 );
+            }
+            // And the members as the bucket holds them (this node among
+            // them once loaded): an edge starts with its shield ring
+            // rather than sending its first misses straight to the origin.
+            let mut loaded = members.clone();
+            let late = tokio::time::timeout(MEMBERS_WAIT, loaded.wait_for(|m| !m.is_empty()))
+                .await
+                .is_err();
+            if late {
+                warn!(waited = ?MEMBERS_WAIT, "cluster members not loaded yet; serving without them");
             }
         }
         info!(servers = ?config.servers, node = %config.node.name, role = config.node.role.as_str(), "cluster on NATS JetStream");

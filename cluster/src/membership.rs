@@ -4,6 +4,11 @@
 //! live members. A crashed node's entry ages out of the bucket, but the KV
 //! watch reports no event for that, so each node also forgets a member it
 //! has not heard from for a TTL (on its own monotonic clock).
+//!
+//! The watch starts with the bucket's current entries (the last value of
+//! each key), so a node that starts knows the members at once rather
+//! than at their next heartbeat; the members are published only once that
+//! initial load is done, so the first value a reader sees is complete.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -127,10 +132,19 @@ async fn session(
         .put(&key, value.clone())
         .await
         .map_err(|e| wrap(Box::new(e)))?;
-    let mut watch = store.watch_all().await.map_err(|e| wrap(Box::new(e)))?;
+    // With history: the current entries first (one per key), then changes.
+    let mut watch = store
+        .watch_with_history(">")
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    // A new session's load replays what this node already knows: it
+    // publishes once the load is done, whether or not anything changed.
+    let mut loaded = false;
     let ttl = config.member_ttl;
     let mut beat = tokio::time::interval(ttl / 3);
-    let mut sweep = tokio::time::interval(ttl / 4);
+    // Fine-grained, so a crashed member leaves within about a TTL of its
+    // last heartbeat (a sweep is a walk over a few entries).
+    let mut sweep = tokio::time::interval(ttl / 8);
     loop {
         tokio::select! {
             _ = beat.tick() => {
@@ -148,7 +162,9 @@ async fn session(
                 });
                 if seen.len() != before {
                     metrics.membership.with_label_values(&["leave"]).inc_by((before - seen.len()) as u64);
-                    publish(seen, members, metrics);
+                    if loaded {
+                        publish(seen, members, metrics);
+                    }
                 }
             }
             entry = watch.next() => {
@@ -156,7 +172,12 @@ async fn session(
                     return Ok(());
                 };
                 let entry = entry.map_err(|e| wrap(Box::new(e)))?;
-                if changed(seen, entry, metrics) {
+                let current = entry.delta == 0 || entry.seen_current;
+                let changed = changed(seen, entry, (!loaded).then_some(ttl), metrics);
+                if current && (changed || !loaded) {
+                    loaded = true;
+                    publish(seen, members, metrics);
+                } else if changed && loaded {
                     publish(seen, members, metrics);
                 }
             }
@@ -168,12 +189,25 @@ async fn session(
 fn changed(
     seen: &mut BTreeMap<String, (Member, Instant)>,
     entry: kv::Entry,
+    replayed_within: Option<Duration>,
     metrics: &Metrics,
 ) -> bool {
     match entry.operation {
         kv::Operation::Put => match serde_json::from_slice::<Member>(&entry.value) {
             Ok(member) => {
-                let before = seen.insert(entry.key.clone(), (member.clone(), Instant::now()));
+                let heard = match replayed_within {
+                    Some(ttl) => {
+                        let heard = heard_at(&entry, ttl);
+                        if heard.elapsed() >= ttl {
+                            // An old entry the bucket has not expired yet:
+                            // a member that stopped beating.
+                            return false;
+                        }
+                        heard
+                    }
+                    None => Instant::now(),
+                };
+                let before = seen.insert(entry.key.clone(), (member.clone(), heard));
                 match before {
                     None => {
                         info!(member = %member.name, role = member.role.as_str(), url = %member.url, "member joined");
@@ -197,6 +231,23 @@ fn changed(
             gone
         }
     }
+}
+
+/// When the member of an entry replayed from the bucket (the watch's
+/// initial load) was last heard from, on this node's monotonic clock: now
+/// less the entry's age by the server's timestamp, clamped to `0..=ttl`
+/// so a skewed clock can neither keep a dead member nor drop a live one
+/// for longer than a TTL. Counting a replayed entry as a heartbeat now
+/// would keep a member that just crashed for up to two TTLs. (Live events
+/// are heartbeats now: no clock but this node's is read for them.)
+fn heard_at(entry: &kv::Entry, ttl: Duration) -> Instant {
+    let now = Instant::now();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    let age_ns = (wall - entry.created.unix_timestamp_nanos()).clamp(0, ttl.as_nanos() as i128);
+    now.checked_sub(Duration::from_nanos(age_ns as u64))
+        .unwrap_or(now)
 }
 
 fn publish(

@@ -3,7 +3,7 @@
 //! This crate owns everything with a socket: the client-facing listener
 //! ([`server`]), one request's phases ([`proxy`]), the programmable surface
 //! ([`hooks`]), compression ([`transform`]), where misses go ([`routing`]: shields, origin pools, health
-//! probes), the pooled client to peers ([`upstream`]), the admin listener
+//! probes; [`discovery`]: shields from cluster membership), the pooled client to peers ([`upstream`]), the admin listener
 //! ([`admin`]), configuration ([`config`], [`cli`]), and the binary's logging
 //! ([`logging`]) and man page ([`man`]). Cache semantics live in
 //! the `cache` crate, peer choice in `origin-shield`, invalidation in
@@ -28,6 +28,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod headers;
 pub mod hooks;

@@ -2,6 +2,10 @@
 //! that owns its cache key, else the origin pool; loop protection with
 //! `CDN-Loop` (RFC 8586); active health probes; what `/peers` shows.
 //!
+//! The shield ring is the static `shields` plus the shields the cluster
+//! discovered (`discovery.rs`), swapped whole when either changes: a
+//! request loads the ring once, lock-free, and keeps it to its end.
+//!
 //! The choices themselves (ring, policies, health) live in `origin-shield`;
 //! this file wires them to the request and to the network.
 
@@ -9,13 +13,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use cache::CacheKey;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use origin_shield::balance::{Member, Pick, Policy, Pool};
-use origin_shield::health::RetryBudget;
+use origin_shield::health::{HealthPolicy, RetryBudget};
 use origin_shield::{Peer, ring};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -33,13 +38,109 @@ pub static CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
 #[derive(Debug)]
 pub struct Routing {
     pub origins: Pool,
-    /// Shield peers on a consistent-hash ring, if this node has a tier.
-    pub shields: Option<Pool>,
-    /// This node's own address among the shields, if it is one.
-    own_shield: Option<Authority>,
+    /// The shield ring now; replaced whole when the cluster's shields
+    /// change (read once per request, never locked).
+    tier: ArcSwap<Tier>,
+    /// The configured shields, kept to rebuild the ring with.
+    static_shields: Vec<ShieldPeer>,
+    health: HealthPolicy,
+    listen: SocketAddr,
     pub budget: RetryBudget,
     node_name: String,
     max_hops: usize,
+}
+
+/// Where a shield on the ring comes from, for `/peers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerSource {
+    /// `shields` (or `origins`) in the config.
+    Static,
+    /// A live `role = shield` member of the cluster.
+    Cluster,
+    /// Both: configured, and live in the cluster.
+    Both,
+}
+
+impl PeerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerSource::Static => "static",
+            PeerSource::Cluster => "cluster",
+            PeerSource::Both => "static+cluster",
+        }
+    }
+}
+
+/// The shield ring at one moment.
+#[derive(Debug)]
+struct Tier {
+    /// Shield peers on a consistent-hash ring, if this node has a tier.
+    pool: Option<Pool>,
+    /// This node's own address among the shields, if it is one.
+    own: Option<Authority>,
+    /// Each shield's source, by its `host:port`, in the pool's order.
+    sources: Vec<(Authority, PeerSource)>,
+}
+
+impl Tier {
+    /// The ring over `static_shields` and `discovered` (a shield in both
+    /// counts once, as configured: its TLS settings are the config's);
+    /// members of `before` keep their health, and an unchanged ring is
+    /// reused rather than hashed again.
+    fn build(
+        static_shields: &[ShieldPeer],
+        discovered: &[ShieldPeer],
+        node_name: &str,
+        listen: SocketAddr,
+        health: &HealthPolicy,
+        before: &[&Pool],
+    ) -> Tier {
+        let mut merged: Vec<(&ShieldPeer, PeerSource)> = static_shields
+            .iter()
+            .map(|s| (s, PeerSource::Static))
+            .collect();
+        for shield in discovered {
+            let authority = shield.peer.authority();
+            match merged
+                .iter_mut()
+                .find(|(s, _)| s.peer.authority() == authority)
+            {
+                Some((_, source)) => *source = PeerSource::Both,
+                None => merged.push((shield, PeerSource::Cluster)),
+            }
+        }
+        if merged.is_empty() {
+            return Tier {
+                pool: None,
+                own: None,
+                sources: Vec::new(),
+            };
+        }
+        let listen = listen.to_string();
+        let own = merged
+            .iter()
+            .find(|(s, _)| {
+                s.name.as_deref() == Some(node_name) || s.peer.authority().as_str() == listen
+            })
+            .map(|(s, _)| s.peer.authority().clone());
+        let sources = merged
+            .iter()
+            .map(|(s, source)| (s.peer.authority().clone(), *source))
+            .collect();
+        let peers = merged.iter().map(|(s, _)| s.peer.clone()).collect();
+        Tier {
+            pool: Some(Pool::keeping(peers, Policy::HashKey, health, before)),
+            own,
+            sources,
+        }
+    }
+
+    fn source(&self, peer: &Authority) -> PeerSource {
+        self.sources
+            .iter()
+            .find(|(a, _)| a == peer)
+            .map_or(PeerSource::Static, |(_, s)| *s)
+    }
 }
 
 impl Routing {
@@ -57,51 +158,90 @@ impl Routing {
         shields: &[ShieldPeer],
         listen: SocketAddr,
     ) -> Self {
-        Routing::keeping(config, origins, shields, listen, &[])
+        Routing::keeping(config, origins, shields, listen, &[], &[])
     }
 
-    /// [`for_peers`](Self::for_peers) after a reload: a peer that was a
-    /// member of the same kind of pool in `previous` keeps its health
-    /// (probes, failures, ejection), so a reload neither revives a dead
-    /// peer nor forgets a live one.
+    /// [`for_peers`](Self::for_peers) after a reload, with the shields the
+    /// cluster `discovered`: a peer that was a member of the same kind of
+    /// pool in `previous` keeps its health (probes, failures, ejection),
+    /// so a reload neither revives a dead peer nor forgets a live one.
     pub fn keeping(
         config: &Config,
         origins: &[Peer],
         shields: &[ShieldPeer],
         listen: SocketAddr,
         previous: &[Arc<Routing>],
+        discovered: &[ShieldPeer],
     ) -> Self {
         let health = config.upstream.health_policy();
         let origin_pools: Vec<&Pool> = previous.iter().map(|r| &r.origins).collect();
-        let shield_pools: Vec<&Pool> = previous.iter().filter_map(|r| r.shields.as_ref()).collect();
+        let tiers: Vec<Arc<Tier>> = previous.iter().map(|r| r.tier.load_full()).collect();
+        let shield_pools: Vec<&Pool> = tiers.iter().filter_map(|t| t.pool.as_ref()).collect();
         let origins = Pool::keeping(
             origins.to_vec(),
             config.upstream.balance,
             &health,
             &origin_pools,
         );
-        let (shields, own_shield) = if shields.is_empty() {
-            (None, None)
-        } else {
-            let own = shields
-                .iter()
-                .find(|s| {
-                    s.name.as_deref() == Some(config.node_name.as_str())
-                        || s.peer.authority().as_str() == listen.to_string()
-                })
-                .map(|s| s.peer.authority().clone());
-            let peers = shields.iter().map(|s| s.peer.clone()).collect();
-            let pool = Pool::keeping(peers, Policy::HashKey, &health, &shield_pools);
-            (Some(pool), own)
-        };
+        let tier = Tier::build(
+            shields,
+            discovered,
+            &config.node_name,
+            listen,
+            &health,
+            &shield_pools,
+        );
         Routing {
             origins,
-            shields,
-            own_shield,
+            tier: ArcSwap::from_pointee(tier),
+            static_shields: shields.to_vec(),
+            health,
+            listen,
             budget: RetryBudget::new(config.upstream.retry_budget, 10),
             node_name: config.node_name.clone(),
             max_hops: config.upstream.max_hops as usize,
         }
+    }
+
+    /// Rebuilds the shield ring over the static shields and `discovered`
+    /// (the cluster's live shields). Shields that stay keep their health
+    /// and, the ring being consistent, their keys; only a shield that
+    /// joins or leaves moves keys. Returns whether the ring changed.
+    pub fn set_discovered(&self, discovered: &[ShieldPeer]) -> bool {
+        let now = self.tier.load_full();
+        let before: Vec<&Pool> = now.pool.iter().collect();
+        let next = Tier::build(
+            &self.static_shields,
+            discovered,
+            &self.node_name,
+            self.listen,
+            &self.health,
+            &before,
+        );
+        let same = next.sources == now.sources
+            && match (&next.pool, &now.pool) {
+                (Some(a), Some(b)) => {
+                    let (a, b) = (a.members(), b.members());
+                    a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.peer == y.peer)
+                }
+                (None, None) => true,
+                _ => false,
+            };
+        if same {
+            return false;
+        }
+        self.tier.store(Arc::new(next));
+        true
+    }
+
+    /// The shields on the ring now (their `host:port`), for logs.
+    pub fn shield_names(&self) -> Vec<String> {
+        self.tier
+            .load()
+            .sources
+            .iter()
+            .map(|(a, _)| a.to_string())
+            .collect()
     }
 
     /// The peers to try for a request, in order. Cacheable requests (those
@@ -127,13 +267,14 @@ impl Routing {
             client_hash: ring::hash_bytes(client.to_string().as_bytes()),
         };
         let mut targets = Vec::new();
-        if let Some(shields) = &self.shields
+        let tier = self.tier.load();
+        if let Some(shields) = &tier.pool
             && !passed_here
             && pick.key_hash.is_some()
             && matches!(*method, Method::GET | Method::HEAD)
         {
             let order = shields.order(&pick);
-            let own = self.own_shield.as_ref();
+            let own = tier.own.as_ref();
             // A node that owns the key itself fetches it from the origins
             // (ownership by the ring alone: a node never sends its own keys
             // elsewhere because a probe of itself failed).
@@ -174,9 +315,19 @@ impl Routing {
         }
     }
 
-    /// Every pool with its role, for probes, metrics and `/peers`.
-    fn pools(&self) -> impl Iterator<Item = (&'static str, &Pool)> {
-        std::iter::once(("origin", &self.origins)).chain(self.shields.iter().map(|p| ("shield", p)))
+    /// Every member of every pool now, with its role, for probes,
+    /// metrics and `/peers` (the shield ring as it is at this call).
+    fn members(&self) -> Vec<(&'static str, Arc<Member>)> {
+        let mut members: Vec<(&'static str, Arc<Member>)> = self
+            .origins
+            .members()
+            .iter()
+            .map(|m| ("origin", m.clone()))
+            .collect();
+        if let Some(pool) = &self.tier.load().pool {
+            members.extend(pool.members().iter().map(|m| ("shield", m.clone())));
+        }
+        members
     }
 
     /// Sets the peer gauges (called when metrics are scraped).
@@ -184,40 +335,46 @@ impl Routing {
         // Members that left (DNS) must not linger with their last value.
         metrics.peer_up.reset();
         metrics.peer_active.reset();
-        for (role, pool) in self.pools() {
-            for member in pool.members().iter() {
-                let peer = member.peer.to_string();
-                let health = member.health.snapshot();
-                metrics
-                    .peer_up
-                    .with_label_values(&[&peer, role])
-                    .set(i64::from(health.up));
-                metrics
-                    .peer_active
-                    .with_label_values(&[&peer, role])
-                    .set(i64::from(health.active));
-                // Failure series exist (at 0) for every peer.
-                metrics
-                    .peer_failures
-                    .with_label_values(&[&peer, role, "connect"]);
-                metrics.peer_ejections.with_label_values(&[&peer, role]);
-            }
+        for (role, member) in self.members() {
+            let peer = member.peer.to_string();
+            let health = member.health.snapshot();
+            metrics
+                .peer_up
+                .with_label_values(&[&peer, role])
+                .set(i64::from(health.up));
+            metrics
+                .peer_active
+                .with_label_values(&[&peer, role])
+                .set(i64::from(health.active));
+            // Failure series exist (at 0) for every peer.
+            metrics
+                .peer_failures
+                .with_label_values(&[&peer, role, "connect"]);
+            metrics.peer_ejections.with_label_values(&[&peer, role]);
         }
     }
 
     /// What `/peers` shows.
     pub fn snapshot(&self) -> Vec<PeerView> {
+        let tier = self.tier.load_full();
         let mut views = Vec::new();
-        for (role, pool) in self.pools() {
+        let pools = std::iter::once(("origin", &self.origins))
+            .chain(tier.pool.iter().map(|p| ("shield", p)));
+        for (role, pool) in pools {
             for m in pool.members().iter() {
                 let h = m.health.snapshot();
+                let shield = role == "shield";
                 views.push(PeerView {
                     peer: m.peer.to_string(),
                     role,
+                    source: if shield {
+                        tier.source(m.peer.authority()).as_str()
+                    } else {
+                        PeerSource::Static.as_str()
+                    },
                     weight: m.peer.weight(),
                     policy: pool.policy().as_str(),
-                    this_node: role == "shield"
-                        && self.own_shield.as_ref() == Some(m.peer.authority()),
+                    this_node: shield && tier.own.as_ref() == Some(m.peer.authority()),
                     up: h.up,
                     probed_up: h.probed_up,
                     ejected_for_ms: h.ejected_for.map(|d| d.as_millis() as u64),
@@ -237,6 +394,8 @@ impl Routing {
 pub struct PeerView {
     pub peer: String,
     pub role: &'static str,
+    /// `static` (the config), `cluster` (a live member) or both.
+    pub source: &'static str,
     pub weight: u32,
     pub policy: &'static str,
     pub this_node: bool,
@@ -342,10 +501,7 @@ pub fn spawn_probes(routing: &Arc<Routing>, upstream: &Arc<Upstream>, config: &C
             let Some(routing) = weak.upgrade() else {
                 return;
             };
-            let mut members: Vec<(&'static str, Arc<Member>)> = Vec::new();
-            for (role, pool) in routing.pools() {
-                members.extend(pool.members().iter().map(|m| (role, m.clone())));
-            }
+            let members = routing.members();
             drop(routing);
             let mut probes = tokio::task::JoinSet::new();
             for (role, member) in members {
@@ -470,6 +626,90 @@ mod tests {
             }
         }
         assert!(own > 60 && other > 60, "own {own}, other {other}");
+    }
+
+    fn discovered(name: &str, url: &str) -> ShieldPeer {
+        ShieldPeer {
+            peer: url.parse().unwrap(),
+            name: Some(name.to_owned()),
+        }
+    }
+
+    fn first_port(routing: &Routing, path: &str) -> Option<u16> {
+        routing
+            .targets(&Method::GET, &HeaderMap::new(), Some(key(path)), CLIENT)
+            .unwrap()[0]
+            .peer
+            .authority()
+            .port_u16()
+    }
+
+    #[test]
+    fn discovered_shields_join_the_static_ones_and_only_a_joiners_keys_move() {
+        let routing = Routing::new(
+            &config("edge-1", &["http://127.0.0.1:7001"]),
+            "127.0.0.1:7999".parse().unwrap(),
+        );
+        let before: Vec<_> = (0..300)
+            .map(|i| first_port(&routing, &format!("/{i}")))
+            .collect();
+        assert!(before.iter().all(|p| *p == Some(7001)));
+        // 7001 is also in the cluster (listed once); 7002 only there.
+        let found = [
+            discovered("s-1", "http://127.0.0.1:7001"),
+            discovered("s-2", "http://127.0.0.1:7002"),
+        ];
+        assert!(routing.set_discovered(&found));
+        assert!(!routing.set_discovered(&found), "the same ring is kept");
+        let sources: Vec<_> = routing
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.role == "shield")
+            .map(|p| (p.peer, p.source))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("http://127.0.0.1:7001".to_owned(), "static+cluster"),
+                ("http://127.0.0.1:7002".to_owned(), "cluster"),
+            ]
+        );
+        let after: Vec<_> = (0..300)
+            .map(|i| first_port(&routing, &format!("/{i}")))
+            .collect();
+        let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+        assert!(after.iter().all(|p| matches!(p, Some(7001 | 7002))));
+        assert!((100..=200).contains(&moved), "{moved} of 300 moved");
+        // The cluster's shield leaves: the static one keeps every key.
+        assert!(routing.set_discovered(&[]));
+        let last: Vec<_> = (0..300)
+            .map(|i| first_port(&routing, &format!("/{i}")))
+            .collect();
+        assert_eq!(last, before);
+    }
+
+    #[test]
+    fn a_discovered_shield_recognises_itself_by_name() {
+        let routing = Routing::new(&config("s-1", &[]), "127.0.0.1:7999".parse().unwrap());
+        routing.set_discovered(&[
+            discovered("s-1", "http://10.0.0.1:8080"),
+            discovered("s-2", "http://10.0.0.2:8080"),
+        ]);
+        let (mut own, mut other) = (0, 0);
+        for i in 0..200 {
+            match first_port(&routing, &format!("/{i}")) {
+                Some(9000) => own += 1,
+                Some(8080) => other += 1,
+                p => panic!("unexpected first target {p:?}"),
+            }
+        }
+        assert!(own > 60 && other > 60, "own {own}, other {other}");
+        assert!(
+            routing
+                .snapshot()
+                .iter()
+                .any(|p| p.this_node && p.peer == "http://10.0.0.1:8080")
+        );
     }
 
     #[test]

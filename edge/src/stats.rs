@@ -38,6 +38,26 @@ pub struct Stats {
     pub purge_rules: i64,
     pub purge_backlog: i64,
     pub peers: Vec<PeerStats>,
+    /// The NATS cluster, on a node with `--cluster` (else absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// A node's view of the cluster, from the `edge_cluster_*` metrics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterStats {
+    pub connected: bool,
+    /// Live members, this node included.
+    pub members: i64,
+    /// Purges in the stream not yet applied here.
+    pub stream_lag: i64,
+    pub published: u64,
+    /// Purges received from the stream (every outcome).
+    pub applied: u64,
+    /// Accepted here, waiting for JetStream.
+    pub queued: i64,
+    pub joins: u64,
+    pub leaves: u64,
 }
 
 /// A cache tier's fill.
@@ -137,6 +157,21 @@ pub fn snapshot(registry: &Registry, node: &str, started: Instant) -> Stats {
         }
     }
     let g = |name: &str, labels: &[(&str, &str)]| single(&families, name, labels);
+    use cluster::metrics as c;
+    // Registered only when the node joined a cluster.
+    let cluster = families
+        .iter()
+        .any(|f| f.name() == c::CONNECTED)
+        .then(|| ClusterStats {
+            connected: g(c::CONNECTED, &[]) > 0.0,
+            members: g(c::MEMBERS, &[]) as i64,
+            stream_lag: g(c::STREAM_LAG, &[]) as i64,
+            published: g(c::PUBLISHED, &[]) as u64,
+            applied: g(c::APPLIED, &[]) as u64,
+            queued: g(c::QUEUED, &[]) as i64,
+            joins: g(c::MEMBERSHIP, &[("change", "join")]) as u64,
+            leaves: g(c::MEMBERSHIP, &[("change", "leave")]) as u64,
+        });
     Stats {
         node: node.to_owned(),
         uptime_seconds: started.elapsed().as_secs_f64(),
@@ -160,6 +195,7 @@ pub fn snapshot(registry: &Registry, node: &str, started: Instant) -> Stats {
         purge_rules: g(names::PURGE_RULES, &[]) as i64,
         purge_backlog: g(names::PURGE_BACKLOG, &[]) as i64,
         peers,
+        cluster,
     }
 }
 

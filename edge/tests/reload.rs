@@ -572,3 +572,38 @@ async fn a_reload_brings_new_access_rules_and_reads_the_jwks_again() {
     assert_eq!(status(with(&new_key)).await, 200);
     assert_eq!(status(with(&old_key)).await, 401);
 }
+
+#[tokio::test]
+async fn a_changed_cluster_section_is_reported_as_needing_a_restart() {
+    let a = origin("a").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("edge.toml");
+    let (listen, admin) = (free_port(), free_port());
+    // A NATS address where nothing listens: the node serves as a lone one
+    // (purges queue) and joins when it is there.
+    let nats = free_port();
+    let cluster = |role: &str| {
+        format!("\n[cluster]\nservers = [\"nats://127.0.0.1:{nats}\"]\nrole = \"{role}\"\n")
+    };
+    let write = |role: &str| {
+        std::fs::write(
+            &file,
+            config_text(listen, admin, dir.path(), &a.url(), &cluster(role)),
+        )
+        .expect("config written");
+    };
+    write("edge");
+    let node = Node::start(&file, listen, admin).await;
+    write("shield");
+    let (status, report) = node.reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["needs_restart"], serde_json::json!(["cluster.role"]));
+    // The cluster it started with is still the one running.
+    let metrics = node.metrics().await;
+    assert_eq!(
+        metrics::value(&metrics, "edge_cluster_connected "),
+        Some(0.0)
+    );
+    let resp = client::fetch(&client::http1(), node.shop("/x")).await;
+    assert_eq!(resp.status(), 200);
+}

@@ -4,8 +4,9 @@
 //!
 //! A few keys cannot change in a running process (a socket is bound, the
 //! data directory is open, the memory budget is allocated, the runtime's
-//! threads exist, the log is set up): those keep their running value and
-//! are reported as needing a restart. Everything else applies.
+//! threads exist, the log is set up, the NATS connection, consumer and
+//! membership entry of `[cluster]` are made): those keep their running
+//! value and are reported as needing a restart. Everything else applies.
 
 use std::collections::BTreeSet;
 
@@ -71,6 +72,23 @@ pub fn live_part(applied: &Config, mut next: Config) -> (Config, Vec<&'static st
         "tls.listen" => tls.listen;
         "tls.reload_interval" => tls.reload_interval;
         "purge.rule_ttl" => purge.rule_ttl;
+        // The cluster is joined once, at start: its connection, stream,
+        // consumer and membership entry are made from these. (The ring's
+        // shields from the cluster follow membership live.)
+        "cluster.servers" => cluster.servers;
+        "cluster.role" => cluster.role;
+        "cluster.stream" => cluster.stream;
+        "cluster.bucket" => cluster.bucket;
+        "cluster.replicas" => cluster.replicas;
+        "cluster.url" => cluster.url;
+        "cluster.admin_url" => cluster.admin_url;
+        "cluster.weight" => cluster.weight;
+        "cluster.token" => cluster.token;
+        "cluster.credentials" => cluster.credentials;
+        "cluster.tls" => cluster.tls;
+        "cluster.tls_ca" => cluster.tls_ca;
+        "cluster.publish_timeout" => cluster.publish_timeout;
+        "cluster.member_ttl" => cluster.member_ttl;
     }
     (next, kept)
 }
@@ -206,6 +224,30 @@ mod tests {
         let changes = between(&applied, &live, kept);
         assert_eq!(changes.sections_changed, ["cache"]);
         assert_eq!(changes.needs_restart, ["listen", "cache.memory"]);
+    }
+
+    #[test]
+    fn cluster_settings_need_a_restart() {
+        let cluster = "\n[cluster]\nservers = [\"nats://127.0.0.1:4222\"]\nrole = \"edge\"\n";
+        let applied = config(&format!("{BASE}{cluster}"));
+        let next = config(&format!(
+            "{BASE}{}member_ttl = \"5s\"\n",
+            cluster
+                .replace("4222", "4223")
+                .replace("\"edge\"", "\"shield\"")
+        ));
+        let (live, kept) = live_part(&applied, next);
+        assert_eq!(
+            kept,
+            ["cluster.servers", "cluster.role", "cluster.member_ttl"]
+        );
+        assert_eq!(live.cluster, applied.cluster);
+        let changes = between(&applied, &live, kept);
+        assert!(changes.sections_changed.is_empty());
+        assert_eq!(changes.needs_restart.len(), 3);
+        // Adding a cluster to a node without one is a restart too.
+        let (_, kept) = live_part(&config(BASE), config(&format!("{BASE}{cluster}")));
+        assert_eq!(kept, ["cluster.servers"]);
     }
 
     #[test]

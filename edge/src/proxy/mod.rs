@@ -49,7 +49,7 @@ use purge_api::Purger;
 use tracing::{Instrument, info, warn};
 
 use crate::body::{self, ProxyBody};
-use crate::config::{CacheMode, Config, IpNet};
+use crate::config::{CacheMode, Config, IpNet, ShieldPeer};
 use crate::error::{ErrorSource, ProxyError};
 use crate::headers;
 use crate::hooks::{EdgeHooks, Session};
@@ -128,6 +128,10 @@ pub struct Proxy<H> {
     /// The address actually bound, for the node to recognise itself among
     /// the shields.
     listen: SocketAddr,
+    /// The shields the cluster reports live (`discovery.rs`), beside the
+    /// static ones on every site's ring; kept here so that a reload's new
+    /// generation starts with them.
+    discovered: ArcSwap<Vec<ShieldPeer>>,
 }
 
 /// The pipeline as one configuration built it.
@@ -193,6 +197,7 @@ impl<H: EdgeHooks> Pipeline<H> {
         lasting: Lasting<H>,
         listen: SocketAddr,
         previous: &[Arc<Routing>],
+        discovered: &[ShieldPeer],
     ) -> Self {
         let routings: Vec<Arc<Routing>> = sites
             .all()
@@ -204,6 +209,7 @@ impl<H: EdgeHooks> Pipeline<H> {
                     &site.shields,
                     listen,
                     previous,
+                    discovered,
                 ))
             })
             .collect();
@@ -214,6 +220,7 @@ impl<H: EdgeHooks> Pipeline<H> {
                 &config.shields,
                 listen,
                 previous,
+                discovered,
             ))
         });
         let site_names: Vec<String> = sites.all().iter().map(|s| s.name.clone()).collect();
@@ -299,10 +306,11 @@ impl<H: EdgeHooks> Proxy<H> {
             cache: CacheFrom::Opened { store, purger },
             clock,
         };
-        let first = Pipeline::build(config, sites, lasting, listen, &[]);
+        let first = Pipeline::build(config, sites, lasting, listen, &[], &[]);
         Proxy {
             current: ArcSwap::from_pointee(first),
             listen,
+            discovered: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -337,12 +345,25 @@ impl<H: EdgeHooks> Proxy<H> {
             lasting,
             self.listen,
             &now.routings,
+            &self.discovered.load(),
         ))
     }
 
     /// Puts `next` in force for the requests that start from now on.
     pub fn install(&self, next: Arc<Pipeline<H>>) {
-        self.current.store(next);
+        self.current.store(next.clone());
+        // The cluster's shields may have changed since `next` was built:
+        // whichever of this and `set_discovered` runs last applies the
+        // newest list to the generation in force.
+        next.set_discovered(&self.discovered.load());
+    }
+
+    /// The cluster's live shields changed: every site's ring is rebuilt
+    /// over its static shields and `shields` (those staying keep their
+    /// health and their keys). Returns whether any ring changed.
+    pub fn set_discovered(&self, shields: Vec<ShieldPeer>) -> bool {
+        self.discovered.store(Arc::new(shields));
+        self.pipeline().set_discovered(&self.discovered.load())
     }
 
     /// The sites by Host, for the admin listener.
@@ -418,6 +439,19 @@ impl<H: EdgeHooks> Proxy<H> {
 }
 
 impl<H: EdgeHooks> Pipeline<H> {
+    /// Rebuilds every routing's shield ring with `discovered`.
+    fn set_discovered(&self, discovered: &[ShieldPeer]) -> bool {
+        let mut changed = false;
+        for routing in &self.routings {
+            changed |= routing.set_discovered(discovered);
+        }
+        let fallback = &self.shared.fwd.fallback_routing;
+        if !self.routings.iter().any(|r| Arc::ptr_eq(r, fallback)) {
+            changed |= fallback.set_discovered(discovered);
+        }
+        changed
+    }
+
     /// Every site's routing, the default site's (or the first) first: for
     /// the health probes, DNS and `/peers`.
     pub fn routings(&self) -> &[Arc<Routing>] {

@@ -305,7 +305,11 @@ impl<H: EdgeHooks> Server<H> {
             config.purge.rule_ttl,
         ) {
             Some(settings) => {
-                Some(cluster::Cluster::start(settings, proxy.purger().clone(), &registry).await?)
+                let cluster =
+                    cluster::Cluster::start(settings, proxy.purger().clone(), &registry).await?;
+                // Live shields join every site's ring, beside the static ones.
+                crate::discovery::spawn(cluster.members(), proxy.clone());
+                Some(cluster)
             }
             None => None,
         };
