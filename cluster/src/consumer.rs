@@ -93,7 +93,15 @@ async fn consume(
     if info.num_pending == 0 && info.num_ack_pending == 0 {
         caught_up.send_replace(true);
     }
+    // Short pulls with a heartbeat every second: when the server this node
+    // pulls through dies, or the consumer's leader moves, a pull request
+    // can be lost with nothing to say so; the client's defaults (30 s
+    // pulls, 15 s heartbeat) left purges waiting that long. Two missed
+    // heartbeats end this stream and `run` subscribes again.
     let mut messages = consumer
+        .stream()
+        .expires(Duration::from_secs(5))
+        .heartbeat(Duration::from_secs(1))
         .messages()
         .await
         .map_err(|e| consumer_error(Box::new(e)))?;

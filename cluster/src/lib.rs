@@ -54,6 +54,9 @@ pub use error::{Error, Result};
 pub use membership::Members;
 pub use metrics::Metrics;
 
+/// How long a JetStream API request (not a publish) waits for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A node's part in the cluster: its connection, consumer, heartbeat.
 #[derive(Debug)]
 pub struct Cluster {
@@ -88,7 +91,9 @@ impl Cluster {
         if purger.attach_bus(bus).is_err() {
             warn!("the purger already has a purge bus; keeping it");
         }
-        let js = async_nats::jetstream::new(client.clone());
+        let mut js = async_nats::jetstream::new(client.clone());
+        // Acks of membership puts: bounded as API requests are (`connect`).
+        js.set_timeout(REQUEST_TIMEOUT.max(config.publish_timeout));
         // Best effort, bounded: with NATS up, the stream exists before the
         // first purge is published here (else that one answers 202).
         let ready = tokio::time::timeout(config.publish_timeout, async {
@@ -202,6 +207,12 @@ async fn connect(config: &ClusterConfig, metrics: &Metrics) -> Result<async_nats
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(2))
+        // JetStream API requests (consumer and bucket lookups) go unanswered
+        // while a consumer's or stream's leader is re-elected after a server
+        // is lost; the client's 10 s default left purges unapplied (and
+        // members aged out) that long after one of three servers died. The
+        // loops around these requests ask again; 2 s is ample on any link.
+        .request_timeout(Some(REQUEST_TIMEOUT))
         .reconnect_delay_callback(|attempts| {
             // Fast at first (a server restart takes a moment), capped low:
             // queued purges go out as soon as NATS is back.
