@@ -422,7 +422,7 @@ mod tests {
     }
 
     /// One value for every flag of `FLAGS`.
-    const EVERY_FLAG: [(&str, &str); 19] = [
+    const EVERY_FLAG: [(&str, &str); 20] = [
         ("--origin", "http://127.0.0.1:1"),
         ("--shield", "s1=http://127.0.0.1:2"),
         ("--balance", "least_conn"),
@@ -439,6 +439,7 @@ mod tests {
         ("--node-name", "n1"),
         ("--log-format", "json"),
         ("--access-log", "access.log"),
+        ("--access-log-format", "combined"),
         ("--cluster", "nats://127.0.0.1:7"),
         ("--role", "shield"),
         ("--cluster-token", "nats-token"),
@@ -485,6 +486,7 @@ mod tests {
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.access_log.as_deref(), Some(Path::new("access.log")));
+        assert_eq!(c.access_log_format, Some(AccessLogFormat::Combined));
         assert_eq!(c.cluster.servers, ["nats://127.0.0.1:7"]);
         assert_eq!(c.cluster.role, cluster::Role::Shield);
         assert_eq!(c.cluster.token, Some(Secret("nats-token".into())));

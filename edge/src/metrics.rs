@@ -51,6 +51,7 @@ pub mod names {
     pub const TUNNEL_BYTES_TOTAL: &str = "edge_tunnel_bytes_total";
     pub const TUNNELS_CLOSED_TOTAL: &str = "edge_tunnels_closed_total";
     pub const REFUSED_TOTAL: &str = "edge_refused_total";
+    pub const STALE_SERVED_TOTAL: &str = "edge_stale_served_total";
     pub const RATE_LIMIT_KEYS: &str = "edge_rate_limit_keys";
     pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "edge_rate_limit_overflow_total";
 }
@@ -151,6 +152,11 @@ pub struct Metrics {
     /// (`ip_denied`, `ip_not_allowed`, `rate_limited`, `signature_missing`,
     /// `signature_invalid`, `signature_expired`).
     pub refused: IntCounterVec,
+    /// Stale objects served, by site and reason: `origin_error` (the
+    /// origin failed and `stale-if-error` allowed it: an outage the hit
+    /// counters would hide, Varnish's grace), `revalidating`
+    /// (`stale-while-revalidate`), `max_stale` (the client asked).
+    pub stale_served: IntCounterVec,
     /// Keys the rate limiters track, by site; set at scrape.
     pub rate_limit_keys: IntGaugeVec,
     /// Checks by keys that found their limiter full (`max_keys`) and
@@ -367,6 +373,13 @@ impl Metrics {
                 ),
                 &["site", "reason"],
             )?,
+            stale_served: IntCounterVec::new(
+                Opts::new(
+                    names::STALE_SERVED_TOTAL,
+                    "Stale objects served, by site and reason (origin_error, revalidating, max_stale)",
+                ),
+                &["site", "reason"],
+            )?,
             rate_limit_keys: IntGaugeVec::new(
                 Opts::new(names::RATE_LIMIT_KEYS, "Keys tracked by rate limits"),
                 &["site"],
@@ -437,6 +450,7 @@ impl Metrics {
         registry.register(Box::new(m.tunnel_bytes.clone()))?;
         registry.register(Box::new(m.tunnels_closed.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
+        registry.register(Box::new(m.stale_served.clone()))?;
         registry.register(Box::new(m.rate_limit_keys.clone()))?;
         registry.register(Box::new(m.rate_limit_overflow.clone()))?;
         Ok(m)
@@ -560,6 +574,12 @@ impl Metrics {
     pub fn refused(&self, site: usize, reason: &str) -> IntCounter {
         let site = self.site_label(site);
         self.refused.with_label_values(&[site, reason])
+    }
+
+    /// `edge_stale_served_total{site, reason}`.
+    pub fn stale_served(&self, site: usize, reason: &str) -> IntCounter {
+        let site = self.site_label(site);
+        self.stale_served.with_label_values(&[site, reason])
     }
 
     /// The `site` label of a site index.

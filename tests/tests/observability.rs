@@ -290,6 +290,9 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
         m::MEMBERSHIP,
         m::MEMBERS,
     ]);
+    // Stale answers are counted only once one was served (this traffic has
+    // none); `stale_served_for_a_failed_origin_is_counted_apart` reads it.
+    exported.insert(edge::metrics::names::STALE_SERVED_TOTAL);
     for expr in &all {
         for name in metric_names(expr) {
             assert!(
@@ -356,4 +359,43 @@ async fn evictions_and_the_disk_tier_show_in_the_metrics() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
     assert!(disk_reads > 0.0, "disk read latency recorded");
+}
+
+/// Stale served because the origin failed is counted apart from stale
+/// served while revalidating: an outage does not look like hits.
+#[tokio::test]
+async fn stale_served_for_a_failed_origin_is_counted_apart() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/swr",
+        Reply::ok("old").header("cache-control", "max-age=1, stale-while-revalidate=60"),
+    );
+    origin.route(
+        "/sie",
+        Reply::ok("last good").header("cache-control", "max-age=1, stale-if-error=300"),
+    );
+    let edge = TestEdge::start(&origin.url()).await;
+    let stale =
+        |reason: &str| format!("edge_stale_served_total{{reason=\"{reason}\",site=\"default\"}}");
+    get(&edge.url("/swr")).await;
+    get(&edge.url("/sie")).await;
+    edge.advance(Duration::from_millis(1100));
+
+    let resp = get(&edge.url("/swr")).await;
+    assert_eq!(resp.x_cache(), "STALE");
+    let metrics = edge.metrics().await;
+    assert_eq!(metrics::value(&metrics, &stale("revalidating")), Some(1.0));
+    assert_eq!(
+        metrics::value(&metrics, &stale("origin_error")),
+        None,
+        "the origin is up: {metrics}"
+    );
+
+    origin.route("/sie", Reply::ok("boom").status(503));
+    let resp = get(&edge.url("/sie")).await;
+    assert_eq!(resp.x_cache(), "STALE");
+    assert_eq!(&resp.body()[..], b"last good");
+    let metrics = edge.metrics().await;
+    assert_eq!(metrics::value(&metrics, &stale("origin_error")), Some(1.0));
+    assert_eq!(metrics::value(&metrics, &stale("revalidating")), Some(1.0));
 }

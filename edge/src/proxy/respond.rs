@@ -215,6 +215,20 @@ impl Mark {
     }
 }
 
+/// Why a stale object answers, for `edge_stale_served_total{reason}`;
+/// `None` when `mark` is not a stale answer.
+pub(crate) fn stale_reason(mark: &Mark) -> Option<&'static str> {
+    if mark.status != CacheStatus::Stale {
+        return None;
+    }
+    Some(match mark.detail {
+        Some(Detail::StaleIfError) => "origin_error",
+        Some(Detail::StaleWhileRevalidate) => "revalidating",
+        Some(Detail::MaxStale) => "max_stale",
+        _ => "other",
+    })
+}
+
 /// Writes `mark` as `X-Cache` and `Cache-Status`. The only place these
 /// headers (and the `detail=` texts) are produced.
 pub(crate) fn write_mark(headers: &mut HeaderMap, node: &str, mark: &Mark) {

@@ -31,6 +31,23 @@ pub(crate) async fn serve_stored<H: EdgeHooks>(
     found: &Found,
     mark: Mark,
 ) -> Option<Served> {
+    let served = serve_stored_as(shared, session, found, mark).await;
+    // Counted once served (a body that can no longer be read is not), and
+    // by why: stale in place of a failed origin is an outage, not a hit.
+    if served.is_some()
+        && let Some(reason) = respond::stale_reason(&mark)
+    {
+        shared.fwd.metrics.stale_served(session.site, reason).inc();
+    }
+    served
+}
+
+async fn serve_stored_as<H: EdgeHooks>(
+    shared: &Arc<Shared<H>>,
+    session: &mut Session,
+    found: &Found,
+    mark: Mark,
+) -> Option<Served> {
     let meta = &found.meta;
     let now = shared.cache.clock.now();
     let age = policy::current_age(&meta.policy, meta.response_time, now);
