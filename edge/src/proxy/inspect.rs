@@ -1,9 +1,9 @@
 //! The cache inspector (`GET /cache/inspect?url=URL` on the admin
 //! listener, `edge inspect URL`): what the cache holds for one URL, as
 //! JSON. The URL becomes a GET request's session exactly as a request's
-//! would ([`Pipeline::new_session`], [`Pipeline::choose_site`], the
-//! `cache_key` hook), so the key is the one traffic gets (query rules,
-//! signed-URL parameters stripped). Then `cache::inspect` gathers the
+//! would (`Pipeline::inspect` in `mod.rs`: its `new_session`,
+//! `choose_site` and the `cache_key` hook), so the key is the one traffic
+//! gets (query rules, signed-URL parameters stripped). Then `cache::inspect` gathers the
 //! stored variants without promoting anything, the purge rules judge each
 //! one as the lookup would, and the policy's own functions give its age
 //! and freshness on the injected clock.
@@ -11,7 +11,6 @@
 //! Never a body, and never a stored `Set-Cookie`: the headers listed are
 //! the stored head without it.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache::decision::{self, PurgeVerdict};
@@ -22,10 +21,9 @@ use cache::store::Tier;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use serde_json::{Value, json};
 
-use super::Pipeline;
-use super::layer::content_time;
-use crate::config::CacheMode;
-use crate::hooks::{EdgeHooks, Session};
+use super::layer::{CacheLayer, content_time};
+use super::shared::Shared;
+use crate::hooks::Session;
 
 /// Why a URL could not be inspected.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +56,7 @@ fn hidden(name: &header::HeaderName) -> bool {
 
 /// The head of a GET for `url` as a client would send it (absolute-form,
 /// with `Host`).
-fn request_for(url: &str) -> Result<(http::request::Parts, &'static str), InspectError> {
+pub(crate) fn request_for(url: &str) -> Result<(http::request::Parts, &'static str), InspectError> {
     let uri: Uri = url
         .parse()
         .map_err(|_| InspectError::BadUrl("url: not a URL"))?;
@@ -87,140 +85,132 @@ fn request_for(url: &str) -> Result<(http::request::Parts, &'static str), Inspec
     Ok((parts, scheme))
 }
 
-impl<H: EdgeHooks> Pipeline<H> {
-    /// What the cache holds for `url`, as the inspector's JSON.
-    pub async fn inspect(&self, url: &str) -> Result<Value, InspectError> {
-        let (req, scheme) = request_for(url)?;
-        // The inspector is not a client: no address of its own.
-        let nobody = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut session = self.new_session(req, nobody, scheme);
-        let bypass = match self.choose_site(&mut session) {
-            Ok(policy) => policy.cache == CacheMode::Bypass,
-            Err(_) => return Err(InspectError::NoSite(session.host().to_owned())),
-        };
-        let key = {
-            // Not held across an await: a hook's context need not be Send.
-            let mut ctx = self.hooks().new_ctx();
-            self.hooks().cache_key(&session, &mut ctx)
-        };
-        let site = session.site().map(|s| s.name.clone());
-        let mut out = json!({
-            "url": url,
-            "site": site,
-            "rule": session.rule,
-            "cacheable": key.is_some() && !bypass,
-            "key": key.map(|k| k.to_hex()),
-            "stored": false,
-            "vary": Value::Null,
-            "variants": [],
-        });
-        let Some(key) = key else {
-            return Ok(out);
-        };
-        let cache = &self.shared.cache;
-        let seen = peek::gather(&cache.store, &key).await?;
-        let now = cache.clock.now();
-        let variants: Vec<Value> = seen
-            .objects
-            .iter()
-            .map(|stored| self.variant_json(&session, key, stored, now))
-            .collect();
-        out["stored"] = json!(!variants.is_empty());
-        out["vary"] = match &seen.vary {
-            Some(names) => json!({
-                "fields": names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-                "tiers": tiers(&seen.vary_tiers),
-            }),
-            None => Value::Null,
-        };
-        out["variants"] = Value::Array(variants);
-        Ok(out)
-    }
+/// The inspector's JSON for the URL of `session` (a GET, its site and
+/// rule chosen as a request's are, see `Pipeline::inspect` in `mod.rs`),
+/// whose `cache_key` phase gave `key` (`None`: never cached); `bypass`
+/// when its rule bypasses the cache.
+pub(crate) async fn report<H>(
+    shared: &Shared<H>,
+    session: &Session,
+    key: Option<cache::CacheKey>,
+    bypass: bool,
+) -> Result<Value, InspectError> {
+    let site = session.site().map(|s| s.name.clone());
+    let mut out = json!({
+        "url": session.req.uri.to_string(),
+        "site": site,
+        "rule": session.rule,
+        "cacheable": key.is_some() && !bypass,
+        "key": key.map(|k| k.to_hex()),
+        "stored": false,
+        "vary": Value::Null,
+        "variants": [],
+    });
+    let Some(key) = key else {
+        return Ok(out);
+    };
+    let cache = &shared.cache;
+    let seen = peek::gather(&cache.store, &key).await?;
+    let now = cache.clock.now();
+    let variants: Vec<Value> = seen
+        .objects
+        .iter()
+        .map(|stored| variant_json(cache, session, key, stored, now))
+        .collect();
+    out["stored"] = json!(!variants.is_empty());
+    out["vary"] = match &seen.vary {
+        Some(names) => json!({
+            "fields": names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            "tiers": tiers(&seen.vary_tiers),
+        }),
+        None => Value::Null,
+    };
+    out["variants"] = Value::Array(variants);
+    Ok(out)
+}
 
-    /// One stored variant: where it is, how old and fresh, what covers it.
-    fn variant_json(
-        &self,
-        session: &Session,
-        key: cache::CacheKey,
-        stored: &Stored,
-        now: SystemTime,
-    ) -> Value {
-        let cache = &self.shared.cache;
-        let meta = &stored.meta;
-        // The verdict and rules a lookup of this URL would get.
-        let verdict = cache.purge_verdict(session, key, meta);
-        let covering = cache.purger.rules().covering(
-            &key,
-            session.host(),
-            session.req.uri.path(),
-            &meta.tags,
-            content_time(meta),
-        );
-        let found = Found {
-            meta: meta.clone(),
-            tier: stored.tiers.first().copied().unwrap_or(Tier::Memory),
-            object_key: stored.object_key,
-        };
-        let after_purge = decision::apply_purge(found, verdict);
-        let freshness = after_purge
-            .as_ref()
-            .map(|found| peek::freshness(&found.meta, now));
-        let selector: serde_json::Map<String, Value> = stored
-            .selector
-            .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), json!(value)))
-            .collect();
-        let (layout, size) = match &meta.body {
-            BodyLayout::Inline(body) => ("inline", body.len() as u64),
-            BodyLayout::Chunked { len, .. } => ("chunked", *len),
-            BodyLayout::Sliced { len, .. } => ("sliced", *len),
-        };
-        json!({
-            "object_key": stored.object_key.to_hex(),
-            "selector": selector,
-            "tiers": tiers(&stored.tiers),
-            "status": meta.status.as_u16(),
-            "size": size,
-            "layout": layout,
-            "stored_at": time(meta.response_time),
-            "stored_at_unix": unix(meta.response_time),
-            "freshness_source": meta.policy.source.as_str(),
-            "servable": after_purge.is_some(),
-            "freshness": freshness.map(|f| freshness_json(&f)),
-            "validators": {
-                "etag": text(&meta.headers, header::ETAG),
-                "last_modified": text(&meta.headers, header::LAST_MODIFIED),
+/// One stored variant: where it is, how old and fresh, what covers it.
+fn variant_json(
+    cache: &CacheLayer,
+    session: &Session,
+    key: cache::CacheKey,
+    stored: &Stored,
+    now: SystemTime,
+) -> Value {
+    let meta = &stored.meta;
+    // The verdict and rules a lookup of this URL would get.
+    let verdict = cache.purge_verdict(session, key, meta);
+    let covering = cache.purger.rules().covering(
+        &key,
+        session.host(),
+        session.req.uri.path(),
+        &meta.tags,
+        content_time(meta),
+    );
+    let found = Found {
+        meta: meta.clone(),
+        tier: stored.tiers.first().copied().unwrap_or(Tier::Memory),
+        object_key: stored.object_key,
+    };
+    let after_purge = decision::apply_purge(found, verdict);
+    let freshness = after_purge
+        .as_ref()
+        .map(|found| peek::freshness(&found.meta, now));
+    let selector: serde_json::Map<String, Value> = stored
+        .selector
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), json!(value)))
+        .collect();
+    let (layout, size) = match &meta.body {
+        BodyLayout::Inline(body) => ("inline", body.len() as u64),
+        BodyLayout::Chunked { len, .. } => ("chunked", *len),
+        BodyLayout::Sliced { len, .. } => ("sliced", *len),
+    };
+    json!({
+        "object_key": stored.object_key.to_hex(),
+        "selector": selector,
+        "tiers": tiers(&stored.tiers),
+        "status": meta.status.as_u16(),
+        "size": size,
+        "layout": layout,
+        "stored_at": time(meta.response_time),
+        "stored_at_unix": unix(meta.response_time),
+        "freshness_source": meta.policy.source.as_str(),
+        "servable": after_purge.is_some(),
+        "freshness": freshness.map(|f| freshness_json(&f)),
+        "validators": {
+            "etag": text(&meta.headers, header::ETAG),
+            "last_modified": text(&meta.headers, header::LAST_MODIFIED),
+        },
+        "tags": meta.tags,
+        "headers": headers_json(&meta.headers),
+        "encodings": stored.encodings.iter().map(|e| json!({
+            "encoding": e.encoding.token(),
+            "size": e.size,
+            "tiers": tiers(&e.tiers),
+        })).collect::<Vec<_>>(),
+        "sliced": stored.slices.is_some(),
+        "slices": stored.slices.as_ref().map(|s| json!({
+            "slice_size": s.slice_size,
+            "count": s.count,
+            "checked": s.checked,
+            "held": s.held,
+        })),
+        "purge": {
+            "verdict": match verdict {
+                PurgeVerdict::Valid => "valid".to_owned(),
+                PurgeVerdict::Stale(_) => "soft-purged".to_owned(),
+                PurgeVerdict::Invalid => "purged".to_owned(),
             },
-            "tags": meta.tags,
-            "headers": headers_json(&meta.headers),
-            "encodings": stored.encodings.iter().map(|e| json!({
-                "encoding": e.encoding.token(),
-                "size": e.size,
-                "tiers": tiers(&e.tiers),
+            "rules": covering.iter().map(|c| json!({
+                "kind": c.kind,
+                "selector": c.selector,
+                "hard_at": c.hard.map(time),
+                "soft_at": c.soft.map(time),
+                "covers": c.covers,
             })).collect::<Vec<_>>(),
-            "sliced": stored.slices.is_some(),
-            "slices": stored.slices.as_ref().map(|s| json!({
-                "slice_size": s.slice_size,
-                "count": s.count,
-                "checked": s.checked,
-                "held": s.held,
-            })),
-            "purge": {
-                "verdict": match verdict {
-                    PurgeVerdict::Valid => "valid".to_owned(),
-                    PurgeVerdict::Stale(_) => "soft-purged".to_owned(),
-                    PurgeVerdict::Invalid => "purged".to_owned(),
-                },
-                "rules": covering.iter().map(|c| json!({
-                    "kind": c.kind,
-                    "selector": c.selector,
-                    "hard_at": c.hard.map(time),
-                    "soft_at": c.soft.map(time),
-                    "covers": c.covers,
-                })).collect::<Vec<_>>(),
-            },
-        })
-    }
+        },
+    })
 }
 
 fn freshness_json(f: &Freshness) -> Value {

@@ -5,7 +5,8 @@
 //! pass whose `101` opens a tunnel, `tunnel.rs`; so is an HTTP/2 client's
 //! WebSocket, `h2_websocket.rs`, translated to HTTP/1.1 upstream);
 //! `response_filter`, and the end of the request (`finish.rs`).
-//! `inspect.rs` (beside `mod.rs`) answers the admin cache inspector with
+//! `inspect.rs` (used by `mod.rs`, using `shared.rs` and `layer.rs`)
+//! answers the admin cache inspector with
 //! the same site choice and key.
 //!
 //! Files point one way, top to bottom: `mod.rs` → `cached.rs` →
@@ -589,6 +590,25 @@ impl<H: EdgeHooks> Pipeline<H> {
         let policy = site.policy(&session.req.method, session.req.uri.path());
         session.rule = policy.rule;
         Ok(policy)
+    }
+
+    /// What the cache holds for `url`, as the inspector's JSON
+    /// (`inspect.rs`): keyed as a GET for it from a client would be.
+    pub async fn inspect(&self, url: &str) -> Result<serde_json::Value, InspectError> {
+        let (req, scheme) = inspect::request_for(url)?;
+        // The inspector is not a client: no address of its own.
+        let nobody = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut session = self.new_session(req, nobody, scheme);
+        let bypass = match self.choose_site(&mut session) {
+            Ok(policy) => policy.cache == CacheMode::Bypass,
+            Err(_) => return Err(InspectError::NoSite(session.host().to_owned())),
+        };
+        let key = {
+            // Not held across an await: a hook's context need not be Send.
+            let mut ctx = self.hooks().new_ctx();
+            self.hooks().cache_key(&session, &mut ctx)
+        };
+        inspect::report(&self.shared, &session, key, bypass).await
     }
 
     /// Phases 1–7; returns the response and the upstream status if asked.
