@@ -484,21 +484,80 @@ impl Store {
     }
 
     /// Records that the variant `variant` of the response under `primary`
-    /// is stored, in the index the inspector lists variants from. Merges
-    /// with the index in the memory tier; one that was evicted from
-    /// memory (or not yet read back after a restart) starts again from
-    /// this variant: the index is advisory, lookups never read it.
+    /// is stored, in the index the inspector lists variants from: merged
+    /// at once with the index in the memory tier. When memory does not
+    /// hold it (evicted, or not read since a restart), the new variant is
+    /// the index at once, and a task reads the disk's copy and merges the
+    /// variants recorded before it back in, so the fill never waits for a
+    /// disk read. The index is advisory: lookups never read it.
     pub fn record_variant(&self, primary: &CacheKey, variant: Variant) {
         let key = StoreKey(*primary.variant_index().as_bytes());
-        let _guard = self.variant_index.lock().unwrap_or_else(|p| p.into_inner());
-        let list = match self.cache.memory().get(&key) {
-            Some(entry) => match entry.value() {
-                StoreValue::Variants(list) => crate::variants::merged(list, variant),
-                _ => vec![variant],
-            },
-            None => vec![variant],
-        };
-        self.insert(key, StoreValue::Variants(list.into()));
+        {
+            let _guard = self.variant_index.lock().unwrap_or_else(|p| p.into_inner());
+            let known = self.memory_variants(&key);
+            let in_memory = known.is_some();
+            let list = crate::variants::merged(&known.unwrap_or_default(), variant.clone());
+            let runtime = tokio::runtime::Handle::try_current().ok();
+            match runtime {
+                Some(runtime) if !in_memory && !self.disk_released() => {
+                    // Memory only for now: written to disk too, it would
+                    // replace the copy the task is about to read.
+                    self.cache
+                        .memory()
+                        .insert(key, StoreValue::Variants(list.into()));
+                    self.spawn_variant_merge(&runtime, key, variant);
+                }
+                _ => {
+                    self.insert(key, StoreValue::Variants(list.into()));
+                }
+            }
+        }
+    }
+
+    /// Merges the disk's copy of the variant index `key` (from before a
+    /// restart or an eviction from memory) with what memory holds, and
+    /// writes the result to both tiers.
+    fn spawn_variant_merge(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        key: StoreKey,
+        variant: Variant,
+    ) {
+        let store = self.clone();
+        runtime.spawn(async move {
+            let on_disk = match store.cache.storage().load(&key).await {
+                Ok(foyer::Load::Entry { value, .. }) => Some(value),
+                Ok(foyer::Load::Piece { piece, .. }) => Some(piece.value().clone()),
+                _ => None,
+            };
+            let on_disk = match on_disk {
+                Some(StoreValue::Variants(list)) => list.to_vec(),
+                _ => Vec::new(),
+            };
+            let _guard = store
+                .variant_index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // What memory holds now is the newest; then this variant (if
+            // memory lost it meanwhile); then what the disk remembered.
+            let mut list = store.memory_variants(&key).unwrap_or_default();
+            for v in std::iter::once(&variant).chain(on_disk.iter()) {
+                if !list.iter().any(|known| known.key == v.key) {
+                    list.push(v.clone());
+                }
+            }
+            list.truncate(crate::variants::MAX_VARIANTS);
+            store.insert(key, StoreValue::Variants(list.into()));
+        });
+    }
+
+    /// The variant index under `key` in the memory tier, if it holds one.
+    fn memory_variants(&self, key: &StoreKey) -> Option<Vec<Variant>> {
+        let entry = self.cache.memory().get(key)?;
+        match entry.value() {
+            StoreValue::Variants(list) => Some(list.to_vec()),
+            _ => None,
+        }
     }
 
     /// The variants recorded for the response under `primary` (see

@@ -213,6 +213,16 @@ async fn peeking_reads_the_disk_without_promoting_into_memory() {
         );
         let (_, tiers) = store.peek(&k).await.unwrap().unwrap();
         assert_eq!(tiers[0], Tier::Memory);
+        // The first variant of a URL reaches the disk from a task.
+        let index = StoreKey(*k.variant_index().as_bytes());
+        for _ in 0..200 {
+            if let Ok(foyer::Load::Entry { .. } | foyer::Load::Piece { .. }) =
+                store.cache.storage().load(&index).await
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         store.close().await.unwrap();
     }
     // After a restart the memory tier is empty and the disk holds both.
@@ -230,5 +240,23 @@ async fn peeking_reads_the_disk_without_promoting_into_memory() {
     assert_eq!(store.memory_usage().entries, 1);
     let (_, tiers) = store.peek(&k).await.unwrap().unwrap();
     assert_eq!(tiers, [Tier::Memory, Tier::Disk]);
+    // A variant recorded while the index is only on disk joins it there
+    // (merged by a task: the fill does not wait for the read).
+    store.record_variant(
+        &k,
+        Variant {
+            key: key("/peeked#other"),
+            selector: vec![],
+        },
+    );
+    let mut listed = 0;
+    for _ in 0..200 {
+        listed = store.variants(&k).await.unwrap().len();
+        if listed == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(listed, 2, "the variant from before the restart is kept");
     store.close().await.unwrap();
 }
