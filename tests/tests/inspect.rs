@@ -1,7 +1,7 @@
 //! The cache inspector (`GET /cache/inspect?url=URL` on the admin
 //! listener): a fresh, a stale, a Vary'd, a sliced, a purged and an absent
-//! object; an unknown host; the purge token; never a body nor a stored
-//! `Set-Cookie`.
+//! object, stored encodings; an unknown host; the purge token; never a
+//! body nor a stored `Set-Cookie`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use edge::Config;
 use edge::config::Secret;
 use edge_tests::client::{self, get, get_with};
-use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge};
+use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, eventually};
 use http::{Request, Response};
 use http_body_util::Full;
 use serde_json::Value;
@@ -182,6 +182,50 @@ async fn vary_variants_are_listed_with_their_request_values() {
         .map(|v| &v["object_key"])
         .collect();
     assert_ne!(keys[0], keys[1], "each variant has its own key");
+}
+
+#[tokio::test]
+async fn stored_encodings_are_listed_with_their_sizes() {
+    let origin = MockOrigin::start().await;
+    let mut page = String::new();
+    for i in 0..4000 {
+        page.push_str(&format!("<li>item {i}</li>\n"));
+    }
+    let len = page.len();
+    origin.route(
+        "/list.html",
+        Reply::ok(page)
+            .header("content-type", "text/html; charset=utf-8")
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"l1\""),
+    );
+    let edge = edge_for(&origin).await;
+    let url = edge.url("/list.html");
+    for coding in ["br", "gzip"] {
+        let resp = get_with(&url, &[("accept-encoding", coding)]).await;
+        assert_eq!(resp.header("content-encoding"), Some(coding));
+    }
+    eventually("both encodings stored", async || {
+        let seen = inspect(&edge, &url).await;
+        seen["variants"][0]["encodings"]
+            .as_array()
+            .is_some_and(|e| e.len() == 2)
+    })
+    .await;
+    let seen = inspect(&edge, &url).await;
+    let v = &seen["variants"][0];
+    assert_eq!(v["size"], len);
+    let encodings = v["encodings"].as_array().unwrap();
+    let names: Vec<&str> = encodings
+        .iter()
+        .map(|e| e["encoding"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["br", "gzip"], "{v:#}");
+    for e in encodings {
+        let size = e["size"].as_u64().unwrap();
+        assert!(size > 0 && size < len as u64 / 2, "{e}");
+        assert!(e["tiers"].as_array().unwrap().contains(&"memory".into()));
+    }
 }
 
 #[tokio::test]
