@@ -206,8 +206,9 @@ async fn inspect(state: &AdminState, req: &Request<Incoming>) -> Response<Full<B
     }
 }
 
-/// The first value of `name` in a query string, percent-decoded (`+` is
-/// a space, as forms send it); `None` when absent or not UTF-8.
+/// The first value of `name` in a query string, percent-decoded; `None`
+/// when absent or not UTF-8. A `+` stays a `+`: it is a literal in URLs,
+/// which have no spaces to encode as forms do.
 fn query_param(query: &str, name: &str) -> Option<String> {
     let raw = query.split('&').find_map(|pair| {
         let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -218,7 +219,6 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
             b'%' => {
                 let hex = bytes
                     .get(i + 1..i + 3)
@@ -380,7 +380,7 @@ mod tests {
             query_param(q, "url").as_deref(),
             Some("http://example.com/a?b=1&c")
         );
-        assert_eq!(query_param("url=a+b%2", "url").as_deref(), Some("a b%2"));
+        assert_eq!(query_param("url=a+b%2", "url").as_deref(), Some("a+b%2"));
         assert_eq!(query_param("y", "y").as_deref(), Some(""));
         assert_eq!(query_param("x=1", "url"), None);
         assert_eq!(query_param("url=%ff", "url"), None);

@@ -43,6 +43,9 @@ pub fn render(report: &Value) -> String {
     if report["cacheable"] == Value::Bool(false) {
         let _ = writeln!(out, "  not cacheable (bypassed by its rule, or no key)");
     }
+    if let Some(note) = report["note"].as_str() {
+        let _ = writeln!(out, "  note: {note}");
+    }
     if report["stored"] != Value::Bool(true) {
         let _ = writeln!(out, "  not stored");
         return out;

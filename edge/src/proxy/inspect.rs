@@ -125,6 +125,15 @@ pub(crate) async fn report<H>(
         }),
         None => Value::Null,
     };
+    if seen.vary.is_some() && seen.objects.is_empty() {
+        // Variants exist only through the index: say why none is shown
+        // rather than let "not stored" pass for the truth.
+        out["note"] = json!(
+            "a Vary record is stored but the variant index names no stored variant \
+             (variants stored by an older binary, or whose entry was lost, are listed \
+             once filled again)"
+        );
+    }
     out["variants"] = Value::Array(variants);
     Ok(out)
 }
