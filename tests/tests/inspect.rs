@@ -391,3 +391,26 @@ async fn a_stored_set_cookie_is_never_shown() {
     assert!(!text.contains("secret-session-id"), "{text}");
     assert!(!text.contains("welcome"), "never a body: {text}");
 }
+
+#[tokio::test]
+async fn the_url_is_keyed_as_requests_are_query_rules_included() {
+    let origin = MockOrigin::start().await;
+    origin.fallback(|_| Reply::ok("q").header("cache-control", "max-age=600"));
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.purge.token = Some(Secret(TOKEN.into()));
+        c.cache.key_ignore_query_params = vec!["utm_source".into()];
+        c.cache.key_sort_query = true;
+    })
+    .await;
+    get(&edge.url("/q?b=2&utm_source=mail&a=1")).await;
+    for same in ["/q?a=1&b=2", "/q?utm_source=x&b=2&a=1"] {
+        let seen = inspect(&edge, &edge.url(same)).await;
+        assert_eq!(seen["stored"], true, "{same}: {seen:#}");
+    }
+    let other = inspect(&edge, &edge.url("/q?a=1")).await;
+    assert_eq!(other["stored"], false);
+    // The port is part of the key unless it is the scheme's default.
+    let port = edge.addr().port();
+    let elsewhere = inspect(&edge, &format!("http://localhost:{port}/q?a=1&b=2")).await;
+    assert_eq!(elsewhere["stored"], false, "another host is another object");
+}
