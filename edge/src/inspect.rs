@@ -48,6 +48,16 @@ pub fn render(report: &Value) -> String {
     }
     if report["stored"] != Value::Bool(true) {
         let _ = writeln!(out, "  not stored");
+        for rule in report["url_rules"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  purged by {} {} (hard {}, soft {})",
+                s(&rule["kind"]),
+                s(&rule["selector"]),
+                s(&rule["hard_at"]),
+                s(&rule["soft_at"])
+            );
+        }
         return out;
     }
     if let Some(fields) = report["vary"]["fields"].as_array() {
@@ -188,8 +198,14 @@ mod tests {
     #[test]
     fn renders_a_stored_variant_and_an_absent_url() {
         let absent = json!({"url": "http://x/a", "site": "default", "rule": null,
-            "cacheable": true, "key": "ab", "stored": false, "vary": null, "variants": []});
-        assert!(render(&absent).contains("not stored"));
+            "cacheable": true, "key": "ab", "stored": false, "vary": null, "variants": [],
+            "url_rules": [{"kind": "url", "selector": "ab", "hard_at": "then", "soft_at": null}]});
+        let text = render(&absent);
+        assert!(text.contains("not stored"), "{text}");
+        assert!(
+            text.contains("purged by url ab (hard then, soft -)"),
+            "{text}"
+        );
         let stored = json!({"url": "http://x/a", "site": "default", "rule": null,
             "cacheable": true, "key": "ab", "stored": true,
             "vary": {"fields": ["accept-language"], "tiers": ["memory"]},

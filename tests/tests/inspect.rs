@@ -313,6 +313,30 @@ async fn purged_objects_show_the_rules_covering_them() {
 }
 
 #[tokio::test]
+async fn a_url_purge_drops_the_object_and_names_the_url() {
+    let origin = MockOrigin::start().await;
+    origin.route(
+        "/gone",
+        Reply::ok("x").header("cache-control", "max-age=600"),
+    );
+    let edge = edge_for(&origin).await;
+    let url = edge.url("/gone");
+    get(&url).await;
+    assert_eq!(
+        inspect(&edge, &url).await["url_rules"],
+        serde_json::json!([])
+    );
+    purge(&edge, &format!(r#"{{"urls": ["{url}"]}}"#)).await;
+    let seen = inspect(&edge, &url).await;
+    assert_eq!(seen["stored"], false, "{seen:#}");
+    let rules = seen["url_rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["kind"], "url");
+    assert_eq!(rules[0]["selector"], seen["key"]);
+    assert!(rules[0]["hard_at"].is_string());
+}
+
+#[tokio::test]
 async fn absent_objects_and_unknown_hosts() {
     let origin = MockOrigin::start().await;
     let edge = edge_for(&origin).await;

@@ -110,6 +110,16 @@ pub(crate) async fn report<H>(
         return Ok(out);
     };
     let cache = &shared.cache;
+    // The rules naming the URL itself (a URL purge also drops the object,
+    // so an absent object may be explained here); tags need an object.
+    let url_rules = cache.purger.rules().covering(
+        &key,
+        session.host(),
+        session.req.uri.path(),
+        &[],
+        cache.clock.now(),
+    );
+    out["url_rules"] = Value::Array(url_rules.iter().map(rule_json).collect());
     let seen = peek::gather(&cache.store, &key).await?;
     let now = cache.clock.now();
     let variants: Vec<Value> = seen
@@ -211,14 +221,22 @@ fn variant_json(
                 PurgeVerdict::Stale(_) => "soft-purged".to_owned(),
                 PurgeVerdict::Invalid => "purged".to_owned(),
             },
-            "rules": covering.iter().map(|c| json!({
-                "kind": c.kind,
-                "selector": c.selector,
-                "hard_at": c.hard.map(time),
-                "soft_at": c.soft.map(time),
-                "covers": c.covers,
-            })).collect::<Vec<_>>(),
+            "rules": covering.iter().map(|c| {
+                let mut rule = rule_json(c);
+                rule["covers"] = json!(c.covers);
+                rule
+            }).collect::<Vec<_>>(),
         },
+    })
+}
+
+/// A rule naming an object or URL: its selector and latest purge times.
+fn rule_json(c: &purge_api::rules::Covering) -> Value {
+    json!({
+        "kind": c.kind,
+        "selector": c.selector,
+        "hard_at": c.hard.map(time),
+        "soft_at": c.soft.map(time),
     })
 }
 
