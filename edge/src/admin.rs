@@ -2,7 +2,8 @@
 //! Prometheus, `/peers` for operators (each peer's health as JSON), and the
 //! purge API (`/purge`, handled by the `purge-api` crate); `/stats.json`
 //! and the live `/dashboard` page that polls it; `POST /reload`; the
-//! cache inspector (`/cache/inspect?url=URL`, behind the purge token). Bound to loopback by default; never expose it publicly.
+//! cache inspector (`/cache/inspect?url=URL`, behind the purge token).
+//! Bound to loopback by default; never expose it publicly.
 
 use std::convert::Infallible;
 use std::sync::Arc;
