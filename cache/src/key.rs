@@ -186,6 +186,17 @@ impl CacheKey {
         CacheKey(*h.finalize().as_bytes())
     }
 
+    /// The key of the variant index of the object under this (primary)
+    /// key: the list of Vary variants stored for it, read by the cache
+    /// inspector (see [`variants`](crate::variants)). Never a lookup's key.
+    pub fn variant_index(&self) -> CacheKey {
+        let mut h = blake3::Hasher::new();
+        h.update(&[KEY_VERSION]);
+        update_field(&mut h, b"VARIANTS");
+        h.update(&self.0);
+        CacheKey(*h.finalize().as_bytes())
+    }
+
     /// A key from raw bytes, as read back from storage.
     pub fn from_bytes(bytes: [u8; 32]) -> CacheKey {
         CacheKey(bytes)

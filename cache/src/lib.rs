@@ -22,6 +22,8 @@
 //! - [`meta`]: `ObjectMeta` and its versioned encoding;
 //! - [`store`]: foyer's memory + disk tiers, chunked bodies;
 //! - [`slice`]: large objects kept as Range-fetched slices;
+//! - [`variants`]: the index of stored Vary variants, and [`inspect`]:
+//!   what the cache holds for one URL, for the admin inspector;
 //! - [`object`]: lookup through Vary records and the chunk-by-chunk
 //!   `ObjectWriter` that commits an object only once its body is complete.
 //!
@@ -43,6 +45,7 @@ pub mod date;
 pub mod decision;
 pub mod encoding;
 pub mod fill;
+pub mod inspect;
 mod key;
 pub mod meta;
 pub mod object;
@@ -54,6 +57,7 @@ mod status;
 pub mod store;
 pub mod targeted;
 pub mod validation;
+pub mod variants;
 
 pub use cache_control::CacheControl;
 pub use clock::Clock;

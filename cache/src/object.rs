@@ -106,6 +106,9 @@ pub struct ObjectWriter {
     len: u64,
     max_size: u64,
     abandoned: bool,
+    /// The request values of the Vary'd fields, for the variant index
+    /// (empty when the response does not vary).
+    selector: Vec<(HeaderName, Option<String>)>,
 }
 
 impl ObjectWriter {
@@ -123,6 +126,7 @@ impl ObjectWriter {
         } else {
             primary.variant(&meta.vary, request)
         };
+        let selector = crate::variants::selector(&meta.vary, request);
         let object_id = new_object_id(&object_key);
         let meta = ObjectMeta {
             body_id: object_id,
@@ -139,6 +143,7 @@ impl ObjectWriter {
             len: 0,
             max_size,
             abandoned: false,
+            selector,
         }
     }
 
@@ -217,7 +222,13 @@ impl ObjectWriter {
                 chunk_size: u32::try_from(chunk_size).unwrap_or(u32::MAX),
             }
         };
+        let variant = self.variant();
         put(&self.store, &self.primary, &self.object_key, self.meta);
+        // After the meta: the index never names a variant before it can
+        // be found.
+        if let Some(variant) = variant {
+            self.store.record_variant(&self.primary, variant);
+        }
         true
     }
 
@@ -225,7 +236,19 @@ impl ObjectWriter {
     /// ([`BodyLayout::Sliced`]); the writer takes no body.
     pub fn finish_sliced(mut self, len: u64, slice_size: u64) {
         self.meta.body = BodyLayout::Sliced { len, slice_size };
+        let variant = self.variant();
         put(&self.store, &self.primary, &self.object_key, self.meta);
+        if let Some(variant) = variant {
+            self.store.record_variant(&self.primary, variant);
+        }
+    }
+
+    /// The entry of the variant index for this object, if it varies.
+    fn variant(&mut self) -> Option<crate::variants::Variant> {
+        (self.object_key != self.primary).then(|| crate::variants::Variant {
+            key: self.object_key,
+            selector: std::mem::take(&mut self.selector),
+        })
     }
 }
 

@@ -64,6 +64,20 @@ pub enum FreshnessSource {
     Rule,
 }
 
+impl FreshnessSource {
+    /// For the inspector's output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FreshnessSource::SMaxAge => "s-maxage",
+            FreshnessSource::MaxAge => "max-age",
+            FreshnessSource::Expires => "expires",
+            FreshnessSource::Heuristic => "heuristic",
+            FreshnessSource::DefaultTtl => "default-ttl",
+            FreshnessSource::Rule => "rule",
+        }
+    }
+}
+
 /// What a site's rule says about responses that do not say themselves
 /// (nginx `proxy_cache_valid`, `proxy_cache_use_stale`). All empty by
 /// default: RFC 9111 alone.

@@ -33,6 +33,7 @@ use http::HeaderName;
 
 use crate::CacheKey;
 use crate::meta::ObjectMeta;
+use crate::variants::Variant;
 
 /// Sizes and place of the two tiers.
 #[derive(Debug, Clone)]
@@ -137,6 +138,8 @@ pub enum StoreValue {
     Meta(Arc<ObjectMeta>),
     Vary(Arc<[HeaderName]>),
     Chunk(Bytes),
+    /// The variant index of a URL (`crate::variants`), for the inspector.
+    Variants(Arc<[Variant]>),
     /// Written over a key to remove it: foyer's own removal can lose a race
     /// with a disk write still in flight, an overwrite cannot.
     Removed,
@@ -146,6 +149,9 @@ const TAG_META: u8 = 1;
 const TAG_VARY: u8 = 2;
 const TAG_CHUNK: u8 = 3;
 const TAG_REMOVED: u8 = 4;
+/// Added within the store's format: older binaries never read it (its
+/// key is one they do not derive).
+const TAG_VARIANTS: u8 = 5;
 
 impl StoreValue {
     /// Bytes the entry holds in memory, key and foyer's record included.
@@ -156,6 +162,7 @@ impl StoreValue {
                 StoreValue::Meta(meta) => meta.memory_size(),
                 StoreValue::Vary(names) => names.iter().map(|n| n.as_str().len() + 48).sum(),
                 StoreValue::Chunk(bytes) => bytes.len(),
+                StoreValue::Variants(list) => crate::variants::memory_size(list),
                 StoreValue::Removed => 0,
             }
     }
@@ -179,6 +186,10 @@ impl Code for StoreValue {
             StoreValue::Chunk(bytes) => {
                 buf.push(TAG_CHUNK);
                 buf.extend_from_slice(bytes);
+            }
+            StoreValue::Variants(list) => {
+                buf.push(TAG_VARIANTS);
+                crate::variants::encode(list, &mut buf);
             }
             StoreValue::Removed => buf.push(TAG_REMOVED),
         }
@@ -221,6 +232,9 @@ impl Code for StoreValue {
                 .map(|names| StoreValue::Vary(names.into())),
             TAG_CHUNK => Ok(StoreValue::Chunk(Bytes::from(buf).slice(1..))),
             TAG_REMOVED => Ok(StoreValue::Removed),
+            TAG_VARIANTS => crate::variants::decode(payload)
+                .map(|list| StoreValue::Variants(list.into()))
+                .ok_or_else(|| invalid("variant index")),
             _ => Err(invalid("unknown cache value tag")),
         }
     }
@@ -230,6 +244,7 @@ impl Code for StoreValue {
             StoreValue::Meta(meta) => meta.estimated_size(),
             StoreValue::Vary(names) => names.iter().map(|n| n.as_str().len() + 1).sum(),
             StoreValue::Chunk(bytes) => bytes.len(),
+            StoreValue::Variants(list) => crate::variants::memory_size(list),
             StoreValue::Removed => 0,
         }
     }
@@ -276,6 +291,10 @@ pub struct Store {
     chunk_size: usize,
     inline_max: usize,
     disk_bytes: usize,
+    /// Serialises updates of variant indexes (a read, a merge, a write):
+    /// two fills of different variants must not lose each other's entry.
+    /// Held only around synchronous memory-tier calls, never an await.
+    variant_index: Arc<std::sync::Mutex<()>>,
 }
 
 /// How full the memory tier is.
@@ -339,6 +358,7 @@ impl Store {
             chunk_size: config.chunk_size,
             inline_max: config.inline_max,
             disk_bytes: config.disk_bytes,
+            variant_index: Arc::default(),
         })
     }
 
@@ -463,6 +483,146 @@ impl Store {
         Ok(entry.and_then(|e| chunk(e.value())))
     }
 
+    /// Records that the variant `variant` of the response under `primary`
+    /// is stored, in the index the inspector lists variants from: merged
+    /// at once with the index in the memory tier. When memory does not
+    /// hold it (evicted, or not read since a restart), the new variant is
+    /// the index at once, and a task reads the disk's copy and merges the
+    /// variants recorded before it back in, so the fill never waits for a
+    /// disk read. The index is advisory: lookups never read it.
+    pub fn record_variant(&self, primary: &CacheKey, variant: Variant) {
+        let key = StoreKey(*primary.variant_index().as_bytes());
+        {
+            let _guard = self.variant_index.lock().unwrap_or_else(|p| p.into_inner());
+            let known = self.memory_variants(&key);
+            let in_memory = known.is_some();
+            let list = crate::variants::merged(&known.unwrap_or_default(), variant.clone());
+            let runtime = tokio::runtime::Handle::try_current().ok();
+            match runtime {
+                Some(runtime) if !in_memory && !self.disk_released() => {
+                    // Memory only for now: written to disk too, it would
+                    // replace the copy the task is about to read.
+                    self.cache
+                        .memory()
+                        .insert(key, StoreValue::Variants(list.into()));
+                    self.spawn_variant_merge(&runtime, key, variant);
+                }
+                _ => {
+                    self.insert(key, StoreValue::Variants(list.into()));
+                }
+            }
+        }
+    }
+
+    /// Merges the disk's copy of the variant index `key` (from before a
+    /// restart or an eviction from memory) with what memory holds, and
+    /// writes the result to both tiers.
+    fn spawn_variant_merge(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        key: StoreKey,
+        variant: Variant,
+    ) {
+        let store = self.clone();
+        runtime.spawn(async move {
+            let on_disk = match store.cache.storage().load(&key).await {
+                Ok(foyer::Load::Entry { value, .. }) => Some(value),
+                Ok(foyer::Load::Piece { piece, .. }) => Some(piece.value().clone()),
+                _ => None,
+            };
+            let on_disk = match on_disk {
+                Some(StoreValue::Variants(list)) => list.to_vec(),
+                _ => Vec::new(),
+            };
+            let _guard = store
+                .variant_index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // What memory holds now is the newest; then this variant (if
+            // memory lost it meanwhile); then what the disk remembered.
+            let mut list = store.memory_variants(&key).unwrap_or_default();
+            for v in std::iter::once(&variant).chain(on_disk.iter()) {
+                if !list.iter().any(|known| known.key == v.key) {
+                    list.push(v.clone());
+                }
+            }
+            list.truncate(crate::variants::MAX_VARIANTS);
+            store.insert(key, StoreValue::Variants(list.into()));
+        });
+    }
+
+    /// The variant index under `key` in the memory tier, if it holds one.
+    fn memory_variants(&self, key: &StoreKey) -> Option<Vec<Variant>> {
+        let entry = self.cache.memory().get(key)?;
+        match entry.value() {
+            StoreValue::Variants(list) => Some(list.to_vec()),
+            _ => None,
+        }
+    }
+
+    /// The variants recorded for the response under `primary` (see
+    /// [`record_variant`](Store::record_variant)), read without promoting
+    /// the index into memory.
+    pub async fn variants(&self, primary: &CacheKey) -> Result<Vec<Variant>, StoreError> {
+        let key = StoreKey(*primary.variant_index().as_bytes());
+        let (memory, disk) = self.peek_value(&key).await?;
+        Ok(match memory.or(disk) {
+            Some(StoreValue::Variants(list)) => list.to_vec(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// What `key` names as a lookup would see it, and every tier holding
+    /// that same version, for the inspector: unlike [`get`](Store::get) a
+    /// disk read does not insert the entry into memory. foyer 0.22 has no
+    /// way to read a memory entry without counting an access, so an entry
+    /// found in memory gets one S3-FIFO frequency bump (a counter, no
+    /// reordering), as one hit would.
+    pub async fn peek(&self, key: &CacheKey) -> Result<Option<(Entry, Vec<Tier>)>, StoreError> {
+        let key = StoreKey(*key.as_bytes());
+        let (memory, disk) = self.peek_value(&key).await?;
+        let mut tiers = Vec::new();
+        let entry = match (&memory, &disk) {
+            (Some(m), disk) => {
+                tiers.push(Tier::Memory);
+                if disk.as_ref().is_some_and(|d| same_version(m, d)) {
+                    tiers.push(Tier::Disk);
+                }
+                entry_of(m, Tier::Memory)
+            }
+            (None, Some(d)) => {
+                tiers.push(Tier::Disk);
+                entry_of(d, Tier::Disk)
+            }
+            (None, None) => None,
+        };
+        Ok(entry.map(|(entry, _)| (entry, tiers)))
+    }
+
+    /// The value of `key` in memory and on disk, touching neither's order.
+    async fn peek_value(
+        &self,
+        key: &StoreKey,
+    ) -> Result<(Option<StoreValue>, Option<StoreValue>), StoreError> {
+        let memory = self
+            .cache
+            .memory()
+            .contains(key)
+            .then(|| self.cache.memory().get(key))
+            .flatten()
+            .map(|entry| entry.value().clone());
+        if self.disk_released() {
+            return Ok((memory, None));
+        }
+        let disk = match self.cache.storage().load(key).await {
+            Ok(foyer::Load::Entry { value, .. }) => Some(value),
+            Ok(foyer::Load::Piece { piece, .. }) => Some(piece.value().clone()),
+            Ok(_) => None,
+            Err(err) => return Err(StoreError::Read(err)),
+        };
+        Ok((memory, disk))
+    }
+
     /// Removes what `key` names from both tiers (its chunks become
     /// unreachable and age out). The removal is a marker written over the
     /// key, ordered after any earlier write of it, so it survives a restart
@@ -491,7 +651,19 @@ fn entry_of(value: &StoreValue, tier: Tier) -> Option<(Entry, Tier)> {
         StoreValue::Vary(names) => Some((Entry::Vary(names.clone()), tier)),
         // A chunk under an object key cannot happen (different key
         // derivations); treat it as absent.
-        StoreValue::Chunk(_) | StoreValue::Removed => None,
+        StoreValue::Chunk(_) | StoreValue::Variants(_) | StoreValue::Removed => None,
+    }
+}
+
+/// Whether two values of one key are the same version (the disk may hold
+/// an older one, or a removal marker).
+fn same_version(a: &StoreValue, b: &StoreValue) -> bool {
+    match (a, b) {
+        (StoreValue::Meta(a), StoreValue::Meta(b)) => {
+            a.body_id == b.body_id && a.response_time == b.response_time
+        }
+        (StoreValue::Vary(a), StoreValue::Vary(b)) => a == b,
+        _ => false,
     }
 }
 

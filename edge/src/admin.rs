@@ -1,7 +1,9 @@
 //! The admin listener: `/healthz` and `/metrics` for load balancers and
 //! Prometheus, `/peers` for operators (each peer's health as JSON), and the
 //! purge API (`/purge`, handled by the `purge-api` crate); `/stats.json`
-//! and the live `/dashboard` page that polls it; `POST /reload`. Bound to loopback by default; never expose it publicly.
+//! and the live `/dashboard` page that polls it; `POST /reload`; the
+//! cache inspector (`/cache/inspect?url=URL`, behind the purge token).
+//! Bound to loopback by default; never expose it publicly.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -35,7 +37,18 @@ pub trait Live: Send + Sync {
     fn sites(&self) -> Arc<Sites>;
     /// How long a request body may take (`server.client_body_timeout`).
     fn body_timeout(&self) -> std::time::Duration;
+    /// What the cache holds for `url`, for `/cache/inspect`.
+    fn inspect<'a>(&'a self, url: &'a str) -> Inspecting<'a>;
 }
+
+/// The inspector's answer, in the making.
+pub type Inspecting<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<serde_json::Value, crate::proxy::InspectError>>
+            + Send
+            + 'a,
+    >,
+>;
 
 impl std::fmt::Debug for dyn Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,6 +113,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                     if req.uri().path().starts_with("/purge") {
                         return Ok::<_, Infallible>(purge(&state, req).await);
                     }
+                    if req.uri().path() == "/cache/inspect" {
+                        return Ok(inspect(&state, &req).await);
+                    }
                     if req.uri().path() == "/reload" {
                         return Ok(reload(&state, &req).await);
                     }
@@ -157,6 +173,71 @@ async fn purge(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
         .handle(&parts.method, parts.uri.path(), &parts.headers, body)
         .await
         .map(Full::new)
+}
+
+/// `GET /cache/inspect?url=URL`: what the cache holds for the URL (see
+/// `proxy/inspect.rs`), behind the purge API's token check.
+async fn inspect(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET /cache/inspect?url=URL\n",
+        );
+    }
+    if let Err(refused) = state.purger.authorize(req.headers()) {
+        return refused.to_response().map(Full::new);
+    }
+    let Some(url) = req.uri().query().and_then(|q| query_param(q, "url")) else {
+        return purge_api::ApiError::bad(
+            "name the object: /cache/inspect?url=URL (percent-encoded)",
+        )
+        .to_response()
+        .map(Full::new);
+    };
+    match state.live.inspect(&url).await {
+        Ok(report) => json(&report),
+        Err(err) => {
+            if matches!(err, crate::proxy::InspectError::Store(_)) {
+                warn!(error = %err, "cache inspection failed");
+            }
+            purge_api::ApiError::new(err.status(), err.to_string())
+                .to_response()
+                .map(Full::new)
+        }
+    }
+}
+
+/// The first value of `name` in a query string, percent-decoded; `None`
+/// when absent or not UTF-8. A `+` stays a `+`: it is a literal in URLs,
+/// which have no spaces to encode as forms do.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    let raw = query.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (n == name).then_some(v)
+    })?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `POST /reload`: reads the configuration again and applies it; 200
@@ -247,7 +328,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /metrics, /stats.json, /dashboard, /peers, /sites, /purge or POST /reload\n",
+            "not found: try /healthz, /metrics, /stats.json, /dashboard, /peers, /sites, /purge, /cache/inspect?url=URL or POST /reload\n",
         ),
     }
 }
@@ -287,4 +368,22 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        let q = "x=1&url=http%3A%2F%2Fexample.com%2Fa%3Fb%3D1%26c&y";
+        assert_eq!(
+            query_param(q, "url").as_deref(),
+            Some("http://example.com/a?b=1&c")
+        );
+        assert_eq!(query_param("url=a+b%2", "url").as_deref(), Some("a+b%2"));
+        assert_eq!(query_param("y", "y").as_deref(), Some(""));
+        assert_eq!(query_param("x=1", "url"), None);
+        assert_eq!(query_param("url=%ff", "url"), None);
+    }
 }

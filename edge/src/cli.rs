@@ -187,6 +187,28 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
         interval: f64,
     },
+    /// What the cache holds for URL (docs/inspect.md): variants,
+    /// encodings, tiers, size, age, freshness, stale windows, validators,
+    /// tags, slices and the purge rules covering it. Reads
+    /// ADMIN/cache/inspect with the purge token.
+    Inspect {
+        /// The URL as clients ask for it: `http://example.com/a.css`
+        url: String,
+        /// The node's admin address
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        admin: String,
+        /// The purge token (prefer EDGE_PURGE_TOKEN, which stays out of `ps`)
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "EDGE_PURGE_TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
+        /// Print the JSON answer as it is
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a signed link for a site with `signed_urls` (docs/access.md):
     /// URL (a path or a full URL) with the expiry and HMAC-SHA256
     /// signature parameters added, signed with the secret in $ENV.

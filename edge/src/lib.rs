@@ -5,7 +5,8 @@
 //! ([`hooks`]), compression ([`transform`]), where misses go ([`routing`]: shields, origin pools, health
 //! probes; [`discovery`]: shields from cluster membership), the pooled client to peers ([`upstream`]), the admin listener
 //! ([`admin`]), configuration ([`config`], [`cli`]), and the binary's logging
-//! ([`logging`]) and man page ([`man`]). Cache semantics live in
+//! ([`logging`]), man page ([`man`]) and `edge inspect` view ([`inspect`]).
+//! Cache semantics live in
 //! the `cache` crate, peer choice in `origin-shield`, invalidation in
 //! `purge-api`.
 //!
@@ -32,6 +33,7 @@ pub mod discovery;
 pub mod error;
 pub mod headers;
 pub mod hooks;
+pub mod inspect;
 pub mod logging;
 pub mod man;
 pub mod metrics;

@@ -43,6 +43,24 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Inspect {
+        url,
+        admin,
+        token,
+        json,
+    }) = &cli.command
+    {
+        return match inspect(url, admin, token.as_deref(), *json) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("edge inspect: {}", error_chain(&err));
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Sign {
         url,
         expires,
@@ -194,6 +212,50 @@ fn stats(admin: &str, once: bool, interval: f64) -> anyhow::Result<()> {
             before = Some(now);
             tokio::time::sleep(std::time::Duration::from_secs_f64(interval.max(0.1))).await;
         }
+    })
+}
+
+/// `edge inspect URL`: asks ADMIN/cache/inspect and prints the summary
+/// (or the JSON as it came).
+fn inspect(url: &str, admin: &str, token: Option<&str>, raw: bool) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let target = format!(
+        "http://{}/cache/inspect?url={}",
+        admin.trim_start_matches("http://").trim_end_matches('/'),
+        edge::inspect::query_value(url)
+    );
+    let mut request = http::Request::get(&target);
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .with_context(|| format!("bad admin address {admin:?}"))?;
+    runtime.block_on(async {
+        use http_body_util::BodyExt as _;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let resp =
+            tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+                .await
+                .context("the node did not answer within 10s")?
+                .with_context(|| format!("cannot reach {admin}"))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let report: serde_json::Value = serde_json::from_slice(&body)
+            .with_context(|| format!("{admin} answered {status} without JSON"))?;
+        if !status.is_success() {
+            let why = report["error"].as_str().unwrap_or("no reason given");
+            anyhow::bail!("{status}: {why}");
+        }
+        if raw {
+            return Ok(format!("{}\n", serde_json::to_string_pretty(&report)?));
+        }
+        Ok(edge::inspect::render(&report))
     })
 }
 

@@ -18,6 +18,7 @@ const OLD_SECRET: &str = "the-previous-secret-987654321";
 struct Edge {
     child: Child,
     listen: u16,
+    admin: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -75,6 +76,7 @@ signed_urls = {{ secret_env = "SIGNED_TEST_SECRET", secret2_env = "SIGNED_TEST_O
     let edge = Edge {
         child,
         listen,
+        admin,
         _dir: dir,
     };
     let health = format!("http://127.0.0.1:{admin}/healthz");
@@ -205,4 +207,39 @@ async fn signed_links_pass_share_one_copy_and_bad_ones_get_403() {
     // outside the rule nothing is asked
     assert_eq!(get_with(&edge.url("/free"), &[HOST]).await.status(), 200);
     assert_eq!(origin.hits("/v/b.mp4"), 0);
+}
+
+/// `edge inspect` of a signed link and of the bare URL: one object, the
+/// key a request gets (signature parameters stripped), and the inspector
+/// checks no signature (it is not a client).
+#[tokio::test]
+async fn the_inspector_keys_signed_links_as_requests_are() {
+    let origin = MockOrigin::start().await;
+    origin.fallback(|_| Reply::ok("movie").header("cache-control", "max-age=600"));
+    let edge = start(&origin).await;
+    let link = edge_sign("/v/a.mp4");
+    assert_eq!(get_with(&edge.url(&link), &[HOST]).await.status(), 200);
+    let admin = format!("127.0.0.1:{}", edge.admin);
+    let inspect = |url: String| {
+        let admin = admin.clone();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(["inspect", &url, "--admin", &admin, "--json"])
+            .env("EDGE_PURGE_TOKEN", common::TOKEN)
+            .output()
+            .expect("edge inspect runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let signed = inspect(format!("http://video.example{link}"));
+    let bare = inspect("http://video.example/v/a.mp4".to_owned());
+    assert_eq!(signed["site"], "video");
+    assert_eq!(signed["stored"], true, "{signed:#}");
+    assert_eq!(bare["stored"], true, "{bare:#}");
+    assert_eq!(signed["key"], bare["key"]);
+    let other = inspect("http://video.example/v/b.mp4".to_owned());
+    assert_eq!(other["stored"], false);
 }

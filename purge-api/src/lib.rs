@@ -320,6 +320,24 @@ impl Purger {
         check_token(headers, self.config.load().token.as_deref())
     }
 
+    /// The admin API's check (the purge routes, and the cache inspector
+    /// beside them): the bearer token, or why not (401 without one, 403
+    /// with a wrong one, 403 when no token is configured: the API is off).
+    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match self.auth(headers) {
+            Auth::Granted => Ok(()),
+            Auth::Missing => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "purge needs Authorization: Bearer <token>",
+            )),
+            Auth::Wrong => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong purge token")),
+            Auth::Disabled => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the purge API is off: start edge with --purge-token",
+            )),
+        }
+    }
+
     /// Serves the admin routes under `/purge`: `POST /purge`,
     /// `POST /purge/replicate` (from peers) and `GET /purge/{id}`.
     pub async fn handle(
@@ -329,25 +347,8 @@ impl Purger {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Response<Bytes> {
-        match self.auth(headers) {
-            Auth::Granted => {}
-            Auth::Missing => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "purge needs Authorization: Bearer <token>",
-                )
-                .to_response();
-            }
-            Auth::Wrong => {
-                return ApiError::new(StatusCode::FORBIDDEN, "wrong purge token").to_response();
-            }
-            Auth::Disabled => {
-                return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "the purge API is off: start edge with --purge-token",
-                )
-                .to_response();
-            }
+        if let Err(refused) = self.authorize(headers) {
+            return refused.to_response();
         }
         let result = match (method, path) {
             (&Method::POST, "/purge") => self.api_purge(&body).await,

@@ -235,6 +235,80 @@ impl RuleSet {
     }
 }
 
+/// A rule in force that names an object (for the cache inspector): which
+/// selector, and its latest hard and soft purge times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Covering {
+    /// `all`, `url`, `host`, `prefix` or `tag`.
+    pub kind: &'static str,
+    /// The URL's key (hex), the host, `host/prefix` or the tag; empty for
+    /// `all`.
+    pub selector: String,
+    /// Latest hard purge by this selector, if any.
+    pub hard: Option<SystemTime>,
+    /// Latest soft purge by this selector, if any.
+    pub soft: Option<SystemTime>,
+    /// Whether it covers an object stored at the time asked about: a
+    /// purge after it (what [`RuleSet::verdict`] counts).
+    pub covers: bool,
+}
+
+impl Mark {
+    fn covering(&self, kind: &'static str, selector: String, stored: u64) -> Option<Covering> {
+        let time = |ms: u64| (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms));
+        if self.hard == 0 && self.soft == 0 {
+            return None;
+        }
+        Some(Covering {
+            kind,
+            selector,
+            hard: time(self.hard),
+            soft: time(self.soft),
+            covers: self.hard > stored || self.soft > stored,
+        })
+    }
+}
+
+impl RuleSet {
+    /// Every rule that names the object [`verdict`](RuleSet::verdict)
+    /// would judge (same arguments), whether or not it came after
+    /// `stored_at`. Off the request path: the inspector's.
+    pub fn covering(
+        &self,
+        key: &CacheKey,
+        host: &str,
+        path: &str,
+        tags: &[String],
+        stored_at: SystemTime,
+    ) -> Vec<Covering> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let stored = millis(stored_at);
+        let host = host.to_ascii_lowercase();
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        out.extend(index.all.covering("all", String::new(), stored));
+        if let Some(mark) = index.urls.get(key) {
+            out.extend(mark.covering("url", key.to_hex(), stored));
+        }
+        if let Some(mark) = index.hosts.get(&host) {
+            out.extend(mark.covering("host", host.clone(), stored));
+        }
+        for prefix in path_prefixes(path) {
+            if let Some(mark) = index.prefixes.get(&format!("{host}\0{prefix}")) {
+                out.extend(mark.covering("prefix", format!("{host}{prefix}"), stored));
+            }
+        }
+        for tag in tags {
+            if let Some(mark) = index.tags.get(tag) {
+                out.extend(mark.covering("tag", tag.clone(), stored));
+            }
+        }
+        out
+    }
+}
+
 /// `/a/b/c` → `/`, `/a`, `/a/b`, `/a/b/c`: the prefixes a prefix purge can
 /// name (segment boundaries only, so `/img` never matches `/imgs`).
 pub fn path_prefixes(path: &str) -> impl Iterator<Item = &str> {
@@ -285,6 +359,56 @@ mod tests {
     fn ask(rules: &RuleSet, path: &str, tags: &[&str], stored: SystemTime) -> Verdict {
         let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
         rules.verdict(&key(path), "Example.com", path, &tags, stored)
+    }
+
+    #[test]
+    fn covering_lists_the_rules_naming_an_object_and_which_came_after_it() {
+        let rules = RuleSet::new(Duration::from_secs(86_400));
+        let mut tag = record(now(), false);
+        tag.tags = vec!["product-7".into()];
+        rules.insert(&tag);
+        let mut prefix = record(now() + Duration::from_secs(10), true);
+        prefix.prefixes = vec![("example.com".into(), "/img".into())];
+        rules.insert(&prefix);
+        let mut other = record(now(), false);
+        other.tags = vec!["other".into()];
+        rules.insert(&other);
+        let tags = vec!["product-7".to_owned()];
+        let before = now() - Duration::from_secs(1);
+        let seen = rules.covering(
+            &key("/img/a.png"),
+            "Example.com",
+            "/img/a.png",
+            &tags,
+            before,
+        );
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(
+            (seen[0].kind, seen[0].selector.as_str()),
+            ("prefix", "example.com/img")
+        );
+        assert_eq!(seen[0].soft, Some(now() + Duration::from_secs(10)));
+        assert_eq!(seen[0].hard, None);
+        assert_eq!(
+            (seen[1].kind, seen[1].selector.as_str()),
+            ("tag", "product-7")
+        );
+        assert!(seen.iter().all(|c| c.covers));
+        // Stored after both: named, but not covered.
+        let after = now() + Duration::from_secs(20);
+        let seen = rules.covering(
+            &key("/img/a.png"),
+            "example.com",
+            "/img/a.png",
+            &tags,
+            after,
+        );
+        assert!(seen.iter().all(|c| !c.covers));
+        assert!(
+            rules
+                .covering(&key("/b"), "example.com", "/b", &[], before)
+                .is_empty()
+        );
     }
 
     #[test]

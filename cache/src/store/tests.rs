@@ -194,3 +194,69 @@ async fn a_released_disk_is_the_next_owners_and_memory_keeps_serving() {
     );
     new.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn peeking_reads_the_disk_without_promoting_into_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("/peeked");
+    {
+        let store = Store::open(&config(dir.path(), 16 << 20), None)
+            .await
+            .unwrap();
+        store.put_object(&k, meta(BodyLayout::Inline(Bytes::from_static(b"x"))));
+        store.record_variant(
+            &k,
+            Variant {
+                key: key("/peeked#variant"),
+                selector: vec![(HeaderName::from_static("accept-language"), None)],
+            },
+        );
+        let (_, tiers) = store.peek(&k).await.unwrap().unwrap();
+        assert_eq!(tiers[0], Tier::Memory);
+        // The first variant of a URL reaches the disk from a task.
+        let index = StoreKey(*k.variant_index().as_bytes());
+        for _ in 0..200 {
+            if let Ok(foyer::Load::Entry { .. } | foyer::Load::Piece { .. }) =
+                store.cache.storage().load(&index).await
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        store.close().await.unwrap();
+    }
+    // After a restart the memory tier is empty and the disk holds both.
+    let store = Store::open(&config(dir.path(), 16 << 20), None)
+        .await
+        .unwrap();
+    assert_eq!(store.memory_usage().entries, 0);
+    let (entry, tiers) = store.peek(&k).await.unwrap().unwrap();
+    assert!(matches!(entry, Entry::Object(_)));
+    assert_eq!(tiers, [Tier::Disk]);
+    assert_eq!(store.variants(&k).await.unwrap().len(), 1);
+    assert_eq!(store.memory_usage().entries, 0, "peeking promoted nothing");
+    // A lookup does promote: the contrast the inspector avoids.
+    assert!(object(&store, &k).await.is_some());
+    assert_eq!(store.memory_usage().entries, 1);
+    let (_, tiers) = store.peek(&k).await.unwrap().unwrap();
+    assert_eq!(tiers, [Tier::Memory, Tier::Disk]);
+    // A variant recorded while the index is only on disk joins it there
+    // (merged by a task: the fill does not wait for the read).
+    store.record_variant(
+        &k,
+        Variant {
+            key: key("/peeked#other"),
+            selector: vec![],
+        },
+    );
+    let mut listed = 0;
+    for _ in 0..200 {
+        listed = store.variants(&k).await.unwrap().len();
+        if listed == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(listed, 2, "the variant from before the restart is kept");
+    store.close().await.unwrap();
+}

@@ -285,7 +285,7 @@ fn tags(headers: &HeaderMap) -> Vec<String> {
 /// copy is as old as the shield says). Not the apparent age from `Date`:
 /// its one-second resolution would make fetches just after a purge look
 /// older than it.
-fn content_time(meta: &ObjectMeta) -> SystemTime {
+pub(crate) fn content_time(meta: &ObjectMeta) -> SystemTime {
     // A list-valued Age counts its first member, as for freshness.
     let age = policy::age_value(&meta.headers).unwrap_or(Duration::ZERO);
     meta.request_time

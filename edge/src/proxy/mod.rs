@@ -5,6 +5,9 @@
 //! pass whose `101` opens a tunnel, `tunnel.rs`; so is an HTTP/2 client's
 //! WebSocket, `h2_websocket.rs`, translated to HTTP/1.1 upstream);
 //! `response_filter`, and the end of the request (`finish.rs`).
+//! `inspect.rs` (used by `mod.rs`, using `shared.rs` and `layer.rs`)
+//! answers the admin cache inspector with
+//! the same site choice and key.
 //!
 //! Files point one way, top to bottom: `mod.rs` → `cached.rs` →
 //! `revalidate.rs` / `fill.rs` → `sliced_miss.rs` → `join.rs` →
@@ -18,6 +21,7 @@ mod fill;
 mod finish;
 mod forward;
 mod h2_websocket;
+mod inspect;
 mod join;
 mod layer;
 mod respond;
@@ -63,6 +67,7 @@ use crate::transform::{Compression, Transformer};
 use crate::upstream::Upstream;
 use finish::Finisher;
 use forward::Forwarder;
+pub use inspect::InspectError;
 use layer::CacheLayer;
 use respond::{BodyOf, Detail, Fwd, Mark};
 use shared::Shared;
@@ -497,24 +502,7 @@ impl<H: EdgeHooks> Pipeline<H> {
             hooks: self.hooks().clone(),
             metrics: self.metrics().clone(),
             span: span.clone(),
-            session: Session {
-                req: parts,
-                client_addr: conn.client_addr,
-                downstream_scheme: conn.scheme,
-                // A duration for logs and metrics, not cache semantics.
-                started: Instant::now(),
-                cache_key: None,
-                peer: None,
-                cache_status: CacheStatus::Pass,
-                cache_tier: None,
-                key_rules: self.key_rules.clone(),
-                sites: self.sites.clone(),
-                // Set by `process` once the Host is checked.
-                site: 0,
-                rule: None,
-                origin_fetched: Default::default(),
-                jwt_claims: None,
-            },
+            session: self.new_session(parts, conn.client_addr, conn.scheme),
             ctx: self.hooks().new_ctx(),
             _activity: conn.activity.request_started(),
             error: None,
@@ -597,6 +585,66 @@ impl<H: EdgeHooks> Pipeline<H> {
         Ok(pending.observe(response))
     }
 
+    /// The session of a request with head `req`, from `client_addr` over
+    /// `scheme`, before any phase ran (the inspector builds one for a URL
+    /// the same way, so its key is the one a request would get).
+    fn new_session(
+        &self,
+        req: http::request::Parts,
+        client_addr: SocketAddr,
+        scheme: &'static str,
+    ) -> Session {
+        Session {
+            req,
+            client_addr,
+            downstream_scheme: scheme,
+            // A duration for logs and metrics, not cache semantics.
+            started: Instant::now(),
+            cache_key: None,
+            peer: None,
+            cache_status: CacheStatus::Pass,
+            cache_tier: None,
+            key_rules: self.key_rules.clone(),
+            sites: self.sites.clone(),
+            // Set by `choose_site` once the Host is checked.
+            site: 0,
+            rule: None,
+            origin_fetched: Default::default(),
+            jwt_claims: None,
+        }
+    }
+
+    /// The site by Host and its rule for the request (`Session::site`,
+    /// `Session::rule`), or 421 when no site answers for the host.
+    fn choose_site(&self, session: &mut Session) -> Result<&crate::sites::Policy, ProxyError> {
+        let Some(site) = self.sites.site_for(session.host()) else {
+            return Err(ProxyError::Misdirected(session.host().to_owned()));
+        };
+        session.site = site.index;
+        let policy = site.policy(&session.req.method, session.req.uri.path());
+        session.rule = policy.rule;
+        Ok(policy)
+    }
+
+    /// What the cache holds for `url`, as the inspector's JSON
+    /// (`inspect.rs`): keyed as a GET for it from a client would be.
+    pub async fn inspect(&self, url: &str) -> Result<serde_json::Value, InspectError> {
+        let (req, scheme) = inspect::request_for(url)?;
+        // The inspector is not a client: no address of its own.
+        let nobody = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut session = self.new_session(req, nobody, scheme);
+        let bypass = match self.choose_site(&mut session) {
+            Ok(policy) => policy.cache == CacheMode::Bypass,
+            Err(_) => return Err(InspectError::NoSite(session.host().to_owned())),
+        };
+        let key = {
+            // Not held across an await: a hook's context need not be Send.
+            let mut ctx = self.hooks().new_ctx();
+            self.hooks().cache_key(&session, &mut ctx)
+        };
+        inspect::report(&self.shared, &session, key, bypass).await
+    }
+
     /// Phases 1–7; returns the response and the upstream status if asked.
     async fn process(
         self: &Arc<Self>,
@@ -609,12 +657,7 @@ impl<H: EdgeHooks> Pipeline<H> {
         validate::validate(&session.req)?;
         // The site by Host, and its rule: before the hooks, which may
         // override what the rule says.
-        let Some(site) = self.sites.site_for(session.host()) else {
-            return Err(ProxyError::Misdirected(session.host().to_owned()));
-        };
-        session.site = site.index;
-        let policy = site.policy(&session.req.method, session.req.uri.path());
-        session.rule = policy.rule;
+        let policy = self.choose_site(session)?;
         let access = &policy.access;
         if !access.is_empty() {
             // The address limits, IP rules, logs and X-Forwarded-For use.

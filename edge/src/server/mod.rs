@@ -553,4 +553,10 @@ impl<H: EdgeHooks> Live for Proxy<H> {
     fn body_timeout(&self) -> Duration {
         self.pipeline().client_body_timeout()
     }
+
+    fn inspect<'a>(&'a self, url: &'a str) -> crate::admin::Inspecting<'a> {
+        // The generation in force now, kept for the whole inspection.
+        let pipeline = self.pipeline();
+        Box::pin(async move { pipeline.inspect(url).await })
+    }
 }
