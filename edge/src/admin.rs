@@ -2,7 +2,8 @@
 //! Prometheus, `/peers` for operators (each peer's health as JSON), and the
 //! purge API (`/purge`, handled by the `purge-api` crate); `/stats.json`
 //! and the live `/dashboard` page that polls it; `POST /reload`; the
-//! cache inspector (`/cache/inspect?url=URL`, behind the purge token).
+//! cache inspector (`/cache/inspect?url=URL`) and the live request log
+//! (`/log?filter=…`, Server-Sent Events), both behind the purge token.
 //! Bound to loopback by default; never expose it publicly.
 
 use std::convert::Infallible;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::observe::live_log::{Filter, LiveLog, Next};
 use crate::ops::reload::Reload;
 use crate::routing::PeerView;
 use crate::sites::Sites;
@@ -39,6 +41,8 @@ pub trait Live: Send + Sync {
     fn body_timeout(&self) -> std::time::Duration;
     /// What the cache holds for `url`, for `/cache/inspect`.
     fn inspect<'a>(&'a self, url: &'a str) -> Inspecting<'a>;
+    /// The live request log, for `/log`.
+    fn live_log(&self) -> Arc<LiveLog>;
 }
 
 /// The inspector's answer, in the making.
@@ -110,16 +114,19 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
             let service = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 async move {
-                    if req.uri().path().starts_with("/purge") {
-                        return Ok::<_, Infallible>(purge(&state, req).await);
+                    if req.uri().path() == "/log" {
+                        return Ok::<_, Infallible>(live_log(&state, &req));
                     }
-                    if req.uri().path() == "/cache/inspect" {
-                        return Ok(inspect(&state, &req).await);
-                    }
-                    if req.uri().path() == "/reload" {
-                        return Ok(reload(&state, &req).await);
-                    }
-                    Ok(handle(&state, &req))
+                    let resp = if req.uri().path().starts_with("/purge") {
+                        purge(&state, req).await
+                    } else if req.uri().path() == "/cache/inspect" {
+                        inspect(&state, &req).await
+                    } else if req.uri().path() == "/reload" {
+                        reload(&state, &req).await
+                    } else {
+                        handle(&state, &req)
+                    };
+                    Ok(resp.map(BodyExt::boxed))
                 }
             });
             let result = hyper::server::conn::http1::Builder::new()
@@ -175,6 +182,90 @@ async fn purge(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
         .map(Full::new)
 }
 
+/// An admin response's body: whole, or the `/log` stream.
+type AdminBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A keep-alive comment this often: a watcher that went away is found
+/// (and stops costing the node anything) by the write that fails.
+const LOG_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET /log?filter=TERMS`: access records as Server-Sent Events, one
+/// `data:` JSON object per request that matches (`observe/live_log.rs`),
+/// behind the purge API's token check.
+fn live_log(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBody> {
+    let whole = |resp: Response<Full<Bytes>>| resp.map(BodyExt::boxed);
+    if req.method() != Method::GET {
+        return whole(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET /log?filter=TERMS\n",
+        ));
+    }
+    if let Err(refused) = state.purger.authorize(req.headers()) {
+        return whole(refused.to_response().map(Full::new));
+    }
+    let mut terms = Vec::new();
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        if let Some(value) = pair.strip_prefix("filter=") {
+            match percent_decode(value) {
+                Some(v) => terms.push(v.replace('+', " ")),
+                None => {
+                    return whole(
+                        purge_api::ApiError::bad("filter is not UTF-8")
+                            .to_response()
+                            .map(Full::new),
+                    );
+                }
+            }
+        }
+    }
+    let filter = match Filter::parse(&terms.join(",")) {
+        Ok(filter) => filter,
+        Err(why) => {
+            return whole(
+                purge_api::ApiError::bad(format!("bad filter: {why}"))
+                    .to_response()
+                    .map(Full::new),
+            );
+        }
+    };
+    let watcher = state.live.live_log().watch(filter);
+    let opening = Bytes::from_static(b": edge live log\n\n");
+    let events = futures_util::stream::unfold(
+        (Some(watcher), Some(opening)),
+        |(watcher, first)| async move {
+            if let Some(first) = first {
+                return Some((Ok(hyper::body::Frame::data(first)), (watcher, None)));
+            }
+            let mut watcher = watcher?;
+            let event = match watcher.next_within(LOG_KEEPALIVE).await {
+                None => Bytes::from_static(b": keep-alive\n\n"),
+                Some(Next::Record(record)) => {
+                    let json = serde_json::to_string(&*record).unwrap_or_default();
+                    Bytes::from(format!("data: {json}\n\n"))
+                }
+                Some(Next::Dropped(behind)) => {
+                    // Said once, then the stream ends (the watcher drops).
+                    let why = format!(": dropped: {behind} records behind\n\n");
+                    return Some((Ok(hyper::body::Frame::data(Bytes::from(why))), (None, None)));
+                }
+                Some(Next::Closed) => return None,
+            };
+            Some((Ok(hyper::body::Frame::data(event)), (Some(watcher), None)))
+        },
+    );
+    let mut resp = Response::new(http_body_util::StreamBody::new(events).boxed());
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
 /// `GET /cache/inspect?url=URL`: what the cache holds for the URL (see
 /// `proxy/inspect.rs`), behind the purge API's token check.
 async fn inspect(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -215,6 +306,11 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
         (n == name).then_some(v)
     })?;
+    percent_decode(raw)
+}
+
+/// `raw` percent-decoded; `None` when the result is not UTF-8.
+fn percent_decode(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -328,7 +424,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /metrics, /stats.json, /dashboard, /peers, /sites, /purge, /cache/inspect?url=URL or POST /reload\n",
+            "not found: try /healthz, /metrics, /stats.json, /dashboard, /peers, /sites, /purge, /cache/inspect?url=URL, /log or POST /reload\n",
         ),
     }
 }

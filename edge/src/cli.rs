@@ -209,6 +209,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Follow the node's requests as they happen, like varnishlog: one
+    /// line per request from ADMIN/log (Server-Sent Events)
+    Log {
+        /// Keep following (the only mode; accepted for tail -f habits)
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only requests matching every term: status:5xx, status:400-499,
+        /// cache:MISS, host:NAME, path:/PREFIX, client:IP or CIDR
+        /// (repeatable, or comma-separated)
+        #[arg(long, value_name = "TERMS")]
+        filter: Vec<String>,
+        /// The node's admin address
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        admin: String,
+        /// The purge token (prefer EDGE_PURGE_TOKEN, which stays out of `ps`)
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "EDGE_PURGE_TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
+        /// Print each record's JSON as it came
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a signed link for a site with `signed_urls` (docs/access.md):
     /// URL (a path or a full URL) with the expiry and HMAC-SHA256
     /// signature parameters added, signed with the secret in $ENV.

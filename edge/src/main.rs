@@ -61,6 +61,22 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Log {
+        follow: _,
+        filter,
+        admin,
+        token,
+        json,
+    }) = &cli.command
+    {
+        return match follow_log(filter, admin, token.as_deref(), *json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("edge log: {}", error_chain(&err));
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Sign {
         url,
         expires,
@@ -256,6 +272,72 @@ fn inspect(url: &str, admin: &str, token: Option<&str>, raw: bool) -> anyhow::Re
             return Ok(format!("{}\n", serde_json::to_string_pretty(&report)?));
         }
         Ok(edge::inspect::render(&report))
+    })
+}
+
+/// `edge log --follow`: prints ADMIN/log's records as they come, one line
+/// each (or their JSON), until the node stops or drops this watcher.
+fn follow_log(
+    filter: &[String],
+    admin: &str,
+    token: Option<&str>,
+    raw: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let target = format!(
+        "http://{}/log?filter={}",
+        admin.trim_start_matches("http://").trim_end_matches('/'),
+        edge::inspect::query_value(&filter.join(","))
+    );
+    let mut request = http::Request::get(&target);
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .with_context(|| format!("bad admin address {admin:?}"))?;
+    runtime.block_on(async {
+        use http_body_util::BodyExt as _;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let resp =
+            tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+                .await
+                .context("the node did not answer within 10s")?
+                .with_context(|| format!("cannot reach {admin}"))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let text = body.collect().await?.to_bytes();
+            let why = serde_json::from_slice::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&text).trim().to_owned());
+            anyhow::bail!("{status}: {why}");
+        }
+        let mut pending = Vec::new();
+        let mut out = std::io::stdout().lock();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("the node closed the log")?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = pending.drain(..end + 2).collect();
+                let event = String::from_utf8_lossy(&event);
+                if let Some(line) = edge::observe::live_log::render_event(&event, raw) {
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+            }
+        }
+        Ok(())
     })
 }
 

@@ -52,6 +52,7 @@ pub mod names {
     pub const TUNNELS_CLOSED_TOTAL: &str = "edge_tunnels_closed_total";
     pub const REFUSED_TOTAL: &str = "edge_refused_total";
     pub const STALE_SERVED_TOTAL: &str = "edge_stale_served_total";
+    pub const LIVE_LOG_WATCHERS: &str = "edge_live_log_watchers";
     pub const RATE_LIMIT_KEYS: &str = "edge_rate_limit_keys";
     pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "edge_rate_limit_overflow_total";
 }
@@ -142,6 +143,8 @@ pub struct Metrics {
     /// Tunnels open now (each also holds its client connection's place in
     /// `open_connections`).
     pub open_tunnels: IntGauge,
+    /// Watchers of the live request log (`/log`, `edge log`) connected now.
+    pub live_log_watchers: IntGauge,
     /// Bytes relayed by tunnels, by `direction` (`to_origin`, `to_client`).
     pub tunnel_bytes: IntCounterVec,
     /// Tunnels ended, by `reason`: `closed` (a side closed), `idle`
@@ -351,6 +354,10 @@ impl Metrics {
                 ),
                 &["protocol", "result"],
             )?,
+            live_log_watchers: IntGauge::new(
+                names::LIVE_LOG_WATCHERS,
+                "Watchers of the live request log (/log) connected now",
+            )?,
             open_tunnels: IntGauge::new(
                 names::OPEN_TUNNELS,
                 "Connections switched to another protocol (WebSocket) open now",
@@ -447,6 +454,7 @@ impl Metrics {
         registry.register(Box::new(m.upstream_reuse_ratio.clone()))?;
         registry.register(Box::new(m.upgrades.clone()))?;
         registry.register(Box::new(m.open_tunnels.clone()))?;
+        registry.register(Box::new(m.live_log_watchers.clone()))?;
         registry.register(Box::new(m.tunnel_bytes.clone()))?;
         registry.register(Box::new(m.tunnels_closed.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;

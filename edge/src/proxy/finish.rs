@@ -22,6 +22,7 @@ const CLIENT_CLOSED: u16 = 499;
 pub(crate) struct Finisher<H: EdgeHooks> {
     pub hooks: Arc<H>,
     pub metrics: Arc<Metrics>,
+    pub live: Arc<crate::observe::live_log::LiveLog>,
     pub span: Span,
     pub session: Session,
     pub ctx: H::Ctx,
@@ -96,6 +97,7 @@ impl<H: EdgeHooks> Finisher<H> {
             Some(log) => log.record(&self.session, &summary),
             None => access_log(&self.session, &summary),
         }
+        self.live.record(&self.session, &summary);
         self.hooks.logging(&self.session, &summary, &mut self.ctx);
     }
 }

@@ -185,6 +185,7 @@ struct Lasting<H> {
     upstream: Arc<Upstream>,
     cache: CacheFrom,
     clock: Clock,
+    live: Arc<crate::observe::live_log::LiveLog>,
 }
 
 /// The cache layer of a first generation, or the one a reload carries over.
@@ -262,6 +263,7 @@ impl<H: EdgeHooks> Pipeline<H> {
                 },
                 fwd,
                 cache: Arc::new(cache),
+                live: lasting.live,
             }),
             key_rules: Arc::new(config.cache.key_rules()),
             purge_from: config
@@ -304,10 +306,14 @@ impl<H: EdgeHooks> Proxy<H> {
             clock,
             sites,
         } = parts;
+        let live = Arc::new(crate::observe::live_log::LiveLog::new(
+            metrics.live_log_watchers.clone(),
+        ));
         let lasting = Lasting {
             hooks: Arc::new(hooks),
             metrics,
             upstream: Arc::new(upstream),
+            live,
             cache: CacheFrom::Opened { store, purger },
             clock,
         };
@@ -317,6 +323,11 @@ impl<H: EdgeHooks> Proxy<H> {
             listen,
             discovered: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// The live request log (`/log`), the same for every generation.
+    pub fn live_log(&self) -> Arc<crate::observe::live_log::LiveLog> {
+        self.pipeline().shared.live.clone()
     }
 
     /// The pipeline in force now.
@@ -343,6 +354,7 @@ impl<H: EdgeHooks> Proxy<H> {
             upstream: upstream.map_or_else(|| fwd.upstream.clone(), Arc::new),
             cache: CacheFrom::Before(now.shared.cache.clone()),
             clock: fwd.clock.clone(),
+            live: now.shared.live.clone(),
         };
         Arc::new(Pipeline::build(
             config,
@@ -501,6 +513,7 @@ impl<H: EdgeHooks> Pipeline<H> {
         let mut pending = Finisher {
             hooks: self.hooks().clone(),
             metrics: self.metrics().clone(),
+            live: self.shared.live.clone(),
             span: span.clone(),
             session: self.new_session(parts, conn.client_addr, conn.scheme),
             ctx: self.hooks().new_ctx(),

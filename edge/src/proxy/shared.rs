@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::forward::Forwarder;
 use super::layer::CacheLayer;
+use crate::observe::live_log::LiveLog;
 use crate::transform::Transformer;
 
 #[derive(Debug)]
@@ -14,4 +15,6 @@ pub(crate) struct Shared<H> {
     pub cache: Arc<CacheLayer>,
     /// Compression settings of this generation.
     pub transform: Transformer,
+    /// Watchers of `/log` (the same across generations).
+    pub live: Arc<LiveLog>,
 }

@@ -559,4 +559,8 @@ impl<H: EdgeHooks> Live for Proxy<H> {
         let pipeline = self.pipeline();
         Box::pin(async move { pipeline.inspect(url).await })
     }
+
+    fn live_log(&self) -> Arc<crate::observe::live_log::LiveLog> {
+        Proxy::live_log(self)
+    }
 }
