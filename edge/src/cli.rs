@@ -172,6 +172,22 @@ impl ClusterRole {
     }
 }
 
+/// How a subcommand reaches a running node's admin listener.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminAccess {
+    /// The node's admin address
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub admin: String,
+    /// The purge token (prefer EDGE_PURGE_TOKEN, which stays out of `ps`)
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "EDGE_PURGE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Live view of a running node (like varnishstat): hit ratios, req/s,
@@ -194,17 +210,8 @@ pub enum Command {
     Inspect {
         /// The URL as clients ask for it: `http://example.com/a.css`
         url: String,
-        /// The node's admin address
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
-        admin: String,
-        /// The purge token (prefer EDGE_PURGE_TOKEN, which stays out of `ps`)
-        #[arg(
-            long,
-            value_name = "TOKEN",
-            env = "EDGE_PURGE_TOKEN",
-            hide_env_values = true
-        )]
-        token: Option<String>,
+        #[command(flatten)]
+        node: AdminAccess,
         /// Print the JSON answer as it is
         #[arg(long)]
         json: bool,
@@ -220,17 +227,8 @@ pub enum Command {
         /// (repeatable, or comma-separated)
         #[arg(long, value_name = "TERMS")]
         filter: Vec<String>,
-        /// The node's admin address
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
-        admin: String,
-        /// The purge token (prefer EDGE_PURGE_TOKEN, which stays out of `ps`)
-        #[arg(
-            long,
-            value_name = "TOKEN",
-            env = "EDGE_PURGE_TOKEN",
-            hide_env_values = true
-        )]
-        token: Option<String>,
+        #[command(flatten)]
+        node: AdminAccess,
         /// Print each record's JSON as it came
         #[arg(long)]
         json: bool,

@@ -43,14 +43,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Command::Inspect {
-        url,
-        admin,
-        token,
-        json,
-    }) = &cli.command
-    {
-        return match inspect(url, admin, token.as_deref(), *json) {
+    if let Some(Command::Inspect { url, node, json }) = &cli.command {
+        return match inspect(url, &node.admin, node.token.as_deref(), *json) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -64,12 +58,11 @@ fn main() -> ExitCode {
     if let Some(Command::Log {
         follow: _,
         filter,
-        admin,
-        token,
+        node,
         json,
     }) = &cli.command
     {
-        return match follow_log(filter, admin, token.as_deref(), *json) {
+        return match follow_log(filter, &node.admin, node.token.as_deref(), *json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("edge log: {}", error_chain(&err));
@@ -238,28 +231,10 @@ fn inspect(url: &str, admin: &str, token: Option<&str>, raw: bool) -> anyhow::Re
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let target = format!(
-        "http://{}/cache/inspect?url={}",
-        admin.trim_start_matches("http://").trim_end_matches('/'),
-        edge::inspect::query_value(url)
-    );
-    let mut request = http::Request::get(&target);
-    if let Some(token) = token {
-        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .with_context(|| format!("bad admin address {admin:?}"))?;
+    let path = format!("/cache/inspect?url={}", edge::inspect::query_value(url));
     runtime.block_on(async {
         use http_body_util::BodyExt as _;
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let resp =
-            tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
-                .await
-                .context("the node did not answer within 10s")?
-                .with_context(|| format!("cannot reach {admin}"))?;
+        let resp = admin_get(admin, &path, token).await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         let report: serde_json::Value = serde_json::from_slice(&body)
@@ -288,28 +263,13 @@ fn follow_log(
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let target = format!(
-        "http://{}/log?filter={}",
-        admin.trim_start_matches("http://").trim_end_matches('/'),
+    let path = format!(
+        "/log?filter={}",
         edge::inspect::query_value(&filter.join(","))
     );
-    let mut request = http::Request::get(&target);
-    if let Some(token) = token {
-        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .with_context(|| format!("bad admin address {admin:?}"))?;
     runtime.block_on(async {
         use http_body_util::BodyExt as _;
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let resp =
-            tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
-                .await
-                .context("the node did not answer within 10s")?
-                .with_context(|| format!("cannot reach {admin}"))?;
+        let resp = admin_get(admin, &path, token).await?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {
@@ -339,6 +299,32 @@ fn follow_log(
         }
         Ok(())
     })
+}
+
+/// `GET http://ADMIN/PATH` with the purge token, answered (its head)
+/// within 10 s.
+async fn admin_get(
+    admin: &str,
+    path_and_query: &str,
+    token: Option<&str>,
+) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+    let target = format!(
+        "http://{}{path_and_query}",
+        admin.trim_start_matches("http://").trim_end_matches('/')
+    );
+    let mut request = http::Request::get(&target);
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .with_context(|| format!("bad admin address {admin:?}"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+        .await
+        .context("the node did not answer within 10s")?
+        .with_context(|| format!("cannot reach {admin}"))
 }
 
 /// The error and its causes on one line, each cause once: our errors
