@@ -38,6 +38,12 @@ pub struct Stats {
     pub purge_rules: i64,
     pub purge_backlog: i64,
     pub peers: Vec<PeerStats>,
+    /// Stale objects served, by reason (`origin_error`: the origin failed).
+    #[serde(default)]
+    pub stale_served: BTreeMap<String, u64>,
+    /// Watchers of the live request log connected now.
+    #[serde(default)]
+    pub live_log_watchers: i64,
     /// The NATS cluster, on a node with `--cluster` (else absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStats>,
@@ -195,6 +201,8 @@ pub fn snapshot(registry: &Registry, node: &str, started: Instant) -> Stats {
         purge_rules: g(names::PURGE_RULES, &[]) as i64,
         purge_backlog: g(names::PURGE_BACKLOG, &[]) as i64,
         peers,
+        stale_served: sum_by(&families, names::STALE_SERVED_TOTAL, "reason"),
+        live_log_watchers: g(names::LIVE_LOG_WATCHERS, &[]) as i64,
         cluster,
     }
 }

@@ -398,4 +398,10 @@ async fn stale_served_for_a_failed_origin_is_counted_apart() {
     let metrics = edge.metrics().await;
     assert_eq!(metrics::value(&metrics, &stale("origin_error")), Some(1.0));
     assert_eq!(metrics::value(&metrics, &stale("revalidating")), Some(1.0));
+    // The dashboard reads the same from /stats.json.
+    let stats: serde_json::Value =
+        serde_json::from_slice(get(&edge.admin_url("/stats.json")).await.body()).expect("json");
+    assert_eq!(stats["stale_served"]["origin_error"], 1);
+    assert_eq!(stats["stale_served"]["revalidating"], 1);
+    assert_eq!(stats["live_log_watchers"], 0);
 }
