@@ -17,22 +17,12 @@ async fn access_lines_go_to_the_file_in_json() {
     let origin = MockOrigin::start_site().await;
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("access.log");
-    let (listen, admin) = (free_port(), free_port());
-    let data = dir.path().join("data");
-    let mut child = edge_command(
-        env!("CARGO_BIN_EXE_edge"),
-        origin.addr(),
-        &data,
-        listen,
-        admin,
-    )
-    .arg("--access-log")
-    .arg(&log)
-    .args(["--log-format", "json"])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("edge starts");
+    let (mut child, listen) = logging_edge(
+        &origin,
+        dir.path(),
+        &["--log-format", "json"],
+        Stdio::piped(),
+    );
     let client = client::http1();
     // The first request the edge answers, once it listens.
     let resp = first_answer(&client, listen, "/logged?x=1").await;
@@ -63,6 +53,33 @@ async fn access_lines_go_to_the_file_in_json() {
         !stdout.contains("/logged"),
         "no access lines on stdout: {stdout}"
     );
+}
+
+/// The edge binary in front of `origin`, with its access log at
+/// `DIR/access.log`, its data in `DIR/data` and `args` added; and the port
+/// it serves on.
+fn logging_edge(
+    origin: &MockOrigin,
+    dir: &Path,
+    args: &[&str],
+    stdout: Stdio,
+) -> (std::process::Child, u16) {
+    let (listen, admin) = (free_port(), free_port());
+    let child = edge_command(
+        env!("CARGO_BIN_EXE_edge"),
+        origin.addr(),
+        &dir.join("data"),
+        listen,
+        admin,
+    )
+    .arg("--access-log")
+    .arg(dir.join("access.log"))
+    .args(args)
+    .stdout(stdout)
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("edge starts");
+    (child, listen)
 }
 
 /// Lines of the child's stdout as they come, read on a thread of their own.
@@ -142,20 +159,7 @@ async fn sigusr1_after_a_move_sends_new_lines_to_a_new_file() {
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("access.log");
     let moved = dir.path().join("access.log.1");
-    let (listen, admin) = (free_port(), free_port());
-    let mut child = edge_command(
-        env!("CARGO_BIN_EXE_edge"),
-        origin.addr(),
-        &dir.path().join("data"),
-        listen,
-        admin,
-    )
-    .arg("--access-log")
-    .arg(&log)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("edge starts");
+    let (mut child, listen) = logging_edge(&origin, dir.path(), &[], Stdio::piped());
     let stdout = collect_stdout(&mut child);
     let client = client::http1();
     first_answer(&client, listen, "/before?n=0").await;
@@ -237,21 +241,12 @@ async fn combined_lines_parse_as_nginx_combined() {
     let origin = MockOrigin::start_site().await;
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("access.log");
-    let (listen, admin) = (free_port(), free_port());
-    let mut child = edge_command(
-        env!("CARGO_BIN_EXE_edge"),
-        origin.addr(),
-        &dir.path().join("data"),
-        listen,
-        admin,
-    )
-    .arg("--access-log")
-    .arg(&log)
-    .args(["--access-log-format", "combined"])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("edge starts");
+    let (mut child, listen) = logging_edge(
+        &origin,
+        dir.path(),
+        &["--access-log-format", "combined"],
+        Stdio::null(),
+    );
     let client = client::http1();
     assert_eq!(first_answer(&client, listen, "/c?x=1").await.status(), 200);
     let req = Request::get(format!("http://127.0.0.1:{listen}/c?x=1"))
