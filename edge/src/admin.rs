@@ -254,16 +254,20 @@ fn live_log(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBody> 
         },
     );
     let mut resp = Response::new(http_body_util::StreamBody::new(events).boxed());
-    let headers = resp.headers_mut();
+    live_view(resp.headers_mut(), "text/event-stream");
+    resp
+}
+
+/// A live view's headers: its type, and never cached.
+fn live_view(headers: &mut http::HeaderMap, content_type: &'static str) {
     headers.insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/event-stream"),
+        header::HeaderValue::from_static(content_type),
     );
     headers.insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    resp
 }
 
 /// `GET /cache/inspect?url=URL`: what the cache holds for the URL (see
@@ -435,15 +439,7 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
         Ok(body) => {
             let mut resp = text(StatusCode::OK, "");
             *resp.body_mut() = Full::new(Bytes::from(body));
-            let headers = resp.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            headers.insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-store"),
-            );
+            live_view(resp.headers_mut(), "application/json");
             resp
         }
         Err(err) => {
