@@ -57,6 +57,8 @@ pin_project! {
         // Counts the exchange as in flight on its peer until the body is
         // done with (least-connections and the concurrency cap see it).
         in_flight: Option<ActiveGuard>,
+        // The exchange's trace span, which ends with the body.
+        span: Option<crate::observe::trace::UpstreamSpan>,
     }
 }
 
@@ -67,12 +69,19 @@ impl<B> ReadTimeout<B> {
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             in_flight: None,
+            span: None,
         }
     }
 
     /// Keeps `guard` (a request in flight on a peer) until the body drops.
     pub fn holding(mut self, guard: Option<ActiveGuard>) -> Self {
         self.in_flight = guard;
+        self
+    }
+
+    /// Ends `span` (the exchange's, `[tracing]`) when the body drops.
+    pub fn traced(mut self, span: Option<crate::observe::trace::UpstreamSpan>) -> Self {
+        self.span = span;
         self
     }
 }

@@ -149,6 +149,14 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", env = "EDGE_ACCESS_LOG")]
     pub access_log: Option<PathBuf>,
 
+    /// Send trace spans to this OTLP/HTTP collector (http://HOST:4318) and take part in W3C trace context [default: off]
+    #[arg(long, value_name = "URL", env = "EDGE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Share of new traces recorded and exported, 0.0 to 1.0 [default: 0]
+    #[arg(long, value_name = "RATIO", env = "EDGE_TRACE_SAMPLING")]
+    pub trace_sampling: Option<f64>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -367,6 +375,10 @@ flags! {
         |c, v| c.access_log_format = Some(*v);
     access_log: "--access-log" => "access_log",
         |c, v| c.access_log = Some(v.clone());
+    otlp_endpoint: "--otlp-endpoint" => "tracing.otlp_endpoint",
+        |c, v| c.tracing.otlp_endpoint = Some(v.clone());
+    trace_sampling: "--trace-sampling" => "tracing.sampling",
+        |c, v| c.tracing.sampling = *v;
 }
 
 impl Cli {

@@ -60,6 +60,9 @@ pub struct Session {
     /// The claims of the JWT a rule's `jwt` check verified, for the hooks
     /// after `request_filter`; `None` without such a check.
     pub jwt_claims: Option<crate::access::jwt::Claims>,
+    /// The request's part in its distributed trace (`[tracing]`); `None`
+    /// without an `otlp_endpoint`.
+    pub(crate) trace: Option<Box<crate::observe::trace::RequestTrace>>,
 }
 
 impl Session {

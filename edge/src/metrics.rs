@@ -53,6 +53,8 @@ pub mod names {
     pub const REFUSED_TOTAL: &str = "edge_refused_total";
     pub const STALE_SERVED_TOTAL: &str = "edge_stale_served_total";
     pub const LIVE_LOG_WATCHERS: &str = "edge_live_log_watchers";
+    pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "edge_trace_spans_exported_total";
+    pub const TRACE_SPANS_DROPPED_TOTAL: &str = "edge_trace_spans_dropped_total";
     pub const RATE_LIMIT_KEYS: &str = "edge_rate_limit_keys";
     pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "edge_rate_limit_overflow_total";
 }
@@ -160,6 +162,12 @@ pub struct Metrics {
     /// counters would hide, Varnish's grace), `revalidating`
     /// (`stale-while-revalidate`), `max_stale` (the client asked).
     pub stale_served: IntCounterVec,
+    /// Spans the collector accepted (`[tracing]`).
+    pub trace_spans_exported: IntCounter,
+    /// Spans given up, by reason: `queue_full` (the collector is slower
+    /// than the traffic) or `export_failed` (it refused, timed out or is
+    /// down).
+    pub trace_spans_dropped: IntCounterVec,
     /// Keys the rate limiters track, by site; set at scrape.
     pub rate_limit_keys: IntGaugeVec,
     /// Checks by keys that found their limiter full (`max_keys`) and
@@ -387,6 +395,17 @@ impl Metrics {
                 ),
                 &["site", "reason"],
             )?,
+            trace_spans_exported: IntCounter::new(
+                names::TRACE_SPANS_EXPORTED_TOTAL,
+                "Trace spans the OTLP collector accepted",
+            )?,
+            trace_spans_dropped: IntCounterVec::new(
+                Opts::new(
+                    names::TRACE_SPANS_DROPPED_TOTAL,
+                    "Trace spans dropped, by reason (queue_full, export_failed)",
+                ),
+                &["reason"],
+            )?,
             rate_limit_keys: IntGaugeVec::new(
                 Opts::new(names::RATE_LIMIT_KEYS, "Keys tracked by rate limits"),
                 &["site"],
@@ -459,6 +478,8 @@ impl Metrics {
         registry.register(Box::new(m.tunnels_closed.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
         registry.register(Box::new(m.stale_served.clone()))?;
+        registry.register(Box::new(m.trace_spans_exported.clone()))?;
+        registry.register(Box::new(m.trace_spans_dropped.clone()))?;
         registry.register(Box::new(m.rate_limit_keys.clone()))?;
         registry.register(Box::new(m.rate_limit_overflow.clone()))?;
         Ok(m)

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edge_tests::otlp::OtlpReceiver;
 use edge_tests::process::{TOKEN, clean_command};
 use edge_tests::{Gate, MockOrigin, Reply, client, eventually_within, free_port, metrics};
 use http::Request;
@@ -606,4 +607,58 @@ async fn a_changed_cluster_section_is_reported_as_needing_a_restart() {
     );
     let resp = client::fetch(&client::http1(), node.shop("/x")).await;
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_reload_turns_sampling_up_and_spans_reach_the_collector() {
+    let receiver = OtlpReceiver::start().await;
+    let a = origin("a").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("edge.toml");
+    let (listen, admin) = (free_port(), free_port());
+    let tracing = |sampling: &str| {
+        format!(
+            "[tracing]\notlp_endpoint = \"{}\"\nsampling = {sampling}\nexport_interval = \"20ms\"\n",
+            receiver.url()
+        )
+    };
+    std::fs::write(
+        &file,
+        config_text(listen, admin, dir.path(), &a.url(), &tracing("0.0")),
+    )
+    .expect("config written");
+    let node = Node::start(&file, listen, admin).await;
+    let resp = client::fetch(&client::http1(), node.shop("/before")).await;
+    assert_eq!(resp.status(), 200);
+    let sent = a.last_request("/before").expect("asked");
+    assert!(
+        sent.headers.contains_key("traceparent"),
+        "ids go upstream at 0"
+    );
+
+    std::fs::write(
+        &file,
+        config_text(listen, admin, dir.path(), &a.url(), &tracing("1.0")),
+    )
+    .expect("config rewritten");
+    let (status, body) = node.reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let changed = body["sections_changed"].to_string();
+    assert!(changed.contains("tracing"), "{body}");
+    let resp = client::fetch(&client::http1(), node.shop("/after")).await;
+    assert_eq!(resp.status(), 200);
+    eventually_within("the spans of /after", Duration::from_secs(5), async || {
+        receiver
+            .spans()
+            .iter()
+            .any(|s| s.attr("url.path") == Some("/after") && s.attr("edge.site") == Some("shop"))
+    })
+    .await;
+    assert!(
+        !receiver
+            .spans()
+            .iter()
+            .any(|s| s.attr("url.path") == Some("/before")),
+        "sampling 0 exported /before"
+    );
 }

@@ -3,7 +3,8 @@
 //! ([`client`]), what tests read off responses ([`ResponseExt`]), waiting
 //! without guessing ([`wait`], [`Gate`]) and the `edge` binary as a child
 //! process ([`process`]). Every test owns its own origin and edge on
-//! 127.0.0.1; cluster tests start their own `nats-server` ([`nats`]). Time is a shared adjustable clock per test (`clocks.rs`):
+//! 127.0.0.1; cluster tests start their own `nats-server` ([`nats`]), trace tests an
+//! OTLP/HTTP receiver ([`otlp`]). Time is a shared adjustable clock per test (`clocks.rs`):
 //! [`TestEdge::advance`] ages stored objects instead of a sleep.
 
 pub mod certs;
@@ -15,6 +16,7 @@ pub mod logs;
 pub mod metrics;
 pub mod nats;
 mod origin;
+pub mod otlp;
 pub mod process;
 mod response;
 pub mod wait;

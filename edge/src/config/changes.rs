@@ -162,6 +162,7 @@ pub fn between(applied: &Config, next: &Config, needs_restart: Vec<&'static str>
     section("purge", applied.purge != next.purge);
     section("tls", applied.tls != next.tls);
     section("server", applied.server != next.server);
+    section("tracing", applied.tracing != next.tracing);
     Changes {
         sites_added,
         sites_removed,

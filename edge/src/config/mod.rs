@@ -5,7 +5,7 @@
 //! A bad file is an error naming the file, line and key, never a panic.
 //!
 //! One module per section of the file (`cache`, `compression`, `server`, `upstream`,
-//! `purge`, `tls`, `sites`; `peers` for `origins` and `shields`); `load` reads the
+//! `purge`, `tls`, `tracing`, `sites`; `peers` for `origins` and `shields`); `load` reads the
 //! file and lays the command line's [`Overrides`] over it, `validate` checks
 //! what serde cannot. The command line itself is `crate::cli`, which this
 //! module does not know.
@@ -24,6 +24,7 @@ mod purge;
 mod server;
 mod sites;
 mod tls;
+mod tracing;
 mod units;
 mod upstream;
 mod validate;
@@ -49,6 +50,7 @@ pub use purge::{PurgeSettings, Secret};
 pub use server::ServerConfig;
 pub use sites::{CacheMode, DEFAULT_SITE, HeaderEdits, Redirect, RuleConfig, SiteConfig};
 pub use tls::{SniCert, TlsSettings};
+pub use tracing::TracingConfig;
 pub use units::{ByteSize, parse_duration};
 pub use upstream::{HealthCheckConfig, UpstreamConfig};
 
@@ -116,6 +118,7 @@ pub struct Config {
     pub purge: PurgeSettings,
     pub cluster: ClusterSettings,
     pub tls: TlsSettings,
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -141,6 +144,7 @@ impl Default for Config {
             compression: CompressionConfig::default(),
             server: ServerConfig::default(),
             upstream: UpstreamConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }

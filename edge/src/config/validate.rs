@@ -37,6 +37,7 @@ impl Config {
             ));
         }
         self.compression.validate()?;
+        self.tracing.validate()?;
         if self.tls.listen.is_some() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
             return Err((
                 "tls.listen",

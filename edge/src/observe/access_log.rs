@@ -561,6 +561,7 @@ mod tests {
             rule: None,
             origin_fetched: Arc::default(),
             jwt_claims: None,
+            trace: None,
         }
     }
 

@@ -12,6 +12,7 @@ use tracing::{Span, info};
 use crate::body::{self, BodyEnd, ProxyBody};
 use crate::hooks::{EdgeHooks, RequestSummary, Session};
 use crate::metrics::{BodySource, Metrics};
+use crate::observe::trace::RequestEnd;
 use crate::server::idle::RequestActivity;
 
 /// nginx's "client closed request": the client left before a response head.
@@ -92,6 +93,19 @@ impl<H: EdgeHooks> Finisher<H> {
         self.metrics
             .body_bytes(site, cache_status, source)
             .inc_by(body_bytes);
+        if let Some(trace) = self.session.trace.take() {
+            trace.finish(RequestEnd {
+                status: status.as_u16(),
+                body_bytes,
+                site: self.metrics.site_label(site),
+                cache_status: cache_status.as_str(),
+                cache_tier: self.session.cache_tier.map(|t| t.as_str()),
+                peer: self.session.peer.as_ref().map(|p| p.authority().as_str()),
+                upstream_status: summary.upstream_status.map(|s| s.as_u16()),
+                error: summary.error,
+                body_end: summary.end.as_str(),
+            });
+        }
         let _enter = self.span.enter();
         match crate::observe::access_log::installed() {
             Some(log) => log.record(&self.session, &summary),

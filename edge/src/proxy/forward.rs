@@ -212,12 +212,23 @@ impl<H: EdgeHooks> Forwarder<H> {
             };
             upstream_req.uri = peer.uri_for(upstream_req.uri.path_and_query());
             let req_body = body.take().unwrap_or_else(body::empty);
-            let req = Request::from_parts(clone_parts(&upstream_req), req_body);
+            let mut req = Request::from_parts(clone_parts(&upstream_req), req_body);
+            let mut span = session.trace.as_ref().and_then(|t| {
+                t.upstream(
+                    method.as_str(),
+                    peer.authority().as_str(),
+                    at,
+                    req.headers_mut(),
+                )
+            });
             session.peer = Some(peer.clone());
             let request_time = self.clock.now();
             let err = match self.upstream.send(peer, req).await {
                 Ok(resp) => {
                     let (mut parts, body) = resp.into_parts();
+                    if let Some(span) = &mut span {
+                        span.answered(parts.status.as_u16());
+                    }
                     if let Some(member) = member {
                         if unhealthy_status(member, parts.status) {
                             self.peer_failed(member, "status", true);
@@ -258,12 +269,15 @@ impl<H: EdgeHooks> Forwarder<H> {
                     };
                     return Ok(Fetched {
                         parts,
-                        body: body.holding(in_flight),
+                        body: body.holding(in_flight).traced(span),
                         exchange,
                     });
                 }
                 Err(err) => err,
             };
+            if let Some(span) = span {
+                span.failed(err.as_str());
+            }
             drop(in_flight);
             if let Some(member) = member
                 && err.source_side() == ErrorSource::Upstream
@@ -478,6 +492,8 @@ pub(crate) fn background_session(session: &Session, key: CacheKey) -> Session {
         // Shared: what the copy fetches counts against the request.
         origin_fetched: session.origin_fetched.clone(),
         jwt_claims: session.jwt_claims.clone(),
+        // Its upstream spans belong to the request that started it.
+        trace: session.trace.as_ref().map(|t| Box::new(t.background())),
     }
 }
 

@@ -58,6 +58,7 @@ use crate::error::{ErrorSource, ProxyError};
 use crate::headers;
 use crate::hooks::{EdgeHooks, Session};
 use crate::metrics::Metrics;
+use crate::observe::trace::{RequestStart, TraceCounts, Tracing};
 use crate::routing::Routing;
 use crate::server::idle::ConnActivity;
 use crate::server::limits::ConnSlot;
@@ -155,6 +156,40 @@ pub struct Pipeline<H> {
     tunnel_idle_timeout: std::time::Duration,
 }
 
+/// This generation's tracing: the one in force when `[tracing]` is
+/// unchanged (its queue and export task go on), else a new one (the old
+/// one's task ends once the requests still holding it finish).
+fn tracing_for(
+    config: &Config,
+    running: Option<Arc<Tracing>>,
+    metrics: &Metrics,
+) -> Option<Arc<Tracing>> {
+    if let Some(running) = running
+        && *running.config() == config.tracing
+    {
+        return Some(running);
+    }
+    let counts = TraceCounts {
+        exported: metrics.trace_spans_exported.clone(),
+        dropped: metrics.trace_spans_dropped.clone(),
+    };
+    Tracing::start(&config.tracing, &config.node_name, counts).unwrap_or_else(|err| {
+        warn!(error = %err, "serving without traces");
+        None
+    })
+}
+
+/// OpenTelemetry's `network.protocol.version` of a request.
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
 fn gauge<T: TryInto<i64>>(n: T) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
@@ -186,6 +221,8 @@ struct Lasting<H> {
     cache: CacheFrom,
     clock: Clock,
     live: Arc<crate::observe::live_log::LiveLog>,
+    /// The tracing in force, kept when `[tracing]` did not change.
+    tracing: Option<Arc<Tracing>>,
 }
 
 /// The cache layer of a first generation, or the one a reload carries over.
@@ -230,6 +267,7 @@ impl<H: EdgeHooks> Pipeline<H> {
             ))
         });
         let site_names: Vec<String> = sites.all().iter().map(|s| s.name.clone()).collect();
+        let tracing = tracing_for(config, lasting.tracing, &lasting.metrics);
         let fwd = Forwarder {
             hooks: lasting.hooks,
             routings: routings.clone(),
@@ -264,6 +302,7 @@ impl<H: EdgeHooks> Pipeline<H> {
                 fwd,
                 cache: Arc::new(cache),
                 live: lasting.live,
+                tracing,
             }),
             key_rules: Arc::new(config.cache.key_rules()),
             purge_from: config
@@ -316,6 +355,7 @@ impl<H: EdgeHooks> Proxy<H> {
             live,
             cache: CacheFrom::Opened { store, purger },
             clock,
+            tracing: None,
         };
         let first = Pipeline::build(config, sites, lasting, listen, &[], &[]);
         Proxy {
@@ -355,6 +395,7 @@ impl<H: EdgeHooks> Proxy<H> {
             cache: CacheFrom::Before(now.shared.cache.clone()),
             clock: fwd.clock.clone(),
             live: now.shared.live.clone(),
+            tracing: now.shared.tracing.clone(),
         };
         Arc::new(Pipeline::build(
             config,
@@ -438,8 +479,12 @@ impl<H: EdgeHooks> Proxy<H> {
         self.pipeline().shared.cache.purger.clone()
     }
 
-    /// Flushes the cache's pending disk writes.
+    /// Sends the spans still queued (bounded), then flushes the cache's
+    /// pending disk writes.
     pub async fn close(&self) {
+        if let Some(tracing) = &self.pipeline().shared.tracing {
+            tracing.close(std::time::Duration::from_secs(2)).await;
+        }
         if let Err(err) = self.pipeline().shared.cache.store.close().await {
             warn!(error = %err, "closing the cache failed");
         }
@@ -522,6 +567,19 @@ impl<H: EdgeHooks> Pipeline<H> {
             upstream_status: None,
             answered: false,
         };
+        if let Some(tracing) = &self.shared.tracing {
+            let session = &pending.session;
+            let trace = tracing.request(RequestStart {
+                headers: &session.req.headers,
+                method: session.req.method.as_str(),
+                path: session.req.uri.path(),
+                host: session.host(),
+                client: session.client_addr.ip(),
+                scheme: session.downstream_scheme,
+                protocol: protocol_version(session.req.version),
+            });
+            pending.session.trace = Some(Box::new(trace));
+        }
         let outcome = self
             .process(&mut pending.session, body, &mut pending.ctx, &conn, &span)
             .instrument(span.clone())
@@ -624,6 +682,7 @@ impl<H: EdgeHooks> Pipeline<H> {
             rule: None,
             origin_fetched: Default::default(),
             jwt_claims: None,
+            trace: None,
         }
     }
 

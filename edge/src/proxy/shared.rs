@@ -17,4 +17,7 @@ pub(crate) struct Shared<H> {
     pub transform: Transformer,
     /// Watchers of `/log` (the same across generations).
     pub live: Arc<LiveLog>,
+    /// `[tracing]` of this generation (kept by a reload that leaves it
+    /// alone); `None` without an endpoint.
+    pub tracing: Option<Arc<crate::observe::trace::Tracing>>,
 }
