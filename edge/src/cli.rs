@@ -480,7 +480,7 @@ mod tests {
     }
 
     /// One value for every flag of `FLAGS`.
-    const EVERY_FLAG: [(&str, &str); 20] = [
+    const EVERY_FLAG: [(&str, &str); 22] = [
         ("--origin", "http://127.0.0.1:1"),
         ("--shield", "s1=http://127.0.0.1:2"),
         ("--balance", "least_conn"),
@@ -501,6 +501,8 @@ mod tests {
         ("--cluster", "nats://127.0.0.1:7"),
         ("--role", "shield"),
         ("--cluster-token", "nats-token"),
+        ("--otlp-endpoint", "http://127.0.0.1:8"),
+        ("--trace-sampling", "0.25"),
     ];
 
     #[test]
@@ -548,6 +550,11 @@ mod tests {
         assert_eq!(c.cluster.servers, ["nats://127.0.0.1:7"]);
         assert_eq!(c.cluster.role, cluster::Role::Shield);
         assert_eq!(c.cluster.token, Some(Secret("nats-token".into())));
+        assert_eq!(
+            c.tracing.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:8")
+        );
+        assert_eq!(c.tracing.sampling, 0.25);
         assert!(FLAGS.iter().all(|f| cli.sets(f.key)));
     }
 

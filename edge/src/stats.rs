@@ -44,6 +44,12 @@ pub struct Stats {
     /// Watchers of the live request log connected now.
     #[serde(default)]
     pub live_log_watchers: i64,
+    /// Trace spans the OTLP collector accepted (`[tracing]`).
+    #[serde(default)]
+    pub trace_spans_exported: u64,
+    /// Trace spans dropped, by reason (`queue_full`, `export_failed`).
+    #[serde(default)]
+    pub trace_spans_dropped: BTreeMap<String, u64>,
     /// The NATS cluster, on a node with `--cluster` (else absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStats>,
@@ -203,6 +209,8 @@ pub fn snapshot(registry: &Registry, node: &str, started: Instant) -> Stats {
         peers,
         stale_served: sum_by(&families, names::STALE_SERVED_TOTAL, "reason"),
         live_log_watchers: g(names::LIVE_LOG_WATCHERS, &[]) as i64,
+        trace_spans_exported: g(names::TRACE_SPANS_EXPORTED_TOTAL, &[]) as u64,
+        trace_spans_dropped: sum_by(&families, names::TRACE_SPANS_DROPPED_TOTAL, "reason"),
         cluster,
     }
 }

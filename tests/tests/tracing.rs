@@ -202,6 +202,14 @@ async fn a_dead_collector_never_fails_a_request() {
         .is_some_and(|v| v > 0.0)
     })
     .await;
+    // The dashboard reads the same from /stats.json.
+    let stats: serde_json::Value =
+        serde_json::from_slice(get(&edge.admin_url("/stats.json")).await.body()).expect("json");
+    assert!(
+        stats["trace_spans_dropped"]["export_failed"].as_u64() > Some(0),
+        "{stats}"
+    );
+    assert_eq!(stats["trace_spans_exported"], 0);
 }
 
 #[tokio::test]
