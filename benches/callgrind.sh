@@ -14,7 +14,9 @@
 # OBJ=/text/obj hits a text/html object (compressible), and ACCEPT=br sends
 # that Accept-Encoding: a stored encoding's hit path (issue 20).
 # EXTRA=file appends that TOML to the edge's config (sites, rules); HOST=name
-# sends the hits with that Host (to reach a site).
+# sends the hits with that Host (to reach a site). An EXTRA naming OTLP_URL
+# ([tracing], benches/tracing-*.toml) gets benches/otlp-sink.py's address.
+# TRACEPARENT=1 sends a sampled W3C traceparent with every request.
 #   benches/callgrind.sh [EDGE_BINARY] [N]
 #   EXTRA=benches/sites-50-rules.toml HOST=shop.example PIPELINE=1 benches/callgrind.sh
 set -euo pipefail
@@ -37,6 +39,10 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 origin_port=$(free_port)
 python3 benches/origin-1k.py "$origin_port" &
+otlp_port=$(free_port)
+if [ -n "${EXTRA:-}" ] && grep -q OTLP_URL "$EXTRA"; then
+  python3 benches/otlp-sink.py "$otlp_port" &
+fi
 log_filter=warn
 if [ "${ACCESS:-0}" = 1 ]; then log_filter=warn,access=info; fi
 run() {
@@ -48,11 +54,15 @@ run() {
 worker_threads = 1
 TOML
   if [ -n "${EXTRA:-}" ]; then
-    sed "s|ORIGIN_URL|http://127.0.0.1:$origin_port|g" "$EXTRA" >> "$work/edge.toml"
+    sed -e "s|ORIGIN_URL|http://127.0.0.1:$origin_port|g" \
+      -e "s|OTLP_URL|http://127.0.0.1:$otlp_port|g" "$EXTRA" >> "$work/edge.toml"
   fi
   local host=()
   if [ -n "${HOST:-}" ]; then host=(-H "Host: $HOST"); fi
   if [ -n "${ACCEPT:-}" ]; then host+=(-H "Accept-Encoding: $ACCEPT"); fi
+  if [ "${TRACEPARENT:-0}" = 1 ]; then
+    host+=(-H "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+  fi
   local obj=${OBJ:-/obj}
   EDGE_LOG=$log_filter valgrind --tool=callgrind --callgrind-out-file="$work/cg.$hits" \
     "$EDGE" --config "$work/edge.toml" --origin "http://127.0.0.1:$origin_port" \

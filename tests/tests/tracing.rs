@@ -238,3 +238,57 @@ async fn a_slow_collector_drops_spans_at_the_queue_and_counts_them() {
     );
     assert!(dropped.is_some_and(|v| v >= 30.0), "{dropped:?}\n{text}");
 }
+
+#[tokio::test]
+async fn one_trace_spans_the_edge_the_shield_and_the_origin() {
+    let receiver = OtlpReceiver::start().await;
+    let origin = MockOrigin::start().await;
+    cacheable(&origin, "/tiered");
+    let collector = receiver.url();
+    let traced = |name: &'static str, collector: String| {
+        move |c: &mut edge::config::Config| {
+            c.node_name = name.to_owned();
+            c.tracing.otlp_endpoint = Some(collector);
+            c.tracing.sampling = 1.0;
+            c.tracing.export_interval = Duration::from_millis(20);
+        }
+    };
+    let shield = TestEdge::start_with(&origin.url(), traced("shield-1", collector.clone())).await;
+    let shield_peer = edge::config::ShieldPeer {
+        peer: format!("http://{}", shield.addr())
+            .parse::<origin_shield::Peer>()
+            .expect("peer")
+            .with_role(origin_shield::Role::Shield),
+        name: None,
+    };
+    let child_config = traced("edge-1", collector);
+    let child = TestEdge::start_with(&origin.url(), move |c| {
+        child_config(c);
+        c.shields = vec![shield_peer];
+    })
+    .await;
+    let parent = client_traceparent("01");
+    let resp = get_with(&child.url("/tiered"), &[("traceparent", &parent)]).await;
+    assert_eq!(resp.status(), 200);
+    let (trace_id, origin_parent, _) = sent_upstream(&origin, "/tiered");
+    assert_eq!(trace_id, CLIENT_TRACE);
+
+    // client → edge server span → edge upstream span → shield server span
+    // → shield upstream span → origin.
+    let spans = spans_of(&receiver, CLIENT_TRACE, 4).await;
+    let by = |kind: &str, instance_parent: &str| {
+        spans
+            .iter()
+            .find(|s| s.kind == kind && s.parent_span_id == instance_parent)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} span under {instance_parent}: {spans:?}"))
+    };
+    let edge_server = by("SPAN_KIND_SERVER", CLIENT_SPAN);
+    let edge_upstream = by("SPAN_KIND_CLIENT", &edge_server.span_id);
+    let shield_server = by("SPAN_KIND_SERVER", &edge_upstream.span_id);
+    let shield_upstream = by("SPAN_KIND_CLIENT", &shield_server.span_id);
+    assert_eq!(shield_upstream.span_id, origin_parent);
+    let shield_addr = shield.addr().to_string();
+    assert_eq!(edge_server.attr("edge.peer"), Some(shield_addr.as_str()));
+    assert_eq!(shield_server.attr("edge.cache.status"), Some("MISS"));
+}
