@@ -118,6 +118,7 @@ async fn a_clients_trace_reaches_the_origin_and_the_collector() {
     assert_eq!(server.attr("http.response.body.size"), Some("11"));
     assert_eq!(server.attr("url.path"), Some("/traced"));
     assert_eq!(server.attr("server.address"), Some("127.0.0.1"));
+    assert_eq!(server.attr("client.address"), Some("127.0.0.1"));
     let peer = origin.addr().to_string();
     assert_eq!(server.attr("edge.peer"), Some(peer.as_str()));
     assert_eq!(client.attr("server.address"), Some(peer.as_str()));

@@ -143,7 +143,6 @@ impl Tracing {
         let mut attributes = vec![
             KeyValue::new("http.request.method", start.method.to_owned()),
             KeyValue::new("url.path", start.path.to_owned()),
-            KeyValue::new("client.address", start.client.to_string()),
             KeyValue::new("network.protocol.version", start.protocol),
             KeyValue::new("url.scheme", start.scheme),
         ];
@@ -192,7 +191,6 @@ pub struct RequestStart<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub host: &'a str,
-    pub client: IpAddr,
     pub scheme: &'static str,
     /// `1.1`, `2` (`network.protocol.version`).
     pub protocol: &'static str,
@@ -201,6 +199,8 @@ pub struct RequestStart<'a> {
 /// What a request's server span ends with.
 #[derive(Debug)]
 pub struct RequestEnd<'a> {
+    /// The client, once `real_ip` has had its say.
+    pub client: IpAddr,
     pub status: u16,
     pub body_bytes: u64,
     pub site: &'a str,
@@ -288,6 +288,7 @@ impl RequestTrace {
         let mut attributes = vec![
             KeyValue::new("http.response.status_code", i64::from(end.status)),
             KeyValue::new("http.response.body.size", end.body_bytes as i64),
+            KeyValue::new("client.address", end.client.to_string()),
             KeyValue::new("edge.site", end.site.to_owned()),
             KeyValue::new("edge.cache.status", end.cache_status),
             KeyValue::new("edge.body_end", end.body_end),
@@ -463,7 +464,6 @@ mod tests {
             method: "GET",
             path: "/a",
             host: "example.com",
-            client: IpAddr::from([127, 0, 0, 1]),
             scheme: "http",
             protocol: "1.1",
         }
@@ -541,6 +541,7 @@ mod tests {
         assert_eq!(sent.len(), 55, "{sent}");
         assert!(sent.ends_with("-00"), "not sampled: {sent}");
         trace.finish(RequestEnd {
+            client: IpAddr::from([127, 0, 0, 1]),
             status: 200,
             body_bytes: 1,
             site: "default",
@@ -568,6 +569,7 @@ mod tests {
         for _ in 0..3 {
             let trace = tracing.request(start(&HeaderMap::new()));
             trace.finish(RequestEnd {
+                client: IpAddr::from([127, 0, 0, 1]),
                 status: 200,
                 body_bytes: 1,
                 site: "default",

@@ -95,6 +95,7 @@ impl<H: EdgeHooks> Finisher<H> {
             .inc_by(body_bytes);
         if let Some(trace) = self.session.trace.take() {
             trace.finish(RequestEnd {
+                client: self.session.client_addr.ip(),
                 status: status.as_u16(),
                 body_bytes,
                 site: self.metrics.site_label(site),

@@ -574,7 +574,6 @@ impl<H: EdgeHooks> Pipeline<H> {
                 method: session.req.method.as_str(),
                 path: session.req.uri.path(),
                 host: session.host(),
-                client: session.client_addr.ip(),
                 scheme: session.downstream_scheme,
                 protocol: protocol_version(session.req.version),
             });
