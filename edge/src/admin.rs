@@ -228,7 +228,7 @@ fn live_log(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBody> 
             );
         }
     };
-    let watcher = state.live.live_log().watch(filter);
+    let watcher = state.live.live_log().watch(filter).feed();
     let opening = Bytes::from_static(b": edge live log\n\n");
     let events = futures_util::stream::unfold(
         (Some(watcher), Some(opening)),

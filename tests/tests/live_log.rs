@@ -107,3 +107,66 @@ async fn a_watcher_that_goes_away_is_dropped() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_dropped_and_serving_goes_on() {
+    let (_origin, edge) = edge().await;
+    let watchers =
+        async || metrics::value(&edge.metrics().await, "edge_live_log_watchers ").unwrap_or(-1.0);
+    // A small receive window, so that the node's writes back up soon.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut socket = socket.connect(edge.admin_addr()).await.expect("admin");
+    let head = format!("GET /log HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    socket.write_all(head.as_bytes()).await.expect("request");
+    let seen = read_until(&mut socket, String::new(), ": edge live log").await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert_eq!(watchers().await, 1.0);
+
+    // The watcher reads nothing more. Requests keep succeeding, and once
+    // the socket buffers and the watcher's queue are full it is dropped
+    // (bounded: 20 000 requests).
+    let client = edge_tests::client::http1();
+    // Long paths make long records: fewer requests fill the buffers.
+    let path = format!("/stuck/{}", "x".repeat(4000));
+    let mut sent = 0;
+    while sent < 20_000 {
+        for _ in 0..250 {
+            let req = http::Request::get(edge.url(&path))
+                .body(http_body_util::Full::<bytes::Bytes>::default())
+                .expect("request");
+            assert_eq!(edge_tests::client::fetch(&client, req).await.status(), 200);
+        }
+        sent += 250;
+        if watchers().await == 0.0 {
+            break;
+        }
+    }
+    assert_eq!(
+        watchers().await,
+        0.0,
+        "still watching after {sent} requests"
+    );
+
+    // Reading again, the watcher gets what was queued, then the notice.
+    let mut rest = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let notice = b": dropped:";
+    while !rest[rest.len().saturating_sub(1 << 17)..]
+        .windows(notice.len())
+        .any(|w| w == notice)
+    {
+        let n = tokio::time::timeout_at(deadline, socket.read(&mut buf))
+            .await
+            .expect("the notice within 10 s")
+            .expect("read");
+        assert!(n > 0, "closed before the notice");
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.matches("data: ").count() > 100,
+        "records before the notice"
+    );
+}

@@ -7,6 +7,11 @@
 //! bounded broadcast ring; one that falls [`BACKLOG`] records behind (it
 //! stopped reading, or reads slower than the traffic) is dropped with a
 //! last comment saying so. Serving never waits for a watcher.
+//!
+//! A client that stops reading stops its HTTP server from polling the
+//! stream, so nothing reading the ring would ever notice: [`Feed`] moves
+//! a watcher's records from the ring into a queue of its own, from a task
+//! that finds the queue full and drops the watcher there.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus::IntGauge;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::config::IpNet;
 use crate::hooks::{RequestSummary, Session};
@@ -151,6 +156,66 @@ impl Watcher {
     /// comments that find a client gone).
     pub async fn next_within(&mut self, idle: Duration) -> Option<Next> {
         tokio::time::timeout(idle, self.next()).await.ok()
+    }
+
+    /// This watcher's records through a queue of [`BACKLOG`], filled by a
+    /// task of its own (on the current runtime): the watcher is dropped
+    /// once the queue is full, whether or not anything reads the feed.
+    pub fn feed(mut self) -> Feed {
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let behind = dropped.clone();
+        let pump = tokio::spawn(async move {
+            loop {
+                match self.next().await {
+                    Next::Record(record) => match tx.try_send(record) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            behind.store(BACKLOG as u64 + 1, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    },
+                    Next::Dropped(n) => {
+                        behind.store(n.max(1), Ordering::Relaxed);
+                        return;
+                    }
+                    Next::Closed => return,
+                }
+            }
+        });
+        Feed { rx, dropped, pump }
+    }
+}
+
+/// A watcher's records, queued by its own task (see [`Watcher::feed`]);
+/// dropping it ends the task and the watcher.
+#[derive(Debug)]
+pub struct Feed {
+    rx: mpsc::Receiver<Arc<LiveRecord>>,
+    /// Records behind when the task dropped the watcher (0: it did not).
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+impl Feed {
+    /// The next record (those queued before a drop first), or `None`
+    /// after `idle` without one.
+    pub async fn next_within(&mut self, idle: Duration) -> Option<Next> {
+        let next = tokio::time::timeout(idle, self.rx.recv()).await.ok()?;
+        Some(match next {
+            Some(record) => Next::Record(record),
+            None => match self.dropped.load(Ordering::Relaxed) {
+                0 => Next::Closed,
+                n => Next::Dropped(n),
+            },
+        })
     }
 }
 
@@ -356,5 +421,44 @@ mod tests {
             .build()
             .expect("runtime");
         assert!(matches!(rt.block_on(slow.next()), Next::Dropped(n) if n >= 10));
+    }
+
+    #[tokio::test]
+    async fn a_feed_nobody_reads_drops_its_watcher_by_itself() {
+        let gauge = IntGauge::new("w", "w").expect("gauge");
+        let log = Arc::new(LiveLog::new(gauge.clone()));
+        let mut feed = log
+            .watch(Filter::parse("cache:MISS").expect("filter"))
+            .feed();
+        // Records the filter turns away never fill the queue.
+        for i in 0..(2 * BACKLOG) {
+            let _ = log
+                .tx
+                .send(Arc::new(record(200, "HIT", &format!("/{i}"), "::1")));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(log.watchers(), 1);
+        let mut sent = 0;
+        while log.watchers() == 1 && sent < 4 * BACKLOG {
+            let _ = log.tx.send(Arc::new(record(200, "MISS", "/m", "::1")));
+            sent += 1;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(log.watchers(), 0, "dropped without being read");
+        assert_eq!(gauge.get(), 0);
+        assert!(sent > BACKLOG, "{sent}");
+        // What was queued is still read, then the notice.
+        let mut records = 0;
+        loop {
+            match feed.next_within(Duration::from_secs(1)).await {
+                Some(Next::Record(_)) => records += 1,
+                Some(Next::Dropped(n)) => {
+                    assert!(n > BACKLOG as u64, "{n}");
+                    break;
+                }
+                other => panic!("{other:?} after {records} records"),
+            }
+        }
+        assert_eq!(records, BACKLOG);
     }
 }
