@@ -18,7 +18,11 @@ use prometheus::{IntCounter, IntCounterVec, Opts};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn tracing(rt: &tokio::runtime::Runtime, sampling: f64, collector: &str) -> std::sync::Arc<Tracing> {
+fn tracing(
+    rt: &tokio::runtime::Runtime,
+    sampling: f64,
+    collector: &str,
+) -> std::sync::Arc<Tracing> {
     let config = TracingConfig {
         otlp_endpoint: Some(collector.to_owned()),
         sampling,
@@ -85,14 +89,18 @@ fn bench(c: &mut Criterion) {
     let off = tracing(&rt, 0.0, collector);
     let all = tracing(&rt, 1.0, collector);
     let mut g = c.benchmark_group("trace");
-    g.bench_function("sampling 0, hit", |b| b.iter(|| one_request(&off, &none, false)));
+    g.bench_function("sampling 0, hit", |b| {
+        b.iter(|| one_request(&off, &none, false))
+    });
     g.bench_function("sampling 0, hit, client traceparent", |b| {
         b.iter(|| one_request(&off, &sampled, false))
     });
     g.bench_function("sampling 0, miss (upstream traceparent)", |b| {
         b.iter(|| one_request(&off, &sampled, true))
     });
-    g.bench_function("sampling 1, hit", |b| b.iter(|| one_request(&all, &none, false)));
+    g.bench_function("sampling 1, hit", |b| {
+        b.iter(|| one_request(&all, &none, false))
+    });
     g.bench_function("sampling 1, miss (two spans)", |b| {
         b.iter(|| one_request(&all, &sampled, true))
     });

@@ -69,8 +69,9 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The protocol name `Via` uses for a message's version (RFC 9110 §7.6.3).
-fn via_protocol(version: Version) -> &'static str {
+/// A message's version as `Via` names it (RFC 9110 §7.6.3), which is also
+/// OpenTelemetry's `network.protocol.version`.
+pub fn protocol_version(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "0.9",
         Version::HTTP_10 => "1.0",
@@ -110,7 +111,7 @@ impl Via {
 
 /// Appends `<version> <node>` to `Via`, keeping what earlier hops wrote.
 pub fn append_via(headers: &mut HeaderMap, received: Version, node_name: &str) {
-    let protocol = via_protocol(received);
+    let protocol = protocol_version(received);
     let mut entry = String::with_capacity(protocol.len() + 1 + node_name.len());
     entry.push_str(protocol);
     entry.push(' ');

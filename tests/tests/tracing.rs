@@ -27,6 +27,16 @@ async fn traced_edge(origin: &MockOrigin, collector: &str, sampling: f64) -> Tes
     .await
 }
 
+/// A collector, an origin with `path` cacheable, and an edge in front
+/// exporting at `sampling`.
+async fn traced(path: &str, sampling: f64) -> (OtlpReceiver, MockOrigin, TestEdge) {
+    let receiver = OtlpReceiver::start().await;
+    let origin = MockOrigin::start().await;
+    cacheable(&origin, path);
+    let edge = traced_edge(&origin, &receiver.url(), sampling).await;
+    (receiver, origin, edge)
+}
+
 fn cacheable(origin: &MockOrigin, path: &str) {
     origin.route(
         path,
@@ -72,10 +82,7 @@ async fn spans_of(receiver: &OtlpReceiver, trace_id: &str, n: usize) -> Vec<Rece
 
 #[tokio::test]
 async fn a_clients_trace_reaches_the_origin_and_the_collector() {
-    let receiver = OtlpReceiver::start().await;
-    let origin = MockOrigin::start().await;
-    cacheable(&origin, "/traced");
-    let edge = traced_edge(&origin, &receiver.url(), 1.0).await;
+    let (receiver, origin, edge) = traced("/traced", 1.0).await;
     let parent = client_traceparent("01");
     let resp = get_with(
         &edge.url("/traced"),
@@ -137,10 +144,7 @@ async fn a_clients_trace_reaches_the_origin_and_the_collector() {
 
 #[tokio::test]
 async fn without_a_traceparent_the_edge_starts_the_trace() {
-    let receiver = OtlpReceiver::start().await;
-    let origin = MockOrigin::start().await;
-    origin.route("/fresh", Reply::ok("x"));
-    let edge = traced_edge(&origin, &receiver.url(), 1.0).await;
+    let (receiver, origin, edge) = traced("/fresh", 1.0).await;
     assert_eq!(get(&edge.url("/fresh")).await.status(), 200);
     let (trace_id, parent_id, flags) = sent_upstream(&origin, "/fresh");
     assert_eq!(trace_id.len(), 32);
@@ -156,10 +160,7 @@ async fn without_a_traceparent_the_edge_starts_the_trace() {
 
 #[tokio::test]
 async fn sampling_zero_exports_nothing_and_passes_the_clients_ids_on() {
-    let receiver = OtlpReceiver::start().await;
-    let origin = MockOrigin::start().await;
-    cacheable(&origin, "/quiet");
-    let edge = traced_edge(&origin, &receiver.url(), 0.0).await;
+    let (receiver, origin, edge) = traced("/quiet", 0.0).await;
     let parent = client_traceparent("01");
     for _ in 0..5 {
         let resp = get_with(&edge.url("/quiet"), &[("traceparent", &parent)]).await;

@@ -469,6 +469,21 @@ mod tests {
         }
     }
 
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn started(sampling: f64, counts: TraceCounts) -> Arc<Tracing> {
+        Tracing::start(&config(sampling), "n", counts)
+            .expect("starts")
+            .expect("configured")
+    }
+
+    /// Headers with the caller's `traceparent`.
+    fn from_caller() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", CALLER.parse().expect("value"));
+        headers
+    }
+
     fn traceparent(headers: &HeaderMap) -> String {
         headers
             .get("traceparent")
@@ -479,16 +494,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_clients_trace_goes_upstream_with_the_edges_span_as_parent() {
-        let tracing = Tracing::start(&config(1.0), "n", counts())
-            .expect("starts")
-            .expect("configured");
-        let mut client = HeaderMap::new();
-        client.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .expect("value"),
-        );
+        let tracing = started(1.0, counts());
+        let mut client = from_caller();
         client.insert("tracestate", "vendor=1".parse().expect("value"));
         let trace = tracing.request(start(&client));
         let mut upstream = client.clone();
@@ -512,24 +519,18 @@ mod tests {
 
     #[tokio::test]
     async fn unrecorded_the_callers_ids_go_upstream_unchanged() {
-        let tracing = Tracing::start(&config(0.0), "n", counts())
-            .expect("starts")
-            .expect("configured");
-        let mut client = HeaderMap::new();
-        let sent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        client.insert("traceparent", sent.parse().expect("value"));
+        let tracing = started(0.0, counts());
+        let client = from_caller();
         let trace = tracing.request(start(&client));
         let mut upstream = client.clone();
         assert!(trace.upstream("GET", "o:80", 0, &mut upstream).is_none());
-        assert_eq!(traceparent(&upstream), sent);
+        assert_eq!(traceparent(&upstream), CALLER);
     }
 
     #[tokio::test]
     async fn without_a_parent_a_trace_is_started_and_sampling_zero_records_nothing() {
         let exported = counts();
-        let tracing = Tracing::start(&config(0.0), "n", exported.clone())
-            .expect("starts")
-            .expect("configured");
+        let tracing = started(0.0, exported.clone());
         let trace = tracing.request(start(&HeaderMap::new()));
         let mut upstream = HeaderMap::new();
         assert!(
@@ -563,9 +564,7 @@ mod tests {
     #[tokio::test]
     async fn a_dead_collector_costs_spans_not_requests() {
         let c = counts();
-        let tracing = Tracing::start(&config(1.0), "n", c.clone())
-            .expect("starts")
-            .expect("configured");
+        let tracing = started(1.0, c.clone());
         for _ in 0..3 {
             let trace = tracing.request(start(&HeaderMap::new()));
             trace.finish(RequestEnd {

@@ -179,17 +179,6 @@ fn tracing_for(
     })
 }
 
-/// OpenTelemetry's `network.protocol.version` of a request.
-fn protocol_version(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
 fn gauge<T: TryInto<i64>>(n: T) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
@@ -575,7 +564,7 @@ impl<H: EdgeHooks> Pipeline<H> {
                 path: session.req.uri.path(),
                 host: session.host(),
                 scheme: session.downstream_scheme,
-                protocol: protocol_version(session.req.version),
+                protocol: headers::protocol_version(session.req.version),
             });
             pending.session.trace = Some(Box::new(trace));
         }
