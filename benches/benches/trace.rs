@@ -40,14 +40,16 @@ fn tracing(
 }
 
 fn one_request(tracing: &std::sync::Arc<Tracing>, client: &HeaderMap, miss: bool) {
-    let trace = tracing.request(RequestStart {
-        headers: client,
-        method: "GET",
-        path: "/static/app.js",
-        host: "shop.example",
-        scheme: "https",
-        protocol: "1.1",
-    });
+    let mut trace = tracing.request(client, "GET");
+    if trace.is_recording() {
+        trace.describe(RequestStart {
+            method: "GET",
+            path: "/static/app.js",
+            host: "shop.example",
+            scheme: "https",
+            protocol: "1.1",
+        });
+    }
     if miss {
         let mut upstream = client.clone();
         let span = trace.upstream("GET", "origin.example:443", 0, &mut upstream);

@@ -6,3 +6,4 @@ pub mod access_log;
 pub mod live_log;
 pub mod log_file;
 pub mod trace;
+pub mod trace_context;

@@ -14,16 +14,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::HeaderMap;
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter as _, SpanProcessor,
 };
@@ -31,6 +28,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::trace_context;
 use crate::config::TracingConfig;
 
 /// Why tracing could not start (the node then serves without it).
@@ -49,14 +47,13 @@ pub struct TraceCounts {
     pub dropped: IntCounterVec,
 }
 
-/// The traces of one configuration: the SDK's tracer (ids, sampling), the
-/// W3C propagator, and the export queue behind them.
+/// The traces of one configuration: the SDK's tracer (ids, sampling) and
+/// the export queue behind it; W3C trace context is `trace_context.rs`.
 #[derive(Debug)]
 pub struct Tracing {
     config: TracingConfig,
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    propagator: TraceContextPropagator,
     export: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -124,7 +121,6 @@ impl Tracing {
             config: config.clone(),
             tracer: provider.tracer("edge"),
             provider,
-            propagator: TraceContextPropagator::new(),
             export: Mutex::new(Some(export)),
         })))
     }
@@ -136,33 +132,26 @@ impl Tracing {
     }
 
     /// A request's part in its trace: the client's `traceparent` (and
-    /// `tracestate`) continued, or a trace started; its server span starts
-    /// now.
-    pub fn request(self: &Arc<Self>, start: RequestStart<'_>) -> RequestTrace {
-        let parent = self.propagator.extract(&HeaderExtractor(start.headers));
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", start.method.to_owned()),
-            KeyValue::new("url.path", start.path.to_owned()),
-            KeyValue::new("network.protocol.version", start.protocol),
-            KeyValue::new("url.scheme", start.scheme),
-        ];
-        if !start.host.is_empty() {
-            attributes.push(KeyValue::new("server.address", start.host.to_owned()));
-        }
+    /// `tracestate`) in `headers` continued, or a trace started; its server
+    /// span starts now, described by [`RequestTrace::describe`] if it is
+    /// recorded (an unrecorded request builds no attribute).
+    pub fn request(self: &Arc<Self>, headers: &HeaderMap, method: &str) -> RequestTrace {
+        let caller = trace_context::extract(headers);
+        let parent = match &caller {
+            Some(caller) => Context::new().with_remote_span_context(caller.clone()),
+            None => Context::new(),
+        };
         let span = self
             .tracer
-            .span_builder(start.method.to_owned())
+            .span_builder(span_name(method))
             .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
-        let caller = parent.span().span_context().clone();
-        let context = if !span.is_recording() && caller.is_valid() {
+        let context = match caller {
             // Not recorded here: the origin's spans hang under the
             // client's, as if the edge were not there (W3C's advice for a
             // proxy that does not take part).
-            caller
-        } else {
-            span.span_context().clone()
+            Some(caller) if !span.is_recording() => caller,
+            _ => span.span_context().clone(),
         };
         RequestTrace {
             tracing: self.clone(),
@@ -184,10 +173,18 @@ impl Tracing {
     }
 }
 
-/// What a request's server span starts with.
+/// The span name of a request: its method, or `HTTP` for one outside
+/// RFC 9110's (OpenTelemetry's HTTP conventions: names stay few).
+fn span_name(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("HTTP")
+}
+
+/// What a recorded request's server span is described with.
 #[derive(Debug)]
 pub struct RequestStart<'a> {
-    pub headers: &'a HeaderMap,
     pub method: &'a str,
     pub path: &'a str,
     pub host: &'a str,
@@ -227,6 +224,29 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
+    /// Whether this request's spans are recorded and exported.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Puts what the request asked for on its span (call it only when
+    /// [`is_recording`](Self::is_recording): building it has a cost).
+    pub fn describe(&mut self, start: RequestStart<'_>) {
+        let Some(span) = &mut self.span else {
+            return;
+        };
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", start.method.to_owned()),
+            KeyValue::new("url.path", start.path.to_owned()),
+            KeyValue::new("network.protocol.version", start.protocol),
+            KeyValue::new("url.scheme", start.scheme),
+        ];
+        if !start.host.is_empty() {
+            attributes.push(KeyValue::new("server.address", start.host.to_owned()));
+        }
+        span.set_attributes(attributes);
+    }
+
     /// The trace for background work this request started (a fill or a
     /// revalidation that outlives it): its upstream spans are children of
     /// this request's span.
@@ -251,18 +271,14 @@ impl RequestTrace {
         headers: &mut HeaderMap,
     ) -> Option<UpstreamSpan> {
         let tracing = &self.tracing;
-        headers.remove("tracestate");
         if !self.recording {
-            let cx = Context::new().with_remote_span_context(self.context.clone());
-            tracing
-                .propagator
-                .inject_context(&cx, &mut HeaderInjector(headers));
+            trace_context::inject(&self.context, headers);
             return None;
         }
         let parent = Context::new().with_remote_span_context(self.context.clone());
         let span = tracing
             .tracer
-            .span_builder(method.to_owned())
+            .span_builder(span_name(method))
             .with_kind(SpanKind::Client)
             .with_attributes([
                 KeyValue::new("http.request.method", method.to_owned()),
@@ -270,10 +286,7 @@ impl RequestTrace {
                 KeyValue::new("http.request.resend_count", attempt as i64),
             ])
             .start_with_context(&tracing.tracer, &parent);
-        let cx = Context::new().with_remote_span_context(span.span_context().clone());
-        tracing
-            .propagator
-            .inject_context(&cx, &mut HeaderInjector(headers));
+        trace_context::inject(span.span_context(), headers);
         Some(UpstreamSpan { span })
     }
 
@@ -458,9 +471,16 @@ mod tests {
         }
     }
 
-    fn start(headers: &HeaderMap) -> RequestStart<'_> {
+    fn begin(tracing: &Arc<Tracing>, headers: &HeaderMap) -> RequestTrace {
+        let mut trace = tracing.request(headers, "GET");
+        if trace.is_recording() {
+            trace.describe(describe());
+        }
+        trace
+    }
+
+    fn describe() -> RequestStart<'static> {
         RequestStart {
-            headers,
             method: "GET",
             path: "/a",
             host: "example.com",
@@ -497,7 +517,7 @@ mod tests {
         let tracing = started(1.0, counts());
         let mut client = from_caller();
         client.insert("tracestate", "vendor=1".parse().expect("value"));
-        let trace = tracing.request(start(&client));
+        let trace = begin(&tracing, &client);
         let mut upstream = client.clone();
         let span = trace.upstream("GET", "origin:80", 0, &mut upstream);
         let sent = traceparent(&upstream);
@@ -521,7 +541,7 @@ mod tests {
     async fn unrecorded_the_callers_ids_go_upstream_unchanged() {
         let tracing = started(0.0, counts());
         let client = from_caller();
-        let trace = tracing.request(start(&client));
+        let trace = begin(&tracing, &client);
         let mut upstream = client.clone();
         assert!(trace.upstream("GET", "o:80", 0, &mut upstream).is_none());
         assert_eq!(traceparent(&upstream), CALLER);
@@ -531,7 +551,7 @@ mod tests {
     async fn without_a_parent_a_trace_is_started_and_sampling_zero_records_nothing() {
         let exported = counts();
         let tracing = started(0.0, exported.clone());
-        let trace = tracing.request(start(&HeaderMap::new()));
+        let trace = begin(&tracing, &HeaderMap::new());
         let mut upstream = HeaderMap::new();
         assert!(
             trace
@@ -566,7 +586,7 @@ mod tests {
         let c = counts();
         let tracing = started(1.0, c.clone());
         for _ in 0..3 {
-            let trace = tracing.request(start(&HeaderMap::new()));
+            let trace = begin(&tracing, &HeaderMap::new());
             trace.finish(RequestEnd {
                 client: IpAddr::from([127, 0, 0, 1]),
                 status: 200,

@@ -558,14 +558,16 @@ impl<H: EdgeHooks> Pipeline<H> {
         };
         if let Some(tracing) = &self.shared.tracing {
             let session = &pending.session;
-            let trace = tracing.request(RequestStart {
-                headers: &session.req.headers,
-                method: session.req.method.as_str(),
-                path: session.req.uri.path(),
-                host: session.host(),
-                scheme: session.downstream_scheme,
-                protocol: headers::protocol_version(session.req.version),
-            });
+            let mut trace = tracing.request(&session.req.headers, session.req.method.as_str());
+            if trace.is_recording() {
+                trace.describe(RequestStart {
+                    method: session.req.method.as_str(),
+                    path: session.req.uri.path(),
+                    host: session.host(),
+                    scheme: session.downstream_scheme,
+                    protocol: headers::protocol_version(session.req.version),
+                });
+            }
             pending.session.trace = Some(Box::new(trace));
         }
         let outcome = self
