@@ -96,6 +96,10 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", env = "EDGE_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
 
+    /// Also serve HTTP/3 over QUIC on this UDP address (needs --tls-cert and --tls-key)
+    #[arg(long, value_name = "ADDR", env = "EDGE_H3_LISTEN")]
+    pub h3_listen: Option<SocketAddr>,
+
     /// PEM certificate chain for the TLS listener
     #[arg(long, value_name = "FILE", env = "EDGE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -354,6 +358,7 @@ flags! {
     cluster_token: "--cluster-token" => "cluster.token",
         |c, v| c.cluster.token = Some(Secret(v.clone()));
     tls_listen: "--tls-listen" => "tls.listen", |c, v| c.tls.listen = Some(*v);
+    h3_listen: "--h3-listen" => "tls.h3_listen", |c, v| c.tls.h3_listen = Some(*v);
     tls_cert: "--tls-cert" => "tls.cert", |c, v| c.tls.cert = Some(v.clone());
     tls_key: "--tls-key" => "tls.key", |c, v| c.tls.key = Some(v.clone());
     listen: "--listen" => "listen", |c, v| c.listen = *v;
