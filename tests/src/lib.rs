@@ -8,6 +8,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod h3;
 mod clocks;
 mod edge;
 mod gate;

@@ -119,6 +119,9 @@ pub(super) async fn serve<H: EdgeHooks>(
         let _ = h3.shutdown(0).await;
     }
     let timeouts = shared.settings.timeouts;
+    // h3 ends `accept` after our GOAWAY only once the client sends its
+    // own: the drain counts this connection's requests itself.
+    let streams = Arc::new(Streams::default());
     loop {
         // The TCP listeners' idle rule: no request in flight for
         // `idle_timeout` since the last one ended. QUIC's own idle
@@ -137,6 +140,7 @@ pub(super) async fn serve<H: EdgeHooks>(
                     let _ = h3.shutdown(1).await;
                 }
             }
+            () = streams.none_open(), if goaway => break,
             () = tokio::time::sleep_until(wake), if !goaway => {
                 // A request in flight when the timer was set: look again.
                 if idle.is_some() {
@@ -150,8 +154,10 @@ pub(super) async fn serve<H: EdgeHooks>(
                     let shared = shared.clone();
                     let info = info.clone();
                     let early = !confirmed.load(Ordering::Acquire);
+                    let open = Streams::open(&streams);
                     tokio::spawn(async move {
                         request(resolver, &shared, info, early).await;
+                        drop(open);
                     });
                 }
                 // GOAWAY sent or received, and every request done.
@@ -163,10 +169,51 @@ pub(super) async fn serve<H: EdgeHooks>(
             },
         }
     }
+    // Closing discards what quinn has not yet delivered, and the last
+    // response may still be in its buffers: the client gets a moment to
+    // read it and close first (it has our GOAWAY).
+    let linger = Duration::from_secs(1) + 4 * quic.rtt();
+    let _ = tokio::time::timeout(linger, quic.closed()).await;
     // H3_NO_ERROR (RFC 9114 §8.1).
     quic.close(quinn::VarInt::from_u32(0x100), b"");
-    // Until the close is sent: the drain counts this connection till then.
-    let _ = tokio::time::timeout(Duration::from_secs(1), quic.closed()).await;
+}
+
+/// The request streams of a connection being served.
+#[derive(Debug, Default)]
+struct Streams {
+    open: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+/// One stream being served; its drop may be the last.
+struct OpenStream(Arc<Streams>);
+
+impl Streams {
+    fn open(this: &Arc<Streams>) -> OpenStream {
+        this.open.fetch_add(1, Ordering::AcqRel);
+        OpenStream(this.clone())
+    }
+
+    /// Until no stream is being served.
+    async fn none_open(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_waiters();
+        }
+    }
 }
 
 /// A full handshake within `timeout`; the metric label of its failure.
