@@ -52,7 +52,11 @@ impl H3Response {
 
 /// A quinn client endpoint on an ephemeral port trusting `roots`.
 pub fn endpoint(roots: &[&Cert]) -> anyhow::Result<quinn::Endpoint> {
-    let tls = certs::client_config(roots, &[b"h3"]);
+    endpoint_with(certs::client_config(roots, &[b"h3"]))
+}
+
+/// A quinn client endpoint with its own TLS settings (0-RTT tests).
+pub fn endpoint_with(tls: Arc<rustls::ClientConfig>) -> anyhow::Result<quinn::Endpoint> {
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
@@ -64,7 +68,19 @@ impl H3Client {
     /// trusting `cert`.
     pub async fn connect(addr: SocketAddr, cert: &Cert, name: &str) -> anyhow::Result<H3Client> {
         let endpoint = endpoint(&[cert])?;
-        let conn = endpoint.connect(addr, name)?.await.context("QUIC handshake")?;
+        let conn = endpoint
+            .connect(addr, name)?
+            .await
+            .context("QUIC handshake")?;
+        H3Client::over(endpoint, conn, name).await
+    }
+
+    /// HTTP/3 on a QUIC connection already made (or still in 0-RTT).
+    pub async fn over(
+        endpoint: quinn::Endpoint,
+        conn: quinn::Connection,
+        name: &str,
+    ) -> anyhow::Result<H3Client> {
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
             .await
             .context("HTTP/3 setup")?;
@@ -98,7 +114,11 @@ impl H3Client {
     }
 
     /// A GET of `path` with `headers`, read whole.
-    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<H3Response> {
+    pub async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<H3Response> {
         let mut req = Request::get(self.url(path));
         for (name, value) in headers {
             req = req.header(*name, *value);
@@ -112,7 +132,11 @@ impl H3Client {
     }
 
     /// `req` with `body` (sent in 64 KiB frames), read whole.
-    pub async fn send_whole(&self, req: Request<()>, body: Option<Bytes>) -> anyhow::Result<H3Response> {
+    pub async fn send_whole(
+        &self,
+        req: Request<()>,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<H3Response> {
         let mut stream = self.open(req).await?;
         if let Some(mut body) = body {
             while !body.is_empty() {

@@ -8,10 +8,10 @@
 
 pub mod certs;
 pub mod client;
-pub mod h3;
 mod clocks;
 mod edge;
 mod gate;
+pub mod h3;
 pub mod logs;
 pub mod metrics;
 pub mod nats;

@@ -37,7 +37,12 @@ async fn client(edge: &TestEdge, cert: &Cert) -> H3Client {
 
 /// One GET over TLS (HTTP/1.1, or h2 when `h2`): status, `X-Cache`,
 /// `Alt-Svc` and the body.
-async fn get_tls(edge: &TestEdge, cert: &Cert, h2: bool, path: &str) -> (u16, String, String, Bytes) {
+async fn get_tls(
+    edge: &TestEdge,
+    cert: &Cert,
+    h2: bool,
+    path: &str,
+) -> (u16, String, String, Bytes) {
     let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
     let tcp = TcpStream::connect(edge.tls_addr().expect("TLS listener"))
         .await
@@ -90,9 +95,16 @@ async fn an_object_cached_over_h3_is_a_hit_over_h1_and_h2_and_the_other_way_roun
     assert_eq!((first.status.as_u16(), first.x_cache()), (200, "MISS"));
     assert_eq!(&first.body[..], b"/via-h3");
     let (status, cache, alt_svc, body) = get_tls(&edge, &cert, false, "/via-h3").await;
-    assert_eq!((status, cache.as_str(), &body[..]), (200, "HIT", &b"/via-h3"[..]));
+    assert_eq!(
+        (status, cache.as_str(), &body[..]),
+        (200, "HIT", &b"/via-h3"[..])
+    );
     let port = edge.h3_addr().expect("h3").port();
-    assert_eq!(alt_svc, format!("h3=\":{port}\"; ma=86400"), "TLS answers advertise h3");
+    assert_eq!(
+        alt_svc,
+        format!("h3=\":{port}\"; ma=86400"),
+        "TLS answers advertise h3"
+    );
     let (_, cache, _, _) = get_tls(&edge, &cert, true, "/via-h3").await;
     assert_eq!(cache, "HIT", "and over h2");
     assert_eq!(origin.hits("/via-h3"), 1);
@@ -142,12 +154,18 @@ async fn uploads_stream_to_the_origin_with_or_without_a_length() {
     origin.route("/upload", Reply::echo());
     let (edge, cert) = h3_edge(&origin, |_| {}).await;
     let h3 = client(&edge, &cert).await;
-    let body: Bytes = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let body: Bytes = (0..5 * 1024 * 1024u32)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
     let req = Request::post(h3.url("/upload"))
         .header("content-length", body.len().to_string())
         .body(())
         .expect("request");
-    let resp = h3.send_whole(req, Some(body.clone())).await.expect("upload");
+    let resp = h3
+        .send_whole(req, Some(body.clone()))
+        .await
+        .expect("upload");
     assert_eq!(resp.status.as_u16(), 200);
     assert_eq!(resp.body.len(), body.len());
     assert!(resp.body == body, "the echo is the upload");
@@ -157,7 +175,10 @@ async fn uploads_stream_to_the_origin_with_or_without_a_length() {
     // No length: forwarded chunked, as an HTTP/2 upload without one is.
     let small = body.slice(..300_000);
     let req = Request::put(h3.url("/upload")).body(()).expect("request");
-    let resp = h3.send_whole(req, Some(small.clone())).await.expect("upload");
+    let resp = h3
+        .send_whole(req, Some(small.clone()))
+        .await
+        .expect("upload");
     assert_eq!(resp.status.as_u16(), 200);
     assert!(resp.body == small);
     let seen = origin.last_request("/upload").expect("forwarded");
@@ -207,7 +228,11 @@ async fn a_stream_reset_mid_body_leaves_the_fill_to_finish_for_others() {
     stream.finish().await.expect("finish");
     let head = stream.recv_response().await.expect("head");
     assert_eq!(head.status().as_u16(), 200);
-    let first = stream.recv_data().await.expect("data").expect("a first chunk");
+    let first = stream
+        .recv_data()
+        .await
+        .expect("data")
+        .expect("a first chunk");
     assert!(bytes::Buf::remaining(&first) > 0);
     // The client gives up mid-body: dropping the stream sends STOP_SENDING
     // (h3-quinn's own stop_sending panics while a read is pending).
@@ -216,12 +241,19 @@ async fn a_stream_reset_mid_body_leaves_the_fill_to_finish_for_others() {
 
     let other = client(&edge, &cert).await;
     let whole = other.get("/slow").await.expect("GET");
-    assert_eq!((whole.status.as_u16(), &whole.body[..]), (200, &b"first-rest"[..]));
+    assert_eq!(
+        (whole.status.as_u16(), &whole.body[..]),
+        (200, &b"first-rest"[..])
+    );
     eventually("the fill to be stored", async || {
         other.get("/slow").await.is_ok_and(|r| r.x_cache() == "HIT")
     })
     .await;
-    assert_eq!(origin.hits("/slow"), 1, "one fill, finished despite the reset");
+    assert_eq!(
+        origin.hits("/slow"),
+        1,
+        "one fill, finished despite the reset"
+    );
 }
 
 /// The leaf certificate the edge presents over QUIC for SNI `name`.
@@ -263,7 +295,10 @@ async fn sni_picks_the_certificate_as_on_the_tls_listener_unknown_names_get_the_
         .connect(edge.h3_addr().expect("h3"), "other.test")
         .expect("connect")
         .await;
-    assert!(refused.is_err(), "the default certificate does not name other.test");
+    assert!(
+        refused.is_err(),
+        "the default certificate does not name other.test"
+    );
 }
 
 #[tokio::test]
@@ -275,8 +310,12 @@ async fn a_handshake_that_never_completes_is_timed_out() {
     .await;
     // Between client and edge: datagrams go to the edge, never back, so
     // the handshake stalls after the client's first flight.
-    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let edge_udp = edge.h3_addr().expect("h3");
     let front_addr = front.local_addr().expect("addr");
     let relay = tokio::spawn(async move {
@@ -288,14 +327,24 @@ async fn a_handshake_that_never_completes_is_timed_out() {
     let endpoint = edge_tests::h3::endpoint(&[&cert]).expect("endpoint");
     let connecting = endpoint.connect(front_addr, NAME).expect("connect");
     let stalled = tokio::spawn(tokio::time::timeout(Duration::from_secs(10), connecting));
-    eventually_within("the stalled handshake to time out", Duration::from_secs(5), async || {
-        let text = edge.metrics().await;
-        metrics::value(&text, "edge_h3_connections_total{result=\"handshake_timeout\"}")
-            == Some(1.0)
-    })
+    eventually_within(
+        "the stalled handshake to time out",
+        Duration::from_secs(5),
+        async || {
+            let text = edge.metrics().await;
+            metrics::value(
+                &text,
+                "edge_h3_connections_total{result=\"handshake_timeout\"}",
+            ) == Some(1.0)
+        },
+    )
     .await;
     let text = edge.metrics().await;
-    assert_eq!(metrics::value(&text, "edge_open_connections"), Some(0.0), "slot freed");
+    assert_eq!(
+        metrics::value(&text, "edge_open_connections"),
+        Some(0.0),
+        "slot freed"
+    );
     assert_eq!(
         metrics::value(&text, "edge_h3_connections_total{result=\"accepted\"}"),
         None
@@ -342,9 +391,172 @@ async fn shutdown_sends_goaway_and_lets_the_open_stream_finish() {
         .expect("in time")
         .expect("task")
         .expect("the open stream completes");
-    assert_eq!((resp.status.as_u16(), &resp.body[..]), (200, &b"finished anyway"[..]));
+    assert_eq!(
+        (resp.status.as_u16(), &resp.body[..]),
+        (200, &b"finished anyway"[..])
+    );
     tokio::time::timeout(Duration::from_secs(10), handle.wait())
         .await
         .expect("the edge stops once drained")
         .expect("clean stop");
+}
+
+#[tokio::test]
+async fn past_the_retry_threshold_clients_prove_their_address_first() {
+    let origin = MockOrigin::start().await;
+    origin.route("/r", Reply::ok("validated"));
+    // 0: every client is asked for a Retry token.
+    let (edge, cert) = h3_edge(&origin, |c| c.tls.h3_retry_threshold = 0).await;
+    let h3 = client(&edge, &cert).await;
+    let resp = h3.get("/r").await.expect("GET after a Retry");
+    assert_eq!(&resp.body[..], b"validated");
+    let text = edge.metrics().await;
+    assert_eq!(
+        metrics::value(&text, "edge_h3_connections_total{result=\"retry\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics::value(&text, "edge_h3_connections_total{result=\"accepted\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn h3_connections_count_against_max_connections() {
+    let origin = MockOrigin::start().await;
+    origin.route("/c", Reply::ok("one"));
+    // 2: the TCP accept loop holds one place while it waits for a client.
+    let (edge, cert) = h3_edge(&origin, |c| c.server.max_connections = 2).await;
+    let first = client(&edge, &cert).await;
+    assert_eq!(&first.get("/c").await.expect("GET").body[..], b"one");
+    let second = H3Client::connect(edge.h3_addr().expect("h3"), &cert, NAME).await;
+    assert!(second.is_err(), "over the cap: refused");
+    let text = edge.metrics().await;
+    assert_eq!(
+        metrics::value(&text, "edge_h3_connections_total{result=\"refused\"}"),
+        Some(1.0)
+    );
+    drop(first);
+}
+
+/// Between a client and the edge: passes datagrams both ways, but holds
+/// the client's for `hold` once the edge has answered, so its handshake
+/// completes late while what it sent first (0-RTT) arrives at once.
+async fn slow_finish_relay(edge: std::net::SocketAddr, hold: Duration) -> std::net::SocketAddr {
+    let front = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let back = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let addr = front.local_addr().expect("addr");
+    let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = Arc::new(std::sync::Mutex::new(None));
+    {
+        let (front, back, answered, client) = (
+            front.clone(),
+            back.clone(),
+            answered.clone(),
+            client.clone(),
+        );
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                *client.lock().expect("lock") = Some(from);
+                let datagram = buf[..n].to_vec();
+                if answered.load(std::sync::atomic::Ordering::Acquire) {
+                    let back = back.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(hold).await;
+                        let _ = back.send_to(&datagram, edge).await;
+                    });
+                } else {
+                    let _ = back.send_to(&datagram, edge).await;
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, _)) = back.recv_from(&mut buf).await {
+            answered.store(true, std::sync::atomic::Ordering::Release);
+            let to = *client.lock().expect("lock");
+            if let Some(to) = to {
+                let _ = front.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn zero_rtt_when_enabled_serves_safe_methods_only() {
+    let origin = MockOrigin::start().await;
+    origin.route("/early", Reply::echo_header("early-data"));
+    origin.route("/write", Reply::ok("written"));
+    let (edge, cert) = h3_edge(&origin, |c| c.tls.h3_zero_rtt = true).await;
+    let relay = slow_finish_relay(edge.h3_addr().expect("h3"), Duration::from_millis(500)).await;
+    let mut tls = (*certs::client_config(&[&cert], &[b"h3"])).clone();
+    tls.enable_early_data = true;
+    let endpoint = edge_tests::h3::endpoint_with(Arc::new(tls)).expect("endpoint");
+    // A first connection leaves a ticket that allows early data.
+    let conn = endpoint
+        .connect(relay, NAME)
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let first = H3Client::over(endpoint.clone(), conn.clone(), NAME)
+        .await
+        .expect("h3");
+    assert_eq!(first.get("/early").await.expect("GET").status.as_u16(), 200);
+    conn.close(0u32.into(), b"");
+    drop(first);
+
+    let connecting = endpoint.connect(relay, NAME).expect("connect");
+    let Ok((conn, _accepted)) = connecting.into_0rtt() else {
+        panic!("no 0-RTT on the second connection");
+    };
+    let early = H3Client::over(endpoint.clone(), conn, NAME)
+        .await
+        .expect("h3");
+    let (write, read) = tokio::join!(
+        early.send_whole(
+            Request::post(early.url("/write"))
+                .header("content-length", "1")
+                .body(())
+                .expect("request"),
+            Some(Bytes::from_static(b"x")),
+        ),
+        early.get("/early"),
+    );
+    let write = write.expect("POST answered");
+    assert_eq!(
+        write.status.as_u16(),
+        425,
+        "unsafe methods wait for the handshake"
+    );
+    assert_eq!(origin.hits("/write"), 0);
+    let read = read.expect("GET answered");
+    assert_eq!(read.status.as_u16(), 200);
+    assert_eq!(
+        &read.body[..],
+        b"1",
+        "the origin is told the request was early"
+    );
+    // After the handshake the same request goes through.
+    eventually("the POST to pass once the handshake is done", async || {
+        let req = Request::post(early.url("/write"))
+            .header("content-length", "1")
+            .body(())
+            .expect("request");
+        early
+            .send_whole(req, Some(Bytes::from_static(b"x")))
+            .await
+            .is_ok_and(|r| r.status.as_u16() == 200)
+    })
+    .await;
 }

@@ -50,10 +50,7 @@ impl Config {
             ));
         }
         if self.tls.h3_max_concurrent_streams == 0 {
-            return Err((
-                "tls.h3_max_concurrent_streams",
-                "must be at least 1".into(),
-            ));
+            return Err(("tls.h3_max_concurrent_streams", "must be at least 1".into()));
         }
         // The top-level origins are the default site: optional when
         // `[[sites]]` serve the hosts.

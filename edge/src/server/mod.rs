@@ -48,12 +48,12 @@ use crate::upstream::Upstream;
 pub use data_dir::DataDirError;
 use data_dir::lock_data_dir;
 pub use error::ServerError;
+use h3::H3Listener;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 pub use limits::ConnSlot;
 use limits::Limits;
 use purge_api::Purger;
 use sockets::Role;
-use h3::H3Listener;
 use tls::TlsListener;
 pub use tunnels::{TunnelGuard, Tunnels};
 

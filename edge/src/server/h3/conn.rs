@@ -46,7 +46,13 @@ pub(super) async fn serve<H: EdgeHooks>(
     shared: Arc<Shared<H>>,
 ) {
     let client_addr = incoming.remote_address();
-    let counted = |result: &str| shared.metrics.h3_connections.with_label_values(&[result]).inc();
+    let counted = |result: &str| {
+        shared
+            .metrics
+            .h3_connections
+            .with_label_values(&[result])
+            .inc()
+    };
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
         Err(err) => {

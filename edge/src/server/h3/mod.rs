@@ -178,7 +178,13 @@ async fn accept_loop<H: EdgeHooks>(
 ) {
     let pending = Arc::new(AtomicUsize::new(0));
     let mut stop = shared.stop.clone();
-    let counted = |result: &str| shared.metrics.h3_connections.with_label_values(&[result]).inc();
+    let counted = |result: &str| {
+        shared
+            .metrics
+            .h3_connections
+            .with_label_values(&[result])
+            .inc()
+    };
     loop {
         let incoming = tokio::select! {
             biased;
@@ -243,7 +249,8 @@ impl H3Running {
                 "grace period over, closing the remaining HTTP/3 connections"
             );
         }
-        self.endpoint.close(quinn::VarInt::from_u32(0x100), b"shutdown");
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0x100), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
