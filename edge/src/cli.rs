@@ -473,13 +473,14 @@ mod tests {
     }
 
     /// One value for every flag of `FLAGS`.
-    const EVERY_FLAG: [(&str, &str); 20] = [
+    const EVERY_FLAG: [(&str, &str); 21] = [
         ("--origin", "http://127.0.0.1:1"),
         ("--shield", "s1=http://127.0.0.1:2"),
         ("--balance", "least_conn"),
         ("--purge-token", "0123456789"),
         ("--peer", "http://127.0.0.1:3"),
         ("--tls-listen", "127.0.0.1:4"),
+        ("--h3-listen", "127.0.0.1:8"),
         ("--tls-cert", "cert.pem"),
         ("--tls-key", "key.pem"),
         ("--listen", "127.0.0.1:5"),
@@ -527,6 +528,7 @@ mod tests {
         assert_eq!(c.purge.token, Some(Secret("0123456789".into())));
         assert_eq!(c.purge.peers, ["http://127.0.0.1:3"]);
         assert_eq!(c.tls.listen.map(|a| a.port()), Some(4));
+        assert_eq!(c.tls.h3_listen.map(|a| a.port()), Some(8));
         assert_eq!(c.tls.cert.as_deref(), Some(Path::new("cert.pem")));
         assert_eq!(c.tls.key.as_deref(), Some(Path::new("key.pem")));
         assert_eq!(c.listen.port(), 5);
