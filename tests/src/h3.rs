@@ -67,7 +67,17 @@ impl H3Client {
     /// Connects to `addr` asking for `name` (SNI and `:authority`),
     /// trusting `cert`.
     pub async fn connect(addr: SocketAddr, cert: &Cert, name: &str) -> anyhow::Result<H3Client> {
-        let endpoint = endpoint(&[cert])?;
+        H3Client::connect_with(addr, certs::client_config(&[cert], &[b"h3"]), name).await
+    }
+
+    /// As [`connect`](Self::connect) with TLS settings of the caller's
+    /// (the benchmark trusts a PEM file of its own).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> anyhow::Result<H3Client> {
+        let endpoint = endpoint_with(tls)?;
         let conn = endpoint
             .connect(addr, name)?
             .await
