@@ -46,8 +46,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A leaf, not a CA (the load generator verifies it as rustls does; the
+# default -x509 extensions make a CA, which webpki refuses as a server).
+printf '[req]\ndistinguished_name=dn\nx509_extensions=leaf\n[dn]\n[leaf]\nbasicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:edge.bench,IP:127.0.0.1\n' > "$DATA/openssl.cnf"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=edge.bench -addext subjectAltName=DNS:edge.bench,IP:127.0.0.1 \
+  -config "$DATA/openssl.cnf" -subj /CN=edge.bench \
   -keyout "$DATA/key.pem" -out "$DATA/cert.pem" 2>/dev/null
 
 cat > "$DATA/origin.py" <<'PY'
