@@ -666,6 +666,21 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(line.trim()).expect("JSON");
         assert_eq!(json["user_agent"], "Mozilla/5.0 \"X11\"");
         assert!(json.get("referer").is_none());
+        assert_eq!(json["protocol"], "h1");
+        // An HTTP/3 request says so in both field sets.
+        let mut h3 = s;
+        h3.req.version = http::Version::HTTP_3;
+        let mut out = Vec::new();
+        json_line(&mut out, &h3, &summary());
+        let line = format!("{{\"timestamp\":\"{}", String::from_utf8_lossy(&out));
+        let json: serde_json::Value = serde_json::from_str(line.trim()).expect("JSON");
+        assert_eq!(
+            (&json["version"], &json["protocol"]),
+            (&"HTTP/3.0".into(), &"h3".into())
+        );
+        let mut out = Vec::new();
+        text_line(&mut out, &h3, &summary());
+        assert!(String::from_utf8_lossy(&out).contains(" version=HTTP/3.0 protocol=h3 "));
     }
 
     #[test]
