@@ -41,6 +41,69 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// A client's request body, whichever listener it came on: hyper's for
+/// HTTP/1.1 and HTTP/2, a boxed stream for HTTP/3 (fed from QUIC by
+/// `server::h3`), so that the pipeline has one request type for all three.
+#[derive(Debug)]
+pub enum ClientBody {
+    Hyper(hyper::body::Incoming),
+    Boxed(ProxyBodyDebug),
+}
+
+/// A boxed body with a `Debug` that says so (the box has none).
+pub struct ProxyBodyDebug(pub ProxyBody);
+
+impl std::fmt::Debug for ProxyBodyDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyBody")
+    }
+}
+
+impl ClientBody {
+    /// A streamed body from another source than hyper.
+    pub fn streamed(body: ProxyBody) -> Self {
+        ClientBody::Boxed(ProxyBodyDebug(body))
+    }
+}
+
+impl From<hyper::body::Incoming> for ClientBody {
+    fn from(body: hyper::body::Incoming) -> Self {
+        ClientBody::Hyper(body)
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Both are Unpin (hyper's body and a box).
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            ClientBody::Boxed(b) => Pin::new(&mut b.0).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Boxed(b) => b.0.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Boxed(b) => b.0.size_hint(),
+        }
+    }
+}
+
 /// A peer stopped sending body bytes for longer than the read timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("no body data for {0:?}")]

@@ -96,6 +96,10 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", env = "EDGE_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
 
+    /// Also serve HTTP/3 over QUIC on this UDP address (needs --tls-cert and --tls-key)
+    #[arg(long, value_name = "ADDR", env = "EDGE_H3_LISTEN")]
+    pub h3_listen: Option<SocketAddr>,
+
     /// PEM certificate chain for the TLS listener
     #[arg(long, value_name = "FILE", env = "EDGE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -362,6 +366,7 @@ flags! {
     cluster_token: "--cluster-token" => "cluster.token",
         |c, v| c.cluster.token = Some(Secret(v.clone()));
     tls_listen: "--tls-listen" => "tls.listen", |c, v| c.tls.listen = Some(*v);
+    h3_listen: "--h3-listen" => "tls.h3_listen", |c, v| c.tls.h3_listen = Some(*v);
     tls_cert: "--tls-cert" => "tls.cert", |c, v| c.tls.cert = Some(v.clone());
     tls_key: "--tls-key" => "tls.key", |c, v| c.tls.key = Some(v.clone());
     listen: "--listen" => "listen", |c, v| c.listen = *v;
@@ -480,13 +485,14 @@ mod tests {
     }
 
     /// One value for every flag of `FLAGS`.
-    const EVERY_FLAG: [(&str, &str); 22] = [
+    const EVERY_FLAG: [(&str, &str); 23] = [
         ("--origin", "http://127.0.0.1:1"),
         ("--shield", "s1=http://127.0.0.1:2"),
         ("--balance", "least_conn"),
         ("--purge-token", "0123456789"),
         ("--peer", "http://127.0.0.1:3"),
         ("--tls-listen", "127.0.0.1:4"),
+        ("--h3-listen", "127.0.0.1:8"),
         ("--tls-cert", "cert.pem"),
         ("--tls-key", "key.pem"),
         ("--listen", "127.0.0.1:5"),
@@ -536,6 +542,7 @@ mod tests {
         assert_eq!(c.purge.token, Some(Secret("0123456789".into())));
         assert_eq!(c.purge.peers, ["http://127.0.0.1:3"]);
         assert_eq!(c.tls.listen.map(|a| a.port()), Some(4));
+        assert_eq!(c.tls.h3_listen.map(|a| a.port()), Some(8));
         assert_eq!(c.tls.cert.as_deref(), Some(Path::new("cert.pem")));
         assert_eq!(c.tls.key.as_deref(), Some(Path::new("key.pem")));
         assert_eq!(c.listen.port(), 5);

@@ -56,6 +56,8 @@ pub mod names {
     pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "edge_trace_spans_exported_total";
     pub const TRACE_SPANS_DROPPED_TOTAL: &str = "edge_trace_spans_dropped_total";
     pub const RATE_LIMIT_KEYS: &str = "edge_rate_limit_keys";
+    pub const REQUESTS_BY_PROTOCOL_TOTAL: &str = "edge_requests_by_protocol_total";
+    pub const H3_CONNECTIONS_TOTAL: &str = "edge_h3_connections_total";
     pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "edge_rate_limit_overflow_total";
 }
 
@@ -173,6 +175,15 @@ pub struct Metrics {
     /// Checks by keys that found their limiter full (`max_keys`) and
     /// shared its overflow bucket, by site; added at scrape.
     pub rate_limit_overflow: IntCounterVec,
+    /// Client requests answered by `protocol` (`h1`, `h2`, `h3`); the
+    /// three series resolved once (see [`Metrics::protocol`]).
+    pub requests_by_protocol: IntCounterVec,
+    by_protocol: [IntCounter; 3],
+    /// QUIC connection attempts on the HTTP/3 listener by `result`:
+    /// `accepted` (handshake done), `handshake_failed`, `handshake_timeout`
+    /// (`server.header_read_timeout`), `refused` (`server.max_connections`
+    /// reached), `retry` (asked to prove its address first).
+    pub h3_connections: IntCounterVec,
     /// The per-request series above, resolved once per label set.
     series: Arc<RequestSeries>,
     /// The `site` label's values, by `Site::index`.
@@ -199,7 +210,24 @@ impl Metrics {
         } else {
             Arc::from(sites.to_vec())
         };
+        let requests_by_protocol = IntCounterVec::new(
+            Opts::new(
+                names::REQUESTS_BY_PROTOCOL_TOTAL,
+                "Client requests answered, by protocol (h1, h2, h3)",
+            ),
+            &["protocol"],
+        )?;
+        let by_protocol = ["h1", "h2", "h3"].map(|p| requests_by_protocol.with_label_values(&[p]));
         let m = Metrics {
+            by_protocol,
+            requests_by_protocol,
+            h3_connections: IntCounterVec::new(
+                Opts::new(
+                    names::H3_CONNECTIONS_TOTAL,
+                    "QUIC connection attempts on the HTTP/3 listener, by result",
+                ),
+                &["result"],
+            )?,
             requests: IntCounterVec::new(
                 Opts::new(names::REQUESTS_TOTAL, "Client requests answered"),
                 &["site", "status_class", "body_end", "cache_status"],
@@ -482,7 +510,23 @@ impl Metrics {
         registry.register(Box::new(m.trace_spans_dropped.clone()))?;
         registry.register(Box::new(m.rate_limit_keys.clone()))?;
         registry.register(Box::new(m.rate_limit_overflow.clone()))?;
+        registry.register(Box::new(m.requests_by_protocol.clone()))?;
+        registry.register(Box::new(m.h3_connections.clone()))?;
         Ok(m)
+    }
+}
+
+/// The access log's and metrics' name of an HTTP version: `h1` (0.9 to
+/// 1.1), `h2` or `h3`.
+pub fn protocol_name(version: http::Version) -> &'static str {
+    ["h1", "h2", "h3"][protocol_index(version)]
+}
+
+fn protocol_index(version: http::Version) -> usize {
+    match version {
+        http::Version::HTTP_2 => 1,
+        http::Version::HTTP_3 => 2,
+        _ => 0,
     }
 }
 
@@ -561,6 +605,12 @@ impl RequestSeries {
 
 impl Metrics {
     /// `edge_requests_total{site, status_class, body_end, cache_status}`.
+    /// The `edge_requests_by_protocol_total` series of a request over
+    /// `version`.
+    pub fn protocol(&self, version: http::Version) -> &IntCounter {
+        &self.by_protocol[protocol_index(version)]
+    }
+
     pub fn request(
         &self,
         site: usize,

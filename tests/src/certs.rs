@@ -40,6 +40,12 @@ impl Cert {
         config.tls.key = Some(self.key_path.clone());
     }
 
+    /// As [`serve_on`](Self::serve_on), plus HTTP/3 on an ephemeral UDP port.
+    pub fn serve_h3_on(&self, config: &mut edge::Config) {
+        self.serve_on(config);
+        config.tls.h3_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    }
+
     /// A server configuration presenting this certificate, with ALPN `h2`
     /// and `http/1.1`.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {

@@ -17,6 +17,7 @@ pub struct TestEdge {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    h3_addr: Option<SocketAddr>,
     /// Every age, freshness and purge decision of this edge reads it.
     clock: Clock,
     /// Removed when the edge is dropped, unless the test supplied its own.
@@ -74,6 +75,7 @@ impl TestEdge {
             addr: handle.addr(),
             admin_addr: handle.admin_addr(),
             tls_addr: handle.tls_addr(),
+            h3_addr: handle.h3_addr(),
             handle: Some(handle),
             clock,
             _data_dir: data_dir,
@@ -107,6 +109,11 @@ impl TestEdge {
     /// The HTTPS listener, if the config asked for one.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The HTTP/3 (UDP) listener, if the config asked for one.
+    pub fn h3_addr(&self) -> Option<SocketAddr> {
+        self.h3_addr
     }
 
     /// `http://127.0.0.1:PORT{path}` on the client-facing listener.

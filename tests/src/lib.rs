@@ -12,6 +12,7 @@ pub mod client;
 mod clocks;
 mod edge;
 mod gate;
+pub mod h3;
 pub mod logs;
 pub mod metrics;
 pub mod nats;

@@ -71,6 +71,13 @@ pub fn live_part(applied: &Config, mut next: Config) -> (Config, Vec<&'static st
         "server.upgrade_timeout" => server.upgrade_timeout;
         "tls.listen" => tls.listen;
         "tls.reload_interval" => tls.reload_interval;
+        // The QUIC endpoint and its settings are made once, at start.
+        "tls.h3_listen" => tls.h3_listen;
+        "tls.h3_max_concurrent_streams" => tls.h3_max_concurrent_streams;
+        "tls.h3_zero_rtt" => tls.h3_zero_rtt;
+        "tls.h3_retry_threshold" => tls.h3_retry_threshold;
+        "tls.alt_svc" => tls.alt_svc;
+        "tls.alt_svc_max_age" => tls.alt_svc_max_age;
         "purge.rule_ttl" => purge.rule_ttl;
         // The cluster is joined once, at start: its connection, stream,
         // consumer and membership entry are made from these. (The ring's

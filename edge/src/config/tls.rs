@@ -1,4 +1,5 @@
-//! `[tls]`: the HTTPS listener and its certificates.
+//! `[tls]`: the HTTPS listener, its certificates, and HTTP/3 (QUIC) on
+//! the same certificates.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,27 @@ pub struct TlsSettings {
     /// also reloaded on SIGHUP). Default: `10s`.
     #[serde(deserialize_with = "de_duration")]
     pub reload_interval: Duration,
+    /// Where to listen for QUIC + HTTP/3 (UDP), with the same certificates
+    /// and SNI choice as `listen` (needs `cert` and `key`). Default: unset
+    /// (no HTTP/3). See `docs/http3.md`.
+    pub h3_listen: Option<SocketAddr>,
+    /// Request streams one HTTP/3 connection may have open at once.
+    /// Default: `128`.
+    pub h3_max_concurrent_streams: u32,
+    /// Accept 0-RTT (early data) from returning clients: a round trip
+    /// saved, but early data can be replayed, so only GET and HEAD are
+    /// served from it (others get `425 Too Early`). Default: `false`.
+    pub h3_zero_rtt: bool,
+    /// Handshakes in progress past which a new client must first prove
+    /// its address (a QUIC Retry: one more round trip, no state kept for
+    /// spoofed sources). `0` asks every client. Default: `64`.
+    pub h3_retry_threshold: usize,
+    /// Answers on the TLS listener advertise HTTP/3 with `Alt-Svc:
+    /// h3=":PORT"; ma=...` (when `h3_listen` is set). Default: `true`.
+    pub alt_svc: bool,
+    /// The `ma` (max-age) of that `Alt-Svc`. Default: `24h`.
+    #[serde(deserialize_with = "de_duration")]
+    pub alt_svc_max_age: Duration,
 }
 
 impl Default for TlsSettings {
@@ -37,6 +59,12 @@ impl Default for TlsSettings {
             key: None,
             certs: Vec::new(),
             reload_interval: Duration::from_secs(10),
+            h3_listen: None,
+            h3_max_concurrent_streams: 128,
+            h3_zero_rtt: false,
+            h3_retry_threshold: 64,
+            alt_svc: true,
+            alt_svc_max_age: Duration::from_secs(86_400),
         }
     }
 }

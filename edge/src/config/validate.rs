@@ -44,6 +44,15 @@ impl Config {
                 "a TLS listener needs tls.cert and tls.key (--tls-cert, --tls-key)".into(),
             ));
         }
+        if self.tls.h3_listen.is_some() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err((
+                "tls.h3_listen",
+                "HTTP/3 needs tls.cert and tls.key (--tls-cert, --tls-key)".into(),
+            ));
+        }
+        if self.tls.h3_max_concurrent_streams == 0 {
+            return Err(("tls.h3_max_concurrent_streams", "must be at least 1".into()));
+        }
         // The top-level origins are the default site: optional when
         // `[[sites]]` serve the hosts.
         if self.origins.is_empty() && self.sites.is_empty() {

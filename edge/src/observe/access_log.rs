@@ -323,6 +323,8 @@ struct Fields<'a> {
     host: &'a str,
     path: &'a str,
     version: &'static str,
+    /// `h1`, `h2` or `h3`, as the metrics' `protocol` label.
+    protocol: &'static str,
     peer: &'a str,
     cache: &'static str,
     tier: Option<&'static str>,
@@ -344,6 +346,7 @@ fn fields<'a>(session: &'a Session) -> Fields<'a> {
         host: session.host(),
         path: session.path_and_query(),
         version: version(session.req.version),
+        protocol: crate::metrics::protocol_name(session.req.version),
         peer: session
             .peer
             .as_ref()
@@ -377,6 +380,8 @@ fn text_line(out: &mut Vec<u8>, session: &Session, summary: &RequestSummary) {
     quoted(out, f.path);
     out.extend_from_slice(b" version=");
     out.extend_from_slice(f.version.as_bytes());
+    out.extend_from_slice(b" protocol=");
+    out.extend_from_slice(f.protocol.as_bytes());
     out.extend_from_slice(b" status=");
     number(out, summary.status.as_u16());
     out.extend_from_slice(b" bytes=");
@@ -494,6 +499,8 @@ fn json_line(out: &mut Vec<u8>, session: &Session, summary: &RequestSummary) {
     quoted(out, f.path);
     out.extend_from_slice(br#","version":""#);
     out.extend_from_slice(f.version.as_bytes());
+    out.extend_from_slice(br#"","protocol":""#);
+    out.extend_from_slice(f.protocol.as_bytes());
     out.extend_from_slice(br#"","status":"#);
     number(out, summary.status.as_u16());
     out.extend_from_slice(br#","bytes":"#);
@@ -628,7 +635,7 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out),
             "  INFO access: client=192.0.2.7 method=GET host=\"shop.example\" path=\"/t\" \
-             version=HTTP/1.1 status=200 bytes=1024 duration_ms=1.500 peer=- cache=HIT \
+             version=HTTP/1.1 protocol=h1 status=200 bytes=1024 duration_ms=1.500 peer=- cache=HIT \
              tier=memory body_end=complete\n"
         );
     }
@@ -660,6 +667,21 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(line.trim()).expect("JSON");
         assert_eq!(json["user_agent"], "Mozilla/5.0 \"X11\"");
         assert!(json.get("referer").is_none());
+        assert_eq!(json["protocol"], "h1");
+        // An HTTP/3 request says so in both field sets.
+        let mut h3 = s;
+        h3.req.version = http::Version::HTTP_3;
+        let mut out = Vec::new();
+        json_line(&mut out, &h3, &summary());
+        let line = format!("{{\"timestamp\":\"{}", String::from_utf8_lossy(&out));
+        let json: serde_json::Value = serde_json::from_str(line.trim()).expect("JSON");
+        assert_eq!(
+            (&json["version"], &json["protocol"]),
+            (&"HTTP/3.0".into(), &"h3".into())
+        );
+        let mut out = Vec::new();
+        text_line(&mut out, &h3, &summary());
+        assert!(String::from_utf8_lossy(&out).contains(" version=HTTP/3.0 protocol=h3 "));
     }
 
     #[test]

@@ -9,7 +9,6 @@ use cache::decision::{self, Decision, Lookup, PurgeVerdict, Serve};
 use cache::object;
 use cache::policy;
 use cache::{CacheKey, CacheStatus};
-use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::respond::Served;
@@ -23,7 +22,7 @@ pub(crate) async fn serve_cacheable<H: EdgeHooks>(
     shared: &Arc<Shared<H>>,
     session: &mut Session,
     key: CacheKey,
-    body: Incoming,
+    body: crate::body::ClientBody,
     ctx: &mut H::Ctx,
 ) -> Result<Served, ProxyError> {
     let cache = &shared.cache;

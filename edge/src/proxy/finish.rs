@@ -76,6 +76,7 @@ impl<H: EdgeHooks> Finisher<H> {
         let cache_status = self.session.cache_status;
         let site = self.session.site;
         self.metrics.request(site, status, end, cache_status).inc();
+        self.metrics.protocol(self.session.req.version).inc();
         if let Some(tier) = self.session.cache_tier
             && cache_status.from_cache()
         {
@@ -146,6 +147,7 @@ fn access_log(session: &Session, summary: &RequestSummary) {
         host = session.host(),
         path = session.path_and_query(),
         version = ?session.req.version,
+        protocol = crate::metrics::protocol_name(session.req.version),
         status = summary.status.as_u16(),
         bytes = summary.body_bytes,
         duration_ms = %format_args!("{:.3}", summary.duration.as_secs_f64() * 1000.0),

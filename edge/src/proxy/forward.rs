@@ -10,7 +10,7 @@ use cache::{CacheKey, CacheStatus, Clock};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version, request, response};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use origin_shield::balance::Member;
 use origin_shield::{Peer, Role};
 use tracing::warn;
@@ -27,7 +27,7 @@ use crate::upstream::{ClientBodyError, Upstream};
 /// removed, with the times the policy needs.
 pub(crate) struct Fetched {
     pub parts: response::Parts,
-    pub body: ReadTimeout<Incoming>,
+    pub body: ReadTimeout<hyper::body::Incoming>,
     pub exchange: cache::policy::Exchange,
 }
 
@@ -335,7 +335,7 @@ impl<H: EdgeHooks> Forwarder<H> {
 
     /// The client's body as sent upstream: failing if the client stalls, and
     /// with its errors marked as the client's.
-    pub fn request_body(&self, body: Incoming) -> ProxyBody {
+    pub fn request_body(&self, body: crate::body::ClientBody) -> ProxyBody {
         if body.is_end_stream() {
             // Every GET: nothing to time or to box.
             return body::empty();

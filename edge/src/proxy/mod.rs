@@ -47,7 +47,6 @@ use cache::store::Store;
 use cache::{CacheStatus, Clock};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version, response};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use purge_api::Purger;
 use tracing::{Instrument, info, warn};
@@ -482,7 +481,7 @@ impl<H: EdgeHooks> Proxy<H> {
     /// Serves one request on the generation in force when it arrived.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<crate::body::ClientBody>,
         conn: ConnInfo,
     ) -> Result<Response<ProxyBody>, Infallible> {
         self.pipeline().handle(req, conn).await
@@ -532,7 +531,7 @@ impl<H: EdgeHooks> Pipeline<H> {
     /// Serves one request. Never fails: errors become responses here.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<crate::body::ClientBody>,
         conn: ConnInfo,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let span = tracing::info_span!(
@@ -711,7 +710,7 @@ impl<H: EdgeHooks> Pipeline<H> {
     async fn process(
         self: &Arc<Self>,
         session: &mut Session,
-        body: Incoming,
+        body: crate::body::ClientBody,
         ctx: &mut H::Ctx,
         conn: &ConnInfo,
         span: &tracing::Span,
@@ -842,7 +841,7 @@ impl<H: EdgeHooks> Pipeline<H> {
     async fn switch(
         &self,
         session: &mut Session,
-        body: Incoming,
+        body: crate::body::ClientBody,
         ctx: &mut H::Ctx,
         conn: &ConnInfo,
         span: &tracing::Span,

@@ -29,6 +29,8 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] super::tls::TlsError),
     #[error(transparent)]
+    H3(#[from] super::h3::H3Error),
+    #[error(transparent)]
     UpstreamCa(#[from] crate::upstream::CaError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),

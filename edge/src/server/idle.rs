@@ -51,6 +51,12 @@ impl ConnActivity {
         RequestActivity(self.clone())
     }
 
+    /// When the idle deadline falls, or `None` while a request is in
+    /// flight: for a connection that has no [`IdleIo`] (HTTP/3).
+    pub(crate) fn idle_deadline(&self, idle: Duration, first_request: Duration) -> Option<Instant> {
+        self.deadline(idle, first_request)
+    }
+
     /// When the idle deadline falls, or `None` while a request is in flight.
     fn deadline(&self, idle: Duration, first_request: Duration) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {

@@ -5,10 +5,12 @@
 //! [`IdleIo`] for the idle timeout, counted against `max_connections`, and
 //! watched so that shutdown can let in-flight requests finish; a connection
 //! switched to a tunnel is counted by [`Tunnels`] instead, and closed once
-//! the grace period is over.
+//! the grace period is over. HTTP/3 has its own accept loop over QUIC
+//! (`h3/`), on the same pipeline, certificates, connection cap and drain.
 
 pub(crate) mod data_dir;
 pub(crate) mod error;
+pub(crate) mod h3;
 pub(crate) mod idle;
 pub(crate) mod limits;
 pub mod sockets;
@@ -34,6 +36,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState, Live};
+use crate::body::ClientBody;
 use crate::config::Config;
 use crate::hooks::{DefaultHooks, EdgeHooks};
 use crate::metrics::Metrics;
@@ -45,6 +48,7 @@ use crate::upstream::Upstream;
 pub use data_dir::DataDirError;
 use data_dir::lock_data_dir;
 pub use error::ServerError;
+use h3::H3Listener;
 pub use idle::{ConnActivity, IdleIo, IoTimeouts, RequestActivity};
 pub use limits::ConnSlot;
 use limits::Limits;
@@ -75,6 +79,8 @@ pub struct Server<H = DefaultHooks> {
     admin_listener: TcpListener,
     /// The HTTPS listener and its certificates, if configured.
     tls: Option<TlsListener>,
+    /// The HTTP/3 (QUIC) listener, if configured.
+    h3: Option<H3Listener>,
     proxy: Arc<Proxy<H>>,
     /// The connection settings, which a reload may change.
     limits: Arc<Limits>,
@@ -138,6 +144,25 @@ impl<H: EdgeHooks> Server<H> {
                 })
             }
             _ => None,
+        };
+        // HTTP/3 shares the TLS listener's certificates (one resolver, one
+        // reload), or has its own set when it is the only TLS listener.
+        let (h3, h3_certs) = match (
+            &config.tls.h3_listen,
+            tls::CertFiles::from_settings(&config.tls),
+        ) {
+            (Some(addr), Some(files)) => {
+                let (certs, own) = match &tls {
+                    Some(tls) => (tls.certs.clone(), None),
+                    None => {
+                        let (_, certs) = tls::acceptor(files)?;
+                        (certs.clone(), Some(certs))
+                    }
+                };
+                let listener = H3Listener::bind(*addr, certs, &config.tls, &config.server)?;
+                (Some(listener), own)
+            }
+            _ => (None, None),
         };
         sockets::leftovers(inherited);
         let registry = Registry::new();
@@ -210,13 +235,19 @@ impl<H: EdgeHooks> Server<H> {
             source,
             config.clone(),
             proxy.clone(),
-            tls.as_ref().map(|t| t.certs.clone()),
+            tls.as_ref().map(|t| t.certs.clone()).or(h3_certs.clone()),
             limits.clone(),
             metrics.clone(),
         ));
         let tunnels = Tunnels::new(metrics.open_tunnels.clone());
+        if let Some(certs) = &h3_certs {
+            // Only HTTP/3 uses them: watched here, as `run` watches the
+            // TLS listener's.
+            tls::spawn_reloader(certs, config.tls.reload_interval);
+        }
         Ok(Server {
             config,
+            h3,
             tunnels,
             limits,
             upgrades,
@@ -233,6 +264,11 @@ impl<H: EdgeHooks> Server<H> {
     /// The HTTPS address actually bound, if there is a TLS listener.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls.as_ref().and_then(|t| t.listener.local_addr().ok())
+    }
+
+    /// The HTTP/3 (UDP) address actually bound, if there is one.
+    pub fn h3_addr(&self) -> Option<SocketAddr> {
+        self.h3.as_ref().and_then(H3Listener::local_addr)
     }
 
     /// The client-facing address actually bound (useful with port 0).
@@ -278,6 +314,7 @@ impl<H: EdgeHooks> Server<H> {
             listener,
             admin_listener,
             tls,
+            h3,
             proxy,
             limits,
             reloader,
@@ -285,6 +322,28 @@ impl<H: EdgeHooks> Server<H> {
             registry,
             tunnels,
         } = self;
+        // `Alt-Svc` on the TLS listener's answers: HTTP/3 is for https
+        // origins only (RFC 9114 §3.1), so the plain listener has none.
+        let alt_svc = h3
+            .as_ref()
+            .and_then(H3Listener::local_addr)
+            .filter(|_| config.tls.alt_svc)
+            .and_then(|addr| {
+                let value = format!(
+                    "h3=\":{}\"; ma={}",
+                    addr.port(),
+                    config.tls.alt_svc_max_age.as_secs()
+                );
+                http::HeaderValue::from_str(&value).ok()
+            });
+        let mut h3 = h3.map(|listener| {
+            listener.spawn(
+                proxy.clone(),
+                limits.clone(),
+                metrics.clone(),
+                tunnels.clone(),
+            )
+        });
         info!(
             listen = %listener.local_addr().unwrap_or(config.listen),
             admin = %admin_listener.local_addr().unwrap_or(config.admin),
@@ -376,10 +435,21 @@ impl<H: EdgeHooks> Server<H> {
             };
             let proxy = proxy.clone();
             let closing = hand_over.closing();
+            let alt_svc = alt_svc.clone().filter(|_| secure);
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let h1 = req.version() <= http::Version::HTTP_11;
-                let response = proxy.clone().handle(req, conn_info.clone());
-                closing.clone().mark(h1, response)
+                let response = proxy
+                    .clone()
+                    .handle(req.map(ClientBody::from), conn_info.clone());
+                let marked = closing.clone().mark(h1, response);
+                let alt_svc = alt_svc.clone();
+                async move {
+                    let mut response = marked.await?;
+                    if let Some(value) = alt_svc {
+                        response.headers_mut().insert(http::header::ALT_SVC, value);
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let watcher = graceful.watcher();
             let settings = limits.now();
@@ -434,6 +504,10 @@ impl<H: EdgeHooks> Server<H> {
         hand_over.stopping();
         drop(listener);
         drop(tls);
+        if let Some(h3) = &h3 {
+            // GOAWAY on every HTTP/3 connection; their requests finish.
+            h3.stop();
+        }
         admin_state.draining.store(true, Ordering::Relaxed);
         let mut grace = limits.now().shutdown_grace;
         info!(open = graceful.count(), grace = ?grace, "shutting down: no longer accepting");
@@ -448,6 +522,9 @@ impl<H: EdgeHooks> Server<H> {
         let finished = async {
             graceful.shutdown().await;
             tunnels.drained().await;
+            if let Some(h3) = h3.as_mut() {
+                h3.drained().await;
+            }
         };
         match tokio::time::timeout(grace, finished).await {
             Ok(()) => info!("all connections finished"),
@@ -461,6 +538,9 @@ impl<H: EdgeHooks> Server<H> {
                 tunnels.close_all();
                 let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.drained()).await;
             }
+        }
+        if let Some(h3) = &h3 {
+            h3.close().await;
         }
         if let Some(cluster) = cluster {
             // Deletes this node's membership entry: the others drop it now
@@ -480,6 +560,7 @@ impl<H: EdgeHooks> Server<H> {
         let addr = self.local_addr();
         let admin_addr = self.admin_addr();
         let tls_addr = self.tls_addr();
+        let h3_addr = self.h3_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async move {
             let _ = rx.await;
@@ -488,6 +569,7 @@ impl<H: EdgeHooks> Server<H> {
             addr,
             admin_addr,
             tls_addr,
+            h3_addr,
             stop: Some(tx),
             task,
         }
@@ -500,6 +582,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    h3_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -516,6 +599,11 @@ impl ServerHandle {
     /// The HTTPS address, if there is a TLS listener.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The HTTP/3 (UDP) address, if there is an HTTP/3 listener.
+    pub fn h3_addr(&self) -> Option<SocketAddr> {
+        self.h3_addr
     }
 
     /// Starts a graceful shutdown without waiting for it.

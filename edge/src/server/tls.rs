@@ -209,6 +209,29 @@ pub fn acceptor(files: CertFiles) -> Result<(TlsAcceptor, Arc<Certs>), TlsError>
     Ok((TlsAcceptor::from(Arc::new(config)), certs))
 }
 
+/// The rustls configuration of the QUIC listener (`server::h3`): the same
+/// certificates and SNI choice as the TLS listener (`certs`, shared, so a
+/// reload changes both), TLS 1.3 only (QUIC has no other), ALPN `h3`.
+/// With `zero_rtt`, resumed sessions accept early data (`u32::MAX` is what
+/// QUIC requires: the limit is QUIC's flow control, not TLS's); rustls
+/// allows it only with server-side session state, not stateless tickets,
+/// and that state is taken once: a replayed ClientHello finds it gone.
+pub fn quic_config(certs: Arc<Certs>, zero_rtt: bool) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    config.alpn_protocols = vec![b"h3".to_vec()];
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    if zero_rtt {
+        config.max_early_data_size = u32::MAX;
+    } else {
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    }
+    Ok(config)
+}
+
 /// Reloads the certificates when their files change (checked every
 /// `interval`), until the certificates are dropped. A set that does not
 /// load is logged and the old one kept. (SIGHUP reloads them with the rest
