@@ -13,11 +13,11 @@
 //! - **S3-FIFO** eviction in memory: CDN traffic is full of one-hit wonders,
 //!   which S3-FIFO's small probationary queue drops quickly, and a hit only
 //!   bumps a counter (no list reordering under a lock as in LRU).
-//! - **Write on insertion, after a few requests** (`admission`): an object
-//!   goes to disk when stored, not when evicted from memory, so a crash or
-//!   restart keeps what is on disk; by default only once its key has been
-//!   looked up 3 times, so that the disk holds what memory evicts rather
-//!   than a copy of it, and one-hit wonders cost no disk write.
+//! - **Write on insertion** (`admission`): an object goes to disk when
+//!   stored, not when evicted from memory, so a crash or restart keeps the
+//!   cache warm; optionally only once its key has been looked up N times,
+//!   so that the disk holds what memory evicts rather than a copy of it,
+//!   and one-hit wonders cost no disk write.
 //! - **Tombstone log on**: a removed object stays removed after a restart.
 //! - **Chunks of 1 MiB**, well under the disk block size: foyer silently
 //!   skips disk writes of entries larger than a block.
@@ -55,7 +55,7 @@ pub struct StoreConfig {
     pub chunk_size: usize,
     /// Bodies up to this size live inside the meta entry. Default: 64 KiB.
     pub inline_max: usize,
-    /// Which new objects are written to disk. Default: on the 3rd request.
+    /// Which new objects are written to disk. Default: all.
     pub disk_admission: DiskAdmission,
 }
 
@@ -376,7 +376,11 @@ impl Store {
             inline_max: config.inline_max,
             disk_bytes: config.disk_bytes,
             disk_admission: config.disk_admission,
-            frequency: Arc::new(admission::Frequency::new(sketch_objects(config))),
+            // The smallest sketch when nothing reads it.
+            frequency: Arc::new(admission::Frequency::new(match config.disk_admission {
+                DiskAdmission::All => 0,
+                DiskAdmission::Frequency { .. } => sketch_objects(config),
+            })),
             variant_index: Arc::default(),
         })
     }

@@ -447,6 +447,7 @@ async fn a_one_hit_object_stays_in_memory_and_a_second_request_writes_it_to_disk
     }
     let edge = TestEdge::start_with(&origin.url(), |c| {
         c.purge.token = Some(Secret(TOKEN.into()));
+        c.cache.disk_admission = edge::config::DiskAdmissionMode::Frequency;
         c.cache.disk_admission_requests = 2;
     })
     .await;

@@ -19,7 +19,8 @@ pub struct CacheConfig {
     /// their URL has been requested `disk_admission_requests` times (before
     /// that they live in memory only, so the disk holds what memory evicts
     /// instead of a copy of it, and one-hit wonders cost no disk write), or
-    /// `"all"`, every object when stored. Default: `"frequency"`.
+    /// `"all"`, every object when stored, so that a restart or an upgrade
+    /// keeps everything. Default: `"all"`.
     pub disk_admission: DiskAdmissionMode,
     /// Requests before an object goes to disk under `"frequency"`, 1 to
     /// 255. Default: `3`.
@@ -123,7 +124,7 @@ impl Default for CacheConfig {
         CacheConfig {
             memory: ByteSize::mib(256),
             disk: ByteSize::gib(1),
-            disk_admission: DiskAdmissionMode::Frequency,
+            disk_admission: DiskAdmissionMode::All,
             disk_admission_requests: 3,
             max_object_size: ByteSize::mib(256),
             slice_size: ByteSize::mib(4),
