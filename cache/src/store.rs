@@ -55,7 +55,7 @@ pub struct StoreConfig {
     pub chunk_size: usize,
     /// Bodies up to this size live inside the meta entry. Default: 64 KiB.
     pub inline_max: usize,
-    /// Which new objects are written to disk. Default: all.
+    /// Which new objects are written to disk. Default: on the 3rd request.
     pub disk_admission: DiskAdmission,
 }
 
@@ -429,6 +429,15 @@ impl Store {
         if self.disk_released() {
             return Ok(None);
         }
+        if self.disk_admission != DiskAdmission::All {
+            // Read from disk without a copy into memory: the tiers hold
+            // different objects, memory what was filled from the origin,
+            // disk what memory evicted since. (A copy evicts a hotter
+            // object for one already held: 71.6 % against 75.1 % on the
+            // Zipf run of admission.rs.)
+            let value = self.disk_value(&key).await?;
+            return Ok(value.and_then(|v| entry_of(&v, Tier::Disk)));
+        }
         let Some(entry) = self.cache.get(&key).await.map_err(StoreError::Read)? else {
             return Ok(None);
         };
@@ -595,6 +604,10 @@ impl Store {
         if self.disk_released() {
             return Ok(None);
         }
+        if self.disk_admission != DiskAdmission::All {
+            // Not copied into memory, as `get` does not copy metas.
+            return Ok(self.disk_value(&key).await?.as_ref().and_then(chunk));
+        }
         let entry = self.cache.get(&key).await.map_err(StoreError::Read)?;
         Ok(entry.and_then(|e| chunk(e.value())))
     }
@@ -730,13 +743,18 @@ impl Store {
         if self.disk_released() {
             return Ok((memory, None));
         }
-        let disk = match self.cache.storage().load(key).await {
-            Ok(foyer::Load::Entry { value, .. }) => Some(value),
-            Ok(foyer::Load::Piece { piece, .. }) => Some(piece.value().clone()),
-            Ok(_) => None,
-            Err(err) => return Err(StoreError::Read(err)),
-        };
-        Ok((memory, disk))
+        Ok((memory, self.disk_value(key).await?))
+    }
+
+    /// The value of `key` on disk (or in its write queue), read on foyer's
+    /// I/O threads and not put into memory.
+    async fn disk_value(&self, key: &StoreKey) -> Result<Option<StoreValue>, StoreError> {
+        match self.cache.storage().load(key).await {
+            Ok(foyer::Load::Entry { value, .. }) => Ok(Some(value)),
+            Ok(foyer::Load::Piece { piece, .. }) => Ok(Some(piece.value().clone())),
+            Ok(_) => Ok(None),
+            Err(err) => Err(StoreError::Read(err)),
+        }
     }
 
     /// Removes what `key` names from both tiers (its chunks become

@@ -18,9 +18,10 @@ pub struct CacheConfig {
     /// Which new objects are written to the disk tier: `"frequency"`, once
     /// their URL has been requested `disk_admission_requests` times (before
     /// that they live in memory only, so the disk holds what memory evicts
-    /// instead of a copy of it, and one-hit wonders cost no disk write), or
+    /// instead of a copy of it, and one-hit wonders cost no disk write; a
+    /// disk hit is not copied back into memory), or
     /// `"all"`, every object when stored, so that a restart or an upgrade
-    /// keeps everything. Default: `"all"`.
+    /// keeps everything. Default: `"frequency"` (`--disk-admission`).
     pub disk_admission: DiskAdmissionMode,
     /// Requests before an object goes to disk under `"frequency"`, 1 to
     /// 255. Default: `3`.
@@ -77,10 +78,12 @@ pub struct CacheConfig {
 }
 
 /// `cache.disk_admission`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskAdmissionMode {
+    /// On the `disk_admission_requests`th request.
     Frequency,
+    /// Every object, when stored.
     All,
 }
 
@@ -124,7 +127,7 @@ impl Default for CacheConfig {
         CacheConfig {
             memory: ByteSize::mib(256),
             disk: ByteSize::gib(1),
-            disk_admission: DiskAdmissionMode::All,
+            disk_admission: DiskAdmissionMode::Frequency,
             disk_admission_requests: 3,
             max_object_size: ByteSize::mib(256),
             slice_size: ByteSize::mib(4),
