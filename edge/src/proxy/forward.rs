@@ -478,6 +478,7 @@ pub(crate) fn background_session(session: &Session, key: CacheKey) -> Session {
         // Shared: what the copy fetches counts against the request.
         origin_fetched: session.origin_fetched.clone(),
         jwt_claims: session.jwt_claims.clone(),
+        host: session.host.clone(),
     }
 }
 
