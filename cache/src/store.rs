@@ -433,8 +433,8 @@ impl Store {
             // Read from disk without a copy into memory: the tiers hold
             // different objects, memory what was filled from the origin,
             // disk what memory evicted since. (A copy evicts a hotter
-            // object for one already held: 71.6 % against 75.1 % on the
-            // Zipf run of admission.rs.)
+            // object for one already held: see the Zipf runs in
+            // admission.rs.)
             let value = self.disk_value(&key).await?;
             return Ok(value.and_then(|v| entry_of(&v, Tier::Disk)));
         }
