@@ -6,7 +6,7 @@ use bytes::Bytes;
 use cache::CacheKey;
 use cache::meta::ObjectMeta;
 use cache::object;
-use cache::store::{Store, StoreConfig};
+use cache::store::{Placement, Store, StoreConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 
@@ -66,7 +66,7 @@ fn store(c: &mut Criterion) {
     let cold = rt.block_on(Store::open(&config, None)).expect("store");
     let chunk = Bytes::from(vec![1u8; 64 << 10]);
     for i in 0..2000 {
-        cold.put_chunk(&key(i), 1, 0, chunk.clone());
+        cold.put_chunk(&key(i), 1, 0, chunk.clone(), Placement::BothTiers);
         if i % 50 == 0 {
             rt.block_on(tokio::time::sleep(Duration::from_millis(20)));
         }

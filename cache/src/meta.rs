@@ -322,7 +322,7 @@ fn decode_policy(r: &mut &[u8]) -> Result<StoredPolicy, DecodeError> {
     })
 }
 
-fn millis(t: SystemTime) -> u64 {
+pub(crate) fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }

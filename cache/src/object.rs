@@ -106,6 +106,8 @@ pub struct ObjectWriter {
     len: u64,
     max_size: u64,
     abandoned: bool,
+    /// The tiers its chunks and meta go to, decided when the fill starts.
+    placement: crate::store::Placement,
     /// The request values of the Vary'd fields, for the variant index
     /// (empty when the response does not vary).
     selector: Vec<(HeaderName, Option<String>)>,
@@ -128,6 +130,7 @@ impl ObjectWriter {
         };
         let selector = crate::variants::selector(&meta.vary, request);
         let object_id = new_object_id(&object_key);
+        let placement = store.placement(&object_key);
         let meta = ObjectMeta {
             body_id: object_id,
             ..meta
@@ -143,6 +146,7 @@ impl ObjectWriter {
             len: 0,
             max_size,
             abandoned: false,
+            placement,
             selector,
         }
     }
@@ -177,8 +181,13 @@ impl ObjectWriter {
     }
 
     fn put_chunk(&mut self, chunk: Bytes) {
-        self.store
-            .put_chunk(&self.object_key, self.object_id, self.chunks, chunk);
+        self.store.put_chunk(
+            &self.object_key,
+            self.object_id,
+            self.chunks,
+            chunk,
+            self.placement,
+        );
         self.chunks += 1;
     }
 
@@ -223,7 +232,13 @@ impl ObjectWriter {
             }
         };
         let variant = self.variant();
-        put(&self.store, &self.primary, &self.object_key, self.meta);
+        put(
+            &self.store,
+            &self.primary,
+            &self.object_key,
+            self.meta,
+            self.placement,
+        );
         // After the meta: the index never names a variant before it can
         // be found.
         if let Some(variant) = variant {
@@ -237,7 +252,13 @@ impl ObjectWriter {
     pub fn finish_sliced(mut self, len: u64, slice_size: u64) {
         self.meta.body = BodyLayout::Sliced { len, slice_size };
         let variant = self.variant();
-        put(&self.store, &self.primary, &self.object_key, self.meta);
+        put(
+            &self.store,
+            &self.primary,
+            &self.object_key,
+            self.meta,
+            self.placement,
+        );
         if let Some(variant) = variant {
             self.store.record_variant(&self.primary, variant);
         }
@@ -254,13 +275,19 @@ impl ObjectWriter {
 
 /// Makes an object visible under `primary` (through a Vary record when it
 /// varies).
-fn put(store: &Store, primary: &CacheKey, object_key: &CacheKey, meta: ObjectMeta) {
+fn put(
+    store: &Store,
+    primary: &CacheKey,
+    object_key: &CacheKey,
+    meta: ObjectMeta,
+    placement: crate::store::Placement,
+) {
     if meta.vary.is_empty() {
-        store.put_object(primary, meta);
+        store.put_object_placed(primary, meta, placement);
     } else {
         // Variant first, then the record that points at it.
         let vary = meta.vary.clone();
-        store.put_object(object_key, meta);
+        store.put_object_placed(object_key, meta, placement);
         store.put_vary(primary, vary);
     }
 }

@@ -13,8 +13,11 @@
 //! - **S3-FIFO** eviction in memory: CDN traffic is full of one-hit wonders,
 //!   which S3-FIFO's small probationary queue drops quickly, and a hit only
 //!   bumps a counter (no list reordering under a lock as in LRU).
-//! - **Write on insertion**: every object goes to disk when stored, not when
-//!   evicted from memory, so a crash or restart keeps the cache warm.
+//! - **Write on insertion** (`admission`): an object goes to disk when
+//!   stored, not when evicted from memory, so a crash or restart keeps the
+//!   cache warm; optionally only once its key has been looked up N times,
+//!   so that the disk holds what memory evicts rather than a copy of it,
+//!   and one-hit wonders cost no disk write.
 //! - **Tombstone log on**: a removed object stays removed after a restart.
 //! - **Chunks of 1 MiB**, well under the disk block size: foyer silently
 //!   skips disk writes of entries larger than a block.
@@ -27,9 +30,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, RecoverMode, S3FifoConfig, Source,
+    HybridCachePolicy, HybridCacheProperties, Location, RecoverMode, S3FifoConfig, Source,
 };
 use http::HeaderName;
+
+pub mod admission;
+
+pub use admission::{DiskAdmission, Placement};
 
 use crate::CacheKey;
 use crate::meta::ObjectMeta;
@@ -48,6 +55,8 @@ pub struct StoreConfig {
     pub chunk_size: usize,
     /// Bodies up to this size live inside the meta entry. Default: 64 KiB.
     pub inline_max: usize,
+    /// Which new objects are written to disk. Default: on the 3rd request.
+    pub disk_admission: DiskAdmission,
 }
 
 impl StoreConfig {
@@ -58,6 +67,7 @@ impl StoreConfig {
             disk_bytes,
             chunk_size: 1 << 20,
             inline_max: 64 << 10,
+            disk_admission: DiskAdmission::default(),
         }
     }
 }
@@ -291,11 +301,18 @@ pub struct Store {
     chunk_size: usize,
     inline_max: usize,
     disk_bytes: usize,
+    disk_admission: DiskAdmission,
+    /// Lookups per key, for [`DiskAdmission::Frequency`].
+    frequency: Arc<admission::Frequency>,
     /// Serialises updates of variant indexes (a read, a merge, a write):
     /// two fills of different variants must not lose each other's entry.
     /// Held only around synchronous memory-tier calls, never an await.
     variant_index: Arc<std::sync::Mutex<()>>,
 }
+
+/// An entry of the memory tier as foyer hands it out.
+type MemoryEntry =
+    foyer::CacheEntry<StoreKey, StoreValue, foyer::DefaultHasher, HybridCacheProperties>;
 
 /// How full the memory tier is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,6 +375,12 @@ impl Store {
             chunk_size: config.chunk_size,
             inline_max: config.inline_max,
             disk_bytes: config.disk_bytes,
+            disk_admission: config.disk_admission,
+            // The smallest sketch when nothing reads it.
+            frequency: Arc::new(admission::Frequency::new(match config.disk_admission {
+                DiskAdmission::All => 0,
+                DiskAdmission::Frequency { .. } => sketch_objects(config),
+            })),
             variant_index: Arc::default(),
         })
     }
@@ -390,15 +413,30 @@ impl Store {
     /// caller's.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<(Entry, Tier)>, StoreError> {
         let key = StoreKey(*key.as_bytes());
+        if self.disk_admission != DiskAdmission::All {
+            self.frequency.record(&key.0);
+        }
         // The memory tier first, synchronously: a hit there is most
         // lookups, and foyer's hybrid get sets up a disk fetch (an Arc'd
         // context, clones, a timer) before it even looks. A removal marker
         // there answers too: the disk may hold an older version.
         if let Some(entry) = self.cache.memory().get(&key) {
+            if entry.properties().location() == Location::InMem {
+                self.admit_on_hit(key, &entry);
+            }
             return Ok(entry_of(entry.value(), Tier::Memory));
         }
         if self.disk_released() {
             return Ok(None);
+        }
+        if self.disk_admission != DiskAdmission::All {
+            // Read from disk without a copy into memory: the tiers hold
+            // different objects, memory what was filled from the origin,
+            // disk what memory evicted since. (A copy evicts a hotter
+            // object for one already held: see the Zipf runs in
+            // admission.rs.)
+            let value = self.disk_value(&key).await?;
+            return Ok(value.and_then(|v| entry_of(&v, Tier::Disk)));
         }
         let Some(entry) = self.cache.get(&key).await.map_err(StoreError::Read)? else {
             return Ok(None);
@@ -428,10 +466,76 @@ impl Store {
         self.cache.storage().close().await.map_err(StoreError::Read)
     }
 
+    /// Where a new object under `key` goes (see [`admission`]): decided
+    /// once per fill, so that its chunks and its meta share one placement.
+    pub fn placement(&self, key: &CacheKey) -> Placement {
+        let key = StoreKey(*key.as_bytes());
+        admission::placement(
+            self.disk_admission,
+            self.frequency.estimate(&key.0),
+            self.cache.memory().contains(&key),
+        )
+    }
+
+    /// A memory-only object (`entry`, under `key`) was hit: on the lookup
+    /// that brings its key to the admission count, it goes to disk, chunks
+    /// first and its meta last as in a fill, so that what stays hot in
+    /// memory also survives a restart or an upgrade. Only at that count
+    /// (not above it), because the memory entry keeps its memory-only
+    /// mark: replacing it to clear the mark could put this version back
+    /// over a newer one stored meanwhile. An object whose chunks memory no
+    /// longer all holds stays where it is.
+    fn admit_on_hit(&self, key: StoreKey, entry: &MemoryEntry) {
+        let StoreValue::Meta(meta) = entry.value() else {
+            return;
+        };
+        let DiskAdmission::Frequency { min_requests } = self.disk_admission else {
+            return;
+        };
+        if self.disk_released() || self.frequency.estimate(&key.0) != min_requests {
+            return;
+        }
+        if let crate::meta::BodyLayout::Chunked {
+            object_id,
+            len,
+            chunk_size,
+        } = meta.body
+        {
+            let chunks = len.div_ceil(u64::from(chunk_size.max(1)));
+            let object = CacheKey::from_bytes(key.0);
+            let pieces: Option<Vec<_>> = (0..chunks)
+                .map(|index| {
+                    self.cache
+                        .memory()
+                        .get(&chunk_key(&object, object_id, index))
+                        .map(|chunk| chunk.piece())
+                })
+                .collect();
+            let Some(pieces) = pieces else {
+                return;
+            };
+            for piece in pieces {
+                self.cache.storage().enqueue(piece, false);
+            }
+        }
+        self.cache.storage().enqueue(entry.piece(), false);
+    }
+
     /// Stores an object's meta: the commit point of a fill.
-    pub fn put_object(&self, key: &CacheKey, mut meta: ObjectMeta) {
+    pub fn put_object(&self, key: &CacheKey, meta: ObjectMeta) {
+        let placement = self.placement(key);
+        self.put_object_placed(key, meta, placement);
+    }
+
+    /// [`put_object`](Store::put_object) with the placement its fill was
+    /// given.
+    pub fn put_object_placed(&self, key: &CacheKey, mut meta: ObjectMeta, placement: Placement) {
         meta.headers = crate::meta::owned_headers(&meta.headers);
-        self.replace(key, StoreValue::Meta(Arc::new(meta)));
+        self.insert(
+            StoreKey(*key.as_bytes()),
+            StoreValue::Meta(Arc::new(meta)),
+            placement,
+        );
     }
 
     /// Records that the response under `key` varies on `names`.
@@ -445,20 +549,41 @@ impl Store {
     /// later version at the next restart (seen in
     /// `the_cache_survives_a_restart_on_the_same_data_dir`).
     fn replace(&self, key: &CacheKey, value: StoreValue) {
-        self.insert(StoreKey(*key.as_bytes()), value);
+        self.insert(StoreKey(*key.as_bytes()), value, Placement::BothTiers);
     }
 
-    /// Into both tiers, or only memory once the disk is released.
-    fn insert(&self, key: StoreKey, value: StoreValue) {
+    /// Into the tiers `placement` says, only memory once the disk is
+    /// released. (foyer writes nothing on eviction under write-on-insertion,
+    /// so a memory-only entry never reaches the disk.)
+    fn insert(&self, key: StoreKey, value: StoreValue, placement: Placement) {
         if self.disk_released() {
             self.cache.memory().insert(key, value);
+        } else if placement == Placement::MemoryOnly {
+            // Marked, so that a hit can tell it is not on disk.
+            self.cache.memory().insert_with_properties(
+                key,
+                value,
+                HybridCacheProperties::default().with_location(Location::InMem),
+            );
         } else {
             self.cache.insert(key, value);
         }
     }
 
-    pub fn put_chunk(&self, key: &CacheKey, object_id: u64, index: u64, bytes: Bytes) {
-        self.insert(chunk_key(key, object_id, index), StoreValue::Chunk(bytes));
+    /// One body chunk of a fill placed at `placement`.
+    pub fn put_chunk(
+        &self,
+        key: &CacheKey,
+        object_id: u64,
+        index: u64,
+        bytes: Bytes,
+        placement: Placement,
+    ) {
+        self.insert(
+            chunk_key(key, object_id, index),
+            StoreValue::Chunk(bytes),
+            placement,
+        );
     }
 
     /// One body chunk; `None` if it is gone.
@@ -478,6 +603,10 @@ impl Store {
         }
         if self.disk_released() {
             return Ok(None);
+        }
+        if self.disk_admission != DiskAdmission::All {
+            // Not copied into memory, as `get` does not copy metas.
+            return Ok(self.disk_value(&key).await?.as_ref().and_then(chunk));
         }
         let entry = self.cache.get(&key).await.map_err(StoreError::Read)?;
         Ok(entry.and_then(|e| chunk(e.value())))
@@ -508,7 +637,7 @@ impl Store {
                     self.spawn_variant_merge(&runtime, key, variant);
                 }
                 _ => {
-                    self.insert(key, StoreValue::Variants(list.into()));
+                    self.insert(key, StoreValue::Variants(list.into()), Placement::BothTiers);
                 }
             }
         }
@@ -547,7 +676,7 @@ impl Store {
                 }
             }
             list.truncate(crate::variants::MAX_VARIANTS);
-            store.insert(key, StoreValue::Variants(list.into()));
+            store.insert(key, StoreValue::Variants(list.into()), Placement::BothTiers);
         });
     }
 
@@ -614,13 +743,18 @@ impl Store {
         if self.disk_released() {
             return Ok((memory, None));
         }
-        let disk = match self.cache.storage().load(key).await {
-            Ok(foyer::Load::Entry { value, .. }) => Some(value),
-            Ok(foyer::Load::Piece { piece, .. }) => Some(piece.value().clone()),
-            Ok(_) => None,
-            Err(err) => return Err(StoreError::Read(err)),
-        };
-        Ok((memory, disk))
+        Ok((memory, self.disk_value(key).await?))
+    }
+
+    /// The value of `key` on disk (or in its write queue), read on foyer's
+    /// I/O threads and not put into memory.
+    async fn disk_value(&self, key: &StoreKey) -> Result<Option<StoreValue>, StoreError> {
+        match self.cache.storage().load(key).await {
+            Ok(foyer::Load::Entry { value, .. }) => Ok(Some(value)),
+            Ok(foyer::Load::Piece { piece, .. }) => Ok(Some(piece.value().clone())),
+            Ok(_) => Ok(None),
+            Err(err) => Err(StoreError::Read(err)),
+        }
     }
 
     /// Removes what `key` names from both tiers (its chunks become
@@ -656,15 +790,23 @@ fn entry_of(value: &StoreValue, tier: Tier) -> Option<(Entry, Tier)> {
 }
 
 /// Whether two values of one key are the same version (the disk may hold
-/// an older one, or a removal marker).
+/// an older one, or a removal marker). Response times in milliseconds: the
+/// disk's copy keeps no finer ones, memory's does.
 fn same_version(a: &StoreValue, b: &StoreValue) -> bool {
+    use crate::meta::millis;
     match (a, b) {
         (StoreValue::Meta(a), StoreValue::Meta(b)) => {
-            a.body_id == b.body_id && a.response_time == b.response_time
+            a.body_id == b.body_id && millis(a.response_time) == millis(b.response_time)
         }
         (StoreValue::Vary(a), StoreValue::Vary(b)) => a == b,
         _ => false,
     }
+}
+
+/// Objects the frequency sketch is sized for: both tiers full of 16 KiB
+/// objects.
+fn sketch_objects(config: &StoreConfig) -> usize {
+    config.memory_bytes.saturating_add(config.disk_bytes) / (16 << 10)
 }
 
 fn chunk_key(key: &CacheKey, object_id: u64, index: u64) -> StoreKey {

@@ -128,6 +128,11 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", env = "EDGE_DISK")]
     pub disk: Option<ByteSize>,
 
+    /// Which new objects go to disk: frequency (on their 3rd request) or
+    /// all (when stored) [default: frequency]
+    #[arg(long, value_name = "MODE", env = "EDGE_DISK_ADMISSION")]
+    pub disk_admission: Option<crate::config::DiskAdmissionMode>,
+
     /// This node's name in Via and CDN-Loop headers; give each node of a
     /// tier its own [default: edge]
     #[arg(long, value_name = "NAME", env = "EDGE_NODE_NAME")]
@@ -374,6 +379,8 @@ flags! {
     data_dir: "--data-dir" => "data_dir", |c, v| c.data_dir = v.clone();
     memory: "--memory" => "cache.memory", |c, v| c.cache.memory = *v;
     disk: "--disk" => "cache.disk", |c, v| c.cache.disk = *v;
+    disk_admission: "--disk-admission" => "cache.disk_admission",
+        |c, v| c.cache.disk_admission = *v;
     node_name: "--node-name" => "node_name", |c, v| c.node_name = v.clone();
     log_format: "--log-format" => "log_format", |c, v| c.log_format = *v;
     access_log_format: "--access-log-format" => "access_log_format",
@@ -485,7 +492,7 @@ mod tests {
     }
 
     /// One value for every flag of `FLAGS`.
-    const EVERY_FLAG: [(&str, &str); 23] = [
+    const EVERY_FLAG: [(&str, &str); 24] = [
         ("--origin", "http://127.0.0.1:1"),
         ("--shield", "s1=http://127.0.0.1:2"),
         ("--balance", "least_conn"),
@@ -500,6 +507,7 @@ mod tests {
         ("--data-dir", "data"),
         ("--memory", "2MiB"),
         ("--disk", "128MiB"),
+        ("--disk-admission", "all"),
         ("--node-name", "n1"),
         ("--log-format", "json"),
         ("--access-log", "access.log"),
@@ -550,6 +558,10 @@ mod tests {
         assert_eq!(c.data_dir, Path::new("data"));
         assert_eq!(c.cache.memory, ByteSize::mib(2));
         assert_eq!(c.cache.disk, ByteSize::mib(128));
+        assert_eq!(
+            c.cache.disk_admission,
+            crate::config::DiskAdmissionMode::All
+        );
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.access_log.as_deref(), Some(Path::new("access.log")));

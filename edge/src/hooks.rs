@@ -63,6 +63,38 @@ pub struct Session {
     /// The request's part in its distributed trace (`[tracing]`); `None`
     /// without an `otlp_endpoint`.
     pub(crate) trace: Option<Box<crate::observe::trace::RequestTrace>>,
+    /// Where [`host`](Self::host) is, found once per request head
+    /// ([`Host::of`]): the site choice, purge verdicts, the access line and
+    /// the live log all ask, and a `Host` field lookup is a header-map
+    /// probe and a UTF-8 check each time.
+    pub(crate) host: Host,
+}
+
+/// Where a request's host is (see [`Session::host`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Host {
+    /// In the URI's authority (absolute-form, HTTP/2 `:authority`): read
+    /// from there, a field of the URI.
+    Uri,
+    /// The `Host` field (a cheap clone: its bytes are shared) and the
+    /// length of the host before its port; `None` when there is no field
+    /// or it is not text.
+    Field(Option<(http::HeaderValue, usize)>),
+}
+
+impl Host {
+    /// Where the host of the request head `req` is.
+    pub(crate) fn of(req: &request::Parts) -> Host {
+        if req.uri.authority().is_some() {
+            return Host::Uri;
+        }
+        let field = req.headers.get(http::header::HOST).and_then(|value| {
+            // A prefix of the field: the host before its port.
+            let len = strip_port(value.to_str().ok()?).len();
+            Some((value.clone(), len))
+        });
+        Host::Field(field)
+    }
 }
 
 impl Session {
@@ -79,7 +111,36 @@ impl Session {
     /// The host the client asked for: the URI's authority (absolute-form or
     /// HTTP/2 `:authority`), else the `Host` field, without a port.
     pub fn host(&self) -> &str {
-        strip_port(self.authority())
+        match &self.host {
+            Host::Uri => strip_port(self.authority()),
+            // Checked as text by `Host::of`.
+            Host::Field(Some((value, len))) => value
+                .to_str()
+                .ok()
+                .and_then(|host| host.get(..*len))
+                .unwrap_or(""),
+            Host::Field(None) => "",
+        }
+    }
+
+    /// Finds the host again after the request head may have changed (a
+    /// `request_filter` hook may rewrite it): unless the URI still has no
+    /// authority and the `Host` field is the very value seen before.
+    pub(crate) fn refresh_host(&mut self) {
+        if let Host::Field(seen) = &self.host
+            && self.req.uri.authority().is_none()
+        {
+            let now = self.req.headers.get(http::header::HOST);
+            let same = match (seen, now) {
+                (Some((seen, _)), Some(now)) => std::ptr::eq(seen.as_bytes(), now.as_bytes()),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                return;
+            }
+        }
+        self.host = Host::of(&self.req);
     }
 
     /// The key the stock `cache_key` phase gives this request (GET and HEAD
@@ -151,7 +212,12 @@ fn strip_port(authority: &str) -> &str {
             .find(']')
             .map_or(authority, |end| &authority[..=end]);
     }
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    // A byte scan: `rsplit_once` set up a searcher costing more than the
+    // scan of a short authority (callgrind).
+    authority
+        .bytes()
+        .rposition(|b| b == b':')
+        .map_or(authority, |colon| &authority[..colon])
 }
 
 /// A response made by a hook instead of going upstream.
@@ -275,5 +341,78 @@ mod tests {
         assert_eq!(strip_port("example.com"), "example.com");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    fn found(req: http::Request<()>) -> String {
+        let (parts, ()) = req.into_parts();
+        match Host::of(&parts) {
+            Host::Uri => format!(
+                "uri:{}",
+                strip_port(parts.uri.authority().expect("authority").as_str())
+            ),
+            Host::Field(Some((value, len))) => value.to_str().expect("text")[..len].to_owned(),
+            Host::Field(None) => String::new(),
+        }
+    }
+
+    #[test]
+    fn the_host_is_found_once_where_host_looked() {
+        let get = |uri: &str| http::Request::get(uri);
+        let host = |h: &'static str| get("/").header("host", h).body(()).expect("req");
+        assert_eq!(found(host("shop.example:8080")), "shop.example");
+        assert_eq!(found(host("[::1]:80")), "[::1]");
+        assert_eq!(found(host("shop.example")), "shop.example");
+        assert_eq!(found(get("/").body(()).expect("req")), "");
+        let absolute = get("http://abs.example:81/x")
+            .header("host", "other")
+            .body(());
+        assert_eq!(found(absolute.expect("req")), "uri:abs.example");
+        let binary = get("/").header(
+            "host",
+            http::HeaderValue::from_bytes(b"\xff").expect("value"),
+        );
+        assert_eq!(found(binary.body(()).expect("req")), "");
+    }
+
+    #[test]
+    fn a_rewritten_host_is_found_again() {
+        let req = http::Request::get("/").header("host", "a.example:8080");
+        let (mut parts, ()) = req.body(()).expect("req").into_parts();
+        let host = Host::of(&parts);
+        let config = crate::config::Config {
+            origins: vec!["http://127.0.0.1:9".parse().expect("peer")],
+            ..crate::config::Config::default()
+        };
+        parts.headers.insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("b.example"),
+        );
+        let mut session = Session {
+            host,
+            req: parts,
+            client_addr: "192.0.2.7:5555".parse().expect("addr"),
+            downstream_scheme: "http",
+            started: Instant::now(),
+            cache_key: None,
+            peer: None,
+            cache_status: CacheStatus::Pass,
+            cache_tier: None,
+            key_rules: Arc::default(),
+            sites: Arc::new(Sites::compile(&config).expect("sites")),
+            site: 0,
+            rule: None,
+            origin_fetched: Arc::default(),
+            jwt_claims: None,
+            trace: None,
+        };
+        assert_eq!(session.host(), "a.example", "until refreshed");
+        session.refresh_host();
+        assert_eq!(session.host(), "b.example");
+        session.req.headers.remove(http::header::HOST);
+        session.refresh_host();
+        assert_eq!(session.host(), "");
+        session.req.uri = "http://c.example/".parse().expect("uri");
+        session.refresh_host();
+        assert_eq!(session.host(), "c.example");
     }
 }

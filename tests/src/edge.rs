@@ -159,5 +159,8 @@ pub fn test_config(origin: &str) -> (Config, TempDir) {
     // Small tiers keep tests light; tests that need more say so.
     config.cache.memory = "32MiB".parse().expect("size");
     config.cache.disk = "64MiB".parse().expect("size");
+    // Every object on disk when stored, as the restart tests expect after
+    // one request (disk admission by frequency: tests/tests/inspect.rs).
+    config.cache.disk_admission = edge::config::DiskAdmissionMode::All;
     (config, data_dir)
 }

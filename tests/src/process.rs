@@ -48,7 +48,11 @@ pub fn edge_command(
         .arg(format!("127.0.0.1:{admin}"))
         .arg("--data-dir")
         .arg(dir)
-        .env("EDGE_PURGE_TOKEN", TOKEN);
+        .env("EDGE_PURGE_TOKEN", TOKEN)
+        // Every object on disk when stored: these tests restart, upgrade
+        // and kill edges after one request of an object and expect it
+        // back (disk admission by frequency: tests/tests/inspect.rs).
+        .env("EDGE_DISK_ADMISSION", "all");
     cmd
 }
 

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edge::config::DiskAdmissionMode;
 use edge_tests::client::{self, fetch, get, get_with};
 use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, poll_until};
 use http::Request;
@@ -319,8 +320,11 @@ async fn large_objects_stream_in_chunks_and_come_back_from_disk() {
         "/huge",
         Reply::ok(vec![5u8; 3 * 1024 * 1024 + 17]).header("cache-control", "max-age=600"),
     );
+    // Every object to disk when stored: what comes back from disk here
+    // was requested once (disk admission is tests/tests/inspect.rs's).
     let edge = TestEdge::start_with(&origin.url(), |c| {
         c.cache.memory = "4MiB".parse().unwrap();
+        c.cache.disk_admission = DiskAdmissionMode::All;
     })
     .await;
     let huge = get(&edge.url("/huge")).await;
@@ -354,6 +358,12 @@ async fn large_objects_stream_in_chunks_and_come_back_from_disk() {
     assert!(huge.body().iter().all(|b| *b == 5));
 }
 
+/// Every object to disk when stored, for tests of what the disk keeps
+/// after one request.
+fn all_to_disk(c: &mut edge::Config) {
+    c.cache.disk_admission = DiskAdmissionMode::All;
+}
+
 #[tokio::test]
 async fn the_cache_survives_a_restart_on_the_same_data_dir() {
     let origin = MockOrigin::start().await;
@@ -370,7 +380,7 @@ async fn the_cache_survives_a_restart_on_the_same_data_dir() {
     // Ephemeral ports differ between the two runs, and a non-default port
     // is part of the key: name the site the way real clients would.
     let site = [("host", "site.test")];
-    let edge = TestEdge::start_in(&origin.url(), dir.path(), |_| {}).await;
+    let edge = TestEdge::start_in(&origin.url(), dir.path(), all_to_disk).await;
     assert_eq!(
         get_with(&edge.url("/durable"), &site).await.x_cache(),
         "MISS"
@@ -378,7 +388,7 @@ async fn the_cache_survives_a_restart_on_the_same_data_dir() {
     assert_eq!(get_with(&edge.url("/big"), &site).await.x_cache(), "MISS");
     edge.stop().await;
 
-    let edge = TestEdge::start_in(&origin.url(), dir.path(), |_| {}).await;
+    let edge = TestEdge::start_in(&origin.url(), dir.path(), all_to_disk).await;
     let resp = get_with(&edge.url("/durable"), &site).await;
     assert_eq!(resp.x_cache(), "HIT");
     assert_eq!(&resp.body()[..], b"kept across restarts");

@@ -438,3 +438,29 @@ async fn the_url_is_keyed_as_requests_are_query_rules_included() {
     let elsewhere = inspect(&edge, &format!("http://localhost:{port}/q?a=1&b=2")).await;
     assert_eq!(elsewhere["stored"], false, "another host is another object");
 }
+
+#[tokio::test]
+async fn a_one_hit_object_stays_in_memory_and_a_second_request_writes_it_to_disk() {
+    let origin = MockOrigin::start().await;
+    for path in ["/once", "/twice"] {
+        origin.route(path, Reply::ok("x").header("cache-control", "max-age=600"));
+    }
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.purge.token = Some(Secret(TOKEN.into()));
+        c.cache.disk_admission = edge::config::DiskAdmissionMode::Frequency;
+        c.cache.disk_admission_requests = 2;
+    })
+    .await;
+    let tiers = async |path: &str| {
+        let seen = inspect(&edge, &edge.url(path)).await;
+        seen["variants"][0]["tiers"].clone()
+    };
+    assert_eq!(get(&edge.url("/once")).await.x_cache(), "MISS");
+    assert_eq!(get(&edge.url("/twice")).await.x_cache(), "MISS");
+    assert_eq!(get(&edge.url("/twice")).await.x_cache(), "HIT");
+    eventually("the twice-requested object on disk", async || {
+        tiers("/twice").await == serde_json::json!(["memory", "disk"])
+    })
+    .await;
+    assert_eq!(tiers("/once").await, serde_json::json!(["memory"]));
+}

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use edge::config::Secret;
+use edge::config::{DiskAdmissionMode, Secret};
 use edge_tests::client::{self, get_with};
 use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, logs};
 use http::Request;
@@ -47,9 +47,11 @@ async fn origin_with_objects() -> MockOrigin {
     origin
 }
 
+/// Every object written to disk when stored: the faults are the disk's.
 async fn edge_on(origin: &MockOrigin, dir: &Path) -> TestEdge {
     TestEdge::start_in(&origin.url(), dir, |c| {
         c.purge.token = Some(Secret(TOKEN.into()));
+        c.cache.disk_admission = DiskAdmissionMode::All;
     })
     .await
 }
@@ -279,6 +281,7 @@ async fn a_full_disk_keeps_serving_from_memory_and_the_origin() {
         c.purge.token = Some(Secret(TOKEN.into()));
         c.cache.memory = "48MiB".parse().expect("size");
         c.cache.disk = "96MiB".parse().expect("size");
+        c.cache.disk_admission = DiskAdmissionMode::All;
     })
     .await;
     fill_all(&edge).await;

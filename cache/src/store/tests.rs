@@ -16,8 +16,12 @@ fn meta(body: BodyLayout) -> ObjectMeta {
     }
 }
 
+/// Every insertion on disk: these tests are about the disk tier itself.
 fn config(dir: &std::path::Path, memory: usize) -> StoreConfig {
-    StoreConfig::new(dir.to_owned(), memory, 64 << 20)
+    StoreConfig {
+        disk_admission: DiskAdmission::All,
+        ..StoreConfig::new(dir.to_owned(), memory, 64 << 20)
+    }
 }
 
 async fn object(store: &Store, k: &CacheKey) -> Option<(Arc<ObjectMeta>, Tier)> {
@@ -36,7 +40,13 @@ async fn objects_chunks_and_vary_records_round_trip() {
     let k = key("/a");
     assert!(store.get(&k).await.unwrap().is_none());
 
-    store.put_chunk(&k, 7, 0, Bytes::from_static(b"chunk zero"));
+    store.put_chunk(
+        &k,
+        7,
+        0,
+        Bytes::from_static(b"chunk zero"),
+        Placement::BothTiers,
+    );
     store.put_object(
         &k,
         meta(BodyLayout::Chunked {
@@ -85,7 +95,13 @@ async fn a_restart_keeps_objects_and_removals() {
             &key("/removed"),
             meta(BodyLayout::Inline(Bytes::from_static(b"gone"))),
         );
-        store.put_chunk(&key("/big"), 1, 0, Bytes::from(vec![9u8; 1 << 20]));
+        store.put_chunk(
+            &key("/big"),
+            1,
+            0,
+            Bytes::from(vec![9u8; 1 << 20]),
+            Placement::BothTiers,
+        );
         // Let the disk writes happen before the removal is logged.
         tokio::time::sleep(Duration::from_millis(200)).await;
         store.remove(&key("/removed"));
@@ -120,7 +136,13 @@ async fn objects_beyond_the_memory_budget_come_back_from_disk() {
         .await
         .unwrap();
     for i in 0..16u64 {
-        store.put_chunk(&key("/many"), i, 0, Bytes::from(vec![i as u8; 256 << 10]));
+        store.put_chunk(
+            &key("/many"),
+            i,
+            0,
+            Bytes::from(vec![i as u8; 256 << 10]),
+            Placement::BothTiers,
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -147,7 +169,13 @@ async fn a_released_disk_is_the_next_owners_and_memory_keeps_serving() {
         &key("/before"),
         meta(BodyLayout::Inline(Bytes::from_static(b"before"))),
     );
-    old.put_chunk(&key("/big"), 3, 0, Bytes::from(vec![7u8; 1 << 20]));
+    old.put_chunk(
+        &key("/big"),
+        3,
+        0,
+        Bytes::from(vec![7u8; 1 << 20]),
+        Placement::BothTiers,
+    );
     // No sleep: the release itself waits for the queued writes.
     old.release_disk().await.unwrap();
     assert!(old.disk_released());
@@ -159,7 +187,13 @@ async fn a_released_disk_is_the_next_owners_and_memory_keeps_serving() {
         &key("/after"),
         meta(BodyLayout::Inline(Bytes::from_static(b"after"))),
     );
-    old.put_chunk(&key("/after"), 4, 0, Bytes::from_static(b"tail"));
+    old.put_chunk(
+        &key("/after"),
+        4,
+        0,
+        Bytes::from_static(b"tail"),
+        Placement::BothTiers,
+    );
     assert!(object(&old, &key("/after")).await.is_some());
     assert_eq!(
         &old.get_chunk(&key("/after"), 4, 0).await.unwrap().unwrap()[..],
@@ -259,4 +293,98 @@ async fn peeking_reads_the_disk_without_promoting_into_memory() {
     }
     assert_eq!(listed, 2, "the variant from before the restart is kept");
     store.close().await.unwrap();
+}
+
+/// Whether the disk tier holds `k` (its meta).
+async fn on_disk(store: &Store, k: &CacheKey) -> bool {
+    store.cache.storage().wait().await;
+    matches!(
+        store.cache.storage().load(&StoreKey(*k.as_bytes())).await,
+        Ok(foyer::Load::Entry { .. } | foyer::Load::Piece { .. })
+    )
+}
+
+#[tokio::test]
+async fn frequency_admission_writes_an_object_to_disk_on_its_nth_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        disk_admission: DiskAdmission::Frequency { min_requests: 2 },
+        ..StoreConfig::new(dir.path().to_owned(), 16 << 20, 64 << 20)
+    };
+    let store = Store::open(&config, None).await.unwrap();
+    let chunked = |id| BodyLayout::Chunked {
+        object_id: id,
+        len: 3,
+        chunk_size: 2,
+    };
+    let (once, twice, missed_twice) = (key("/once"), key("/twice"), key("/missed"));
+    for (id, k) in [&once, &twice, &missed_twice].into_iter().enumerate() {
+        let id = id as u64;
+        assert!(object(&store, k).await.is_none());
+        let placement = store.placement(k);
+        assert_eq!(placement, Placement::MemoryOnly);
+        store.put_chunk(k, id, 0, Bytes::from_static(b"ab"), placement);
+        store.put_chunk(k, id, 1, Bytes::from_static(b"c"), placement);
+        store.put_object_placed(k, meta(chunked(id)), placement);
+    }
+    assert!(
+        !on_disk(&store, &once).await,
+        "a one-hit object stays in memory"
+    );
+    // The second request is a hit in memory: it writes the object out,
+    // chunks and meta.
+    assert_eq!(object(&store, &twice).await.unwrap().1, Tier::Memory);
+    assert!(on_disk(&store, &twice).await);
+    store.cache.memory().evict_all();
+    let (_, tier) = object(&store, &twice).await.unwrap();
+    assert_eq!(tier, Tier::Disk);
+    assert_eq!(
+        store.get_chunk(&twice, 1, 1).await.unwrap().as_deref(),
+        Some(&b"c"[..])
+    );
+    assert!(object(&store, &once).await.is_none());
+    // Evicted before its second request, an object fills again: this
+    // time to both tiers.
+    assert!(object(&store, &missed_twice).await.is_none());
+    assert_eq!(store.placement(&missed_twice), Placement::BothTiers);
+}
+
+#[tokio::test]
+async fn a_replacement_goes_to_disk_whatever_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        disk_admission: DiskAdmission::Frequency { min_requests: 200 },
+        ..StoreConfig::new(dir.path().to_owned(), 16 << 20, 64 << 20)
+    };
+    let store = Store::open(&config, None).await.unwrap();
+    let k = key("/replaced");
+    store.put_object(&k, meta(BodyLayout::Inline(Bytes::from_static(b"v1"))));
+    assert!(!on_disk(&store, &k).await);
+    // Memory holds a version: the next one may be replacing a disk copy.
+    assert_eq!(store.placement(&k), Placement::BothTiers);
+    // Removals always reach the disk.
+    store.remove(&k);
+    store.cache.storage().wait().await;
+    assert!(matches!(
+        store.cache.storage().load(&StoreKey(*k.as_bytes())).await,
+        Ok(foyer::Load::Entry {
+            value: StoreValue::Removed,
+            ..
+        }) | Ok(foyer::Load::Piece { .. })
+    ));
+}
+
+#[tokio::test]
+async fn peek_names_both_tiers_for_one_version_despite_sub_millisecond_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&config(dir.path(), 16 << 20), None)
+        .await
+        .unwrap();
+    let k = key("/both");
+    let mut m = meta(BodyLayout::Inline(Bytes::from_static(b"x")));
+    m.response_time = std::time::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+    store.put_object(&k, m);
+    store.cache.storage().wait().await;
+    let (_, tiers) = store.peek(&k).await.unwrap().unwrap();
+    assert_eq!(tiers, [Tier::Memory, Tier::Disk]);
 }

@@ -15,6 +15,20 @@ pub struct CacheConfig {
     /// Disk tier size under `data_dir/cache`, at least `64MiB`.
     /// Default: `1GiB`.
     pub disk: ByteSize,
+    /// Which new objects are written to the disk tier: `"frequency"`, once
+    /// their URL has been requested `disk_admission_requests` times (before
+    /// that they live in memory only, so the disk holds what memory evicts
+    /// instead of a copy of it, and one-hit wonders cost no disk write; a
+    /// disk hit is not copied back into memory), or
+    /// `"all"`, every object when stored, so that a restart or an upgrade
+    /// keeps everything. Default: `"all"`, as nginx and ATS write every
+    /// cached response to disk and a restart finds its cache warm
+    /// (`--disk-admission`; `"frequency"` gives more hit ratio on large
+    /// working sets, see `docs/operations.md`).
+    pub disk_admission: DiskAdmissionMode,
+    /// Requests before an object goes to disk under `"frequency"`, 1 to
+    /// 255. Default: `3`.
+    pub disk_admission_requests: u8,
     /// Larger responses are not stored whole: they are kept in slices if
     /// the origin serves ranges, else passed through. Default: `256MiB`.
     pub max_object_size: ByteSize,
@@ -66,7 +80,27 @@ pub struct CacheConfig {
     pub hit_for_pass: Duration,
 }
 
+/// `cache.disk_admission`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskAdmissionMode {
+    /// On the `disk_admission_requests`th request.
+    Frequency,
+    /// Every object, when stored.
+    All,
+}
+
 impl CacheConfig {
+    /// The disk tier's admission as the store takes it.
+    pub fn disk_admission(&self) -> cache::store::DiskAdmission {
+        match self.disk_admission {
+            DiskAdmissionMode::All => cache::store::DiskAdmission::All,
+            DiskAdmissionMode::Frequency => cache::store::DiskAdmission::Frequency {
+                min_requests: self.disk_admission_requests,
+            },
+        }
+    }
+
     /// How requests map to cache keys.
     pub fn key_rules(&self) -> cache::KeyRules {
         cache::KeyRules {
@@ -96,6 +130,8 @@ impl Default for CacheConfig {
         CacheConfig {
             memory: ByteSize::mib(256),
             disk: ByteSize::gib(1),
+            disk_admission: DiskAdmissionMode::All,
+            disk_admission_requests: 3,
             max_object_size: ByteSize::mib(256),
             slice_size: ByteSize::mib(4),
             allow_set_cookie: false,

@@ -67,6 +67,8 @@ pub fn live_part(applied: &Config, mut next: Config) -> (Config, Vec<&'static st
         "access_log_buffer" => access_log_buffer;
         "cache.memory" => cache.memory;
         "cache.disk" => cache.disk;
+        "cache.disk_admission" => cache.disk_admission;
+        "cache.disk_admission_requests" => cache.disk_admission_requests;
         "server.worker_threads" => server.worker_threads;
         "server.upgrade_timeout" => server.upgrade_timeout;
         "tls.listen" => tls.listen;

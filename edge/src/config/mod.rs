@@ -39,7 +39,7 @@ use serde::Deserialize;
 pub use access::{
     AccessConfig, JwtConfig, LimitKey, LimitScope, RateLimitConfig, RealIpConfig, SignedUrlsConfig,
 };
-pub use cache::CacheConfig;
+pub use cache::{CacheConfig, DiskAdmissionMode};
 pub use cluster::ClusterSettings;
 pub use compression::CompressionConfig;
 pub use hosts::HostPattern;

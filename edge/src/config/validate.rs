@@ -121,6 +121,9 @@ impl Config {
         if self.cache.disk < ByteSize::mib(64) {
             return Err(("cache.disk", "must be at least 64MiB".into()));
         }
+        if self.cache.disk_admission_requests == 0 {
+            return Err(("cache.disk_admission_requests", "must be at least 1".into()));
+        }
         if !(0.0..=1.0).contains(&self.upstream.retry_budget) {
             return Err(("upstream.retry_budget", "must be between 0 and 1".into()));
         }

@@ -552,9 +552,12 @@ mod tests {
         let req = http::Request::get(path)
             .header("host", "shop.example")
             .body(())
-            .expect("request");
+            .expect("request")
+            .into_parts()
+            .0;
         Session {
-            req: req.into_parts().0,
+            host: crate::hooks::Host::of(&req),
+            req,
             client_addr: "192.0.2.7:5555".parse().expect("addr"),
             downstream_scheme: "http",
             started: std::time::Instant::now(),

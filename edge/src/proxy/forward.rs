@@ -494,6 +494,7 @@ pub(crate) fn background_session(session: &Session, key: CacheKey) -> Session {
         jwt_claims: session.jwt_claims.clone(),
         // Its upstream spans belong to the request that started it.
         trace: session.trace.as_ref().map(|t| Box::new(t.background())),
+        host: session.host.clone(),
     }
 }
 

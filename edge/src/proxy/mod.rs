@@ -655,6 +655,7 @@ impl<H: EdgeHooks> Pipeline<H> {
         scheme: &'static str,
     ) -> Session {
         Session {
+            host: crate::hooks::Host::of(&req),
             req,
             client_addr,
             downstream_scheme: scheme,
@@ -742,7 +743,9 @@ impl<H: EdgeHooks> Pipeline<H> {
             }
         }
 
-        if let Some(early) = self.hooks().request_filter(session, ctx).await {
+        let early = self.hooks().request_filter(session, ctx).await;
+        session.refresh_host();
+        if let Some(early) = early {
             return Ok((early.map(body::full), None));
         }
         if session.req.method.as_str() == "PURGE" {

@@ -185,11 +185,14 @@ impl<H: EdgeHooks> Server<H> {
             (None, Some(successor)) => successor.take_data_dir(&config.data_dir).await?,
             (None, None) => lock_data_dir(&config.data_dir)?,
         };
-        let store_config = StoreConfig::new(
-            config.data_dir.join("cache"),
-            config.cache.memory.as_usize(),
-            config.cache.disk.as_usize(),
-        );
+        let store_config = StoreConfig {
+            disk_admission: config.cache.disk_admission(),
+            ..StoreConfig::new(
+                config.data_dir.join("cache"),
+                config.cache.memory.as_usize(),
+                config.cache.disk.as_usize(),
+            )
+        };
         let store = Store::open(&store_config, Some(registry.clone())).await?;
         let mut passed = vec![
             (Role::Listen, listener.as_fd()),
