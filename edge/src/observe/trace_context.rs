@@ -2,8 +2,9 @@
 //! request and written on the one going upstream. Done here rather than
 //! with the SDK's `TraceContextPropagator`, which looks fields up by
 //! string and splits and re-validates them through iterators: 3.3k
-//! instructions per request against about 0.3k here (callgrind), paid by
-//! every request once `[tracing]` is configured, sampled or not.
+//! instructions per request against 0.9k here, both field lookups
+//! included (callgrind), paid by every request once `[tracing]` is
+//! configured, sampled or not.
 
 use std::str::FromStr;
 
