@@ -6,8 +6,9 @@
 # Access log off, as in the previous sessions' numbers; ACCESS=1 turns it on.
 # The whole process's count moves by ±10 % from run to run (how curl's
 # requests and tokio's wake-ups interleave under valgrind); PIPELINE=1
-# reports the inclusive cost of the request future (`Pipeline::handle`'s
-# poll: the proxy's own work, not hyper's I/O or the runtime), read with
+# reports the inclusive cost of the request's own work (`Pipeline::process`
+# and `Finisher::record`: the proxy's phases and its end, not hyper's I/O
+# or the runtime), read with
 # callgrind_annotate, which repeats within about 1 %. (Not valgrind's
 # --toggle-collect: it flips on every nested entry, so what it counts
 # changes with inlining.)
@@ -87,8 +88,11 @@ TOML
   kill -TERM "$pid"; wait "$pid" || true
   if [ "${PIPELINE:-0}" = 1 ]; then
     callgrind_annotate --inclusive=yes "$work/cg.$hits" >"$work/annotated.$hits" 2>/dev/null
-    grep -F 'Pipeline<H>::handle::{{closure}} ' "$work/annotated.$hits" | head -1 |
-      awk '{gsub(",", "", $1); print $1}'
+    # Pipeline::handle is inlined into the connection task now: its two
+    # parts that stay functions are the phases (process) and the end
+    # (Finisher::record, run as the body ends).
+    grep -E 'Pipeline<H>::process::\{\{closure\}\} \[|Finisher<H>::record \[' "$work/annotated.$hits" |
+      awk '{gsub(",", "", $1); s += $1} END {print s}'
   else
     grep -E "^summary:|^totals:" "$work/cg.$hits" | head -1 | awk '{print $2}'
   fi
