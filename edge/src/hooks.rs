@@ -180,19 +180,14 @@ impl Session {
         authority.strip_suffix(default_port).unwrap_or(authority)
     }
 
-    /// The authority the client asked for, port included if it sent one.
+    /// The authority the client asked for, port included if it sent one
+    /// (from where [`Host::of`] found it: no second header-map probe).
     fn authority(&self) -> &str {
-        self.req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                self.req
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("")
+        match &self.host {
+            Host::Uri => self.req.uri.authority().map_or("", |a| a.as_str()),
+            Host::Field(Some((value, _))) => value.to_str().unwrap_or(""),
+            Host::Field(None) => "",
+        }
     }
 
     /// Path and query as the client sent them.
