@@ -231,19 +231,7 @@ impl ObjectWriter {
                 chunk_size: u32::try_from(chunk_size).unwrap_or(u32::MAX),
             }
         };
-        let variant = self.variant();
-        put(
-            &self.store,
-            &self.primary,
-            &self.object_key,
-            self.meta,
-            self.placement,
-        );
-        // After the meta: the index never names a variant before it can
-        // be found.
-        if let Some(variant) = variant {
-            self.store.record_variant(&self.primary, variant);
-        }
+        self.publish();
         true
     }
 
@@ -251,6 +239,13 @@ impl ObjectWriter {
     /// ([`BodyLayout::Sliced`]); the writer takes no body.
     pub fn finish_sliced(mut self, len: u64, slice_size: u64) {
         self.meta.body = BodyLayout::Sliced { len, slice_size };
+        self.publish();
+    }
+
+    /// Stores the meta, which makes the object visible, then its entry in
+    /// the variant index: after the meta, so the index never names a
+    /// variant before it can be found.
+    fn publish(mut self) {
         let variant = self.variant();
         put(
             &self.store,
