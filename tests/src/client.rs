@@ -113,3 +113,45 @@ pub async fn raw(addr: SocketAddr, raw: &[u8], wait: Duration) -> String {
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// One GET for `path` on a fresh TLS connection to `addr` for host `name`,
+/// trusting `cert`, offering `alpn`: over h2 when the server chose it,
+/// else HTTP/1.1. Returns the negotiated ALPN protocol and the response
+/// with its whole body.
+pub async fn get_tls(
+    addr: SocketAddr,
+    cert: &crate::certs::Cert,
+    name: &str,
+    alpn: &[&[u8]],
+    path: &str,
+) -> (Option<Vec<u8>>, Response<Bytes>) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let server_name =
+        rustls::pki_types::ServerName::try_from(name.to_owned()).expect("server name");
+    let tls = tokio_rustls::TlsConnector::from(crate::certs::client_config(&[cert], alpn))
+        .connect(server_name, tcp)
+        .await
+        .expect("TLS handshake with the generated certificate");
+    let protocol = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let req = Request::get(format!("https://{name}{path}"))
+        .header("host", name)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let resp = if protocol.as_deref() == Some(b"h2") {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("h2 response")
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("h1 response")
+    };
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (protocol, Response::from_parts(parts, body))
+}

@@ -9,13 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use edge_tests::certs::{self, Cert};
 use edge_tests::h3::{H3Client, read_response};
-use edge_tests::{Gate, MockOrigin, Reply, TestEdge, eventually, eventually_within, metrics};
+use edge_tests::{
+    Gate, MockOrigin, Reply, TestEdge, client, eventually, eventually_within, metrics,
+};
 use http::Request;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use rustls::pki_types::CertificateDer;
 
 const NAME: &str = "edge.test";
 
@@ -44,31 +42,9 @@ async fn get_tls(
     path: &str,
 ) -> (u16, String, String, Bytes) {
     let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
-    let tcp = TcpStream::connect(edge.tls_addr().expect("TLS listener"))
-        .await
-        .expect("connect");
-    let tls = TlsConnector::from(certs::client_config(&[cert], alpn))
-        .connect(ServerName::try_from(NAME).expect("name"), tcp)
-        .await
-        .expect("TLS handshake");
-    let io = TokioIo::new(tls);
-    let req = Request::get(format!("https://{NAME}{path}"))
-        .header("host", NAME)
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    let resp = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .expect("h2 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await.expect("h2 response")
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .expect("h1 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await.expect("h1 response")
-    };
+    let addr = edge.tls_addr().expect("TLS listener");
+    let (protocol, resp) = client::get_tls(addr, cert, NAME, alpn, path).await;
+    assert_eq!(protocol.as_deref() == Some(b"h2"), h2, "{protocol:?}");
     let header = |name: &str| {
         resp.headers()
             .get(name)
@@ -77,9 +53,7 @@ async fn get_tls(
             .to_owned()
     };
     let (cache, alt_svc) = (header("x-cache"), header("alt-svc"));
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, cache, alt_svc, body)
+    (resp.status().as_u16(), cache, alt_svc, resp.into_body())
 }
 
 #[tokio::test]

@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 use edge_tests::certs::{self, Cert};
-use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, eventually, logs};
+use edge_tests::{MockOrigin, Reply, ResponseExt, TestEdge, client, eventually, logs};
 use http::Request;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -28,39 +28,14 @@ async fn get_tls(
     path: &str,
 ) -> (Option<Vec<u8>>, u16, String, Bytes) {
     let addr = edge.tls_addr().expect("a TLS listener");
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let tls = connector(cert, alpn)
-        .connect(ServerName::try_from("edge.test").expect("name"), tcp)
-        .await
-        .expect("TLS handshake with the generated certificate");
-    let protocol = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let io = TokioIo::new(tls);
-    let req = Request::get(format!("https://edge.test{path}"))
-        .header("host", "edge.test")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    let resp = if protocol.as_deref() == Some(b"h2") {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .expect("h2 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await.expect("h2 response")
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .expect("h1 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await.expect("h1 response")
-    };
-    let status = resp.status().as_u16();
+    let (protocol, resp) = client::get_tls(addr, cert, "edge.test", alpn, path).await;
     let cache = resp
         .headers()
         .get("x-cache")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (protocol, status, cache, body)
+    (protocol, resp.status().as_u16(), cache, resp.into_body())
 }
 
 #[tokio::test]
