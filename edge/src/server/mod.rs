@@ -441,13 +441,13 @@ impl<H: EdgeHooks> Server<H> {
             let alt_svc = alt_svc.clone().filter(|_| secure);
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let h1 = req.version() <= http::Version::HTTP_11;
-                let response = proxy
-                    .clone()
-                    .handle(req.map(ClientBody::from), conn_info.clone());
-                let marked = closing.clone().mark(h1, response);
-                let alt_svc = alt_svc.clone();
+                let (proxy, conn_info) = (proxy.clone(), conn_info.clone());
+                let (closing, alt_svc) = (closing.clone(), alt_svc.clone());
+                // The request's future is made inside this one, not passed
+                // in: captured, it would be held twice and copied with it.
                 async move {
-                    let mut response = marked.await?;
+                    let mut response = proxy.handle(req.map(ClientBody::from), conn_info).await?;
+                    closing.mark(h1, &mut response);
                     if let Some(value) = alt_svc {
                         response.headers_mut().insert(http::header::ALT_SVC, value);
                     }

@@ -304,21 +304,19 @@ impl HandOver {
 pub(crate) struct Closing(Arc<AtomicBool>);
 
 impl Closing {
-    /// `response`, marked if draining when it is ready (HTTP/2 has GOAWAY
-    /// and forbids the header).
-    pub(crate) async fn mark<B, E>(
-        self,
-        h1: bool,
-        response: impl Future<Output = Result<http::Response<B>, E>>,
-    ) -> Result<http::Response<B>, E> {
-        let mut response = response.await?;
+    /// Marks `response` if draining when it is ready (HTTP/2 has GOAWAY
+    /// and forbids the header). Synchronous on the finished response: a
+    /// wrapper future around the request's would hold that future twice
+    /// (as its argument and as the one awaited), and hyper moves the
+    /// whole thing at every request (callgrind: 29 k of a 1 KiB hit's
+    /// 60 k instructions were those copies).
+    pub(crate) fn mark<B>(&self, h1: bool, response: &mut http::Response<B>) {
         if h1 && self.0.load(Ordering::Relaxed) {
             response.headers_mut().insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
             );
         }
-        Ok(response)
     }
 }
 
