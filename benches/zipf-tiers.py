@@ -13,16 +13,22 @@ Policies (memory,disk,promotion):
         freqN = on insertion, once requested N times (counted as it ages)
         hitN = on the Nth request, a hit or a miss, once per stay in memory
                (edge's cache.disk_admission = "frequency", N = 3)
+        hitN/freqN + rN: when the disk evicts, an entry read from disk N
+               times since it was written is rewritten instead (at most 8
+               in a row), and its reads are taken (edge's reinsertion.rs,
+               N = 1)
   promo/nopromo: a disk hit is (or is not) put back into memory
   single: one tier of memory+disk objects (no disk), for reference
 
     benches/zipf-tiers.py s3,ins,promo s3,evict,promo lfu,admit,nopromo lfu,single
-    benches/zipf-tiers.py s3,hit3,promo s3,hit3,nopromo   (edge: 71.6 %, 75.1 % measured)
+    benches/zipf-tiers.py s3,hit3,promo s3,hit3,nopromo   (edge: 71.6 %, 72.0 % measured)
+    benches/zipf-tiers.py s3,hit3r1,nopromo   (edge's default: 75.1 %; 73.0 % measured)
 """
 import bisect
 import collections
 import itertools
 import random
+import re
 import sys
 
 N, S = 100000, 0.9
@@ -131,10 +137,13 @@ class WTinyLfu:
 
 
 class Disk:
-    """A FIFO of objects (foyer's block engine evicts its oldest block)."""
+    """A FIFO of objects (foyer's block engine evicts its oldest block),
+    with reinsertion of entries read `reinsert` times since written."""
 
-    def __init__(self, cap, freq, admit):
+    def __init__(self, cap, freq, admit, reinsert=0):
         self.cap, self.q, self.f, self.admit = cap, collections.OrderedDict(), freq, admit
+        self.reinsert, self.rewrites = reinsert, 0
+        self.reads = Freq(10 * (MEM + DISK))  # edge: 10 x disk bytes / 16 KiB
 
     def __contains__(self, k):
         return k in self.q
@@ -145,7 +154,14 @@ class Disk:
         if len(self.q) >= self.cap:
             if self.admit and self.f[k] <= self.f[next(iter(self.q))]:
                 return
-            self.q.popitem(last=False)
+            for tries in range(9):
+                v, _ = self.q.popitem(last=False)
+                if tries < 8 and self.reinsert and self.reads[v] >= self.reinsert:
+                    self.q[v] = None
+                    self.rewrites += 1
+                    self.reads.c.pop(v, None)
+                    continue
+                break
         self.q[k] = None
 
 
@@ -156,7 +172,9 @@ def run(memkind, disk, promote):
     rnd = random.Random(1)
     f = Freq(10 * (MEM + DISK))
     single = disk == "single"
-    d = Disk(0 if single else DISK, f, disk == "admit")
+    m = re.fullmatch(r"(.*\d)r(\d+)", disk)
+    disk, reinsert = (m.group(1), int(m.group(2))) if m else (disk, 0)
+    d = Disk(0 if single else DISK, f, disk == "admit", reinsert)
     on_evict = d.put if disk in ("evict", "admit") else (lambda k: None)
     cap = MEM + DISK if single else MEM
     mem = S3Fifo(cap, on_evict) if memkind == "s3" else WTinyLfu(cap, f, on_evict)
@@ -175,6 +193,7 @@ def run(memkind, disk, promote):
         elif k in d:
             hits += counted
             disk_hits += counted
+            d.reads.add(k)
             if promote:
                 mem.insert(k)
         else:
@@ -186,13 +205,13 @@ def run(memkind, disk, promote):
                     d.put(k)
             if disk == "ins" or (disk.startswith("freq") and f[k] >= int(disk[4:])):
                 d.put(k)
-    return 100 * hits / MEASURED, 100 * disk_hits / MEASURED
+    return 100 * hits / MEASURED, 100 * disk_hits / MEASURED, d.rewrites
 
 
 if __name__ == "__main__":
     print(f"Zipf s={S} over {N} keys, memory {MEM} + disk {DISK} objects")
-    print("| policy | hit % | of which disk % |\n|---|---|---|")
+    print("| policy | hit % | of which disk % | disk rewrites |\n|---|---|---|---|")
     for arg in sys.argv[1:] or ["s3,ins,promo", "s3,evict,promo", "lfu,admit,nopromo", "lfu,single"]:
         parts = (arg.split(",") + ["promo"])[:3]
-        h, dh = run(parts[0], parts[1], parts[2] == "promo")
-        print(f"| {arg} | {h:.1f} | {dh:.1f} |", flush=True)
+        h, dh, rw = run(parts[0], parts[1], parts[2] == "promo")
+        print(f"| {arg} | {h:.1f} | {dh:.1f} | {rw} |", flush=True)

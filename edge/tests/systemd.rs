@@ -83,6 +83,8 @@ fn edge_args(cmd: &mut Command, origin: &MockOrigin, dir: &Path, listen: u16, ad
         .arg("--data-dir")
         .arg(dir)
         .args(["--memory", "16MiB", "--disk", "64MiB"])
+        // On disk after one request, for the HIT after an upgrade.
+        .args(["--disk-admission", "all"])
         .env("EDGE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -388,3 +388,48 @@ async fn peek_names_both_tiers_for_one_version_despite_sub_millisecond_times() {
     let (_, tiers) = store.peek(&k).await.unwrap().unwrap();
     assert_eq!(tiers, [Tier::Memory, Tier::Disk]);
 }
+
+#[tokio::test]
+async fn an_object_read_from_disk_outlives_its_blocks_eviction() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16 blocks of 4 MiB; every object on disk at its first request.
+    let config = StoreConfig {
+        disk_admission: DiskAdmission::Frequency { min_requests: 1 },
+        ..StoreConfig::new(dir.path().to_owned(), 16 << 20, 64 << 20)
+    };
+    let store = Store::open(&config, None).await.unwrap();
+    let body = Bytes::from(vec![b'x'; 60 << 10]);
+    let fill = |k: &CacheKey| {
+        let store = store.clone();
+        let (k, body) = (*k, body.clone());
+        async move {
+            assert!(object(&store, &k).await.is_none());
+            store.put_object(&k, meta(BodyLayout::Inline(body)));
+        }
+    };
+    let (kept, dropped) = (key("/read-from-disk"), key("/never-read"));
+    fill(&kept).await;
+    fill(&dropped).await;
+    assert!(on_disk(&store, &kept).await && on_disk(&store, &dropped).await);
+    store.cache.memory().evict_all();
+    assert_eq!(object(&store, &kept).await.unwrap().1, Tier::Disk);
+    // 70 MiB more: the disk wraps once, past the block the two were in.
+    for i in 0..1200 {
+        fill(&key(&format!("/filler-{i}"))).await;
+        if i % 32 == 0 {
+            // Paced, so that foyer's write queue never drops a filler.
+            store.cache.storage().wait().await;
+        }
+    }
+    store.cache.storage().wait().await;
+    assert!(
+        !on_disk(&store, &dropped).await,
+        "the disk did not wrap: the test proves nothing"
+    );
+    assert!(
+        on_disk(&store, &kept).await,
+        "an object read from disk was evicted with its block"
+    );
+    store.cache.memory().evict_all();
+    assert_eq!(object(&store, &kept).await.unwrap().1, Tier::Disk);
+}
