@@ -128,6 +128,17 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StoreKey([u8; 32]);
 
+impl StoreKey {
+    /// The key's slot hash in the lookup-count sketch: its first 8 bytes,
+    /// the keys being blake3 hashes already (free on the hit path, where
+    /// foyer's own hash of the key would be computed a second time).
+    fn sketch_hash(&self) -> u64 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(word)
+    }
+}
+
 impl Code for StoreKey {
     fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
         writer.write_all(&self.0).map_err(foyer::Error::io_error)
@@ -438,7 +449,7 @@ impl Store {
     pub async fn get(&self, key: &CacheKey) -> Result<Option<(Entry, Tier)>, StoreError> {
         let key = StoreKey(*key.as_bytes());
         if self.disk_admission != DiskAdmission::All {
-            self.frequency.record(self.cache.memory().hash(&key));
+            self.frequency.record(key.sketch_hash());
         }
         // The memory tier first, synchronously: a hit there is most
         // lookups, and foyer's hybrid get sets up a disk fetch (an Arc'd
@@ -496,7 +507,7 @@ impl Store {
         let key = StoreKey(*key.as_bytes());
         admission::placement(
             self.disk_admission,
-            self.frequency.estimate(self.cache.memory().hash(&key)),
+            self.frequency.estimate(key.sketch_hash()),
             self.cache.memory().contains(&key),
         )
     }
@@ -516,7 +527,7 @@ impl Store {
         let DiskAdmission::Frequency { min_requests } = self.disk_admission else {
             return;
         };
-        let requests = self.frequency.estimate(self.cache.memory().hash(&key));
+        let requests = self.frequency.estimate(key.sketch_hash());
         if self.disk_released() || requests != min_requests {
             return;
         }
@@ -784,7 +795,8 @@ impl Store {
 
     /// [`disk_value`](Store::disk_value) for a lookup: one found is counted
     /// as a disk hit, so that it outlives its block's eviction
-    /// ([`reinsertion`]).
+    /// ([`reinsertion`]), under foyer's hash of the key: the one its
+    /// reinsertion filter is given.
     async fn disk_hit(&self, key: &StoreKey) -> Result<Option<StoreValue>, StoreError> {
         let value = self.disk_value(key).await?;
         if value.is_some() {

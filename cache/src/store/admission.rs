@@ -17,9 +17,9 @@
 //! (shared harness, 320 + 320 MiB, 30 s warm-up then 10 s, one edge on one
 //! core, 2026-12-03): every insertion 71.0 %, on the 2nd request 72.3 %, on
 //! the 3rd 72.9-73.0 % (72.0 % before disk reinsertion and 5 MiB blocks).
-//! (An earlier 75 % at 14 k req/s came with a lower rate, not a better
-//! policy: the same build gives 72 % at 22-24 k req/s, whatever the
-//! connection count.)
+//! (A 75 % at 14 k req/s seen on 2026-12-02 was not reproduced: without
+//! reinsertion, the build of 2026-12-03 gave 71.9-72.0 % with 4, 16 and
+//! 64 connections, at 22-24 k req/s.)
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -94,8 +94,8 @@ impl Frequency {
         }
     }
 
-    /// Four slots from the key's 64-bit hash (foyer's, which the disk
-    /// tier's reinsertion filter also sees), by double hashing.
+    /// Four slots from a 64-bit hash of the key, by double hashing (a
+    /// 64-bit hash is all foyer gives the disk tier's reinsertion filter).
     fn slots(&self, hash: u64) -> [usize; SLOTS] {
         let step =
             (hash.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1;
