@@ -24,6 +24,15 @@ fn config(dir: &std::path::Path, memory: usize) -> StoreConfig {
     }
 }
 
+/// 16 MiB of memory and 64 MiB of disk (16 blocks of 4 MiB), objects on
+/// disk at their `min_requests`th lookup.
+fn frequency_config(dir: &std::path::Path, min_requests: u8) -> StoreConfig {
+    StoreConfig {
+        disk_admission: DiskAdmission::Frequency { min_requests },
+        ..StoreConfig::new(dir.to_owned(), 16 << 20, 64 << 20)
+    }
+}
+
 async fn object(store: &Store, k: &CacheKey) -> Option<(Arc<ObjectMeta>, Tier)> {
     match store.get(k).await.unwrap() {
         Some((Entry::Object(m), tier)) => Some((m, tier)),
@@ -307,10 +316,7 @@ async fn on_disk(store: &Store, k: &CacheKey) -> bool {
 #[tokio::test]
 async fn frequency_admission_writes_an_object_to_disk_on_its_nth_request() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        disk_admission: DiskAdmission::Frequency { min_requests: 2 },
-        ..StoreConfig::new(dir.path().to_owned(), 16 << 20, 64 << 20)
-    };
+    let config = frequency_config(dir.path(), 2);
     let store = Store::open(&config, None).await.unwrap();
     let chunked = |id| BodyLayout::Chunked {
         object_id: id,
@@ -352,10 +358,7 @@ async fn frequency_admission_writes_an_object_to_disk_on_its_nth_request() {
 #[tokio::test]
 async fn a_replacement_goes_to_disk_whatever_the_count() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        disk_admission: DiskAdmission::Frequency { min_requests: 200 },
-        ..StoreConfig::new(dir.path().to_owned(), 16 << 20, 64 << 20)
-    };
+    let config = frequency_config(dir.path(), 200);
     let store = Store::open(&config, None).await.unwrap();
     let k = key("/replaced");
     store.put_object(&k, meta(BodyLayout::Inline(Bytes::from_static(b"v1"))));
@@ -392,11 +395,8 @@ async fn peek_names_both_tiers_for_one_version_despite_sub_millisecond_times() {
 #[tokio::test]
 async fn an_object_read_from_disk_outlives_its_blocks_eviction() {
     let dir = tempfile::tempdir().unwrap();
-    // 16 blocks of 4 MiB; every object on disk at its first request.
-    let config = StoreConfig {
-        disk_admission: DiskAdmission::Frequency { min_requests: 1 },
-        ..StoreConfig::new(dir.path().to_owned(), 16 << 20, 64 << 20)
-    };
+    // Every object on disk at its first request.
+    let config = frequency_config(dir.path(), 1);
     let store = Store::open(&config, None).await.unwrap();
     let body = Bytes::from(vec![b'x'; 60 << 10]);
     let fill = |k: &CacheKey| {
